@@ -1,0 +1,3 @@
+//! `fedsec-client` binary (filled by its issue).
+
+fn main() {}

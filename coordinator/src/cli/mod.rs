@@ -1,0 +1,6 @@
+//! Subcommands of the `fedsec-coordinator` binary, one module each.
+
+pub(crate) mod certs;
+
+/// Error type of CLI subcommands: any error with a readable message.
+pub(crate) type CliError = Box<dyn std::error::Error + Send + Sync>;

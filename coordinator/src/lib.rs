@@ -1,0 +1,1 @@
+//! fedsec coordinator library (filled by the coordinator issue).

@@ -1,0 +1,3 @@
+//! `fedsec-experiments` binary (filled by its issue).
+
+fn main() {}
