@@ -1,0 +1,256 @@
+//! L2 clipping of `f32` update vectors, with `f64` accumulation.
+//!
+//! This module owns the one property every privacy claim rests on: the L2
+//! norm of a clipped update is at most the clip norm `C`. A vector containing
+//! NaN or ±∞ is an error (never silently zeroed).
+//!
+//! # Rounding bound
+//!
+//! The squared norm is summed in `f64` over 8 independent lanes (the squares
+//! of `f32` values are exact in `f64`), so for `n` elements the computed norm
+//! `ñ` satisfies `|ñ − ‖v‖| ≤ γ_n ‖v‖` with
+//! `γ_n = (⌈n/8⌉ + 8) · 2⁻⁵³` (standard recursive-summation bound per lane,
+//! plus the lane reduction and the square root).
+//!
+//! When `ñ > C` the vector is multiplied by `s = (C/ñ)(1 − m)`:
+//! - [`clip_and_accumulate`] keeps the products in `f64` and uses
+//!   `m = 2γ_n + 2⁻⁵⁰`, so the contribution added to the accumulator has norm
+//!   `≤ C` exactly (up to the `f64` rounding of the accumulator itself, which is
+//!   the aggregation's, not the clipping's);
+//! - [`clip_in_place`] rounds each product back to `f32` (relative error
+//!   `≤ 2⁻²⁴`) and uses `m = 2γ_n + 2⁻²³`, so the clipped `f32` vector has norm
+//!   `≤ C` and `≥ C(1 − 2⁻²² − 4γ_n)`.
+//!
+//! (Subnormal `f32` results carry an absolute rounding error of at most 2⁻¹⁵⁰
+//! per element, irrelevant for any clip norm above 1e-30.) Vectors whose norm
+//! is already `≤ C` are left bit-for-bit untouched.
+
+use thiserror::Error;
+
+/// Why a vector could not be measured or clipped.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ClipError {
+    /// The element at `index` is NaN or ±∞.
+    #[error("element {index} is NaN or infinite")]
+    NonFinite {
+        /// Position of the first offending element.
+        index: usize,
+    },
+    /// The clip norm is not a finite number > 0.
+    #[error("clip norm {0} must be a finite number > 0")]
+    InvalidClipNorm(f64),
+    /// The accumulator and the vector have different lengths.
+    #[error("length mismatch: expected {expected} elements, got {actual}")]
+    LengthMismatch {
+        /// Length of the accumulator.
+        expected: usize,
+        /// Length of the vector.
+        actual: usize,
+    },
+}
+
+/// What clipping did to one vector.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClipOutcome {
+    /// L2 norm of the vector before clipping (computed in `f64`).
+    pub norm: f64,
+    /// Factor the vector was multiplied by (1 if it was inside the ball).
+    pub scale: f64,
+    /// Whether the vector was scaled down.
+    pub clipped: bool,
+}
+
+const LANES: usize = 8;
+const U: f64 = f64::EPSILON / 2.0; // 2^-53
+
+/// Relative error bound `γ_n` of [`l2_norm`] for `n` elements (see module docs).
+pub fn norm_rounding_bound(n: usize) -> f64 {
+    ((n.div_ceil(LANES) + 8) as f64) * U
+}
+
+/// Sum of squares in f64, 8 independent lanes (vectorises); non-finite
+/// elements make the result non-finite.
+fn sum_squares(v: &[f32]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let chunks = v.chunks_exact(LANES);
+    let rem = chunks.remainder();
+    for c in chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            let x = f64::from(x);
+            *a += x * x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(rem) {
+        let x = f64::from(x);
+        *a += x * x;
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
+fn first_non_finite(v: &[f32]) -> usize {
+    v.iter().position(|x| !x.is_finite()).unwrap_or(v.len())
+}
+
+/// L2 norm of `v`, accumulated in `f64`; NaN or ±∞ anywhere is an error.
+///
+/// One pass over the data: the sum of squares is finite exactly when every
+/// element is finite (the largest `f32` squared is ~1.2e77), so the position
+/// of a bad element is only searched for on the error path.
+pub fn l2_norm(v: &[f32]) -> Result<f64, ClipError> {
+    let s = sum_squares(v);
+    if s.is_finite() {
+        Ok(s.sqrt())
+    } else {
+        Err(ClipError::NonFinite {
+            index: first_non_finite(v),
+        })
+    }
+}
+
+fn check_clip_norm(clip_norm: f64) -> Result<(), ClipError> {
+    if clip_norm.is_finite() && clip_norm > 0.0 {
+        Ok(())
+    } else {
+        Err(ClipError::InvalidClipNorm(clip_norm))
+    }
+}
+
+/// Scale factor that maps a vector of computed norm `norm` (over `n`
+/// elements) to norm `≤ clip_norm` with the given extra relative margin.
+fn clip_scale(clip_norm: f64, norm: f64, n: usize, margin: f64) -> f64 {
+    (clip_norm / norm) * (1.0 - (2.0 * norm_rounding_bound(n) + margin))
+}
+
+/// Clips `v` in place to L2 norm at most `clip_norm` and returns the pre-clip
+/// norm. Vectors already inside the ball are not modified. On error `v` is
+/// left untouched.
+pub fn clip_in_place(v: &mut [f32], clip_norm: f64) -> Result<f64, ClipError> {
+    check_clip_norm(clip_norm)?;
+    let norm = l2_norm(v)?;
+    if norm > clip_norm {
+        let s = clip_scale(clip_norm, norm, v.len(), f64::from(f32::EPSILON));
+        for x in v.iter_mut() {
+            *x = (f64::from(*x) * s) as f32;
+        }
+    }
+    Ok(norm)
+}
+
+/// The coordinator's fused hot path: validates `v` and computes its norm in
+/// one pass, then adds the clipped vector to `acc` in a second pass
+/// (`acc[i] += scale·v[i]` in `f64`). On any error `acc` is untouched.
+pub fn clip_and_accumulate(
+    v: &[f32],
+    clip_norm: f64,
+    acc: &mut [f64],
+) -> Result<ClipOutcome, ClipError> {
+    check_clip_norm(clip_norm)?;
+    if acc.len() != v.len() {
+        return Err(ClipError::LengthMismatch {
+            expected: acc.len(),
+            actual: v.len(),
+        });
+    }
+    let norm = l2_norm(v)?;
+    let (scale, clipped) = if norm > clip_norm {
+        (clip_scale(clip_norm, norm, v.len(), 4.0 * U), true)
+    } else {
+        (1.0, false)
+    };
+    if clipped {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += scale * f64::from(x);
+        }
+    } else {
+        for (a, &x) in acc.iter_mut().zip(v) {
+            *a += f64::from(x);
+        }
+    }
+    Ok(ClipOutcome {
+        norm,
+        scale,
+        clipped,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_of_simple_vectors() {
+        assert_eq!(l2_norm(&[]).ok(), Some(0.0));
+        assert_eq!(l2_norm(&[3.0, 4.0]).ok(), Some(5.0));
+        let v = vec![1.0f32; 17];
+        assert!((l2_norm(&v).unwrap() - 17f64.sqrt()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn non_finite_elements_are_errors_with_their_index() {
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut v = vec![0.5f32; 20];
+            v[13] = bad;
+            assert_eq!(l2_norm(&v), Err(ClipError::NonFinite { index: 13 }));
+            let before = v.clone();
+            assert!(clip_in_place(&mut v, 1.0).is_err());
+            assert_eq!(
+                before.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+            );
+            let mut acc = vec![1.0f64; 20];
+            assert_eq!(
+                clip_and_accumulate(&v, 1.0, &mut acc),
+                Err(ClipError::NonFinite { index: 13 })
+            );
+            assert!(acc.iter().all(|&a| a == 1.0), "acc touched on error");
+        }
+    }
+
+    #[test]
+    fn largest_finite_values_do_not_overflow_the_norm() {
+        let v = vec![f32::MAX; 1000];
+        let n = l2_norm(&v).unwrap();
+        assert!((n / (f64::from(f32::MAX) * 1000f64.sqrt()) - 1.0).abs() < 1e-12);
+        let mut w = v.clone();
+        clip_in_place(&mut w, 1.0).unwrap();
+        assert!(l2_norm(&w).unwrap() <= 1.0);
+    }
+
+    #[test]
+    fn invalid_clip_norms_are_rejected() {
+        for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                clip_and_accumulate(&[1.0], c, &mut [0.0]),
+                Err(ClipError::InvalidClipNorm(_))
+            ));
+            assert!(matches!(
+                clip_in_place(&mut [1.0], c),
+                Err(ClipError::InvalidClipNorm(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn length_mismatch_is_an_error() {
+        let mut acc = vec![0.0; 3];
+        assert_eq!(
+            clip_and_accumulate(&[1.0, 2.0], 1.0, &mut acc),
+            Err(ClipError::LengthMismatch {
+                expected: 3,
+                actual: 2
+            })
+        );
+    }
+
+    #[test]
+    fn accumulate_clips_and_sums() {
+        let mut acc = vec![0.0f64; 2];
+        let o = clip_and_accumulate(&[3.0, 4.0], 1.0, &mut acc).unwrap();
+        assert!(o.clipped && o.norm == 5.0);
+        assert!((acc[0] - 0.6).abs() < 1e-12 && (acc[1] - 0.8).abs() < 1e-12);
+        assert!((acc[0] * acc[0] + acc[1] * acc[1]).sqrt() <= 1.0);
+        let o = clip_and_accumulate(&[0.5, 0.0], 1.0, &mut acc).unwrap();
+        assert!(!o.clipped && o.scale == 1.0);
+        assert!((acc[0] - 1.1).abs() < 1e-12);
+    }
+}
