@@ -1,1 +1,31 @@
-//! placeholder
+//! fedsec-detector: the bot-abuse detection domain of fedsec.
+//!
+//! From request logs to a calibrated, explainable bot score, with no network
+//! and no storage:
+//!
+//! - [`logs`]: streaming readers for nginx/Apache combined logs (and nginx
+//!   `main` with `X-Forwarded-For`) and JSON lines, with per-line malformed
+//!   reports;
+//! - [`session`]: an incremental sessionizer with an idle timeout and bounded
+//!   memory;
+//! - [`features`]: the fixed, documented per-session feature vector;
+//! - [`ua`], [`paths`]: user-agent classes and path/referer reading;
+//! - [`synth`]: the seeded synthetic tenant generator (real log text + labels);
+//! - [`dataset`]: feature matrices with labels, seeded splits, the label join;
+//! - [`model`]: burn logistic regression and MLP in the canonical flat layout
+//!   of [`fedsec_proto::model`], scoring, and the model file;
+//! - [`train`]: local training returning `delta = local − global`;
+//! - [`metrics`]: ROC-AUC, PR-AUC (average precision), recall at a fixed FPR,
+//!   confusion matrices;
+//! - [`explain`]: per-session attributions and plain-words reasons.
+
+pub mod dataset;
+pub mod explain;
+pub mod features;
+pub mod logs;
+pub mod metrics;
+pub mod model;
+pub mod paths;
+pub mod session;
+pub mod train;
+pub mod ua;

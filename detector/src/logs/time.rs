@@ -1,0 +1,265 @@
+//! Timestamps of access logs, as Unix milliseconds plus the UTC offset they
+//! were written in.
+//!
+//! CLF's `[10/Oct/2000:13:55:36 -0700]` is parsed by hand (fixed width, on the
+//! hot path, cross-checked against the `time` crate in tests); JSON `ts`
+//! accepts RFC 3339 strings (via `time`) or Unix time numbers.
+
+use ::time::OffsetDateTime;
+use ::time::format_description::well_known::Rfc3339;
+
+use super::MalformedReason;
+
+/// Unix seconds of 9999-12-31T23:59:59Z, the latest accepted time.
+const MAX_UNIX_S: i64 = 253_402_300_799;
+/// Integers at or above this are read as Unix *milliseconds* (10^11 seconds
+/// would be the year 5138).
+pub const MILLIS_THRESHOLD: f64 = 1e11;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's algorithm).
+pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        _ if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        _ => 28,
+    }
+}
+
+fn digits(b: &[u8]) -> Option<u32> {
+    let mut v: u32 = 0;
+    for &c in b {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        v = v * 10 + u32::from(c - b'0');
+    }
+    Some(v)
+}
+
+fn month_from_abbrev(b: &[u8]) -> Option<u32> {
+    Some(match b {
+        b"Jan" => 1,
+        b"Feb" => 2,
+        b"Mar" => 3,
+        b"Apr" => 4,
+        b"May" => 5,
+        b"Jun" => 6,
+        b"Jul" => 7,
+        b"Aug" => 8,
+        b"Sep" => 9,
+        b"Oct" => 10,
+        b"Nov" => 11,
+        b"Dec" => 12,
+        _ => return None,
+    })
+}
+
+/// Parses CLF's `dd/Mon/yyyy:HH:MM:SS ±hhmm` (the text between the brackets).
+/// Returns (Unix ms, UTC offset in minutes).
+pub fn parse_clf_time(s: &str) -> Result<(i64, i16), MalformedReason> {
+    let bad = || {
+        MalformedReason::bad(
+            "time",
+            format!(
+                "{:?} is not dd/Mon/yyyy:HH:MM:SS ±hhmm",
+                super::truncate(s, 40)
+            ),
+        )
+    };
+    let b = s.as_bytes();
+    if b.len() != 26
+        || b[2] != b'/'
+        || b[6] != b'/'
+        || b[11] != b':'
+        || b[14] != b':'
+        || b[17] != b':'
+        || b[20] != b' '
+    {
+        return Err(bad());
+    }
+    let day = digits(&b[0..2]).ok_or_else(bad)?;
+    let month = month_from_abbrev(&b[3..6]).ok_or_else(bad)?;
+    let year = i64::from(digits(&b[7..11]).ok_or_else(bad)?);
+    let hour = digits(&b[12..14]).ok_or_else(bad)?;
+    let minute = digits(&b[15..17]).ok_or_else(bad)?;
+    let second = digits(&b[18..20]).ok_or_else(bad)?;
+    let sign: i64 = match b[21] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return Err(bad()),
+    };
+    let off_h = digits(&b[22..24]).ok_or_else(bad)?;
+    let off_m = digits(&b[24..26]).ok_or_else(bad)?;
+    if year < 1970
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+        || off_h > 23
+        || off_m > 59
+    {
+        return Err(bad());
+    }
+    // A leap second (:60) is folded onto :59.
+    let second = second.min(59);
+    let offset_min = sign * i64::from(off_h * 60 + off_m);
+    let local_s =
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let utc_s = local_s - offset_min * 60;
+    if !(0..=MAX_UNIX_S).contains(&utc_s) {
+        return Err(bad());
+    }
+    // |offset| ≤ 23*60+59 fits i16.
+    Ok((utc_s * 1000, offset_min as i16))
+}
+
+/// Parses an RFC 3339 timestamp (`2024-03-04T12:00:00.250+01:00`).
+pub fn parse_rfc3339(s: &str) -> Result<(i64, i16), MalformedReason> {
+    let bad = |e: &dyn std::fmt::Display| {
+        MalformedReason::bad("ts", format!("{:?}: {e}", super::truncate(s, 40)))
+    };
+    let dt = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| bad(&e))?;
+    let ms = dt.unix_timestamp_nanos() / 1_000_000;
+    let ms = i64::try_from(ms).map_err(|e| bad(&e))?;
+    if !(0..=MAX_UNIX_S * 1000).contains(&ms) {
+        return Err(bad(&"before 1970 or after 9999"));
+    }
+    let offset_min = dt.offset().whole_minutes();
+    Ok((ms, offset_min))
+}
+
+/// Interprets a numeric JSON `ts`: Unix seconds (fractions allowed), or Unix
+/// milliseconds when ≥ [`MILLIS_THRESHOLD`]. The offset is UTC.
+pub fn parse_unix_number(v: f64) -> Result<(i64, i16), MalformedReason> {
+    if !v.is_finite() || v < 0.0 {
+        return Err(MalformedReason::bad(
+            "ts",
+            format!("{v} is not a Unix time"),
+        ));
+    }
+    let ms = if v >= MILLIS_THRESHOLD { v } else { v * 1000.0 };
+    if ms > (MAX_UNIX_S * 1000) as f64 {
+        return Err(MalformedReason::bad("ts", format!("{v} is after 9999")));
+    }
+    Ok((ms.floor() as i64, 0))
+}
+
+/// Local hour of day (0–23) of a timestamp with its UTC offset.
+pub fn local_hour(ts_ms: i64, utc_offset_min: i16) -> u32 {
+    let local_s = ts_ms.div_euclid(1000) + i64::from(utc_offset_min) * 60;
+    (local_s.rem_euclid(86_400) / 3600) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::time::format_description;
+
+    #[test]
+    fn clf_examples() {
+        // Apache documentation example.
+        assert_eq!(
+            parse_clf_time("10/Oct/2000:13:55:36 -0700"),
+            Ok((971_211_336_000, -420))
+        );
+        assert_eq!(parse_clf_time("01/Jan/1970:00:00:00 +0000"), Ok((0, 0)));
+        assert_eq!(
+            parse_clf_time("29/Feb/2024:23:59:60 +0530"),
+            Ok(((1_709_251_199 - 330 * 60) * 1000, 330))
+        );
+    }
+
+    #[test]
+    fn clf_rejects_impossible_dates() {
+        for s in [
+            "30/Feb/2024:00:00:00 +0000",
+            "29/Feb/2023:00:00:00 +0000",
+            "10/Foo/2000:13:55:36 -0700",
+            "10/Oct/2000:24:00:00 -0700",
+            "10/Oct/2000:13:55:36 0700",
+            "10/Oct/2000:13:55:36 -07:00",
+            "1/Oct/2000:13:55:36 -0700",
+            "00/Oct/2000:13:55:36 -0700",
+            "10/Oct/1969:13:55:36 -0700",
+            "",
+            "10/Oct/2000:13:5x:36 -0700",
+        ] {
+            assert!(parse_clf_time(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn clf_agrees_with_the_time_crate() {
+        let fmt = format_description::parse_borrowed::<2>(
+            "[day]/[month repr:short]/[year]:[hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]",
+        )
+        .unwrap();
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let months = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ];
+        for _ in 0..2000 {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let r = state >> 11;
+            let year = 1971 + (r % 120) as i64;
+            let month = 1 + ((r >> 8) % 12) as u32;
+            let day = 1 + ((r >> 12) % u64::from(days_in_month(year, month))) as u32;
+            let (h, mi, se) = ((r >> 20) % 24, (r >> 25) % 60, (r >> 31) % 60);
+            let (oh, om) = ((r >> 37) % 15, [0, 30, 45][((r >> 41) % 3) as usize]);
+            let sign = if (r >> 43).is_multiple_of(2) {
+                '+'
+            } else {
+                '-'
+            };
+            let s = format!(
+                "{day:02}/{}/{year}:{h:02}:{mi:02}:{se:02} {sign}{oh:02}{om:02}",
+                months[(month - 1) as usize]
+            );
+            let reference = OffsetDateTime::parse(&s, &fmt).unwrap();
+            let (ms, off) = parse_clf_time(&s).unwrap();
+            assert_eq!(ms, reference.unix_timestamp() * 1000, "{s}");
+            assert_eq!(off, reference.offset().whole_minutes(), "{s}");
+        }
+    }
+
+    #[test]
+    fn rfc3339_and_numbers() {
+        assert_eq!(
+            parse_rfc3339("2000-10-10T13:55:36.250-07:00"),
+            Ok((971_211_336_250, -420))
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:01Z"), Ok((1000, 0)));
+        assert!(parse_rfc3339("2000-10-10 13:55:36").is_err());
+        assert!(parse_rfc3339("yesterday").is_err());
+        assert_eq!(parse_unix_number(971_211_336.25), Ok((971_211_336_250, 0)));
+        assert_eq!(
+            parse_unix_number(971_211_336_250.0),
+            Ok((971_211_336_250, 0))
+        );
+        assert!(parse_unix_number(f64::NAN).is_err());
+        assert!(parse_unix_number(-1.0).is_err());
+        assert!(parse_unix_number(1e300).is_err());
+    }
+
+    #[test]
+    fn local_hours() {
+        // 13:55 at -07:00.
+        assert_eq!(local_hour(971_211_336_000, -420), 13);
+        assert_eq!(local_hour(971_211_336_000, 0), 20);
+        assert_eq!(local_hour(0, 330), 5);
+    }
+}

@@ -1,0 +1,533 @@
+//! Sessionizing: grouping requests into visits, incrementally and in bounded
+//! memory.
+//!
+//! A request belongs to the session of its `session_id` when it carries one,
+//! otherwise to the session of its (client IP, user agent) pair. A session
+//! ends when its next request would come more than
+//! [`SessionConfig::idle_timeout_ms`] (30 minutes) after its last one, when it
+//! reaches [`SessionConfig::max_requests_per_session`], when more than
+//! [`SessionConfig::max_open_sessions`] are open (the least recently queued is
+//! closed early), or at [`Sessionizer::finish`]. Idle sessions are flushed as
+//! the stream's clock (the latest timestamp seen, or the time a host passes
+//! to [`Sessionizer::flush_idle`]) moves past their timeout, so memory holds
+//! only sessions active within the last timeout window.
+//!
+//! Each session is identified by a [`SessionKey`]: its identity plus the
+//! timestamp of its first request. The synthetic generator writes the same key
+//! into its labels file, which makes the join between logs and labels exact.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+
+use crate::logs::{LogRecord, Method, Outcome};
+use crate::paths::{self, PathInfo};
+
+/// Sessionizer limits.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// Idle gap that ends a session, ms (default 30 minutes).
+    pub idle_timeout_ms: i64,
+    /// Most sessions open at once (default 100 000); beyond it the oldest
+    /// queued session is closed early ([`CloseReason::Evicted`]).
+    pub max_open_sessions: usize,
+    /// Most requests kept per session (default 10 000); the next request
+    /// starts a new session ([`CloseReason::RequestCap`]).
+    pub max_requests_per_session: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_ms: 30 * 60 * 1000,
+            max_open_sessions: 100_000,
+            max_requests_per_session: 10_000,
+        }
+    }
+}
+
+/// What a session is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SessionIdentity {
+    /// The application's session id.
+    SessionId(String),
+    /// Client IP and user agent.
+    IpUa {
+        /// Client IP.
+        ip: String,
+        /// User agent (may be empty).
+        user_agent: String,
+    },
+}
+
+/// Identity of one session: who, and when it started.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    /// Timestamp of the session's first request, Unix ms.
+    pub start_ms: i64,
+    /// Session id or (IP, user agent).
+    pub identity: SessionIdentity,
+}
+
+impl fmt::Display for SessionKey {
+    /// `sid:<start_ms>:<session_id>` or `ipua:<start_ms>:<ip>:<fnv1a(ua) as 16 hex>`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.identity {
+            SessionIdentity::SessionId(id) => write!(f, "sid:{}:{id}", self.start_ms),
+            SessionIdentity::IpUa { ip, user_agent } => write!(
+                f,
+                "ipua:{}:{ip}:{:016x}",
+                self.start_ms,
+                paths::fnv1a(user_agent.as_bytes())
+            ),
+        }
+    }
+}
+
+/// Why a session was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// No request within the idle timeout.
+    Idle,
+    /// The per-session request cap was reached.
+    RequestCap,
+    /// Closed early because too many sessions were open.
+    Evicted,
+    /// End of input ([`Sessionizer::finish`]).
+    EndOfInput,
+}
+
+/// One request as the features see it (no strings kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Request {
+    /// Unix ms.
+    pub ts_ms: i64,
+    /// UTC offset of the timestamp, minutes.
+    pub utc_offset_min: i16,
+    /// Method.
+    pub method: Method,
+    /// HTTP status.
+    pub status: u16,
+    /// Response bytes.
+    pub bytes: u64,
+    /// Path kind, hashes and depth.
+    pub path: PathInfo,
+    /// Hash of the referer's path; `None` when there was no referer.
+    pub referer_path: Option<u64>,
+    /// Outcome reported by the application, if any.
+    pub outcome: Option<Outcome>,
+}
+
+impl Request {
+    /// Extracts the request's facts from a log record.
+    pub fn from_record(r: &LogRecord<'_>) -> Self {
+        Self {
+            ts_ms: r.ts_ms,
+            utc_offset_min: r.utc_offset_min,
+            method: r.method,
+            status: r.status,
+            bytes: r.bytes,
+            path: paths::classify(r.method, &r.path),
+            referer_path: paths::referer_path_hash(&r.referer),
+            outcome: r.outcome,
+        }
+    }
+}
+
+/// A closed session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    /// Identity and start.
+    pub key: SessionKey,
+    /// Client IP of the first request.
+    pub ip: String,
+    /// User agent of the first request.
+    pub user_agent: String,
+    /// Requests in arrival order.
+    pub requests: Vec<Request>,
+    /// Some request carried a `session_id`.
+    pub saw_session_id: bool,
+    /// Some request carried a `user`.
+    pub saw_user: bool,
+    /// Some request carried an `outcome` field.
+    pub saw_outcome: bool,
+    /// Some request carried an `asn`.
+    pub saw_asn: bool,
+    /// Why it was closed.
+    pub close_reason: CloseReason,
+}
+
+impl Session {
+    /// Timestamp of the last request (max over requests), Unix ms.
+    pub fn end_ms(&self) -> i64 {
+        self.requests
+            .iter()
+            .map(|r| r.ts_ms)
+            .max()
+            .unwrap_or(self.key.start_ms)
+    }
+}
+
+#[derive(Debug)]
+struct Open {
+    session: Session,
+    map_key: Box<str>,
+    last_seen: i64,
+    generation: u64,
+}
+
+/// Incremental sessionizer. Feed records with [`push`](Self::push), take
+/// closed sessions with [`pop_closed`](Self::pop_closed), call
+/// [`finish`](Self::finish) at end of input.
+#[derive(Debug)]
+pub struct Sessionizer {
+    config: SessionConfig,
+    index: HashMap<Box<str>, usize>,
+    slots: Vec<Option<Open>>,
+    free: Vec<usize>,
+    /// (slot, generation, last_seen when queued); one live entry per open session.
+    queue: VecDeque<(usize, u64, i64)>,
+    next_generation: u64,
+    now_ms: i64,
+    key_buf: String,
+    closed: VecDeque<Session>,
+    open_count: usize,
+}
+
+impl Sessionizer {
+    /// A sessionizer with the given limits (values below 1 are raised to 1).
+    pub fn new(mut config: SessionConfig) -> Self {
+        config.idle_timeout_ms = config.idle_timeout_ms.max(1);
+        config.max_open_sessions = config.max_open_sessions.max(1);
+        config.max_requests_per_session = config.max_requests_per_session.max(1);
+        Self {
+            config,
+            index: HashMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            queue: VecDeque::new(),
+            next_generation: 0,
+            now_ms: i64::MIN,
+            key_buf: String::with_capacity(256),
+            closed: VecDeque::new(),
+            open_count: 0,
+        }
+    }
+
+    /// Limits in force.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Sessions currently open.
+    pub fn open_sessions(&self) -> usize {
+        self.open_count
+    }
+
+    /// Closed sessions waiting to be taken.
+    pub fn closed_len(&self) -> usize {
+        self.closed.len()
+    }
+
+    /// Takes the oldest closed session.
+    pub fn pop_closed(&mut self) -> Option<Session> {
+        self.closed.pop_front()
+    }
+
+    /// Takes every closed session.
+    pub fn drain_closed(&mut self) -> impl Iterator<Item = Session> + '_ {
+        self.closed.drain(..)
+    }
+
+    /// Adds one request; may close sessions (idle, capped or evicted).
+    pub fn push(&mut self, rec: &LogRecord<'_>) {
+        let ts = rec.ts_ms;
+        self.now_ms = self.now_ms.max(ts);
+        self.key_buf.clear();
+        match &rec.session_id {
+            Some(id) => {
+                self.key_buf.push_str("s\u{0}");
+                self.key_buf.push_str(id);
+            }
+            None => {
+                self.key_buf.push_str("i\u{0}");
+                self.key_buf.push_str(&rec.ip);
+                self.key_buf.push('\u{0}');
+                self.key_buf.push_str(&rec.user_agent);
+            }
+        }
+        let request = Request::from_record(rec);
+        if let Some(&slot) = self.index.get(self.key_buf.as_str()) {
+            let (expired, full) = match &self.slots[slot] {
+                Some(open) => (
+                    ts - open.last_seen > self.config.idle_timeout_ms,
+                    open.session.requests.len() >= self.config.max_requests_per_session,
+                ),
+                None => (true, false),
+            };
+            if expired {
+                self.close(slot, CloseReason::Idle);
+            } else if full {
+                self.close(slot, CloseReason::RequestCap);
+            } else if let Some(open) = self.slots[slot].as_mut() {
+                open.last_seen = open.last_seen.max(ts);
+                let s = &mut open.session;
+                s.requests.push(request);
+                s.saw_session_id |= rec.session_id.is_some();
+                s.saw_user |= rec.user.is_some();
+                s.saw_outcome |= rec.outcome_present;
+                s.saw_asn |= rec.asn.is_some();
+                self.expire();
+                return;
+            }
+        }
+        if self.open_count >= self.config.max_open_sessions {
+            self.evict_one();
+        }
+        self.open_new(rec, request);
+        self.expire();
+    }
+
+    fn open_new(&mut self, rec: &LogRecord<'_>, request: Request) {
+        let identity = match &rec.session_id {
+            Some(id) => SessionIdentity::SessionId(id.to_string()),
+            None => SessionIdentity::IpUa {
+                ip: rec.ip.to_string(),
+                user_agent: rec.user_agent.to_string(),
+            },
+        };
+        let session = Session {
+            key: SessionKey {
+                start_ms: rec.ts_ms,
+                identity,
+            },
+            ip: rec.ip.to_string(),
+            user_agent: rec.user_agent.to_string(),
+            requests: vec![request],
+            saw_session_id: rec.session_id.is_some(),
+            saw_user: rec.user.is_some(),
+            saw_outcome: rec.outcome_present,
+            saw_asn: rec.asn.is_some(),
+            close_reason: CloseReason::EndOfInput,
+        };
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let map_key: Box<str> = self.key_buf.as_str().into();
+        let open = Open {
+            session,
+            map_key: map_key.clone(),
+            last_seen: rec.ts_ms,
+            generation,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s] = Some(open);
+                s
+            }
+            None => {
+                self.slots.push(Some(open));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(map_key, slot);
+        self.queue.push_back((slot, generation, rec.ts_ms));
+        self.open_count += 1;
+    }
+
+    fn close(&mut self, slot: usize, reason: CloseReason) {
+        if let Some(open) = self.slots[slot].take() {
+            self.index.remove(&open.map_key);
+            self.free.push(slot);
+            self.open_count -= 1;
+            let mut s = open.session;
+            s.close_reason = reason;
+            self.closed.push_back(s);
+        }
+    }
+
+    fn is_live(&self, slot: usize, generation: u64) -> bool {
+        matches!(&self.slots[slot], Some(o) if o.generation == generation)
+    }
+
+    fn evict_one(&mut self) {
+        while let Some((slot, generation, _)) = self.queue.pop_front() {
+            if self.is_live(slot, generation) {
+                self.close(slot, CloseReason::Evicted);
+                return;
+            }
+        }
+    }
+
+    /// Closes queued sessions idle for longer than the timeout at `now_ms`.
+    fn expire(&mut self) {
+        let timeout = self.config.idle_timeout_ms;
+        while let Some(&(slot, generation, queued)) = self.queue.front() {
+            let last_seen = match &self.slots[slot] {
+                Some(o) if o.generation == generation => o.last_seen,
+                _ => {
+                    self.queue.pop_front();
+                    continue;
+                }
+            };
+            if self.now_ms.saturating_sub(last_seen) > timeout {
+                self.queue.pop_front();
+                self.close(slot, CloseReason::Idle);
+            } else if last_seen > queued {
+                // Active since it was queued: re-queue at its last activity.
+                self.queue.pop_front();
+                self.queue.push_back((slot, generation, last_seen));
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Advances the clock to `now_ms` (e.g. wall-clock time in a live host)
+    /// and closes sessions idle for longer than the timeout.
+    pub fn flush_idle(&mut self, now_ms: i64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.expire();
+    }
+
+    /// Closes every open session (end of input), oldest queued first.
+    pub fn finish(&mut self) {
+        while let Some((slot, generation, _)) = self.queue.pop_front() {
+            if self.is_live(slot, generation) {
+                self.close(slot, CloseReason::EndOfInput);
+            }
+        }
+    }
+}
+
+impl Default for Sessionizer {
+    fn default() -> Self {
+        Self::new(SessionConfig::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    fn rec(ts_s: i64, ip: &str, ua: &str, sid: Option<&str>) -> LogRecord<'static> {
+        LogRecord {
+            ts_ms: ts_s * 1000,
+            utc_offset_min: 0,
+            ip: Cow::Owned(ip.into()),
+            method: Method::Get,
+            path: Cow::Borrowed("/"),
+            status: 200,
+            bytes: 10,
+            referer: Cow::Borrowed(""),
+            user_agent: Cow::Owned(ua.into()),
+            session_id: sid.map(|s| Cow::Owned(s.into())),
+            user: None,
+            outcome: None,
+            outcome_present: false,
+            asn: None,
+        }
+    }
+
+    fn all(s: &mut Sessionizer) -> Vec<Session> {
+        s.finish();
+        s.drain_closed().collect()
+    }
+
+    #[test]
+    fn keys_and_idle_timeout() {
+        let mut s = Sessionizer::default();
+        s.push(&rec(0, "1.1.1.1", "a", None));
+        s.push(&rec(10, "1.1.1.1", "b", None)); // other UA: other session
+        s.push(&rec(1800, "1.1.1.1", "a", None)); // exactly 30 min: same session
+        s.push(&rec(20, "2.2.2.2", "a", Some("x")));
+        s.push(&rec(30, "3.3.3.3", "c", Some("x"))); // same sid, other IP: same session
+        assert_eq!(s.open_sessions(), 3);
+        s.push(&rec(3601, "1.1.1.1", "a", None)); // 1801 s after: new session
+        let sessions = all(&mut s);
+        let mut summary: Vec<(String, usize)> = sessions
+            .iter()
+            .map(|x| (x.key.to_string(), x.requests.len()))
+            .collect();
+        summary.sort();
+        let a = format!("{:016x}", paths::fnv1a(b"a"));
+        let b = format!("{:016x}", paths::fnv1a(b"b"));
+        assert_eq!(
+            summary,
+            vec![
+                (format!("ipua:0:1.1.1.1:{a}"), 2),
+                (format!("ipua:10000:1.1.1.1:{b}"), 1),
+                (format!("ipua:3601000:1.1.1.1:{a}"), 1),
+                ("sid:20000:x".to_string(), 2),
+            ]
+        );
+    }
+
+    #[test]
+    fn idle_sessions_are_flushed_as_time_passes() {
+        let mut s = Sessionizer::default();
+        for i in 0..1000 {
+            s.push(&rec(
+                i,
+                &format!("10.0.{}.{}", i / 256, i % 256),
+                "ua",
+                None,
+            ));
+        }
+        assert_eq!(s.open_sessions(), 1000);
+        assert_eq!(s.closed_len(), 0);
+        // A request 31 minutes after the first ones flushes the early sessions.
+        s.push(&rec(1000 + 1801, "9.9.9.9", "ua", None));
+        assert_eq!(s.closed_len(), 1000);
+        assert_eq!(s.open_sessions(), 1);
+        assert!(
+            s.drain_closed()
+                .all(|x| x.close_reason == CloseReason::Idle)
+        );
+        s.flush_idle(1_000_000_000);
+        assert_eq!(s.open_sessions(), 0);
+    }
+
+    #[test]
+    fn memory_bounds() {
+        let mut s = Sessionizer::new(SessionConfig {
+            max_open_sessions: 10,
+            max_requests_per_session: 3,
+            ..SessionConfig::default()
+        });
+        for i in 0..7 {
+            s.push(&rec(i, "1.1.1.1", "ua", None));
+        }
+        for i in 0..20 {
+            s.push(&rec(10, &format!("10.0.0.{i}"), "ua", None));
+            assert!(s.open_sessions() <= 10);
+        }
+        let sessions = all(&mut s);
+        let capped: Vec<_> = sessions
+            .iter()
+            .filter(|x| x.close_reason == CloseReason::RequestCap)
+            .collect();
+        assert_eq!(capped.len(), 2);
+        assert!(capped.iter().all(|x| x.requests.len() == 3));
+        let evicted = sessions
+            .iter()
+            .filter(|x| x.close_reason == CloseReason::Evicted)
+            .count();
+        assert_eq!(evicted, 11);
+        let total: usize = sessions.iter().map(|x| x.requests.len()).sum();
+        assert_eq!(total, 27);
+    }
+
+    #[test]
+    fn late_requests_of_an_idle_session_start_a_new_one() {
+        let mut s = Sessionizer::default();
+        s.push(&rec(0, "1.1.1.1", "a", None));
+        s.push(&rec(5000, "2.2.2.2", "a", None));
+        // Out-of-order line for the first identity, far in the past relative to
+        // the clock: the first session was already flushed.
+        s.push(&rec(100, "1.1.1.1", "a", None));
+        let sessions = all(&mut s);
+        assert_eq!(sessions.len(), 3);
+    }
+}
