@@ -1,1 +1,72 @@
-//! fedsec coordinator library (filled by the coordinator issue).
+//! The fedsec coordinator: DP-FedAvg rounds over gRPC with mutual TLS,
+//! streaming aggregation with server-side re-clipping, central Gaussian
+//! noise, and a crash-safe privacy ledger.
+//!
+//! A library with a thin binary: `fedsec-coordinator serve` and programs
+//! embedding the coordinator (end-to-end tests, the one-process demo) share
+//! [`Coordinator::start`]:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fedsec_coordinator::Error> {
+//! use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec};
+//! use fedsec_proto::model::ModelSpec;
+//!
+//! let config = CoordinatorConfig {
+//!     listen: "127.0.0.1:0".parse().unwrap(),
+//!     data_dir: "coordinator-data".into(),
+//!     tls: Some(fedsec_proto::tls::TlsFiles {
+//!         ca: "pki/ca.pem".into(),
+//!         cert: "pki/server.pem".into(),
+//!         key: "pki/server.key".into(),
+//!     }),
+//!     admins: vec!["admin".into()],
+//!     ..Default::default()
+//! };
+//! let running = Coordinator::start(config).await?;
+//! let job = running
+//!     .admin()
+//!     .create_job(JobSpec::new("bots", ModelSpec::mlp(25, [64]), 0.1))
+//!     .await?;
+//! println!("job {} on {}", job.job_id, running.endpoint());
+//! running.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules, by what they own:
+//!
+//! - [`config`]: the TOML configuration and job definitions, validation.
+//! - [`error`]: the error type and its single mapping to gRPC statuses.
+//! - [`store`]: durable state behind the [`store::Store`] trait (SQLite).
+//! - [`selection`]: Poisson cohort sampling by keyed hash.
+//! - [`aggregate`]: the streaming f64 sum and bounded decode buffers.
+//! - [`round`]: one open round attempt and its submission bookkeeping.
+//! - [`release`]: noise, fixed denominator and server optimiser (pure numerics).
+//! - [`accounting`]: the coordinator's use of `fedsec-privacy` (receipts, noise sources).
+//! - [`job`]: a job at run time and the task driving its rounds.
+//! - [`admin`]: administration operations (Admin API and in-process).
+//! - [`service`]: the tonic `Coordinator` and `Admin` services.
+//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`export`]: safetensors export and import.
+//! - [`server`]: start-up, crash recovery, serving and shutdown.
+
+pub mod accounting;
+pub mod admin;
+pub mod aggregate;
+pub mod config;
+mod engine;
+pub mod error;
+pub mod export;
+pub mod job;
+pub mod metrics;
+pub mod release;
+pub mod round;
+pub mod selection;
+pub mod server;
+pub mod service;
+pub mod store;
+
+pub use admin::AdminApi;
+pub use config::{CoordinatorConfig, JobSpec};
+pub use engine::now_unix_ms;
+pub use error::{Error, RejectReason, Result};
+pub use server::{Coordinator, RunningCoordinator};

@@ -1,0 +1,250 @@
+//! The coordinator's use of `fedsec-privacy`: noise sources, receipts and
+//! their wire form, calibration at job start.
+//!
+//! All privacy math lives in the privacy crate; this module only chooses
+//! which of its pieces a job uses and converts results to the wire types.
+
+use fedsec_privacy::{
+    GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant, PrivacyReceipt, RoundCharge,
+    SimulationGaussian,
+};
+use fedsec_proto::v1;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+
+/// Mechanism text of receipts of jobs that publish without noise.
+pub const NO_NOISE_MECHANISM: &str = "NONE: noise disabled by a [dangerous] test configuration; \
+     the published models carry NO differential-privacy guarantee";
+
+/// A fresh noise source of the given kind. Simulation noise is seeded from
+/// the operating system (it is only allowed under `[dangerous]`).
+pub fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
+    match kind {
+        NoiseKind::OpenDp => Box::new(OpenDpGaussian::new()),
+        NoiseKind::Simulation => Box::new(SimulationGaussian::seeded(rand::random())),
+    }
+}
+
+/// Noise multiplier z for `rounds` rounds at rate `q` reaching `target_epsilon`
+/// at `delta`, by the PLD accountant (the one receipts report).
+pub fn calibrate(q: f64, rounds: u64, delta: f64, target_epsilon: f64) -> Result<f64, Error> {
+    fedsec_privacy::calibrate_noise_multiplier(&PldAccountant, q, rounds, delta, target_epsilon)
+        .map_err(|e| Error::Privacy(format!("cannot calibrate the noise multiplier: {e}")))
+}
+
+/// A receipt with its canonical JSON and wire form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    /// ε (PLD) stated; +∞ without noise.
+    pub epsilon_pld: f64,
+    /// ε (RDP) stated; +∞ without noise.
+    pub epsilon_rdp: f64,
+    /// Canonical JSON as stored and served.
+    pub json: String,
+    /// Wire form (its `json` field is [`Self::json`]).
+    pub proto: v1::PrivacyReceipt,
+}
+
+/// The JSON of a receipt without a guarantee (ε fields are `null`).
+#[derive(Debug, Serialize, Deserialize)]
+struct NoGuaranteeReceipt {
+    mechanism: String,
+    neighbouring: String,
+    delta: f64,
+    epsilon_pld: Option<f64>,
+    epsilon_rdp: Option<f64>,
+    rounds: Vec<RoundCharge>,
+    accountant_versions: Vec<String>,
+    empirical_audit: Option<fedsec_privacy::EmpiricalAudit>,
+}
+
+fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
+    v1::RoundCharge {
+        round: c.round,
+        sampling_rate: c.sampling_rate,
+        noise_multiplier: c.noise_multiplier,
+        clip_norm: c.clip_norm,
+        sensitivity: c.sensitivity,
+        count_stddev: c.count_stddev,
+        expected_cohort: c.expected_cohort,
+        committed_unix_ms: c.committed_unix_ms,
+    }
+}
+
+/// Wire form of a ledger charge.
+pub fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
+    charge_proto(c)
+}
+
+impl Receipt {
+    /// The receipt for a job's round history at `delta`: ε by PLD and RDP,
+    /// or, for a job without noise, an explicit no-guarantee statement.
+    pub fn compute(
+        rounds: Vec<RoundCharge>,
+        delta: f64,
+        noise_enabled: bool,
+    ) -> Result<Self, Error> {
+        if noise_enabled {
+            let r = PrivacyReceipt::compute(rounds, delta)
+                .map_err(|e| Error::Privacy(format!("cannot compute the privacy receipt: {e}")))?;
+            Self::from_receipt(&r)
+        } else {
+            let r = NoGuaranteeReceipt {
+                mechanism: NO_NOISE_MECHANISM.into(),
+                neighbouring: fedsec_privacy::receipt::NEIGHBOURING.into(),
+                delta,
+                epsilon_pld: None,
+                epsilon_rdp: None,
+                rounds,
+                accountant_versions: Vec::new(),
+                empirical_audit: None,
+            };
+            let json = serde_json::to_string(&r)
+                .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+            Ok(Self::from_no_guarantee(&r, json))
+        }
+    }
+
+    fn from_receipt(r: &PrivacyReceipt) -> Result<Self, Error> {
+        let json =
+            serde_json::to_string(r).map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+        let proto = v1::PrivacyReceipt {
+            mechanism: r.mechanism.clone(),
+            neighbouring: r.neighbouring.clone(),
+            delta: r.delta,
+            epsilon_pld: r.epsilon_pld,
+            epsilon_rdp: r.epsilon_rdp,
+            rounds: r.rounds.iter().map(charge_proto).collect(),
+            accountant_versions: r.accountant_versions.clone(),
+            empirical_audit: r.empirical_audit.map(|a| v1::EmpiricalAudit {
+                canaries: a.canaries,
+                epsilon_one_shot_final: a.epsilon_one_shot_final,
+                epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
+                epsilon_lower_bound: a.epsilon_lower_bound,
+                confidence: a.confidence,
+            }),
+            json: json.clone(),
+        };
+        Ok(Self {
+            epsilon_pld: r.epsilon_pld,
+            epsilon_rdp: r.epsilon_rdp,
+            json,
+            proto,
+        })
+    }
+
+    fn from_no_guarantee(r: &NoGuaranteeReceipt, json: String) -> Self {
+        let pld = r.epsilon_pld.unwrap_or(f64::INFINITY);
+        let rdp = r.epsilon_rdp.unwrap_or(f64::INFINITY);
+        Self {
+            epsilon_pld: pld,
+            epsilon_rdp: rdp,
+            proto: v1::PrivacyReceipt {
+                mechanism: r.mechanism.clone(),
+                neighbouring: r.neighbouring.clone(),
+                delta: r.delta,
+                epsilon_pld: pld,
+                epsilon_rdp: rdp,
+                rounds: r.rounds.iter().map(charge_proto).collect(),
+                accountant_versions: r.accountant_versions.clone(),
+                empirical_audit: None,
+                json: json.clone(),
+            },
+            json,
+        }
+    }
+
+    /// Reads a stored receipt.
+    pub fn from_json(json: &str) -> Result<Self, Error> {
+        match serde_json::from_str::<PrivacyReceipt>(json) {
+            Ok(r) => {
+                let mut out = Self::from_receipt(&r)?;
+                // Keep the stored bytes exactly.
+                out.json = json.to_owned();
+                out.proto.json = json.to_owned();
+                Ok(out)
+            }
+            Err(_) => {
+                let r: NoGuaranteeReceipt = serde_json::from_str(json)
+                    .map_err(|e| Error::Internal(format!("stored receipt is unreadable: {e}")))?;
+                Ok(Self::from_no_guarantee(&r, json.to_owned()))
+            }
+        }
+    }
+
+    /// Replaces the last round of the history (same mechanism, so ε is
+    /// unchanged) — used to stamp the commit time on a planned receipt.
+    pub fn with_last_round(&self, charge: RoundCharge) -> Result<Self, Error> {
+        match serde_json::from_str::<PrivacyReceipt>(&self.json) {
+            Ok(mut r) => {
+                if let Some(last) = r.rounds.last_mut() {
+                    if last.mechanism() != charge.mechanism() || last.round != charge.round {
+                        return Err(Error::Internal(
+                            "stamped charge differs from the planned one".into(),
+                        ));
+                    }
+                    *last = charge;
+                }
+                Self::from_receipt(&r)
+            }
+            Err(_) => {
+                let mut r: NoGuaranteeReceipt = serde_json::from_str(&self.json)
+                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                if let Some(last) = r.rounds.last_mut() {
+                    *last = charge;
+                }
+                let json = serde_json::to_string(&r)
+                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                Ok(Self::from_no_guarantee(&r, json))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(round: u64) -> RoundCharge {
+        RoundCharge {
+            round,
+            sampling_rate: 0.1,
+            noise_multiplier: 1.0,
+            clip_norm: 1.0,
+            sensitivity: 1.0,
+            count_stddev: 0.0,
+            expected_cohort: 10.0,
+            committed_unix_ms: 1,
+        }
+    }
+
+    #[test]
+    fn receipts_roundtrip_through_json() {
+        let r = Receipt::compute(vec![charge(1), charge(2)], 1e-5, true).unwrap();
+        assert!(r.epsilon_pld > 0.0 && r.epsilon_pld.is_finite());
+        assert!(r.epsilon_rdp >= r.epsilon_pld * 0.99);
+        let back = Receipt::from_json(&r.json).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.proto.rounds.len(), 2);
+        let stamped = r
+            .with_last_round(RoundCharge {
+                committed_unix_ms: 99,
+                ..charge(2)
+            })
+            .unwrap();
+        assert_eq!(stamped.epsilon_pld, r.epsilon_pld);
+        assert_eq!(stamped.proto.rounds[1].committed_unix_ms, 99);
+        let empty = Receipt::compute(vec![], 1e-5, true).unwrap();
+        assert_eq!(empty.epsilon_pld, 0.0);
+    }
+
+    #[test]
+    fn no_noise_receipts_state_no_guarantee() {
+        let r = Receipt::compute(vec![charge(1)], 1e-5, false).unwrap();
+        assert!(r.epsilon_pld.is_infinite());
+        assert_eq!(r.proto.mechanism, NO_NOISE_MECHANISM);
+        assert!(r.json.contains("\"epsilon_pld\":null"), "{}", r.json);
+        assert_eq!(Receipt::from_json(&r.json).unwrap(), r);
+    }
+}

@@ -1,0 +1,496 @@
+//! Shared coordinator state: the store, the metrics, the sampler, the client
+//! registry and the running jobs, plus the operations the gRPC services and
+//! the embedding API share (job creation, state changes, audit events).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use fedsec_proto::tensor::{digest, le_bytes};
+use fedsec_proto::tls::ClientIdentity;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::accounting::Receipt;
+use crate::aggregate::DecodePool;
+use crate::config::{DangerousConfig, JobSpec};
+use crate::error::{Error, RejectReason};
+use crate::job::{JobRuntime, Published, drive};
+use crate::metrics::Metrics;
+use crate::selection::Sampler;
+use crate::store::{
+    ClientRecord, ClientStatus, JobRecord, JobState, ModelVersionRecord, NewAuditEvent, Store,
+    StoreError, StoreResult, VersionInfo,
+};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Settings the services need at run time.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) admins: HashSet<String>,
+    pub(crate) poll_interval: Duration,
+    pub(crate) upload_message_timeout: Duration,
+    pub(crate) dangerous: DangerousConfig,
+}
+
+#[derive(Debug, Clone)]
+struct ClientEntry {
+    tenant_id: String,
+    status: ClientStatus,
+    reason: String,
+    last_seen: i64,
+    dirty: bool,
+}
+
+/// Registered clients, mirrored from the store for fast authorisation.
+/// Last-seen times are kept here and flushed to the store periodically.
+#[derive(Debug, Default)]
+pub(crate) struct ClientRegistry {
+    inner: RwLock<HashMap<String, ClientEntry>>,
+}
+
+impl ClientRegistry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ClientEntry>> {
+        self.inner.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ClientEntry>> {
+        self.inner.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Mirrors a stored record.
+    pub(crate) fn upsert(&self, r: &ClientRecord) {
+        self.write().insert(
+            r.identity.client_id.clone(),
+            ClientEntry {
+                tenant_id: r.identity.tenant_id.clone(),
+                status: r.status,
+                reason: r.status_reason.clone(),
+                last_seen: r.last_seen_unix_ms,
+                dirty: false,
+            },
+        );
+    }
+
+    /// Number of registered identities.
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// The status of a client id, if registered.
+    pub(crate) fn status(&self, client_id: &str) -> Option<ClientStatus> {
+        self.read().get(client_id).map(|e| e.status)
+    }
+
+    /// Refuses revoked identities and client ids bound to another tenant,
+    /// before registration.
+    pub(crate) fn check_can_register(&self, id: &ClientIdentity) -> Result<(), Error> {
+        match self.read().get(&id.client_id) {
+            Some(e) if e.tenant_id != id.tenant_id => Err(Error::rejected(
+                RejectReason::Unauthenticated,
+                format!(
+                    "client id {:?} is registered to another tenant",
+                    id.client_id
+                ),
+            )),
+            Some(e) if e.status == ClientStatus::Revoked => Err(Error::rejected(
+                RejectReason::Revoked,
+                format!(
+                    "client identity {:?} is revoked: {}",
+                    id.client_id, e.reason
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Authorises a call of a registered, active client and records it as seen.
+    pub(crate) fn authorize(&self, id: &ClientIdentity) -> Result<(), Error> {
+        let mut map = self.write();
+        let Some(e) = map.get_mut(&id.client_id) else {
+            return Err(Error::rejected(
+                RejectReason::Unregistered,
+                format!(
+                    "client {:?} is not registered; call Register first",
+                    id.client_id
+                ),
+            ));
+        };
+        if e.tenant_id != id.tenant_id {
+            return Err(Error::rejected(
+                RejectReason::Unauthenticated,
+                format!(
+                    "client id {:?} is registered to another tenant",
+                    id.client_id
+                ),
+            ));
+        }
+        match e.status {
+            ClientStatus::Active => {}
+            ClientStatus::Quarantined => {
+                return Err(Error::rejected(
+                    RejectReason::Quarantined,
+                    format!("client {:?} is quarantined: {}", id.client_id, e.reason),
+                ));
+            }
+            ClientStatus::Revoked => {
+                return Err(Error::rejected(
+                    RejectReason::Revoked,
+                    format!(
+                        "client identity {:?} is revoked: {}",
+                        id.client_id, e.reason
+                    ),
+                ));
+            }
+        }
+        e.last_seen = crate::engine::now_unix_ms();
+        e.dirty = true;
+        Ok(())
+    }
+
+    /// Active client ids, sorted.
+    pub(crate) fn selectable(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .read()
+            .iter()
+            .filter(|(_, e)| e.status == ClientStatus::Active)
+            .map(|(id, _)| id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Last-seen times changed since the previous call.
+    pub(crate) fn take_dirty(&self) -> Vec<(String, i64)> {
+        let mut map = self.write();
+        map.iter_mut()
+            .filter(|(_, e)| e.dirty)
+            .map(|(id, e)| {
+                e.dirty = false;
+                (id.clone(), e.last_seen)
+            })
+            .collect()
+    }
+}
+
+/// The coordinator's shared state.
+pub(crate) struct Engine {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) sampler: Arc<dyn Sampler>,
+    pub(crate) pool: DecodePool,
+    pub(crate) clients: ClientRegistry,
+    pub(crate) settings: Settings,
+    jobs: RwLock<BTreeMap<String, Arc<JobRuntime>>>,
+    shutdown: watch::Sender<bool>,
+    killed: AtomicBool,
+    drivers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        sampler: Arc<dyn Sampler>,
+        pool: DecodePool,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            sampler,
+            pool,
+            clients: ClientRegistry::default(),
+            settings,
+            jobs: RwLock::new(BTreeMap::new()),
+            shutdown: watch::channel(false).0,
+            killed: AtomicBool::new(false),
+            drivers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs a store operation on a blocking thread.
+    pub(crate) async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    ) -> Result<T, Error> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&*store))
+            .await
+            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// A receiver that turns `true` when the coordinator shuts down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Starts the graceful shutdown of drivers and servers.
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Simulated crash: refuse every further call, stop every driver now.
+    pub(crate) fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+        for h in self.take_drivers() {
+            h.abort();
+        }
+    }
+
+    /// Fails calls after [`Self::kill`] or during shutdown.
+    pub(crate) fn check_alive(&self) -> Result<(), Error> {
+        if self.killed.load(Ordering::SeqCst) || *self.shutdown.borrow() {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn take_drivers(&self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut *self.drivers.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// The job with this id.
+    pub(crate) fn job(&self, job_id: &str) -> Option<Arc<JobRuntime>> {
+        self.jobs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(job_id)
+            .cloned()
+    }
+
+    /// All jobs, newest first.
+    pub(crate) fn jobs(&self) -> Vec<Arc<JobRuntime>> {
+        let mut v: Vec<_> = self
+            .jobs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            b.created_unix_ms
+                .cmp(&a.created_unix_ms)
+                .then_with(|| a.id().cmp(b.id()))
+        });
+        v
+    }
+
+    /// Wakes every job's driver (e.g. a client registered).
+    pub(crate) fn wake_all(&self) {
+        for j in self.jobs() {
+            j.wake.notify_one();
+        }
+    }
+
+    /// Registers a job runtime and starts its driver.
+    pub(crate) fn add_job(self: &Arc<Self>, job: Arc<JobRuntime>) {
+        self.jobs
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.id().to_owned(), job.clone());
+        if job.state().is_finished() {
+            return;
+        }
+        let handle = tokio::spawn(drive(self.clone(), job));
+        self.drivers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(handle);
+    }
+
+    /// Appends an audit event; failures are logged, not returned.
+    pub(crate) async fn audit(&self, kind: &str, job_id: &str, client_id: &str, detail: String) {
+        let event = NewAuditEvent {
+            unix_ms: now_unix_ms(),
+            kind: kind.to_owned(),
+            job_id: job_id.to_owned(),
+            client_id: client_id.to_owned(),
+            detail,
+        };
+        if let Err(e) = self.db(move |s| s.append_audit(&event)).await {
+            tracing::error!(error = %e, kind, "cannot write an audit event");
+        }
+    }
+
+    /// Counts and audits a rejection, and returns it for the caller.
+    pub(crate) async fn reject(&self, err: Error, job_id: &str, client_id: &str) -> Error {
+        if let Some(reason) = err.reject_reason() {
+            self.metrics.rejected(reason);
+            tracing::info!(reason = reason.label(), job = job_id, client = client_id, error = %err, "rejected");
+            self.audit("update_rejected", job_id, client_id, err.to_string())
+                .await;
+        }
+        err
+    }
+
+    /// Registers (or refreshes) a client.
+    pub(crate) async fn register_client(
+        &self,
+        id: &ClientIdentity,
+        software: &str,
+    ) -> Result<ClientRecord, Error> {
+        self.check_alive()?;
+        self.clients.check_can_register(id)?;
+        let new = self.clients.status(&id.client_id).is_none();
+        let (ident, sw) = (id.clone(), software.to_owned());
+        let record = self
+            .db(move |s| s.upsert_client(&ident, &sw, now_unix_ms()))
+            .await
+            .map_err(|e| match e {
+                Error::Store(StoreError::Conflict(m)) => {
+                    Error::rejected(RejectReason::Unauthenticated, m)
+                }
+                other => other,
+            })?;
+        self.clients.upsert(&record);
+        self.metrics.set_registered_clients(self.clients.len());
+        if new {
+            tracing::info!(client = %id.client_id, tenant = %id.tenant_id, software, "client registered");
+            self.audit(
+                "client_registered",
+                "",
+                &id.client_id,
+                format!("tenant {}, software {software:?}", id.tenant_id),
+            )
+            .await;
+            self.wake_all();
+        }
+        Ok(record)
+    }
+
+    /// Creates a job from a validated definition and starts it.
+    pub(crate) async fn create_job(
+        self: &Arc<Self>,
+        mut spec: JobSpec,
+    ) -> Result<Arc<JobRuntime>, Error> {
+        self.check_alive()?;
+        if spec.id.is_empty() {
+            let mut b = [0u8; 6];
+            rand::fill(&mut b[..]);
+            spec.id = format!("job-{}", hex::encode(b));
+        }
+        spec.fill_defaults();
+        spec.validate("config", &self.settings.dangerous)?;
+        if self.job(&spec.id).is_some() {
+            return Err(Error::AlreadyExists(format!(
+                "job {:?} already exists",
+                spec.id
+            )));
+        }
+        let weights = match &spec.init_weights_path {
+            Some(path) => {
+                let (model, path) = (spec.model.clone(), path.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::export::read_initial_weights(&model, &path)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("weights task: {e}")))?
+                .map_err(|e| {
+                    Error::Config(crate::config::ConfigError::invalid(
+                        "init_weights_path",
+                        e.to_string(),
+                    ))
+                })?
+            }
+            None => spec.model.init_weights(spec.init_seed),
+        };
+        let now = now_unix_ms();
+        let receipt = Receipt::compute(Vec::new(), spec.delta, !spec.disable_noise)?;
+        let record = JobRecord {
+            spec: spec.clone(),
+            state: JobState::Running,
+            state_reason: String::new(),
+            created_unix_ms: now,
+            resolution: None,
+            rounds_completed: 0,
+            current_version: 0,
+            clip_norm: spec.clipping.clip_norm,
+        };
+        let initial = ModelVersionRecord {
+            info: VersionInfo {
+                version: 0,
+                round: 0,
+                sha256: digest(&weights),
+                created_unix_ms: now,
+                epsilon_pld: 0.0,
+            },
+            weights: le_bytes(&weights).to_vec(),
+            momentum: None,
+            clip_norm: spec.clipping.clip_norm,
+            receipt_json: receipt.json.clone(),
+        };
+        {
+            let (record, initial) = (record.clone(), initial.clone());
+            self.db(move |s| s.insert_job(&record, &initial))
+                .await
+                .map_err(|e| match e {
+                    Error::Store(StoreError::Conflict(m)) => Error::AlreadyExists(m),
+                    other => other,
+                })?;
+        }
+        let job = Arc::new(JobRuntime::new(
+            &record,
+            Published::from_record(initial)?,
+            &[],
+        ));
+        tracing::info!(job = %spec.id, model = %spec.model, params = job.dim, rounds = spec.rounds, "job created");
+        self.audit(
+            "job_created",
+            &spec.id,
+            "",
+            serde_json::to_string(&spec).unwrap_or_default(),
+        )
+        .await;
+        self.add_job(job.clone());
+        Ok(job)
+    }
+
+    /// Moves a job to a final state (store, memory, audit, log).
+    pub(crate) async fn finish_job(&self, job: &JobRuntime, state: JobState, reason: &str) {
+        let (id, r) = (job.id().to_owned(), reason.to_owned());
+        if let Err(e) = self.db(move |s| s.set_job_state(&id, state, &r)).await {
+            tracing::error!(job = job.id(), error = %e, "cannot record the job's final state");
+        }
+        job.set_state(state, reason);
+        tracing::info!(
+            job = job.id(),
+            state = state.as_str(),
+            "job finished: {reason}"
+        );
+        self.audit(
+            &format!("job_{}", state.as_str().to_lowercase()),
+            job.id(),
+            "",
+            reason.to_owned(),
+        )
+        .await;
+    }
+
+    /// Flushes clients' last-seen times to the store.
+    pub(crate) async fn flush_last_seen(&self) {
+        let dirty = self.clients.take_dirty();
+        if dirty.is_empty() {
+            return;
+        }
+        if let Err(e) = self.db(move |s| s.touch_clients(&dirty)).await {
+            tracing::warn!(error = %e, "cannot record clients' last-seen times");
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The coordinator's error type and its one mapping to gRPC statuses.
+//!
+//! Every failure a caller can see is an [`Error`]; handlers return it and the
+//! single `From<Error> for tonic::Status` below decides the status code, so
+//! the statuses documented in the README are defined in exactly one place.
+//! Rejected uploads carry a [`RejectReason`], which also names the
+//! `fedsec_rejections_total{reason=..}` metric label and the audit event.
+
+use tonic::{Code, Status};
+
+use crate::config::ConfigError;
+use crate::store::StoreError;
+
+/// Why an update upload (or a client's call) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// The stream did not start with a header, or sent a second one.
+    BadHeader,
+    /// The header names a job that does not exist.
+    UnknownJob,
+    /// The round/attempt is not the open one, or its deadline has passed.
+    StaleRound,
+    /// The caller was not selected for this round.
+    NotSelected,
+    /// The update was computed against a model version that is not current.
+    StaleBaseVersion,
+    /// The declared or received dimension differs from the model's.
+    WrongDimension,
+    /// A different update (other nonce) was already accepted this round.
+    Duplicate,
+    /// An upload with the same nonce is still being received.
+    InProgress,
+    /// A malformed chunk (unaligned, oversized, too many) or stream framing error.
+    BadChunk,
+    /// The trailer's digest does not match the received bytes.
+    DigestMismatch,
+    /// The update contains NaN or an infinity.
+    NonFinite,
+    /// The client's stream failed or stalled before the trailer.
+    StreamError,
+    /// The caller is not a registered client.
+    Unregistered,
+    /// The caller is quarantined.
+    Quarantined,
+    /// The caller's identity was revoked.
+    Revoked,
+    /// No usable client certificate identity.
+    Unauthenticated,
+}
+
+impl RejectReason {
+    /// The metric label and audit-event detail key of this reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::BadHeader => "bad_header",
+            Self::UnknownJob => "unknown_job",
+            Self::StaleRound => "stale_round",
+            Self::NotSelected => "not_selected",
+            Self::StaleBaseVersion => "stale_base_version",
+            Self::WrongDimension => "wrong_dimension",
+            Self::Duplicate => "duplicate",
+            Self::InProgress => "in_progress",
+            Self::BadChunk => "bad_chunk",
+            Self::DigestMismatch => "digest_mismatch",
+            Self::NonFinite => "non_finite",
+            Self::StreamError => "stream_error",
+            Self::Unregistered => "unregistered",
+            Self::Quarantined => "quarantined",
+            Self::Revoked => "revoked",
+            Self::Unauthenticated => "unauthenticated",
+        }
+    }
+
+    /// The gRPC status code callers receive for this reason.
+    pub fn code(self) -> Code {
+        match self {
+            Self::BadHeader | Self::WrongDimension | Self::BadChunk | Self::NonFinite => {
+                Code::InvalidArgument
+            }
+            Self::UnknownJob => Code::NotFound,
+            Self::StaleRound | Self::StaleBaseVersion | Self::Unregistered => {
+                Code::FailedPrecondition
+            }
+            Self::NotSelected | Self::Quarantined | Self::Revoked => Code::PermissionDenied,
+            Self::Duplicate => Code::AlreadyExists,
+            Self::InProgress => Code::Aborted,
+            Self::DigestMismatch => Code::DataLoss,
+            Self::StreamError => Code::Cancelled,
+            Self::Unauthenticated => Code::Unauthenticated,
+        }
+    }
+}
+
+/// Everything that can go wrong in the coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client's call or upload was refused.
+    #[error("{}: {detail}", reason.label())]
+    Rejected {
+        /// Why.
+        reason: RejectReason,
+        /// Human-readable detail for the caller and the audit log.
+        detail: String,
+    },
+    /// The configuration (file or a job definition) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A request argument is invalid.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// Something named in the request does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the current state.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// Something with this name already exists.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The coordinator is shutting down.
+    #[error("the coordinator is shutting down")]
+    ShuttingDown,
+    /// The storage backend failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The privacy crate refused a computation (accounting, calibration, noise).
+    #[error("privacy computation failed: {0}")]
+    Privacy(String),
+    /// TLS material could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] fedsec_proto::tls::TlsError),
+    /// An I/O error (binding sockets, reading files).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A bug or an unexpected internal condition.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A rejection with its reason and detail.
+    pub fn rejected(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Self::Rejected {
+            reason,
+            detail: detail.into(),
+        }
+    }
+
+    /// An I/O error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The rejection reason, if this is a rejection.
+    pub fn reject_reason(&self) -> Option<RejectReason> {
+        match self {
+            Self::Rejected { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+}
+
+/// Result with the coordinator's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Rejected { reason, detail } => Status::new(reason.code(), detail),
+            Error::Config(e) => Status::invalid_argument(e.to_string()),
+            Error::InvalidArgument(m) => Status::invalid_argument(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::ShuttingDown => Status::unavailable("the coordinator is shutting down"),
+            // Internal details go to the log, not to the caller.
+            e @ (Error::Store(_)
+            | Error::Privacy(_)
+            | Error::Tls(_)
+            | Error::Io { .. }
+            | Error::Internal(_)) => {
+                tracing::error!(error = %e, "internal error answered with INTERNAL");
+                Status::internal("internal error; see the coordinator's log")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_their_documented_codes() {
+        let cases = [
+            (RejectReason::BadHeader, Code::InvalidArgument),
+            (RejectReason::UnknownJob, Code::NotFound),
+            (RejectReason::StaleRound, Code::FailedPrecondition),
+            (RejectReason::NotSelected, Code::PermissionDenied),
+            (RejectReason::StaleBaseVersion, Code::FailedPrecondition),
+            (RejectReason::WrongDimension, Code::InvalidArgument),
+            (RejectReason::Duplicate, Code::AlreadyExists),
+            (RejectReason::BadChunk, Code::InvalidArgument),
+            (RejectReason::DigestMismatch, Code::DataLoss),
+            (RejectReason::NonFinite, Code::InvalidArgument),
+        ];
+        for (reason, code) in cases {
+            let status = Status::from(Error::rejected(reason, "x"));
+            assert_eq!(status.code(), code, "{reason:?}");
+            assert_eq!(status.message(), "x");
+        }
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let status = Status::from(Error::Internal("secret path /var/x".into()));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("secret"));
+    }
+}

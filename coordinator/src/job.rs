@@ -1,0 +1,802 @@
+//! A job at run time and the task that drives its rounds.
+//!
+//! [`JobRuntime`] holds what serving needs without touching the database:
+//! the published model (with receipt), the open round, the state and the
+//! privacy history. [`drive`] is the per-job loop implementing
+//! ARCHITECTURE.md "One round":
+//!
+//! 1. **plan** — ε after this round by the accountants; past the budget the
+//!    job ends `BUDGET_EXHAUSTED` (past `rounds`, `COMPLETED`);
+//! 2. **select** — Poisson sampling by keyed hash over registered,
+//!    non-quarantined clients, with a fresh attempt number per attempt;
+//! 3. **collect** until the deadline or until every selected client reported;
+//! 4. **close**; fewer than `min_clients` reports (or a pause, rollback or
+//!    shutdown) abandons the attempt: nothing released, nothing charged, the
+//!    next attempt gets a fresh cohort;
+//! 5. **release** — noise, fixed denominator, server optimiser ([`crate::release`]);
+//! 6. **commit** the ledger entry and the model version in ONE transaction;
+//! 7. **publish** in memory — only after the commit.
+//!
+//! Admin actions that change a job (pause, rollback) take the job's commit
+//! lock, so they never interleave with steps 4–7.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use fedsec_privacy::{AdaptiveClipState, GaussianNoise, RoundCharge};
+use fedsec_proto::tensor::{TensorDigest, digest, le_bytes};
+use fedsec_proto::v1;
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::accounting::{Receipt, noise_source};
+use crate::config::{JobSpec, Sampling};
+use crate::engine::{Engine, now_unix_ms};
+use crate::error::Error;
+use crate::release::{AdaptivePlan, NoisePlan, ServerOpt, release};
+use crate::round::OpenRound;
+use crate::store::{
+    AttemptClose, AttemptRecord, AttemptState, JobRecord, JobState, LedgerKind, LedgerRecord,
+    ModelVersionRecord, Resolution, RoundCommit, VersionInfo,
+};
+
+/// A published model version held in memory.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// Version number.
+    pub version: u64,
+    /// Round after which it was published (0: initial).
+    pub round: u64,
+    /// SHA-256 of [`Self::bytes`].
+    pub sha256: TensorDigest,
+    /// Little-endian f32 weights.
+    pub bytes: Bytes,
+    /// FedAvgM momentum after this version.
+    pub momentum: Option<Vec<f32>>,
+    /// Clip norm for the round after this version.
+    pub clip_norm: f64,
+    /// Its privacy receipt.
+    pub receipt: Receipt,
+    /// Publication time.
+    pub created_unix_ms: i64,
+}
+
+impl Published {
+    /// From a stored version.
+    pub fn from_record(r: ModelVersionRecord) -> Result<Self, Error> {
+        let receipt = Receipt::from_json(&r.receipt_json)?;
+        let momentum = r.momentum.as_deref().map(f32s_from_le);
+        Ok(Self {
+            version: r.info.version,
+            round: r.info.round,
+            sha256: r.info.sha256,
+            bytes: Bytes::from(r.weights),
+            momentum,
+            clip_norm: r.clip_norm,
+            receipt,
+            created_unix_ms: r.info.created_unix_ms,
+        })
+    }
+
+    /// The weights as f32.
+    pub fn weights(&self) -> Vec<f32> {
+        f32s_from_le(&self.bytes)
+    }
+}
+
+pub(crate) fn f32s_from_le(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Mutable status of a job.
+#[derive(Debug, Clone)]
+pub struct JobStatus {
+    /// State.
+    pub state: JobState,
+    /// Why.
+    pub reason: String,
+    /// Start-time parameters.
+    pub resolution: Option<Resolution>,
+    /// Rounds committed.
+    pub rounds_completed: u64,
+    /// Every committed round's charge, in order.
+    pub charges: Vec<RoundCharge>,
+    /// ε (PLD) spent.
+    pub epsilon_pld: f64,
+    /// ε (RDP) spent.
+    pub epsilon_rdp: f64,
+}
+
+/// A job at run time.
+pub struct JobRuntime {
+    /// Definition.
+    pub spec: JobSpec,
+    /// Model dimension.
+    pub dim: usize,
+    /// Creation time.
+    pub created_unix_ms: i64,
+    status: Mutex<JobStatus>,
+    model: RwLock<Arc<Published>>,
+    round: RwLock<Option<Arc<OpenRound>>>,
+    /// Wakes the driver (pause, resume, rollback, new clients, shutdown).
+    pub wake: Notify,
+    /// Serialises round commits with pause and rollback.
+    pub commit_lock: tokio::sync::Mutex<()>,
+    noise: Arc<Mutex<Box<dyn GaussianNoise>>>,
+}
+
+impl std::fmt::Debug for JobRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRuntime")
+            .field("id", &self.spec.id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl JobRuntime {
+    /// Builds the runtime of a stored job.
+    pub fn new(record: &JobRecord, current: Published, ledger: &[LedgerRecord]) -> Self {
+        let charges: Vec<RoundCharge> = ledger.iter().filter_map(|e| e.charge).collect();
+        let (epsilon_pld, epsilon_rdp) = ledger
+            .last()
+            .map_or((0.0, 0.0), |e| (e.epsilon_pld, e.epsilon_rdp));
+        Self {
+            dim: record.spec.model.num_params(),
+            spec: record.spec.clone(),
+            created_unix_ms: record.created_unix_ms,
+            status: Mutex::new(JobStatus {
+                state: record.state,
+                reason: record.state_reason.clone(),
+                resolution: record.resolution,
+                rounds_completed: record.rounds_completed,
+                charges,
+                epsilon_pld,
+                epsilon_rdp,
+            }),
+            model: RwLock::new(Arc::new(current)),
+            round: RwLock::new(None),
+            wake: Notify::new(),
+            commit_lock: tokio::sync::Mutex::new(()),
+            noise: Arc::new(Mutex::new(noise_source(record.spec.noise_source))),
+        }
+    }
+
+    /// The job id.
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+
+    /// A snapshot of the status.
+    pub fn status(&self) -> JobStatus {
+        lock(&self.status).clone()
+    }
+
+    /// Current state.
+    pub fn state(&self) -> JobState {
+        lock(&self.status).state
+    }
+
+    pub(crate) fn set_state(&self, state: JobState, reason: &str) {
+        let mut s = lock(&self.status);
+        s.state = state;
+        s.reason = reason.to_owned();
+    }
+
+    /// The published model.
+    pub fn current(&self) -> Arc<Published> {
+        self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn publish(&self, p: Published) {
+        *self.model.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(p);
+    }
+
+    /// The open round, if any.
+    pub fn open_round(&self) -> Option<Arc<OpenRound>> {
+        self.round.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_round(&self, r: Option<Arc<OpenRound>>) {
+        *self.round.write().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    /// Whether noise is added at all.
+    pub fn noise_enabled(&self) -> bool {
+        !self.spec.disable_noise
+    }
+
+    /// The job as the Admin API's message.
+    pub fn to_proto(&self) -> v1::Job {
+        let s = self.status();
+        let current = self.current();
+        let state = match s.state {
+            JobState::Running => v1::JobState::Running,
+            JobState::Paused => v1::JobState::Paused,
+            JobState::Completed => v1::JobState::Completed,
+            JobState::BudgetExhausted => v1::JobState::BudgetExhausted,
+            JobState::Failed => v1::JobState::Failed,
+        };
+        let res = s.resolution;
+        v1::Job {
+            job_id: self.spec.id.clone(),
+            config: Some(self.spec.to_proto()),
+            state: state as i32,
+            state_reason: s.reason,
+            rounds_completed: s.rounds_completed,
+            current_version: current.version,
+            sampling_rate: res.map_or(0.0, |r| r.sampling_rate),
+            expected_cohort: res.map_or(0.0, |r| r.expected_cohort),
+            noise_multiplier: res.map_or(0.0, |r| r.noise_multiplier),
+            epsilon_pld: s.epsilon_pld,
+            epsilon_rdp: s.epsilon_rdp,
+            created_unix_ms: self.created_unix_ms,
+            audit: None,
+            clip_norm: current.clip_norm,
+        }
+    }
+
+    fn planned_charge(&self, round: u64, res: &Resolution, clip_norm: f64) -> RoundCharge {
+        let inflation = if self.noise_enabled() {
+            lock(&self.noise).sensitivity_inflation(self.dim)
+        } else {
+            0.0
+        };
+        RoundCharge {
+            round,
+            sampling_rate: res.sampling_rate,
+            noise_multiplier: res.update_noise_multiplier,
+            clip_norm,
+            sensitivity: clip_norm + inflation,
+            count_stddev: res.count_stddev,
+            expected_cohort: res.expected_cohort,
+            committed_unix_ms: 0,
+        }
+    }
+}
+
+/// What the driver does next.
+enum Flow {
+    /// Start the next attempt now.
+    Continue,
+    /// Wait for a wake-up or this long.
+    Wait(Duration),
+    /// The job is finished.
+    Stop,
+}
+
+/// Why an open round closed.
+#[derive(Debug, PartialEq, Eq)]
+enum CloseCause {
+    Deadline,
+    AllReported,
+    Interrupted(String),
+    Shutdown,
+}
+
+/// Drives one job until it finishes or the coordinator shuts down.
+pub(crate) async fn drive(engine: Arc<Engine>, job: Arc<JobRuntime>) {
+    let mut shutdown = engine.shutdown_signal();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let flow = match job.state() {
+            JobState::Running => step(&engine, &job, &mut shutdown).await,
+            JobState::Paused => Ok(Flow::Wait(Duration::from_secs(3600))),
+            _ => return,
+        };
+        match flow {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Wait(d)) => {
+                tokio::select! {
+                    () = job.wake.notified() => {}
+                    () = tokio::time::sleep(d) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Ok(Flow::Stop) | Err(Error::ShuttingDown) => return,
+            Err(e) => {
+                tracing::error!(job = job.id(), error = %e, "job failed");
+                engine
+                    .finish_job(&job, JobState::Failed, &e.to_string())
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+async fn step(
+    engine: &Arc<Engine>,
+    job: &Arc<JobRuntime>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Flow, Error> {
+    let Some(res) = resolve(engine, job).await? else {
+        return Ok(Flow::Wait(engine.settings.poll_interval));
+    };
+    let status = job.status();
+    let round = status.rounds_completed + 1;
+    if status.rounds_completed >= job.spec.rounds {
+        let reason = format!("ran all {} rounds", job.spec.rounds);
+        engine.finish_job(job, JobState::Completed, &reason).await;
+        return Ok(Flow::Stop);
+    }
+
+    // 1. Plan.
+    let current = job.current();
+    let clip_norm = current.clip_norm;
+    let planned = job.planned_charge(round, &res, clip_norm);
+    let mut history = status.charges.clone();
+    history.push(planned);
+    let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
+    let receipt = tokio::task::spawn_blocking(move || Receipt::compute(history, delta, noise_on))
+        .await
+        .map_err(|e| Error::Internal(format!("accounting task: {e}")))??;
+    if let Some(budget) = job.spec.budget()
+        && receipt.epsilon_pld > budget
+    {
+        let reason = format!(
+            "round {round} would bring ε to {:.4} > budget {budget} (δ = {delta}); {:.4} spent",
+            receipt.epsilon_pld, status.epsilon_pld
+        );
+        engine
+            .finish_job(job, JobState::BudgetExhausted, &reason)
+            .await;
+        return Ok(Flow::Stop);
+    }
+
+    // 2. Select.
+    let job_id = job.id().to_owned();
+    let attempt = {
+        let id = job_id.clone();
+        engine.db(move |s| s.next_attempt(&id, round)).await?
+    };
+    let selected: HashSet<String> = engine
+        .clients
+        .selectable()
+        .into_iter()
+        .filter(|c| {
+            engine
+                .sampler
+                .selected(&job_id, round, attempt, c, res.sampling_rate)
+        })
+        .collect();
+    let deadline_ms = job.spec.round_deadline_ms;
+    let opened = now_unix_ms();
+    let deadline_unix_ms = opened + i64::try_from(deadline_ms).unwrap_or(i64::MAX / 2);
+    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
+    let record = AttemptRecord {
+        job_id: job_id.clone(),
+        round,
+        attempt,
+        state: AttemptState::Open,
+        base_version: current.version,
+        opened_unix_ms: opened,
+        deadline_unix_ms,
+        closed_unix_ms: None,
+        selected: selected.len() as u64,
+        accepted: 0,
+        rejected: 0,
+        note: String::new(),
+    };
+    engine.db(move |s| s.open_attempt(&record)).await?;
+    if !job.noise_enabled() {
+        tracing::warn!(job = %job_id, round, "DANGEROUS: this job publishes WITHOUT noise; its models carry no privacy guarantee");
+    } else if !job.spec.noise_source.is_production_safe() {
+        tracing::warn!(job = %job_id, round, source = %job.spec.noise_source, "DANGEROUS: this job uses a noise source that is not floating-point safe");
+    }
+    if (selected.len() as u64) < u64::from(job.spec.min_clients) {
+        let note = format!(
+            "only {} client(s) selected, fewer than min_clients = {}",
+            selected.len(),
+            job.spec.min_clients
+        );
+        abandon(engine, job, round, attempt, 0, 0, &note).await?;
+        let wait = engine
+            .settings
+            .poll_interval
+            .min(Duration::from_millis(deadline_ms));
+        return Ok(Flow::Wait(wait));
+    }
+    let task = v1::Task {
+        job_id: job_id.clone(),
+        round,
+        attempt,
+        base_version: current.version,
+        model_spec: Some(job.spec.model.to_proto()),
+        training: Some(job.spec.training_proto()),
+        clip_norm,
+        client_noise: Some(v1::ClientNoise {
+            mode: v1::NoiseMode::Central as i32,
+            stddev: 0.0,
+        }),
+        deadline_unix_ms,
+        remaining_ms: 0,
+        sampling_rate: res.sampling_rate,
+        noise_multiplier: if job.noise_enabled() {
+            planned.mechanism().noise_multiplier
+        } else {
+            0.0
+        },
+        delta,
+        noise_enabled: job.noise_enabled(),
+    };
+    let open = Arc::new(OpenRound::new(
+        job_id.clone(),
+        round,
+        attempt,
+        current.version,
+        clip_norm,
+        job.dim,
+        deadline,
+        deadline_unix_ms,
+        opened,
+        selected,
+        task,
+    ));
+    job.set_round(Some(open.clone()));
+    tracing::info!(job = %job_id, round, attempt, selected = open.selected.len(), deadline_ms, base_version = current.version, "round opened");
+
+    // 3. Collect.
+    let started = std::time::Instant::now();
+    let cause = loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(open.deadline) => break CloseCause::Deadline,
+            () = open.all_reported.notified() => {
+                if open.all_in() { break CloseCause::AllReported; }
+            }
+            () = job.wake.notified() => {
+                if let Some(why) = interrupted(job, &open) { break CloseCause::Interrupted(why); }
+            }
+            _ = shutdown.changed() => break CloseCause::Shutdown,
+        }
+    };
+
+    // 4. Close (under the commit lock: no pause or rollback in between).
+    let guard = job.commit_lock.lock().await;
+    let closed = open.close();
+    job.set_round(None);
+    let Some(closed) = closed else {
+        return Err(Error::Internal("round closed twice".into()));
+    };
+    let accepted = closed.sum.accepted();
+    let interruption = match &cause {
+        CloseCause::Interrupted(why) => Some(why.clone()),
+        CloseCause::Shutdown => Some("coordinator shutting down".to_owned()),
+        _ => interrupted(job, &open),
+    };
+    if let Some(why) = interruption {
+        abandon(engine, job, round, attempt, accepted, closed.rejected, &why).await?;
+        drop(guard);
+        return if cause == CloseCause::Shutdown {
+            Err(Error::ShuttingDown)
+        } else {
+            Ok(Flow::Continue)
+        };
+    }
+    if accepted < u64::from(job.spec.min_clients) {
+        let note = format!(
+            "{accepted} update(s) accepted, fewer than min_clients = {}",
+            job.spec.min_clients
+        );
+        abandon(
+            engine,
+            job,
+            round,
+            attempt,
+            accepted,
+            closed.rejected,
+            &note,
+        )
+        .await?;
+        return Ok(Flow::Continue);
+    }
+
+    // 5. Release.
+    let clipped_fraction = closed.sum.clipped_fraction();
+    let within_clip = closed.sum.within_clip();
+    let sum = closed.sum.into_sum();
+    let weights = current.weights();
+    let momentum = current.momentum.clone();
+    let noise = job.noise.clone();
+    let noise_on = job.noise_enabled();
+    let spec = job.spec.clone();
+    let update_stddev = res.update_noise_multiplier * planned.sensitivity;
+    let released = tokio::task::spawn_blocking(move || {
+        let adaptive = spec.clipping.adaptive.then_some(AdaptivePlan {
+            state: AdaptiveClipState {
+                clip_norm,
+                target_quantile: spec.clipping.target_quantile,
+                learning_rate: spec.clipping.learning_rate,
+                count_stddev: res.count_stddev,
+            },
+            within_clip,
+            reports: accepted,
+        });
+        let mut source = lock(&noise);
+        let noise = noise_on.then(|| {
+            (
+                &mut **source as &mut dyn GaussianNoise,
+                NoisePlan { update_stddev },
+            )
+        });
+        release(
+            sum,
+            &weights,
+            momentum.as_deref(),
+            noise,
+            adaptive,
+            clip_norm,
+            res.expected_cohort,
+            ServerOpt {
+                learning_rate: spec.server_optimizer.learning_rate,
+                momentum: spec.server_optimizer.momentum,
+            },
+        )
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("release task: {e}")))??;
+
+    // 6. Charge, then publish: one transaction.
+    let now = now_unix_ms();
+    let charge = RoundCharge {
+        committed_unix_ms: now,
+        ..planned
+    };
+    let receipt = receipt.with_last_round(charge)?;
+    let bytes = le_bytes(&released.weights);
+    let sha256 = digest(&released.weights);
+    let momentum_bytes = released.momentum.as_deref().map(|m| le_bytes(m).to_vec());
+    let commit = RoundCommit {
+        job_id: job_id.clone(),
+        round,
+        attempt,
+        ledger: LedgerRecord {
+            seq: 0,
+            kind: LedgerKind::Round,
+            charge: Some(charge),
+            attempt,
+            epsilon_pld: receipt.epsilon_pld,
+            epsilon_rdp: receipt.epsilon_rdp,
+            delta,
+            model_version: 0,
+            participants: accepted,
+            rejected: closed.rejected,
+            clipped_fraction,
+            note: String::new(),
+            committed_unix_ms: now,
+        },
+        version: ModelVersionRecord {
+            info: VersionInfo {
+                version: 0,
+                round,
+                sha256,
+                created_unix_ms: now,
+                epsilon_pld: receipt.epsilon_pld,
+            },
+            weights: bytes.to_vec(),
+            momentum: momentum_bytes,
+            clip_norm: released.next_clip_norm,
+            receipt_json: receipt.json.clone(),
+        },
+        participants: closed.participants,
+        rejected: closed.rejected,
+    };
+    let (seq, version) = engine.db(move |s| s.commit_round(&commit)).await?;
+
+    // 7. Publish.
+    job.publish(Published {
+        version,
+        round,
+        sha256,
+        bytes,
+        momentum: released.momentum,
+        clip_norm: released.next_clip_norm,
+        receipt: receipt.clone(),
+        created_unix_ms: now,
+    });
+    {
+        let mut s = lock(&job.status);
+        s.rounds_completed = round;
+        s.charges.push(charge);
+        s.epsilon_pld = receipt.epsilon_pld;
+        s.epsilon_rdp = receipt.epsilon_rdp;
+    }
+    drop(guard);
+    engine.metrics.round_committed(
+        &job_id,
+        started.elapsed().as_secs_f64(),
+        accepted,
+        clipped_fraction,
+        receipt.epsilon_pld,
+        receipt.epsilon_rdp,
+    );
+    tracing::info!(
+        job = %job_id,
+        round,
+        attempt,
+        version,
+        ledger_seq = seq,
+        participants = accepted,
+        rejected = closed.rejected,
+        clipped_fraction = format_args!("{clipped_fraction:.3}"),
+        epsilon = format_args!("{:.4}", receipt.epsilon_pld),
+        epsilon_rdp = format_args!("{:.4}", receipt.epsilon_rdp),
+        delta,
+        next_clip_norm = released.next_clip_norm,
+        "round committed: {accepted} participant(s), {} rejected, {:.0}% clipped, ε so far {:.4} (δ = {delta})",
+        closed.rejected,
+        clipped_fraction * 100.0,
+        receipt.epsilon_pld,
+    );
+    Ok(Flow::Continue)
+}
+
+/// Why an open round must be abandoned now, if it must.
+fn interrupted(job: &JobRuntime, open: &OpenRound) -> Option<String> {
+    match job.state() {
+        JobState::Running => {}
+        JobState::Paused => return Some("job paused".into()),
+        other => return Some(format!("job {}", other.as_str())),
+    }
+    (job.current().version != open.base_version)
+        .then(|| "model rolled back during the round".into())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn abandon(
+    engine: &Arc<Engine>,
+    job: &JobRuntime,
+    round: u64,
+    attempt: u32,
+    accepted: u64,
+    rejected: u64,
+    note: &str,
+) -> Result<(), Error> {
+    let job_id = job.id().to_owned();
+    let close = AttemptClose {
+        accepted,
+        rejected,
+        note: note.to_owned(),
+        closed_unix_ms: now_unix_ms(),
+    };
+    {
+        let id = job_id.clone();
+        engine
+            .db(move |s| s.abandon_attempt(&id, round, attempt, &close))
+            .await?;
+    }
+    engine.metrics.round_abandoned(&job_id);
+    tracing::info!(job = %job_id, round, attempt, accepted, rejected, "round abandoned, nothing released or charged: {note}");
+    engine
+        .audit(
+            "round_abandoned",
+            &job_id,
+            "",
+            format!("round {round} attempt {attempt}: {note}"),
+        )
+        .await;
+    Ok(())
+}
+
+/// Fixes q, the expected cohort and the noise multipliers when the job
+/// starts; `None` while too few clients are registered.
+async fn resolve(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<Option<Resolution>, Error> {
+    if let Some(r) = job.status().resolution {
+        return Ok(Some(r));
+    }
+    let spec = &job.spec;
+    let n = engine.clients.selectable().len() as u64;
+    let min = u64::from(spec.min_clients).max(1);
+    let (q, cohort) = match spec.sampling() {
+        Sampling::Rate(q) => {
+            if n < min {
+                tracing::info!(
+                    job = job.id(),
+                    registered = n,
+                    needed = min,
+                    "waiting for clients to register"
+                );
+                return Ok(None);
+            }
+            (q, q * n as f64)
+        }
+        Sampling::Cohort(m) => {
+            let need = u64::from(m).max(min);
+            if n < need {
+                tracing::info!(
+                    job = job.id(),
+                    registered = n,
+                    needed = need,
+                    "waiting for clients to register"
+                );
+                return Ok(None);
+            }
+            (f64::from(m) / n as f64, f64::from(m))
+        }
+    };
+    let count_stddev = if spec.clipping.adaptive {
+        if spec.clipping.count_stddev > 0.0 {
+            spec.clipping.count_stddev
+        } else {
+            cohort / 20.0
+        }
+    } else {
+        0.0
+    };
+    let z = if spec.disable_noise {
+        0.0
+    } else {
+        match spec.noise_level() {
+            crate::config::NoiseLevel::Multiplier(z) => z,
+            crate::config::NoiseLevel::TargetEpsilon(eps) => {
+                let (rounds, delta) = (spec.rounds, spec.delta);
+                tokio::task::spawn_blocking(move || {
+                    crate::accounting::calibrate(q, rounds, delta, eps)
+                })
+                .await
+                .map_err(|e| Error::Internal(format!("calibration task: {e}")))??
+            }
+        }
+    };
+    let z_delta = if spec.clipping.adaptive {
+        fedsec_privacy::update_noise_multiplier(z, count_stddev).map_err(|e| {
+            Error::Privacy(format!(
+                "adaptive clipping with count_stddev {count_stddev}: {e}"
+            ))
+        })?
+    } else {
+        z
+    };
+    let res = Resolution {
+        sampling_rate: q,
+        expected_cohort: cohort,
+        registered_at_start: n,
+        noise_multiplier: z,
+        update_noise_multiplier: z_delta,
+        count_stddev,
+        started_unix_ms: now_unix_ms(),
+    };
+    {
+        let id = job.id().to_owned();
+        engine.db(move |s| s.set_job_resolution(&id, &res)).await?;
+    }
+    lock(&job.status).resolution = Some(res);
+    if cohort < f64::from(spec.min_clients) {
+        tracing::warn!(
+            job = job.id(),
+            expected_cohort = cohort,
+            min_clients = spec.min_clients,
+            "the expected cohort is below min_clients: most rounds will be abandoned"
+        );
+    }
+    tracing::info!(
+        job = job.id(),
+        registered = n,
+        sampling_rate = q,
+        expected_cohort = cohort,
+        noise_multiplier = z,
+        update_noise_multiplier = z_delta,
+        count_stddev,
+        "job started"
+    );
+    engine
+        .audit(
+            "job_started",
+            job.id(),
+            "",
+            format!(
+                "q = {q}, expected cohort = {cohort}, N = {n}, z = {z}, z_update = {z_delta}, count stddev = {count_stddev}"
+            ),
+        )
+        .await;
+    Ok(Some(res))
+}

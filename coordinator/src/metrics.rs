@@ -1,0 +1,328 @@
+//! Prometheus metrics and the small HTTP server exposing them at `/metrics`.
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `fedsec_rounds_total` | counter | `job`, `outcome` (`committed`, `abandoned`) |
+//! | `fedsec_round_duration_seconds` | histogram | `job` (open → commit) |
+//! | `fedsec_round_participants` | gauge | `job` (accepted updates of the last committed round) |
+//! | `fedsec_round_clipped_fraction` | gauge | `job` (last committed round) |
+//! | `fedsec_epsilon_spent` | gauge | `job`, `accountant` (`pld`, `rdp`) |
+//! | `fedsec_updates_accepted_total` | counter | `job` |
+//! | `fedsec_rejections_total` | counter | `reason` |
+//! | `fedsec_received_bytes_total` | counter | — (update payload bytes) |
+//! | `fedsec_uploads_in_progress` | gauge | — (decode buffers in use) |
+//! | `fedsec_registered_clients` | gauge | — |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::error::{Error, RejectReason};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabel {
+    job: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoundLabel {
+    job: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EpsLabel {
+    job: String,
+    accountant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+type FGauge = Gauge<f64, AtomicU64>;
+type HistFamily = Family<JobLabel, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.05, 2.0, 16))
+}
+
+/// The coordinator's metrics.
+pub struct Metrics {
+    registry: Registry,
+    rounds: Family<RoundLabel, Counter>,
+    round_duration: HistFamily,
+    participants: Family<JobLabel, Gauge>,
+    clipped_fraction: Family<JobLabel, FGauge>,
+    epsilon: Family<EpsLabel, FGauge>,
+    accepted: Family<JobLabel, Counter>,
+    rejections: Family<ReasonLabel, Counter>,
+    received_bytes: Counter,
+    uploads_in_progress: Gauge,
+    registered_clients: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("fedsec");
+        let rounds = Family::<RoundLabel, Counter>::default();
+        registry.register(
+            "rounds",
+            "Round attempts closed, by outcome",
+            rounds.clone(),
+        );
+        let round_duration: HistFamily = Family::new_with_constructor(duration_histogram);
+        registry.register(
+            "round_duration_seconds",
+            "Time from opening a round to committing it",
+            round_duration.clone(),
+        );
+        let participants = Family::<JobLabel, Gauge>::default();
+        registry.register(
+            "round_participants",
+            "Accepted updates in the last committed round",
+            participants.clone(),
+        );
+        let clipped_fraction = Family::<JobLabel, FGauge>::default();
+        registry.register(
+            "round_clipped_fraction",
+            "Fraction of accepted updates the coordinator clipped in the last committed round",
+            clipped_fraction.clone(),
+        );
+        let epsilon = Family::<EpsLabel, FGauge>::default();
+        registry.register(
+            "epsilon_spent",
+            "Privacy spent so far at the job's delta",
+            epsilon.clone(),
+        );
+        let accepted = Family::<JobLabel, Counter>::default();
+        registry.register("updates_accepted", "Updates accepted", accepted.clone());
+        let rejections = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rejections",
+            "Refused uploads and calls, by reason",
+            rejections.clone(),
+        );
+        let received_bytes = Counter::default();
+        registry.register(
+            "received_bytes",
+            "Update payload bytes received",
+            received_bytes.clone(),
+        );
+        let uploads_in_progress = Gauge::default();
+        registry.register(
+            "uploads_in_progress",
+            "Uploads holding a decode buffer",
+            uploads_in_progress.clone(),
+        );
+        let registered_clients = Gauge::default();
+        registry.register(
+            "registered_clients",
+            "Registered client identities",
+            registered_clients.clone(),
+        );
+        Self {
+            registry,
+            rounds,
+            round_duration,
+            participants,
+            clipped_fraction,
+            epsilon,
+            accepted,
+            rejections,
+            received_bytes,
+            uploads_in_progress,
+            registered_clients,
+        }
+    }
+
+    /// A committed round.
+    pub fn round_committed(
+        &self,
+        job: &str,
+        seconds: f64,
+        participants: u64,
+        clipped_fraction: f64,
+        epsilon_pld: f64,
+        epsilon_rdp: f64,
+    ) {
+        let j = JobLabel { job: job.into() };
+        self.rounds
+            .get_or_create(&RoundLabel {
+                job: job.into(),
+                outcome: "committed".into(),
+            })
+            .inc();
+        self.round_duration.get_or_create(&j).observe(seconds);
+        self.participants
+            .get_or_create(&j)
+            .set(i64::try_from(participants).unwrap_or(i64::MAX));
+        self.clipped_fraction
+            .get_or_create(&j)
+            .set(clipped_fraction);
+        self.set_epsilon(job, epsilon_pld, epsilon_rdp);
+    }
+
+    /// ε spent by a job (also set at start-up for resumed jobs).
+    pub fn set_epsilon(&self, job: &str, epsilon_pld: f64, epsilon_rdp: f64) {
+        for (acc, v) in [("pld", epsilon_pld), ("rdp", epsilon_rdp)] {
+            self.epsilon
+                .get_or_create(&EpsLabel {
+                    job: job.into(),
+                    accountant: acc.into(),
+                })
+                .set(v);
+        }
+    }
+
+    /// An abandoned round attempt.
+    pub fn round_abandoned(&self, job: &str) {
+        self.rounds
+            .get_or_create(&RoundLabel {
+                job: job.into(),
+                outcome: "abandoned".into(),
+            })
+            .inc();
+    }
+
+    /// An accepted update.
+    pub fn update_accepted(&self, job: &str) {
+        self.accepted
+            .get_or_create(&JobLabel { job: job.into() })
+            .inc();
+    }
+
+    /// A rejection.
+    pub fn rejected(&self, reason: RejectReason) {
+        self.rejections
+            .get_or_create(&ReasonLabel {
+                reason: reason.label().into(),
+            })
+            .inc();
+    }
+
+    /// Update bytes received.
+    pub fn bytes_received(&self, n: u64) {
+        self.received_bytes.inc_by(n);
+    }
+
+    /// Decode buffers in use.
+    pub fn set_uploads_in_progress(&self, n: usize) {
+        self.uploads_in_progress
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Registered clients.
+    pub fn set_registered_clients(&self, n: usize) {
+        self.registered_clients
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Rejections counted for `reason` so far.
+    pub fn rejections(&self, reason: RejectReason) -> u64 {
+        self.rejections
+            .get(&ReasonLabel {
+                reason: reason.label().into(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    use axum::http::header::CONTENT_TYPE;
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = metrics.clone();
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    metrics.encode(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(|e| Error::io("metrics server", e))
+}
+
+/// Binds the metrics listener.
+pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::io(format!("cannot bind the metrics address {addr}"), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_every_metric() {
+        let m = Metrics::new();
+        m.round_committed("j", 1.5, 7, 0.25, 1.2, 1.4);
+        m.round_abandoned("j");
+        m.update_accepted("j");
+        m.rejected(RejectReason::NonFinite);
+        m.rejected(RejectReason::NonFinite);
+        m.bytes_received(4096);
+        m.set_registered_clients(3);
+        let text = m.encode();
+        for needle in [
+            "fedsec_rounds_total{job=\"j\",outcome=\"committed\"} 1",
+            "fedsec_rounds_total{job=\"j\",outcome=\"abandoned\"} 1",
+            "fedsec_round_duration_seconds_count{job=\"j\"} 1",
+            "fedsec_round_participants{job=\"j\"} 7",
+            "fedsec_round_clipped_fraction{job=\"j\"} 0.25",
+            "fedsec_epsilon_spent{job=\"j\",accountant=\"pld\"} 1.2",
+            "fedsec_updates_accepted_total{job=\"j\"} 1",
+            "fedsec_rejections_total{reason=\"non_finite\"} 2",
+            "fedsec_received_bytes_total 4096",
+            "fedsec_registered_clients 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert_eq!(m.rejections(RejectReason::NonFinite), 2);
+    }
+}

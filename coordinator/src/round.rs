@@ -1,0 +1,374 @@
+//! One open round attempt: its cohort, deadline, running sum and the
+//! one-submission-per-client bookkeeping.
+//!
+//! The round's mutable state sits behind one short-held mutex. An upload
+//! first *claims* its client's slot (rejecting duplicates and concurrent
+//! uploads), decodes outside the lock, then *accepts* under the lock, which
+//! re-checks that the round is still open and adds the re-clipped update to
+//! the sum. Closing the round takes the state under the same lock, so an
+//! update is either in the released sum or its sender got an error — never
+//! both, never neither. A claim that is dropped without being accepted
+//! (error, cancelled stream, disconnected client) frees the slot.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use fedsec_proto::v1;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::aggregate::{AddError, Added, RoundSum};
+use crate::error::{Error, RejectReason};
+
+/// Where one client's submission stands in this attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Slot {
+    /// Being received.
+    InProgress(Vec<u8>),
+    /// Added to the sum.
+    Accepted(Vec<u8>),
+}
+
+/// Mutable state of an open round.
+#[derive(Debug)]
+struct State {
+    open: bool,
+    sum: RoundSum,
+    slots: HashMap<String, Slot>,
+    participants: Vec<String>,
+    rejected: u64,
+}
+
+/// An open round attempt of one job.
+#[derive(Debug)]
+pub struct OpenRound {
+    /// Job id.
+    pub job_id: String,
+    /// Round (1-based).
+    pub round: u64,
+    /// Attempt (1-based).
+    pub attempt: u32,
+    /// Model version updates must be computed against.
+    pub base_version: u64,
+    /// Clip norm C of this round.
+    pub clip_norm: f64,
+    /// Submission deadline.
+    pub deadline: Instant,
+    /// Submission deadline, Unix ms.
+    pub deadline_unix_ms: i64,
+    /// Opening time, Unix ms.
+    pub opened_unix_ms: i64,
+    /// Selected client ids.
+    pub selected: HashSet<String>,
+    /// The task handed to selected clients (`remaining_ms` filled per call).
+    pub task: v1::Task,
+    state: Mutex<State>,
+    /// Signalled when every selected client has been accepted.
+    pub all_reported: Notify,
+}
+
+/// What closing a round hands to the release step.
+#[derive(Debug)]
+pub struct Closed {
+    /// The sum and its counters.
+    pub sum: RoundSum,
+    /// Accepted clients, in acceptance order.
+    pub participants: Vec<String>,
+    /// Rejected submissions.
+    pub rejected: u64,
+}
+
+/// Outcome of claiming a client's slot.
+#[derive(Debug)]
+pub enum Claim {
+    /// Go ahead and receive the update; dropping the claim frees the slot.
+    Fresh(ClaimGuard),
+    /// The same nonce was already accepted: idempotent success.
+    AlreadyAccepted,
+}
+
+/// A client's claimed slot; freed on drop unless [`OpenRound::accept`] succeeded.
+#[derive(Debug)]
+pub struct ClaimGuard {
+    round: Arc<OpenRound>,
+    client_id: String,
+    nonce: Vec<u8>,
+    done: bool,
+}
+
+impl ClaimGuard {
+    /// The round this claim is for.
+    pub fn round(&self) -> &Arc<OpenRound> {
+        &self.round
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut st = self.round.lock();
+        if st.slots.get(&self.client_id) == Some(&Slot::InProgress(self.nonce.clone())) {
+            st.slots.remove(&self.client_id);
+        }
+    }
+}
+
+impl OpenRound {
+    /// A new open round.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        job_id: String,
+        round: u64,
+        attempt: u32,
+        base_version: u64,
+        clip_norm: f64,
+        dim: usize,
+        deadline: Instant,
+        deadline_unix_ms: i64,
+        opened_unix_ms: i64,
+        selected: HashSet<String>,
+        task: v1::Task,
+    ) -> Self {
+        Self {
+            job_id,
+            round,
+            attempt,
+            base_version,
+            clip_norm,
+            deadline,
+            deadline_unix_ms,
+            opened_unix_ms,
+            selected,
+            task,
+            state: Mutex::new(State {
+                open: true,
+                sum: RoundSum::new(dim),
+                slots: HashMap::new(),
+                participants: Vec::new(),
+                rejected: 0,
+            }),
+            all_reported: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether submissions are still taken (open and before the deadline).
+    pub fn accepting(&self) -> bool {
+        Instant::now() < self.deadline && self.lock().open
+    }
+
+    /// Whether the client's update has been accepted in this attempt.
+    pub fn has_accepted(&self, client_id: &str) -> bool {
+        matches!(self.lock().slots.get(client_id), Some(Slot::Accepted(_)))
+    }
+
+    /// Accepted updates so far.
+    pub fn accepted(&self) -> u64 {
+        self.lock().sum.accepted()
+    }
+
+    /// Whether every selected client has been accepted.
+    pub fn all_in(&self) -> bool {
+        !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
+    }
+
+    /// Counts a rejected submission against this attempt.
+    pub fn count_rejection(&self) {
+        self.lock().rejected += 1;
+    }
+
+    fn stale(&self) -> Error {
+        Error::rejected(
+            RejectReason::StaleRound,
+            format!(
+                "stale round: round {} attempt {} of job {:?} is closed",
+                self.round, self.attempt, self.job_id
+            ),
+        )
+    }
+
+    /// Claims the client's slot for an upload with `nonce`.
+    pub fn claim(self: &Arc<Self>, client_id: &str, nonce: &[u8]) -> Result<Claim, Error> {
+        let mut st = self.lock();
+        if !st.open || Instant::now() >= self.deadline {
+            return Err(self.stale());
+        }
+        match st.slots.get(client_id) {
+            Some(Slot::Accepted(n)) if n == nonce => return Ok(Claim::AlreadyAccepted),
+            Some(Slot::Accepted(_)) => {
+                return Err(Error::rejected(
+                    RejectReason::Duplicate,
+                    format!(
+                        "an update with another nonce was already accepted for round {} of job {:?}",
+                        self.round, self.job_id
+                    ),
+                ));
+            }
+            Some(Slot::InProgress(_)) => {
+                return Err(Error::rejected(
+                    RejectReason::InProgress,
+                    "another upload of this client for this round is still being received; retry after it ends",
+                ));
+            }
+            None => {}
+        }
+        st.slots
+            .insert(client_id.to_owned(), Slot::InProgress(nonce.to_vec()));
+        Ok(Claim::Fresh(ClaimGuard {
+            round: self.clone(),
+            client_id: client_id.to_owned(),
+            nonce: nonce.to_vec(),
+            done: false,
+        }))
+    }
+
+    /// Re-clips and adds a fully received, digest-checked update. Returns
+    /// what the re-clipping did; the sum is untouched on error.
+    pub fn accept(
+        &self,
+        mut claim: ClaimGuard,
+        update: &[f32],
+        claims_within_clip: bool,
+    ) -> Result<Added, Error> {
+        let mut st = self.lock();
+        if !st.open || Instant::now() >= self.deadline {
+            return Err(self.stale());
+        }
+        let added = st
+            .sum
+            .add(update, self.clip_norm, claims_within_clip)
+            .map_err(|e| match e {
+                AddError::NonFinite { index } => Error::rejected(
+                    RejectReason::NonFinite,
+                    format!("update value {index} is NaN or infinite"),
+                ),
+                AddError::Dimension { expected, actual } => Error::rejected(
+                    RejectReason::WrongDimension,
+                    format!("update has {actual} values, the model has {expected}"),
+                ),
+                AddError::ClipNorm(c) => Error::Internal(format!("round clip norm {c} is invalid")),
+            })?;
+        st.slots
+            .insert(claim.client_id.clone(), Slot::Accepted(claim.nonce.clone()));
+        st.participants.push(claim.client_id.clone());
+        claim.done = true;
+        let all = st.participants.len() == self.selected.len();
+        drop(st);
+        if all {
+            self.all_reported.notify_one();
+        }
+        Ok(added)
+    }
+
+    /// Closes the round: no update is accepted afterwards. Returns the sum
+    /// (the first call only).
+    pub fn close(&self) -> Option<Closed> {
+        let mut st = self.lock();
+        if !st.open {
+            return None;
+        }
+        st.open = false;
+        let sum = std::mem::replace(&mut st.sum, RoundSum::new(0));
+        Some(Closed {
+            sum,
+            participants: std::mem::take(&mut st.participants),
+            rejected: st.rejected,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn round(selected: &[&str]) -> Arc<OpenRound> {
+        Arc::new(OpenRound::new(
+            "j".into(),
+            1,
+            1,
+            0,
+            1.0,
+            2,
+            Instant::now() + Duration::from_secs(60),
+            0,
+            0,
+            selected.iter().map(|s| (*s).to_owned()).collect(),
+            v1::Task::default(),
+        ))
+    }
+
+    fn fresh(c: Claim) -> ClaimGuard {
+        match c {
+            Claim::Fresh(g) => g,
+            Claim::AlreadyAccepted => panic!("expected a fresh claim"),
+        }
+    }
+
+    #[test]
+    fn one_submission_per_client_with_idempotent_retries() {
+        let r = round(&["a", "b"]);
+        let g = fresh(r.claim("a", b"n1").unwrap());
+        // A concurrent second upload is refused while the first runs.
+        assert_eq!(
+            r.claim("a", b"n1").unwrap_err().reject_reason(),
+            Some(RejectReason::InProgress)
+        );
+        r.accept(g, &[0.5, 0.0], true).unwrap();
+        assert!(matches!(
+            r.claim("a", b"n1").unwrap(),
+            Claim::AlreadyAccepted
+        ));
+        assert_eq!(
+            r.claim("a", b"n2").unwrap_err().reject_reason(),
+            Some(RejectReason::Duplicate)
+        );
+        assert!(!r.all_in());
+        // A failed upload frees the slot.
+        let g = fresh(r.claim("b", b"x").unwrap());
+        assert_eq!(
+            r.accept(g, &[f32::INFINITY, 0.0], true)
+                .unwrap_err()
+                .reject_reason(),
+            Some(RejectReason::NonFinite)
+        );
+        let g = fresh(r.claim("b", b"y").unwrap());
+        drop(g);
+        let g = fresh(r.claim("b", b"z").unwrap());
+        r.accept(g, &[0.0, 3.0], false).unwrap();
+        assert!(r.all_in());
+        let closed = r.close().unwrap();
+        assert_eq!(closed.participants, vec!["a", "b"]);
+        assert_eq!(closed.sum.accepted(), 2);
+        assert_eq!(closed.sum.clipped(), 1);
+        let sum = closed.sum.sum();
+        assert_eq!(sum[0], 0.5, "inside the ball: untouched");
+        assert!(
+            sum[1] <= 1.0 && sum[1] > 1.0 - 1e-12,
+            "re-clipped to C: {}",
+            sum[1]
+        );
+        assert!(r.close().is_none());
+    }
+
+    #[test]
+    fn nothing_is_accepted_after_close() {
+        let r = round(&["a"]);
+        let g = fresh(r.claim("a", b"n").unwrap());
+        let closed = r.close().unwrap();
+        assert_eq!(
+            r.accept(g, &[0.1, 0.1], true).unwrap_err().reject_reason(),
+            Some(RejectReason::StaleRound)
+        );
+        assert_eq!(closed.sum.accepted(), 0);
+        assert_eq!(
+            r.claim("a", b"m").unwrap_err().reject_reason(),
+            Some(RejectReason::StaleRound)
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Wiring: start-up (data directory lock, store, crash recovery, jobs),
+//! the tonic server with mutual TLS, health and reflection, the metrics
+//! endpoint, and shutdown.
+//!
+//! `fedsec-coordinator serve` and programs embedding the coordinator use the
+//! same [`Coordinator::start`]; tests and the one-process demo bind port 0
+//! and read [`RunningCoordinator::local_addr`].
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsec_proto::tls::ServerTls;
+use fedsec_proto::v1::admin_server::AdminServer;
+use fedsec_proto::v1::coordinator_server::CoordinatorServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::admin::AdminApi;
+use crate::aggregate::DecodePool;
+use crate::config::{ConfigError, CoordinatorConfig};
+use crate::engine::{Engine, Settings};
+use crate::error::Error;
+use crate::job::{JobRuntime, Published};
+use crate::metrics::Metrics;
+use crate::selection::{KEY_NAME, KeyedPoissonSampler};
+use crate::service::admin::AdminService;
+use crate::service::coordinator::CoordinatorService;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+
+/// Name of the lock file that keeps two coordinators off one data directory.
+pub const LOCK_FILE: &str = "coordinator.lock";
+
+/// Largest gRPC message the Coordinator service decodes: one 1 MiB tensor
+/// chunk plus framing. Nothing legitimate is larger.
+pub const MAX_CLIENT_MESSAGE_BYTES: usize = fedsec_proto::tensor::MAX_CHUNK_BYTES + 64 * 1024;
+
+/// Largest gRPC message the Admin service decodes.
+pub const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
+
+/// Grace period for in-flight calls at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Entry point of the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct Coordinator;
+
+/// A running coordinator: gRPC server, metrics endpoint and job drivers.
+///
+/// Call [`shutdown`](Self::shutdown) for a graceful stop (open rounds are
+/// abandoned, nothing charged). Dropping it without `shutdown` simulates a
+/// crash: every task is aborted at once and open rounds stay open in the
+/// store, to be restarted as new attempts by the next start.
+pub struct RunningCoordinator {
+    engine: Arc<Engine>,
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    data_dir: PathBuf,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    metrics_task: Option<JoinHandle<Result<(), Error>>>,
+    flusher: Option<JoinHandle<()>>,
+    lock: Option<File>,
+}
+
+impl std::fmt::Debug for RunningCoordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningCoordinator")
+            .field("local_addr", &self.local_addr)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_data_dir(dir: &Path) -> Result<File, Error> {
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::io(
+            format!("cannot create the data directory {}", dir.display()),
+            e,
+        )
+    })?;
+    let path = dir.join(LOCK_FILE);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::FailedPrecondition(format!(
+            "data directory {} is in use by another coordinator",
+            dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(Error::io(format!("cannot lock {}", path.display()), e))
+        }
+    }
+}
+
+impl Coordinator {
+    /// Starts a coordinator with the TLS files of `config.tls`.
+    pub async fn start(config: CoordinatorConfig) -> Result<RunningCoordinator, Error> {
+        let files = config.tls.clone().ok_or_else(|| {
+            ConfigError::invalid(
+                "tls",
+                "required: a [tls] section with ca, cert and key (server certificate and client CA)",
+            )
+        })?;
+        let tls = ServerTls::from_files(&files)?;
+        Self::start_with_tls(config, tls).await
+    }
+
+    /// Starts a coordinator with the given server TLS (`config.tls` is ignored).
+    pub async fn start_with_tls(
+        config: CoordinatorConfig,
+        tls: ServerTls,
+    ) -> Result<RunningCoordinator, Error> {
+        config.validate()?;
+        fedsec_proto::tls::install_default_crypto_provider();
+        let lock = lock_data_dir(&config.data_dir)?;
+        let data_dir = config.data_dir.clone();
+        let store: Arc<dyn Store> = {
+            let dir = data_dir.clone();
+            Arc::new(
+                tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                    .await
+                    .map_err(|e| Error::Internal(format!("store task: {e}")))??,
+            )
+        };
+        let key = {
+            let s = store.clone();
+            tokio::task::spawn_blocking(move || {
+                s.secret(KEY_NAME, &KeyedPoissonSampler::generate_key)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("store task: {e}")))??
+        };
+        let metrics = Arc::new(Metrics::new());
+        let dangerous = config.dangerous();
+        if config.dangerous.is_some() {
+            tracing::warn!(
+                allow_simulation_noise = dangerous.allow_simulation_noise,
+                allow_disabled_noise = dangerous.allow_disabled_noise,
+                "the configuration has a [dangerous] section: jobs may publish models without a sound privacy guarantee"
+            );
+        }
+        if config.admins.is_empty() {
+            tracing::warn!("no admins configured: the Admin service refuses every caller");
+        }
+        let settings = Settings {
+            admins: config.admins.iter().cloned().collect::<HashSet<_>>(),
+            poll_interval: Duration::from_millis(config.poll_interval_ms),
+            upload_message_timeout: Duration::from_millis(config.limits.upload_message_timeout_ms),
+            dangerous,
+        };
+        let engine = Arc::new(Engine::new(
+            store,
+            metrics.clone(),
+            Arc::new(KeyedPoissonSampler::new(&key)),
+            DecodePool::new(config.limits.max_concurrent_uploads),
+            settings,
+        ));
+
+        recover(&engine).await?;
+        for (i, spec) in config.jobs.iter().enumerate() {
+            match engine.job(&spec.id) {
+                None => {
+                    engine.create_job(spec.clone()).await?;
+                }
+                Some(existing) if existing.spec == *spec => {}
+                Some(_) => {
+                    return Err(ConfigError::invalid(
+                        format!("jobs[{i}]"),
+                        format!(
+                            "job {:?} already exists in {} with a different definition; \
+                             a job's definition cannot change (use a new id)",
+                            spec.id,
+                            data_dir.display()
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| Error::io(format!("cannot bind {}", config.listen), e))?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("listener address", e))?;
+        let (metrics_addr, metrics_task) = if config.metrics.enabled {
+            let l = crate::metrics::bind(config.metrics.listen).await?;
+            let addr = l
+                .local_addr()
+                .map_err(|e| Error::io("metrics address", e))?;
+            let mut rx = engine.shutdown_signal();
+            let task = tokio::spawn(crate::metrics::serve(l, metrics.clone(), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }));
+            (Some(addr), Some(task))
+        } else {
+            (None, None)
+        };
+
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<CoordinatorServer<CoordinatorService>>()
+            .await;
+        health_reporter
+            .set_serving::<AdminServer<AdminService>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(fedsec_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+        let coordinator = CoordinatorServer::new(CoordinatorService::new(engine.clone()))
+            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+        let admin = AdminServer::new(AdminService::new(
+            engine.clone(),
+            AdminApi::new(engine.clone(), "admin"),
+        ))
+        .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+        let tls =
+            tls.with_handshake_timeout(Duration::from_millis(config.limits.handshake_timeout_ms));
+        let incoming = tls.incoming(listener);
+        let mut rx = engine.shutdown_signal();
+        let server = tonic::transport::Server::builder()
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(16 << 20))
+            .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(coordinator)
+            .add_service(admin)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = rx.wait_for(|s| *s).await;
+            });
+        let server = tokio::spawn(server);
+
+        let flusher = {
+            let engine = engine.clone();
+            let mut rx = engine.shutdown_signal();
+            tokio::spawn(async move {
+                loop {
+                    let stop = tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(5)) => false,
+                        r = rx.wait_for(|s| *s) => { drop(r); true }
+                    };
+                    if stop {
+                        return;
+                    }
+                    engine.flush_last_seen().await;
+                }
+            })
+        };
+        engine.metrics.set_registered_clients(engine.clients.len());
+        tracing::info!(%local_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), jobs = engine.jobs().len(), "coordinator started");
+        engine
+            .audit(
+                "coordinator_started",
+                "",
+                "",
+                format!("listening on {local_addr}"),
+            )
+            .await;
+        Ok(RunningCoordinator {
+            engine,
+            local_addr,
+            metrics_addr,
+            data_dir,
+            server: Some(server),
+            metrics_task,
+            flusher: Some(flusher),
+            lock: Some(lock),
+        })
+    }
+}
+
+/// Crash recovery and resumption: attempts left open are abandoned (their
+/// rounds restart as new attempts with fresh cohorts), then every job is
+/// loaded from its last committed version and ledger.
+async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
+    let open = engine
+        .db(|s| {
+            s.abandon_open_attempts(
+                "coordinator stopped before the attempt closed; nothing released or charged",
+                crate::engine::now_unix_ms(),
+            )
+        })
+        .await?;
+    for a in &open {
+        tracing::warn!(job = %a.job_id, round = a.round, attempt = a.attempt, "round attempt left open by a previous run: abandoned, nothing charged; the round restarts with a new attempt");
+        engine.metrics.round_abandoned(&a.job_id);
+        engine
+            .audit(
+                "round_abandoned",
+                &a.job_id,
+                "",
+                format!(
+                    "round {} attempt {}: left open by a previous run",
+                    a.round, a.attempt
+                ),
+            )
+            .await;
+    }
+    for c in engine.db(|s| s.clients()).await? {
+        engine.clients.upsert(&c);
+    }
+    for record in engine.db(|s| s.jobs()).await? {
+        let id = record.id().to_owned();
+        let version = record.current_version;
+        let (current, ledger) = {
+            let id = id.clone();
+            engine
+                .db(move |s| Ok((s.version(&id, version)?, s.ledger(&id)?)))
+                .await?
+        };
+        let current = current.ok_or_else(|| {
+            Error::Internal(format!(
+                "job {id:?}: current version {version} is missing from the store"
+            ))
+        })?;
+        let runtime = Arc::new(JobRuntime::new(
+            &record,
+            Published::from_record(current)?,
+            &ledger,
+        ));
+        let status = runtime.status();
+        engine
+            .metrics
+            .set_epsilon(&id, status.epsilon_pld, status.epsilon_rdp);
+        tracing::info!(job = %id, state = record.state.as_str(), rounds_completed = record.rounds_completed, version, epsilon = status.epsilon_pld, "job resumed from its last committed version");
+        engine.add_job(runtime);
+    }
+    Ok(())
+}
+
+impl RunningCoordinator {
+    /// The gRPC address (with the actual port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `https://localhost:PORT`, for `ClientTls::channel` (the dev server
+    /// certificate names `localhost`).
+    pub fn endpoint(&self) -> String {
+        format!("https://localhost:{}", self.local_addr.port())
+    }
+
+    /// The metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The store (read it for inspection; writing bypasses the coordinator).
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.engine.store.clone()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.engine.metrics.clone()
+    }
+
+    /// In-process administration (no TLS; audit events name `embedded`).
+    pub fn admin(&self) -> AdminApi {
+        AdminApi::new(self.engine.clone(), "embedded")
+    }
+
+    /// Graceful stop: open rounds are abandoned (nothing charged), in-flight
+    /// calls get [`SHUTDOWN_GRACE`], last-seen times are flushed.
+    pub async fn shutdown(mut self) -> Result<(), Error> {
+        tracing::info!("coordinator shutting down");
+        self.engine.begin_shutdown();
+        for job in self.engine.jobs() {
+            job.wake.notify_one();
+        }
+        for d in self.engine.take_drivers() {
+            let abort = d.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE * 6, d).await.is_err() {
+                abort.abort();
+            }
+        }
+        if let Some(server) = self.server.take() {
+            let abort = server.abort_handle();
+            match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => tracing::warn!(error = %e, "gRPC server ended with an error"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "gRPC server task failed"),
+                Err(_) => {
+                    tracing::warn!("in-flight calls did not finish within the grace period");
+                    abort.abort();
+                }
+            }
+        }
+        if let Some(m) = self.metrics_task.take() {
+            let abort = m.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_GRACE, m).await.is_err() {
+                abort.abort();
+            }
+        }
+        if let Some(f) = self.flusher.take() {
+            f.abort();
+        }
+        self.engine.flush_last_seen().await;
+        self.engine
+            .audit("coordinator_stopped", "", "", "graceful shutdown".into())
+            .await;
+        self.lock.take();
+        tracing::info!("coordinator stopped");
+        Ok(())
+    }
+}
+
+impl Drop for RunningCoordinator {
+    fn drop(&mut self) {
+        if self.lock.is_none() {
+            return;
+        }
+        // Not shut down: behave like a crash.
+        self.engine.kill();
+        for h in [self.server.take()].into_iter().flatten() {
+            h.abort();
+        }
+        if let Some(h) = self.metrics_task.take() {
+            h.abort();
+        }
+        if let Some(h) = self.flusher.take() {
+            h.abort();
+        }
+    }
+}

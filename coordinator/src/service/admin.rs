@@ -1,0 +1,203 @@
+//! `fedsec.v1.Admin`: callable only with an admin certificate whose name is
+//! listed in the configuration's `admins`. Thin: authorisation, then
+//! [`crate::admin::AdminApi`].
+
+use std::sync::Arc;
+
+use fedsec_proto::tensor::MAX_CHUNK_BYTES;
+use fedsec_proto::tls::PeerIdentity;
+use fedsec_proto::v1::admin_server::Admin;
+use fedsec_proto::v1::{
+    ClientActionRequest, ClientInfo, CreateJobRequest, ExportModelChunk, ExportModelRequest, Job,
+    JobRef, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
+    ListClientsResponse, ListJobsRequest, ListJobsResponse, ListLedgerResponse, ListModelsResponse,
+    RollbackModelRequest,
+};
+use tonic::{Request, Response, Status};
+
+use crate::admin::AdminApi;
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// The administration service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    engine: Arc<Engine>,
+    api: AdminApi,
+}
+
+impl AdminService {
+    pub(crate) fn new(engine: Arc<Engine>, api: AdminApi) -> Self {
+        Self { engine, api }
+    }
+
+    /// The admin API acting as the caller, if the caller is a listed admin.
+    fn authorize<T>(&self, req: &Request<T>) -> Result<AdminApi, Status> {
+        self.engine.check_alive()?;
+        match PeerIdentity::of_request(req) {
+            Ok(PeerIdentity::Admin { name }) if self.engine.settings.admins.contains(&name) => {
+                Ok(self.api.acting_as(format!("admin {name}")))
+            }
+            Ok(PeerIdentity::Admin { name }) => Err(Error::PermissionDenied(format!(
+                "admin identity {name:?} is not listed in the coordinator's admins"
+            ))
+            .into()),
+            Ok(other) => Err(Error::PermissionDenied(format!(
+                "{other} may not call the Admin service"
+            ))
+            .into()),
+            Err(e) => Err(Status::unauthenticated(e.to_string())),
+        }
+    }
+}
+
+type ExportStream = tokio_stream::Iter<std::vec::IntoIter<Result<ExportModelChunk, Status>>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_job(
+        &self,
+        request: Request<CreateJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let api = self.authorize(&request)?;
+        let config = request
+            .into_inner()
+            .config
+            .ok_or_else(|| Status::invalid_argument("config: required"))?;
+        Ok(Response::new(api.create_job_proto(&config).await?))
+    }
+
+    async fn get_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(api.job(&request.get_ref().job_id)?))
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(ListJobsResponse { jobs: api.jobs() }))
+    }
+
+    async fn pause_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(
+            api.pause_job(&request.get_ref().job_id).await?,
+        ))
+    }
+
+    async fn resume_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(
+            api.resume_job(&request.get_ref().job_id).await?,
+        ))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(ListClientsResponse {
+            clients: api.clients().await?,
+        }))
+    }
+
+    async fn quarantine_client(
+        &self,
+        request: Request<ClientActionRequest>,
+    ) -> Result<Response<ClientInfo>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.quarantine_client(&r.client_id, &r.reason).await?,
+        ))
+    }
+
+    async fn release_client(
+        &self,
+        request: Request<ClientActionRequest>,
+    ) -> Result<Response<ClientInfo>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.release_client(&r.client_id, &r.reason).await?,
+        ))
+    }
+
+    async fn revoke_client(
+        &self,
+        request: Request<ClientActionRequest>,
+    ) -> Result<Response<ClientInfo>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.revoke_client(&r.client_id, &r.reason).await?,
+        ))
+    }
+
+    async fn list_ledger(
+        &self,
+        request: Request<JobRef>,
+    ) -> Result<Response<ListLedgerResponse>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(ListLedgerResponse {
+            entries: api.ledger(&request.get_ref().job_id).await?,
+        }))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<JobRef>,
+    ) -> Result<Response<ListModelsResponse>, Status> {
+        let api = self.authorize(&request)?;
+        Ok(Response::new(ListModelsResponse {
+            versions: api.models(&request.get_ref().job_id).await?,
+        }))
+    }
+
+    async fn rollback_model(
+        &self,
+        request: Request<RollbackModelRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.rollback(&r.job_id, r.version, &r.reason).await?,
+        ))
+    }
+
+    type ExportModelStream = ExportStream;
+
+    async fn export_model(
+        &self,
+        request: Request<ExportModelRequest>,
+    ) -> Result<Response<Self::ExportModelStream>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        let file = bytes::Bytes::from(api.export(&r.job_id, r.version).await?);
+        let mut chunks = Vec::with_capacity(file.len() / MAX_CHUNK_BYTES + 1);
+        let mut at = 0;
+        while at < file.len() {
+            let end = (at + MAX_CHUNK_BYTES).min(file.len());
+            chunks.push(Ok(ExportModelChunk {
+                data: file.slice(at..end),
+            }));
+            at = end;
+        }
+        Ok(Response::new(tokio_stream::iter(chunks)))
+    }
+
+    async fn list_audit_events(
+        &self,
+        request: Request<ListAuditEventsRequest>,
+    ) -> Result<Response<ListAuditEventsResponse>, Status> {
+        let api = self.authorize(&request)?;
+        let r = request.get_ref();
+        let job = (!r.job_id.is_empty()).then_some(r.job_id.as_str());
+        Ok(Response::new(ListAuditEventsResponse {
+            events: api.audit_events(job, r.limit as usize).await?,
+        }))
+    }
+}

@@ -1,0 +1,275 @@
+//! Rounds end to end over loopback mTLS: the exact mean with a fixed
+//! denominator, server-side re-clipping, abandoned rounds that charge
+//! nothing, the default (opendp) noise with a verifiable receipt, and the
+//! budget stop.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use fedsec_privacy::{PrivacyReceipt, RoundCharge};
+use fedsec_proto::v1::{self, get_task_response};
+use support::{Harness, job, norm};
+
+const T: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_cohort() {
+    let h = Harness::start().await;
+    let mut clients = h.clients(4).await;
+    let mut spec = job("exact", 4, 1.0);
+    spec.disable_noise = true;
+    spec.min_clients = 3;
+    spec.rounds = 1;
+    spec.round_deadline_ms = 1500;
+    spec.clipping.clip_norm = 1.0;
+    let admin = h.running().admin();
+    admin.create_job(spec).await.unwrap();
+
+    let updates: [[f32; 4]; 3] = [
+        [0.3, -0.4, 0.0, 0.0],  // norm 0.5: inside the ball
+        [6.0, 8.0, 0.0, 0.0],   // norm 10 = 10·C: must be re-clipped to norm 1
+        [0.0, 0.0, 0.25, -0.1], // inside
+    ];
+    assert!((norm(&updates[1]) - 10.0).abs() < 1e-9);
+    let (_, w0) = clients[0].get_model("exact", 0).await;
+    let mut task = None;
+    for (c, u) in clients.iter_mut().zip(&updates) {
+        let t = c.wait_task("exact", T).await;
+        assert!(!t.noise_enabled);
+        assert_eq!((t.round, t.attempt, t.base_version), (1, 1, 0));
+        assert_eq!(t.sampling_rate, 1.0);
+        assert_eq!(t.clip_norm, 1.0);
+        // The client "forgot" to clip: the coordinator must not trust it.
+        let r = c.submit(&t, u, b"nonce").await.unwrap();
+        assert!(r.newly_accepted);
+        task = Some(t);
+    }
+    // The fourth client is selected but never reports; the round closes at
+    // its deadline with 3 of the expected 4.
+    assert!(matches!(
+        clients[3].get_task("exact").await.unwrap(),
+        get_task_response::Outcome::Task(_)
+    ));
+    let done = admin
+        .wait_for_job("exact", T, |j| j.rounds_completed == 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        done.expected_cohort, 4.0,
+        "q·N with N = 4 registered at start"
+    );
+
+    let (header, w1) = clients[0].get_model("exact", 0).await;
+    assert_eq!((header.version, header.round), (1, 1));
+    let clipped_big: Vec<f64> = updates[1].iter().map(|&x| f64::from(x) / 10.0).collect();
+    for i in 0..4 {
+        let sum = f64::from(updates[0][i]) + clipped_big[i] + f64::from(updates[2][i]);
+        // Fixed denominator: 4 (expected cohort), not 3 (reports).
+        let expected = (f64::from(w0[i]) + sum / 4.0) as f32;
+        assert!(
+            (w1[i] - expected).abs() <= 1e-6 * expected.abs().max(1.0),
+            "coordinate {i}: published {} expected {expected}",
+            w1[i]
+        );
+    }
+    let receipt = header.receipt.unwrap();
+    assert!(receipt.epsilon_pld.is_infinite(), "no noise, no guarantee");
+    assert!(receipt.mechanism.starts_with("NONE"));
+
+    let ledger = admin.ledger("exact").await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!(ledger[0].participants, 3);
+    assert!((ledger[0].clipped_fraction - 1.0 / 3.0).abs() < 1e-12);
+    assert_eq!(ledger[0].charge.unwrap().expected_cohort, 4.0);
+    // Job finished: GetTask says so.
+    let done = admin
+        .wait_for_job("exact", T, |j| j.state == v1::JobState::Completed as i32)
+        .await
+        .unwrap();
+    assert_eq!(done.current_version, 1);
+    match clients[1].get_task("exact").await.unwrap() {
+        get_task_response::Outcome::Finished(f) => {
+            assert_eq!((f.state.as_str(), f.final_version), ("COMPLETED", 1));
+        }
+        other => panic!("expected finished, got {other:?}"),
+    }
+    let _ = task;
+}
+
+#[tokio::test]
+async fn a_round_below_min_clients_is_abandoned_and_charges_nothing() {
+    // Default noise source (opendp): a real, verifiable receipt.
+    let h = Harness::start().await;
+    let mut clients = h.clients(2).await;
+    let mut spec = job("minc", 4, 1.0);
+    spec.min_clients = 2;
+    spec.rounds = 1;
+    spec.round_deadline_ms = 400;
+    spec.noise_multiplier = Some(2.0);
+    assert_eq!(spec.noise_source, fedsec_privacy::NoiseKind::OpenDp);
+    let admin = h.running().admin();
+    admin.create_job(spec).await.unwrap();
+
+    // Attempt 1: only one report → abandoned at the deadline.
+    let t1 = clients[0].wait_task("minc", T).await;
+    assert!(t1.noise_enabled);
+    assert_eq!(t1.noise_multiplier, 2.0);
+    assert_eq!(t1.delta, 1e-5);
+    clients[0].submit(&t1, &[0.1; 4], b"a").await.unwrap();
+    // Attempt 2 gets a fresh cohort; both report.
+    let t2 = clients[0]
+        .wait_task_after("minc", (t1.round, t1.attempt), T)
+        .await;
+    assert_eq!((t2.round, t2.attempt), (1, 2));
+    let job_before = admin.job("minc").unwrap();
+    assert_eq!(job_before.rounds_completed, 0);
+    assert_eq!(job_before.current_version, 0);
+    assert_eq!(
+        job_before.epsilon_pld, 0.0,
+        "an abandoned round charges nothing"
+    );
+    assert!(admin.ledger("minc").await.unwrap().is_empty());
+    // The abandoned attempt's update is gone: a stale submission is refused.
+    let err = clients[1].submit(&t1, &[0.1; 4], b"b").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    for c in &mut clients {
+        let t = c.wait_task("minc", T).await;
+        assert_eq!(t.attempt, 2);
+        c.submit(&t, &[0.05; 4], b"n").await.unwrap();
+    }
+    admin
+        .wait_for_job("minc", T, |j| j.rounds_completed == 1)
+        .await
+        .unwrap();
+    let ledger = admin.ledger("minc").await.unwrap();
+    assert_eq!(ledger.len(), 1);
+    assert_eq!((ledger[0].seq, ledger[0].attempt), (1, 2));
+    let attempts = h.running().store().attempts("minc").unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(
+        attempts[0].state,
+        fedsec_coordinator::store::AttemptState::Abandoned
+    );
+    assert_eq!(attempts[0].accepted, 1);
+
+    // The published receipt is the privacy crate's and verifies.
+    let (header, w) = clients[0].get_model("minc", 0).await;
+    let receipt = header.receipt.unwrap();
+    let parsed: PrivacyReceipt = serde_json::from_str(&receipt.json).unwrap();
+    parsed.verify().unwrap();
+    assert_eq!(parsed.rounds.len(), 1);
+    assert!(receipt.epsilon_pld > 0.0 && receipt.epsilon_pld.is_finite());
+    assert_eq!(receipt.epsilon_pld, ledger[0].epsilon_pld);
+    let charge = parsed.rounds[0];
+    assert_eq!(charge.noise_multiplier, 2.0);
+    assert!(charge.sensitivity >= 1.0, "C plus the grid inflation");
+    // Noise was added: the model moved by more than the clean mean.
+    assert!(w.iter().all(|x| x.is_finite()));
+}
+
+#[tokio::test]
+async fn a_job_stops_at_its_budget_and_get_task_says_finished() {
+    let h = Harness::start().await;
+    let mut clients = h.clients(2).await;
+    // ε after 2 and 3 rounds at q = 1, z = 4 (δ = 1e-5), by the privacy crate.
+    let charge = |round| RoundCharge {
+        round,
+        sampling_rate: 1.0,
+        noise_multiplier: 4.0,
+        clip_norm: 1.0,
+        sensitivity: 1.0,
+        count_stddev: 0.0,
+        expected_cohort: 2.0,
+        committed_unix_ms: 0,
+    };
+    let eps = |t: u64| {
+        PrivacyReceipt::compute((1..=t).map(charge).collect(), 1e-5)
+            .unwrap()
+            .epsilon_pld
+    };
+    let (e2, e3) = (eps(2), eps(3));
+    assert!(e2 < e3);
+    let budget = (e2 + e3) / 2.0;
+    let mut spec = job("budget", 4, 1.0);
+    spec.rounds = 10;
+    spec.min_clients = 2;
+    spec.noise_multiplier = Some(4.0);
+    spec.epsilon_budget = Some(budget);
+    let admin = h.running().admin();
+    admin.create_job(spec).await.unwrap();
+
+    for _ in 0..2 {
+        for c in &mut clients {
+            let t = c.wait_task("budget", T).await;
+            c.submit(&t, &[0.01; 4], b"x").await.unwrap();
+        }
+        let done = admin.job("budget").unwrap().rounds_completed;
+        admin
+            .wait_for_job("budget", T, |j| j.rounds_completed > done)
+            .await
+            .unwrap();
+    }
+    let job = admin
+        .wait_for_job("budget", T, |j| {
+            j.state == v1::JobState::BudgetExhausted as i32
+        })
+        .await
+        .unwrap();
+    assert_eq!(job.rounds_completed, 2);
+    assert!(job.epsilon_pld <= budget, "{} > {budget}", job.epsilon_pld);
+    assert!((job.epsilon_pld - e2).abs() < 1e-9 * e2);
+    assert!(job.state_reason.contains("budget"), "{}", job.state_reason);
+    match clients[0].get_task("budget").await.unwrap() {
+        get_task_response::Outcome::Finished(f) => {
+            assert_eq!(f.state, "BUDGET_EXHAUSTED");
+            assert_eq!(f.final_version, 2);
+            assert_eq!(f.job_id, "budget");
+        }
+        other => panic!("expected finished, got {other:?}"),
+    }
+    // Nothing more is released.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(admin.models("budget").await.unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn target_epsilon_calibrates_z_and_expected_cohort_fixes_q() {
+    let h = Harness::start().await;
+    let _clients = h.clients(4).await;
+    let mut spec = job("calib", 4, 1.0);
+    spec.sampling_rate = None;
+    spec.expected_cohort = Some(2);
+    spec.noise_multiplier = None;
+    spec.target_epsilon = Some(3.0);
+    spec.rounds = 20;
+    spec.noise_source = fedsec_privacy::NoiseKind::Simulation;
+    let admin = h.running().admin();
+    admin.create_job(spec).await.unwrap();
+    let job = admin
+        .wait_for_job("calib", T, |j| j.noise_multiplier > 0.0)
+        .await
+        .unwrap();
+    assert_eq!(job.sampling_rate, 0.5, "q = 2 / 4 registered");
+    assert_eq!(job.expected_cohort, 2.0);
+    let z = job.noise_multiplier;
+    let charge = |round| RoundCharge {
+        round,
+        sampling_rate: 0.5,
+        noise_multiplier: z,
+        clip_norm: 1.0,
+        sensitivity: 1.0,
+        count_stddev: 0.0,
+        expected_cohort: 2.0,
+        committed_unix_ms: 0,
+    };
+    let eps = PrivacyReceipt::compute((1..=20).map(charge).collect(), 1e-5)
+        .unwrap()
+        .epsilon_pld;
+    assert!(
+        eps <= 3.0 && eps > 2.7,
+        "calibrated z = {z} gives ε = {eps}"
+    );
+}

@@ -1,0 +1,327 @@
+//! Shared support of the coordinator's integration tests: a development PKI,
+//! a coordinator on a loopback port with real mutual TLS, and in-test
+//! clients built on the generated gRPC client and `fedsec_proto::tensor`.
+
+#![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsec_coordinator::config::DangerousConfig;
+use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
+use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::model::ModelSpec;
+use fedsec_proto::tensor::{digest, encode_chunks};
+use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
+use fedsec_proto::v1::admin_client::AdminClient;
+use fedsec_proto::v1::coordinator_client::CoordinatorClient;
+use fedsec_proto::v1::{
+    GetModelRequest, GetTaskRequest, ModelHeader, RegisterRequest, SubmitUpdateRequest,
+    SubmitUpdateResponse, Task, TensorChunk, UpdateHeader, UpdateTrailer, get_model_response,
+    get_task_response, submit_update_request,
+};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Tenant of every test client.
+pub const TENANT: &str = "tenant-a";
+
+/// A development CA and the server certificate.
+pub struct Pki {
+    pub ca: DevCa,
+    pub ca_pem: String,
+    pub server: ServerTls,
+}
+
+impl Pki {
+    pub fn new() -> Arc<Self> {
+        let ca = DevCa::generate("fedsec test CA").unwrap();
+        let ca_pem = ca.ca_pem();
+        let cert = ca
+            .issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::Days(1))
+            .unwrap();
+        let server = ServerTls::from_pem(&cert.pem_with_ca(&ca_pem)).unwrap();
+        Arc::new(Self { ca, ca_pem, server })
+    }
+
+    pub fn client_tls(&self, tenant: &str, client_id: &str) -> ClientTls {
+        let id = ClientIdentity::new(tenant, client_id).unwrap();
+        let cert = self.ca.issue_client(&id).unwrap();
+        ClientTls::from_pem(&cert.pem_with_ca(&self.ca_pem)).unwrap()
+    }
+
+    pub fn admin_tls(&self, name: &str) -> ClientTls {
+        let cert = self.ca.issue_admin(name).unwrap();
+        ClientTls::from_pem(&cert.pem_with_ca(&self.ca_pem)).unwrap()
+    }
+}
+
+/// The configuration tests start from: loopback, port 0, metrics on port 0,
+/// fast polling, admin "admin", and the dangerous flags tests need.
+pub fn test_config(data_dir: &std::path::Path) -> CoordinatorConfig {
+    let mut c = CoordinatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_owned(),
+        admins: vec!["admin".into()],
+        poll_interval_ms: 20,
+        dangerous: Some(DangerousConfig {
+            allow_simulation_noise: true,
+            allow_disabled_noise: true,
+        }),
+        ..Default::default()
+    };
+    c.metrics.listen = "127.0.0.1:0".parse().unwrap();
+    c
+}
+
+/// A logistic-regression job over `dim - 1` features (so `dim` parameters).
+pub fn job(id: &str, dim: u32, q: f64) -> JobSpec {
+    let mut j = JobSpec::new(id, ModelSpec::logistic(dim - 1), q);
+    j.rounds = 3;
+    j.min_clients = 1;
+    j.round_deadline_ms = 5_000;
+    j.fill_defaults();
+    j
+}
+
+/// A coordinator under test with its PKI and data directory.
+pub struct Harness {
+    pub pki: Arc<Pki>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub running: Option<RunningCoordinator>,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut CoordinatorConfig)) -> Self {
+        let pki = Pki::new();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let running = Coordinator::start_with_tls(config, pki.server.clone())
+            .await
+            .unwrap();
+        Self {
+            pki,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    /// Starts again on the same data directory and PKI (after a crash or a shutdown).
+    pub async fn reopen(&mut self, tweak: impl FnOnce(&mut CoordinatorConfig)) {
+        assert!(
+            self.running.is_none(),
+            "stop or crash the coordinator first"
+        );
+        let mut config = test_config(self.dir.path());
+        tweak(&mut config);
+        self.running = Some(
+            Coordinator::start_with_tls(config, self.pki.server.clone())
+                .await
+                .unwrap(),
+        );
+    }
+
+    pub fn running(&self) -> &RunningCoordinator {
+        self.running.as_ref().unwrap()
+    }
+
+    /// Drops the coordinator without shutting it down (a crash).
+    pub fn crash(&mut self) {
+        drop(self.running.take());
+    }
+
+    pub async fn shutdown(&mut self) {
+        self.running.take().unwrap().shutdown().await.unwrap();
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.running().endpoint()
+    }
+
+    pub async fn client(&self, client_id: &str) -> TestClient {
+        TestClient::connect(&self.pki, TENANT, client_id, &self.endpoint())
+    }
+
+    /// `n` registered clients named `c000`, `c001`, ...
+    pub async fn clients(&self, n: usize) -> Vec<TestClient> {
+        let mut out = Vec::with_capacity(n);
+        for i in 0..n {
+            let mut c = self.client(&format!("c{i:03}")).await;
+            c.register().await.unwrap();
+            out.push(c);
+        }
+        out
+    }
+
+    pub fn admin_grpc(&self, name: &str) -> AdminClient<Channel> {
+        AdminClient::new(self.pki.admin_tls(name).channel(&self.endpoint()).unwrap())
+    }
+}
+
+/// A test client speaking the real protocol.
+pub struct TestClient {
+    pub id: String,
+    pub grpc: CoordinatorClient<Channel>,
+}
+
+impl TestClient {
+    pub fn connect(pki: &Pki, tenant: &str, client_id: &str, endpoint: &str) -> Self {
+        let channel = pki.client_tls(tenant, client_id).channel(endpoint).unwrap();
+        Self {
+            id: client_id.into(),
+            grpc: CoordinatorClient::new(channel),
+        }
+    }
+
+    pub async fn register(&mut self) -> Result<(), Status> {
+        self.grpc
+            .register(RegisterRequest {
+                software: "fedsec-coordinator-tests".into(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn get_task(&mut self, job_id: &str) -> Result<get_task_response::Outcome, Status> {
+        let r = self
+            .grpc
+            .get_task(GetTaskRequest {
+                job_id: job_id.into(),
+            })
+            .await?
+            .into_inner();
+        Ok(r.outcome.unwrap())
+    }
+
+    /// Polls until a task arrives (panics after `timeout`).
+    pub async fn wait_task(&mut self, job_id: &str, timeout: Duration) -> Task {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            match self.get_task(job_id).await.unwrap() {
+                get_task_response::Outcome::Task(t) => return t,
+                other => {
+                    assert!(
+                        tokio::time::Instant::now() < until,
+                        "{}: no task within {timeout:?}, last answer {other:?}",
+                        self.id
+                    );
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Polls until a task for a round other than `after` (round, attempt) arrives.
+    pub async fn wait_task_after(
+        &mut self,
+        job_id: &str,
+        after: (u64, u32),
+        timeout: Duration,
+    ) -> Task {
+        let until = tokio::time::Instant::now() + timeout;
+        loop {
+            let t = self.wait_task(job_id, timeout).await;
+            if (t.round, t.attempt) != after {
+                return t;
+            }
+            assert!(tokio::time::Instant::now() < until, "no new task");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Uploads `update` for `task` with `nonce` the well-formed way.
+    pub async fn submit(
+        &mut self,
+        task: &Task,
+        update: &[f32],
+        nonce: &[u8],
+    ) -> Result<SubmitUpdateResponse, Status> {
+        self.submit_raw(update_messages(task, update, nonce)).await
+    }
+
+    /// Uploads exactly these messages.
+    pub async fn submit_raw(
+        &mut self,
+        messages: Vec<SubmitUpdateRequest>,
+    ) -> Result<SubmitUpdateResponse, Status> {
+        self.grpc
+            .submit_update(Request::new(tokio_stream::iter(messages)))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Downloads a model version (0: current) and checks its digest.
+    pub async fn get_model(&mut self, job_id: &str, version: u64) -> (ModelHeader, Vec<f32>) {
+        let mut stream = self
+            .grpc
+            .get_model(GetModelRequest {
+                job_id: job_id.into(),
+                version,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut header = None;
+        let mut values = Vec::new();
+        while let Some(m) = stream.message().await.unwrap() {
+            match m.part.unwrap() {
+                get_model_response::Part::Header(h) => header = Some(h),
+                get_model_response::Part::Chunk(c) => {
+                    for b in c.data.chunks_exact(4) {
+                        values.push(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                    }
+                }
+            }
+        }
+        let header = header.unwrap();
+        assert_eq!(header.num_params as usize, values.len());
+        assert_eq!(header.sha256, digest(&values).to_vec());
+        (header, values)
+    }
+}
+
+pub fn header_msg(task: &Task, num_params: u64, nonce: &[u8]) -> SubmitUpdateRequest {
+    SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Header(UpdateHeader {
+            job_id: task.job_id.clone(),
+            round: task.round,
+            attempt: task.attempt,
+            base_version: task.base_version,
+            nonce: nonce.to_vec(),
+            num_params,
+            within_clip: true,
+        })),
+    }
+}
+
+pub fn chunk_msg(data: bytes::Bytes) -> SubmitUpdateRequest {
+    SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Chunk(TensorChunk { data })),
+    }
+}
+
+pub fn trailer_msg(sha256: Vec<u8>) -> SubmitUpdateRequest {
+    SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Trailer(UpdateTrailer {
+            sha256,
+        })),
+    }
+}
+
+/// Header, chunks and trailer of a well-formed upload.
+pub fn update_messages(task: &Task, update: &[f32], nonce: &[u8]) -> Vec<SubmitUpdateRequest> {
+    let mut m = vec![header_msg(task, update.len() as u64, nonce)];
+    m.extend(encode_chunks(update).map(chunk_msg));
+    m.push(trailer_msg(digest(update).to_vec()));
+    m
+}
+
+/// L2 norm in f64.
+pub fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()
+}
