@@ -94,7 +94,7 @@ impl ClientRegistry {
     pub(crate) fn check_can_register(&self, id: &ClientIdentity) -> Result<(), Error> {
         match self.read().get(&id.client_id) {
             Some(e) if e.tenant_id != id.tenant_id => Err(Error::rejected(
-                RejectReason::Unauthenticated,
+                RejectReason::TenantMismatch,
                 format!(
                     "client id {:?} is registered to another tenant",
                     id.client_id
@@ -125,7 +125,7 @@ impl ClientRegistry {
         };
         if e.tenant_id != id.tenant_id {
             return Err(Error::rejected(
-                RejectReason::Unauthenticated,
+                RejectReason::TenantMismatch,
                 format!(
                     "client id {:?} is registered to another tenant",
                     id.client_id
@@ -355,7 +355,7 @@ impl Engine {
             .await
             .map_err(|e| match e {
                 Error::Store(StoreError::Conflict(m)) => {
-                    Error::rejected(RejectReason::Unauthenticated, m)
+                    Error::rejected(RejectReason::TenantMismatch, m)
                 }
                 other => other,
             })?;

@@ -44,6 +44,8 @@ pub enum RejectReason {
     Quarantined,
     /// The caller's identity was revoked.
     Revoked,
+    /// The caller's client id is registered to another tenant.
+    TenantMismatch,
     /// No usable client certificate identity.
     Unauthenticated,
 }
@@ -67,6 +69,7 @@ impl RejectReason {
             Self::Unregistered => "unregistered",
             Self::Quarantined => "quarantined",
             Self::Revoked => "revoked",
+            Self::TenantMismatch => "tenant_mismatch",
             Self::Unauthenticated => "unauthenticated",
         }
     }
@@ -81,7 +84,9 @@ impl RejectReason {
             Self::StaleRound | Self::StaleBaseVersion | Self::Unregistered => {
                 Code::FailedPrecondition
             }
-            Self::NotSelected | Self::Quarantined | Self::Revoked => Code::PermissionDenied,
+            Self::NotSelected | Self::Quarantined | Self::Revoked | Self::TenantMismatch => {
+                Code::PermissionDenied
+            }
             Self::Duplicate => Code::AlreadyExists,
             Self::InProgress => Code::Aborted,
             Self::DigestMismatch => Code::DataLoss,
