@@ -44,10 +44,18 @@ pub struct Receipt {
     pub json: String,
     /// Wire form (its `json` field is [`Self::json`]).
     pub proto: v1::PrivacyReceipt,
+    body: Body,
+}
+
+/// The typed receipt behind the JSON.
+#[derive(Debug, Clone, PartialEq)]
+enum Body {
+    Dp(PrivacyReceipt),
+    NoGuarantee(NoGuaranteeReceipt),
 }
 
 /// The JSON of a receipt without a guarantee (ε fields are `null`).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct NoGuaranteeReceipt {
     mechanism: String,
     neighbouring: String,
@@ -102,7 +110,7 @@ impl Receipt {
             };
             let json = serde_json::to_string(&r)
                 .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
-            Ok(Self::from_no_guarantee(&r, json))
+            Ok(Self::from_no_guarantee(r, json))
         }
     }
 
@@ -131,10 +139,11 @@ impl Receipt {
             epsilon_rdp: r.epsilon_rdp,
             json,
             proto,
+            body: Body::Dp(r.clone()),
         })
     }
 
-    fn from_no_guarantee(r: &NoGuaranteeReceipt, json: String) -> Self {
+    fn from_no_guarantee(r: NoGuaranteeReceipt, json: String) -> Self {
         let pld = r.epsilon_pld.unwrap_or(f64::INFINITY);
         let rdp = r.epsilon_rdp.unwrap_or(f64::INFINITY);
         Self {
@@ -152,6 +161,7 @@ impl Receipt {
                 json: json.clone(),
             },
             json,
+            body: Body::NoGuarantee(r),
         }
     }
 
@@ -168,7 +178,7 @@ impl Receipt {
             Err(_) => {
                 let r: NoGuaranteeReceipt = serde_json::from_str(json)
                     .map_err(|e| Error::Internal(format!("stored receipt is unreadable: {e}")))?;
-                Ok(Self::from_no_guarantee(&r, json.to_owned()))
+                Ok(Self::from_no_guarantee(r, json.to_owned()))
             }
         }
     }
@@ -176,8 +186,9 @@ impl Receipt {
     /// Replaces the last round of the history (same mechanism, so ε is
     /// unchanged) — used to stamp the commit time on a planned receipt.
     pub fn with_last_round(&self, charge: RoundCharge) -> Result<Self, Error> {
-        match serde_json::from_str::<PrivacyReceipt>(&self.json) {
-            Ok(mut r) => {
+        match &self.body {
+            Body::Dp(r) => {
+                let mut r = r.clone();
                 if let Some(last) = r.rounds.last_mut() {
                     if last.mechanism() != charge.mechanism() || last.round != charge.round {
                         return Err(Error::Internal(
@@ -188,15 +199,14 @@ impl Receipt {
                 }
                 Self::from_receipt(&r)
             }
-            Err(_) => {
-                let mut r: NoGuaranteeReceipt = serde_json::from_str(&self.json)
-                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+            Body::NoGuarantee(r) => {
+                let mut r = r.clone();
                 if let Some(last) = r.rounds.last_mut() {
                     *last = charge;
                 }
                 let json = serde_json::to_string(&r)
                     .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
-                Ok(Self::from_no_guarantee(&r, json))
+                Ok(Self::from_no_guarantee(r, json))
             }
         }
     }

@@ -1115,6 +1115,28 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid() {
+        let c =
+            CoordinatorConfig::from_toml_str(include_str!("../coordinator.example.toml")).unwrap();
+        assert_eq!(c.jobs.len(), 1);
+        let j = &c.jobs[0];
+        assert_eq!(j.noise_level(), NoiseLevel::TargetEpsilon(8.0));
+        assert_eq!(j.budget(), Some(8.0));
+        assert_eq!(j.model.num_params(), 38 * 64 + 64 + 64 + 1);
+        // Every default written in the example is the real default.
+        let d = CoordinatorConfig::default();
+        assert_eq!(
+            (c.listen, c.poll_interval_ms),
+            (d.listen, d.poll_interval_ms)
+        );
+        assert_eq!(c.metrics, d.metrics);
+        assert_eq!(c.limits, d.limits);
+        assert_eq!(j.clipping, ClippingSpec::default());
+        assert_eq!(j.training, TrainingSpec::default());
+        assert_eq!(j.server_optimizer, ServerOptimizerSpec::default());
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = CoordinatorConfig::from_toml_str(&format!("{MINIMAL}\nnoise = 3\n")).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");

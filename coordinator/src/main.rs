@@ -13,12 +13,19 @@ mod cli;
 #[derive(Debug, Parser)]
 #[command(name = "fedsec-coordinator", version, about, long_about = None)]
 struct Cli {
+    /// Log format on stderr (the level comes from RUST_LOG, default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = cli::logging::LogFormat::Human)]
+    log_format: cli::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the coordinator until SIGINT/SIGTERM.
+    Serve(cli::serve::ServeArgs),
+    /// Administer a running coordinator over mutual TLS (admin certificate).
+    Admin(cli::admin::AdminArgs),
     /// Create development certificates (CA, server, clients, admin).
     #[command(subcommand)]
     Certs(cli::certs::CertsCommand),
@@ -26,7 +33,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    cli::logging::init(cli.log_format);
     let result = match cli.command {
+        Command::Serve(args) => cli::serve::run(args),
+        Command::Admin(args) => cli::admin::run(args),
         Command::Certs(cmd) => cli::certs::run(cmd),
     };
     match result {

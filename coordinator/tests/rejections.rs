@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use fedsec_coordinator::RejectReason;
 use fedsec_proto::tensor::{MAX_CHUNK_BYTES, digest, le_bytes};
-use fedsec_proto::v1::{ClientActionRequest, GetTaskRequest, SubmitUpdateRequest, Task};
+use fedsec_proto::v1::{ClientActionRequest, GetTaskRequest, SubmitUpdateRequest};
 use support::{
     Harness, TENANT, TestClient, chunk_msg, header_msg, job, trailer_msg, update_messages,
 };

@@ -1,6 +1,9 @@
 //! Subcommands of the `fedsec-coordinator` binary, one module each.
 
+pub(crate) mod admin;
 pub(crate) mod certs;
+pub(crate) mod logging;
+pub(crate) mod serve;
 
 /// Error type of CLI subcommands: any error with a readable message.
 pub(crate) type CliError = Box<dyn std::error::Error + Send + Sync>;

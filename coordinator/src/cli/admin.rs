@@ -1,0 +1,577 @@
+//! `fedsec-coordinator admin ...`: the Admin API from the command line, over
+//! mutual TLS with an admin certificate. Human-readable tables by default,
+//! JSON with `--json`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use fedsec_coordinator::JobSpec;
+use fedsec_coordinator::config::DangerousConfig;
+use fedsec_proto::tls::{ClientTls, TlsFiles};
+use fedsec_proto::v1::admin_client::AdminClient;
+use fedsec_proto::v1::{
+    self, ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef,
+    ListAuditEventsRequest, ListClientsRequest, ListJobsRequest, RollbackModelRequest,
+};
+use serde_json::{Value, json};
+use tonic::transport::Channel;
+
+use super::CliError;
+
+/// Connection options and the admin command.
+#[derive(Debug, Args)]
+pub(crate) struct AdminArgs {
+    /// Coordinator endpoint.
+    #[arg(
+        long,
+        env = "FEDSEC_ENDPOINT",
+        default_value = "https://localhost:7443"
+    )]
+    endpoint: String,
+    /// CA certificate the coordinator's certificate chains to.
+    #[arg(long, env = "FEDSEC_CA")]
+    ca: PathBuf,
+    /// Admin certificate (`spiffe://fedsec/admin/<name>`).
+    #[arg(long, env = "FEDSEC_CERT")]
+    cert: PathBuf,
+    /// Admin private key.
+    #[arg(long, env = "FEDSEC_KEY")]
+    key: PathBuf,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+/// What to administer.
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCommand {
+    /// Jobs: list, get, create, pause, resume.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Clients: list, quarantine, release, revoke.
+    #[command(subcommand)]
+    Clients(ClientsCommand),
+    /// The privacy ledger of a job, in commit order.
+    Ledger {
+        /// Job id.
+        job: String,
+    },
+    /// Model versions: list, rollback, export.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Audit events, newest first.
+    Audit {
+        /// Only events of this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Maximum number of events.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// Job commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// All jobs, newest first.
+    List,
+    /// One job.
+    Get {
+        /// Job id.
+        job: String,
+    },
+    /// Create a job from a TOML file holding one `[[jobs]]`-style table.
+    Create {
+        /// The job definition (same keys as a `[[jobs]]` entry of the config).
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Stop opening rounds (an open round is abandoned, nothing charged).
+    Pause {
+        /// Job id.
+        job: String,
+    },
+    /// Resume a paused job.
+    Resume {
+        /// Job id.
+        job: String,
+    },
+}
+
+/// Client commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClientsCommand {
+    /// Registered clients with their status and activity.
+    List,
+    /// Reject the client's calls and never select it, until released.
+    Quarantine {
+        /// Client id.
+        client: String,
+        /// Why (kept in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a quarantine.
+    Release {
+        /// Client id.
+        client: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Permanently refuse the client's identity.
+    Revoke {
+        /// Client id.
+        client: String,
+        /// Why.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+}
+
+/// Model commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelsCommand {
+    /// Published versions of a job, oldest first.
+    List {
+        /// Job id.
+        job: String,
+    },
+    /// Make an earlier version current (privacy already spent stays spent).
+    Rollback {
+        /// Job id.
+        job: String,
+        /// Version to make current.
+        version: u64,
+        /// Why (kept in the ledger and the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Write a version as a safetensors file (spec and receipt in its metadata).
+    Export {
+        /// Job id.
+        job: String,
+        /// Version; 0 means current.
+        #[arg(long, default_value_t = 0)]
+        version: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn num(v: f64) -> Value {
+    if v.is_finite() {
+        json!(v)
+    } else {
+        json!(if v > 0.0 { "inf" } else { "-inf" })
+    }
+}
+
+fn short(name: &str, prefix: &str) -> String {
+    name.strip_prefix(prefix).unwrap_or(name).to_owned()
+}
+
+fn job_state(s: i32) -> String {
+    v1::JobState::try_from(s)
+        .map_or_else(|_| s.to_string(), |s| short(s.as_str_name(), "JOB_STATE_"))
+}
+
+fn job_json(j: &v1::Job) -> Value {
+    let permissive = DangerousConfig {
+        allow_simulation_noise: true,
+        allow_disabled_noise: true,
+    };
+    let config = j
+        .config
+        .as_ref()
+        .and_then(|c| JobSpec::from_proto(c, &permissive).ok())
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or(Value::Null);
+    json!({
+        "job_id": j.job_id,
+        "state": job_state(j.state),
+        "state_reason": j.state_reason,
+        "rounds_completed": j.rounds_completed,
+        "current_version": j.current_version,
+        "sampling_rate": num(j.sampling_rate),
+        "expected_cohort": num(j.expected_cohort),
+        "noise_multiplier": num(j.noise_multiplier),
+        "clip_norm": num(j.clip_norm),
+        "epsilon_pld": num(j.epsilon_pld),
+        "epsilon_rdp": num(j.epsilon_rdp),
+        "created_unix_ms": j.created_unix_ms,
+        "config": config,
+    })
+}
+
+fn client_json(c: &v1::ClientInfo) -> Value {
+    json!({
+        "client_id": c.client_id,
+        "tenant_id": c.tenant_id,
+        "status": v1::ClientStatus::try_from(c.status)
+            .map_or_else(|_| c.status.to_string(), |s| short(s.as_str_name(), "CLIENT_STATUS_")),
+        "status_reason": c.status_reason,
+        "registered_unix_ms": c.registered_unix_ms,
+        "last_seen_unix_ms": c.last_seen_unix_ms,
+        "rounds_participated": c.rounds_participated,
+        "software": c.software,
+    })
+}
+
+fn ledger_json(e: &v1::LedgerEntry) -> Value {
+    json!({
+        "seq": e.seq,
+        "kind": v1::LedgerEntryKind::try_from(e.kind)
+            .map_or_else(|_| e.kind.to_string(), |k| short(k.as_str_name(), "LEDGER_ENTRY_KIND_")),
+        "charge": e.charge.map(|c| json!({
+            "round": c.round,
+            "sampling_rate": num(c.sampling_rate),
+            "noise_multiplier": num(c.noise_multiplier),
+            "clip_norm": num(c.clip_norm),
+            "sensitivity": num(c.sensitivity),
+            "count_stddev": num(c.count_stddev),
+            "expected_cohort": num(c.expected_cohort),
+            "committed_unix_ms": c.committed_unix_ms,
+        })),
+        "attempt": e.attempt,
+        "epsilon_pld": num(e.epsilon_pld),
+        "epsilon_rdp": num(e.epsilon_rdp),
+        "delta": num(e.delta),
+        "model_version": e.model_version,
+        "participants": e.participants,
+        "rejected": e.rejected,
+        "clipped_fraction": num(e.clipped_fraction),
+        "note": e.note,
+        "committed_unix_ms": e.committed_unix_ms,
+    })
+}
+
+fn model_json(m: &v1::ModelVersionInfo) -> Value {
+    json!({
+        "version": m.version,
+        "round": m.round,
+        "sha256": hex::encode(&m.sha256),
+        "created_unix_ms": m.created_unix_ms,
+        "epsilon_pld": num(m.epsilon_pld),
+        "current": m.current,
+    })
+}
+
+fn audit_json(e: &v1::AuditEvent) -> Value {
+    json!({
+        "id": e.id,
+        "unix_ms": e.unix_ms,
+        "kind": e.kind,
+        "job_id": e.job_id,
+        "client_id": e.client_id,
+        "detail": e.detail,
+    })
+}
+
+fn eps(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "inf".into()
+    }
+}
+
+fn print_jobs(jobs: &[v1::Job]) {
+    println!(
+        "{:<24} {:<17} {:>7} {:>7} {:>9} {:>9} {:>10}",
+        "JOB", "STATE", "ROUNDS", "VERSION", "Q", "Z", "EPSILON"
+    );
+    for j in jobs {
+        let rounds = j.config.as_ref().map_or(0, |c| c.rounds);
+        println!(
+            "{:<24} {:<17} {:>7} {:>7} {:>9.4} {:>9.4} {:>10}",
+            j.job_id,
+            job_state(j.state),
+            format!("{}/{rounds}", j.rounds_completed),
+            j.current_version,
+            j.sampling_rate,
+            j.noise_multiplier,
+            eps(j.epsilon_pld),
+        );
+        if !j.state_reason.is_empty() {
+            println!("    {}", j.state_reason);
+        }
+    }
+}
+
+fn print(json_out: bool, value: Value, human: impl FnOnce()) -> Result<(), CliError> {
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
+/// Runs an admin command.
+pub(crate) fn run(args: AdminArgs) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(args))
+}
+
+async fn run_async(args: AdminArgs) -> Result<(), CliError> {
+    let tls = ClientTls::from_files(&TlsFiles {
+        ca: args.ca.clone(),
+        cert: args.cert.clone(),
+        key: args.key.clone(),
+    })?;
+    let mut admin: AdminClient<Channel> = AdminClient::new(tls.channel(&args.endpoint)?);
+    let j = args.json;
+    match args.command {
+        AdminCommand::Jobs(cmd) => match cmd {
+            JobsCommand::List => {
+                let jobs = admin.list_jobs(ListJobsRequest {}).await?.into_inner().jobs;
+                print(j, Value::Array(jobs.iter().map(job_json).collect()), || {
+                    print_jobs(&jobs);
+                })
+            }
+            JobsCommand::Get { job } => {
+                let r = admin.get_job(JobRef { job_id: job }).await?.into_inner();
+                print(j, job_json(&r), || print_jobs(std::slice::from_ref(&r)))
+            }
+            JobsCommand::Create { file } => {
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+                let mut spec: JobSpec =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))?;
+                spec.fill_defaults();
+                let r = admin
+                    .create_job(CreateJobRequest {
+                        config: Some(spec.to_proto()),
+                    })
+                    .await?
+                    .into_inner();
+                print(j, job_json(&r), || {
+                    println!("created job {}", r.job_id);
+                    print_jobs(std::slice::from_ref(&r));
+                })
+            }
+            JobsCommand::Pause { job } => {
+                let r = admin.pause_job(JobRef { job_id: job }).await?.into_inner();
+                print(j, job_json(&r), || print_jobs(std::slice::from_ref(&r)))
+            }
+            JobsCommand::Resume { job } => {
+                let r = admin.resume_job(JobRef { job_id: job }).await?.into_inner();
+                print(j, job_json(&r), || print_jobs(std::slice::from_ref(&r)))
+            }
+        },
+        AdminCommand::Clients(cmd) => {
+            let (clients, verb) = match cmd {
+                ClientsCommand::List => (
+                    admin
+                        .list_clients(ListClientsRequest {})
+                        .await?
+                        .into_inner()
+                        .clients,
+                    None,
+                ),
+                ClientsCommand::Quarantine { client, reason } => (
+                    vec![
+                        admin
+                            .quarantine_client(ClientActionRequest {
+                                client_id: client,
+                                reason,
+                            })
+                            .await?
+                            .into_inner(),
+                    ],
+                    Some("quarantined"),
+                ),
+                ClientsCommand::Release { client, reason } => (
+                    vec![
+                        admin
+                            .release_client(ClientActionRequest {
+                                client_id: client,
+                                reason,
+                            })
+                            .await?
+                            .into_inner(),
+                    ],
+                    Some("released"),
+                ),
+                ClientsCommand::Revoke { client, reason } => (
+                    vec![
+                        admin
+                            .revoke_client(ClientActionRequest {
+                                client_id: client,
+                                reason,
+                            })
+                            .await?
+                            .into_inner(),
+                    ],
+                    Some("revoked"),
+                ),
+            };
+            let value = match (verb, clients.as_slice()) {
+                (Some(_), [one]) => client_json(one),
+                _ => Value::Array(clients.iter().map(client_json).collect()),
+            };
+            print(j, value, || {
+                if let Some(v) = verb {
+                    println!("{v}");
+                }
+                println!(
+                    "{:<24} {:<20} {:<12} {:>7} {:>15} {:<}",
+                    "CLIENT", "TENANT", "STATUS", "ROUNDS", "LAST SEEN (ms)", "REASON"
+                );
+                for c in &clients {
+                    println!(
+                        "{:<24} {:<20} {:<12} {:>7} {:>15} {}",
+                        c.client_id,
+                        c.tenant_id,
+                        client_json(c)["status"].as_str().unwrap_or("?"),
+                        c.rounds_participated,
+                        c.last_seen_unix_ms,
+                        c.status_reason
+                    );
+                }
+            })
+        }
+        AdminCommand::Ledger { job } => {
+            let entries = admin
+                .list_ledger(JobRef { job_id: job })
+                .await?
+                .into_inner()
+                .entries;
+            print(
+                j,
+                Value::Array(entries.iter().map(ledger_json).collect()),
+                || {
+                    println!(
+                        "{:>4} {:<9} {:>6} {:>7} {:>8} {:>8} {:>8} {:>7} {:>8} {:>10} {:>10}",
+                        "SEQ",
+                        "KIND",
+                        "ROUND",
+                        "ATTEMPT",
+                        "Q",
+                        "Z",
+                        "C",
+                        "VERSION",
+                        "REPORTS",
+                        "EPS_PLD",
+                        "EPS_RDP"
+                    );
+                    for e in &entries {
+                        let c = e.charge.unwrap_or_default();
+                        println!(
+                            "{:>4} {:<9} {:>6} {:>7} {:>8.4} {:>8.4} {:>8.4} {:>7} {:>8} {:>10} {:>10}",
+                            e.seq,
+                            ledger_json(e)["kind"].as_str().unwrap_or("?"),
+                            c.round,
+                            e.attempt,
+                            c.sampling_rate,
+                            c.noise_multiplier,
+                            c.clip_norm,
+                            e.model_version,
+                            e.participants,
+                            eps(e.epsilon_pld),
+                            eps(e.epsilon_rdp),
+                        );
+                        if !e.note.is_empty() {
+                            println!("     {}", e.note);
+                        }
+                    }
+                },
+            )
+        }
+        AdminCommand::Models(cmd) => match cmd {
+            ModelsCommand::List { job } => {
+                let versions = admin
+                    .list_models(JobRef { job_id: job })
+                    .await?
+                    .into_inner()
+                    .versions;
+                print(
+                    j,
+                    Value::Array(versions.iter().map(model_json).collect()),
+                    || {
+                        println!(
+                            "{:>7} {:>6} {:>10} {:<8} SHA256",
+                            "VERSION", "ROUND", "EPS_PLD", "CURRENT"
+                        );
+                        for v in &versions {
+                            println!(
+                                "{:>7} {:>6} {:>10} {:<8} {}",
+                                v.version,
+                                v.round,
+                                eps(v.epsilon_pld),
+                                if v.current { "*" } else { "" },
+                                hex::encode(&v.sha256)
+                            );
+                        }
+                    },
+                )
+            }
+            ModelsCommand::Rollback {
+                job,
+                version,
+                reason,
+            } => {
+                let r = admin
+                    .rollback_model(RollbackModelRequest {
+                        job_id: job,
+                        version,
+                        reason,
+                    })
+                    .await?
+                    .into_inner();
+                print(j, job_json(&r), || {
+                    println!("rolled back to version {version}; privacy already spent stays spent");
+                    print_jobs(std::slice::from_ref(&r));
+                })
+            }
+            ModelsCommand::Export { job, version, out } => {
+                let mut stream = admin
+                    .export_model(ExportModelRequest {
+                        job_id: job.clone(),
+                        version,
+                    })
+                    .await?
+                    .into_inner();
+                let mut file = Vec::new();
+                while let Some(chunk) = stream.message().await? {
+                    file.extend_from_slice(&chunk.data);
+                }
+                std::fs::write(&out, &file)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                print(
+                    j,
+                    json!({"job_id": job, "file": out.display().to_string(), "bytes": file.len()}),
+                    || println!("wrote {} ({} bytes)", out.display(), file.len()),
+                )
+            }
+        },
+        AdminCommand::Audit { job, limit } => {
+            let events = admin
+                .list_audit_events(ListAuditEventsRequest {
+                    limit,
+                    job_id: job.unwrap_or_default(),
+                })
+                .await?
+                .into_inner()
+                .events;
+            print(
+                j,
+                Value::Array(events.iter().map(audit_json).collect()),
+                || {
+                    for e in &events {
+                        println!(
+                            "{:>6} {:>14} {:<20} {:<16} {:<12} {}",
+                            e.id, e.unix_ms, e.kind, e.job_id, e.client_id, e.detail
+                        );
+                    }
+                },
+            )
+        }
+    }
+}
