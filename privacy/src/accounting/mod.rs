@@ -18,8 +18,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-mod pld;
-mod rdp;
+pub mod pld;
+pub mod rdp;
 pub mod zcdp;
 
 pub use self::pld::PldAccountant;

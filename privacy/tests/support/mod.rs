@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Path of a file in `tests/data/`.
-pub fn data_path(name: &str) -> PathBuf {
+pub(crate) fn data_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("data")
@@ -15,16 +15,16 @@ pub fn data_path(name: &str) -> PathBuf {
 
 /// One row of a reference CSV: column name → raw string.
 #[derive(Debug, Clone)]
-pub struct Row(pub HashMap<String, String>);
+pub(crate) struct Row(pub(crate) HashMap<String, String>);
 
 impl Row {
     /// The column parsed as f64 (panics if missing or empty).
-    pub fn f(&self, col: &str) -> f64 {
+    pub(crate) fn f(&self, col: &str) -> f64 {
         self.opt(col)
             .unwrap_or_else(|| panic!("column {col} is empty in {self:?}"))
     }
     /// The column parsed as f64, `None` if empty.
-    pub fn opt(&self, col: &str) -> Option<f64> {
+    pub(crate) fn opt(&self, col: &str) -> Option<f64> {
         let s = self.0.get(col).unwrap_or_else(|| panic!("no column {col}"));
         if s.trim().is_empty() {
             None
@@ -33,11 +33,11 @@ impl Row {
         }
     }
     /// The column parsed as u64.
-    pub fn u(&self, col: &str) -> u64 {
+    pub(crate) fn u(&self, col: &str) -> u64 {
         self.f(col) as u64
     }
     /// A short label for assertion messages.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!(
             "q={} z={} T={} δ={}",
             self.0["q"], self.0["z"], self.0["T"], self.0["delta"]
@@ -46,7 +46,7 @@ impl Row {
 }
 
 /// Reads a simple comma-separated file with a header line.
-pub fn read_csv(name: &str) -> Vec<Row> {
+pub(crate) fn read_csv(name: &str) -> Vec<Row> {
     let text = std::fs::read_to_string(data_path(name)).unwrap();
     let mut lines = text.lines();
     let header: Vec<String> = lines

@@ -1,0 +1,263 @@
+//! The privacy loss of one Poisson-subsampled Gaussian round, in both
+//! directions of the add/remove-one relation, and its connect-the-dots
+//! discretisation.
+//!
+//! With sensitivity 1 and noise `σ = z`, let `μ₀ = N(0, σ²)`, `μ₁ = N(1, σ²)`
+//! and `M = (1 − q)μ₀ + qμ₁`.
+//! - **remove** (the neighbour lacks the client): pair `(M, μ₀)`. Its hockey
+//!   stick is `δ_R(ε) = q·δ_G(ε')` with `ε' = ln(1 + (e^ε − 1)/q)` for
+//!   `ε > ln(1 − q)`, and `1 − e^ε` below (the loss is at least `ln(1 − q)`).
+//! - **add**: pair `(μ₀, M)`: `δ_A(ε) = q·e^{ε−ε''}·δ_G(ε'')` with
+//!   `ε'' = −ln(1 + (e^{−ε} − 1)/q)` for `ε < −ln(1 − q)`, 0 above (the loss
+//!   is at most `−ln(1 − q)`).
+//!
+//! `δ_G` is the Gaussian curve with `μ = 1/z` ([`gaussian_delta`]). Both are
+//! the standard tight expressions (Balle, Barthe & Gaboardi 2018; Zhu, Dong &
+//! Wang 2022, "Optimal accounting of differential privacy via characteristic
+//! function").
+//!
+//! # Connect the dots (Doroshenko, Ghazi, Kamath, Kumar & Manurangsi 2022)
+//!
+//! On grid points `ε_0 < … < ε_{n−1}` (spacing `h`), the discrete PLD with
+//! `p_∞ = δ(ε_{n−1})` and masses `p_k = e^{ε_k}(s_k − s_{k−1})` — where `s_k`
+//! is the slope of the chord of `δ` as a function of `y = e^ε` between
+//! `y_k` and `y_{k+1}`, `s_{−1}` the chord from `(0, 1)` and `s_{n−1} = 0` —
+//! has exactly the true `δ` at every grid point and the chord in between.
+//! Since `δ` is convex in `y`, the chord lies above the true curve: the
+//! discrete pair *dominates* the true one for every `ε`, so every ε computed
+//! from it (and from its compositions) is an upper bound. The grid runs from a
+//! point below which at most [`TAIL`] of the loss's mass lies (the region
+//! below is absorbed by the first chord, still pessimistically) to a point
+//! whose `δ` is at most [`TAIL`] (which becomes `p_∞`).
+
+use crate::special::{gaussian_delta, log_add, norm_isf};
+
+use super::pmf::Pmf;
+
+/// Tail mass (lower side) and `δ` (upper side) left outside the grid of one
+/// round's loss.
+pub(crate) const TAIL: f64 = 1e-18;
+
+/// Which neighbouring direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// `(M, μ₀)`: the real dataset contains the client.
+    Remove,
+    /// `(μ₀, M)`: the real dataset lacks the client.
+    Add,
+}
+
+/// The exact hockey-stick curve `δ(ε)` of one round in one direction.
+pub(crate) fn true_delta(q: f64, z: f64, dir: Direction, eps: f64) -> f64 {
+    let mu = 1.0 / z;
+    if q >= 1.0 {
+        return gaussian_delta(mu, eps);
+    }
+    match dir {
+        Direction::Remove => {
+            // ε' = ln(1 + expm1(ε)/q), defined when expm1(ε) > −q.
+            let t = eps.exp_m1() / q;
+            if t <= -1.0 {
+                return (-eps.exp_m1()).clamp(0.0, 1.0);
+            }
+            let e1 = t.ln_1p();
+            (q * gaussian_delta(mu, e1)).clamp(0.0, 1.0)
+        }
+        Direction::Add => {
+            // ε'' = −ln(1 + expm1(−ε)/q), defined when ε < −ln(1 − q).
+            let t = (-eps).exp_m1() / q;
+            if t <= -1.0 {
+                return 0.0;
+            }
+            let e2 = -t.ln_1p();
+            (q * (eps - e2).exp() * gaussian_delta(mu, e2)).clamp(0.0, 1.0)
+        }
+    }
+}
+
+impl Direction {
+    /// The other direction: the pair with `P` and `Q` swapped.
+    pub(crate) fn reversed(self) -> Self {
+        match self {
+            Direction::Remove => Direction::Add,
+            Direction::Add => Direction::Remove,
+        }
+    }
+}
+
+/// `γ(ε) = δ(ε) − (1 − e^ε) = e^ε Q(L ≤ ε) − P(L ≤ ε) = e^ε δ_{Q‖P}(−ε)`:
+/// the same curve without its `1 − e^ε` part, accurate for `ε < 0` where
+/// `δ(ε)` is within rounding of `1 − e^ε`. The reversed pair of remove is add.
+pub(crate) fn true_gamma(q: f64, z: f64, dir: Direction, eps: f64) -> f64 {
+    (eps + true_delta(q, z, dir.reversed(), -eps).ln()).exp()
+}
+
+/// Range `[lo, hi]` (in loss units) outside which one round's loss is
+/// negligible (see the module docs and [`TAIL`]).
+pub(crate) fn loss_range(q: f64, z: f64, dir: Direction) -> (f64, f64) {
+    let mu = 1.0 / z;
+    let z_tail = norm_isf(TAIL);
+    if q >= 1.0 {
+        // L ~ N(μ²/2, μ²) in both directions.
+        return (mu * mu / 2.0 - mu * z_tail, mu * mu / 2.0 + mu * z_tail);
+    }
+    let ln_1mq = (-q).ln_1p();
+    match dir {
+        Direction::Remove => {
+            // δ_R(ε) = q δ_G(ε') ≤ q Φ̄(ε'/μ − μ/2) ≤ TAIL at ε'/μ − μ/2 = Φ̄⁻¹(TAIL/q).
+            let e1 = mu * norm_isf(TAIL / q) + mu * mu / 2.0;
+            (ln_1mq, log_add(ln_1mq, q.ln() + e1))
+        }
+        Direction::Add => {
+            // L_A(x) = −ln(1 − q + q e^{(2x−1)/(2z²)}) decreases in x ~ N(0, z²).
+            let x = z * z_tail;
+            let lo = -log_add(ln_1mq, q.ln() + (2.0 * x - 1.0) / (2.0 * z * z));
+            (lo, -ln_1mq)
+        }
+    }
+}
+
+/// Connect-the-dots discretisation of one round on the grid `h·ℤ`.
+pub(crate) fn discretise(q: f64, z: f64, dir: Direction, h: f64) -> Pmf {
+    let (lo, hi) = loss_range(q, z, dir);
+    let i_lo = (lo / h).floor() as i64;
+    let i_hi = ((hi / h).ceil() as i64).max(i_lo + 1);
+    let grid: Vec<f64> = (i_lo..=i_hi).map(|i| i as f64 * h).collect();
+    // Both forms of the curve: δ for ε ≥ 0, γ = δ − (1 − e^ε) for ε < 0. The
+    // mass formulas are linear in the curve and the `1 − e^ε` part contributes
+    // exactly nothing to them, so each point may use the form that is
+    // accurate around it (δ is within rounding of 1 − e^ε far below 0, and γ
+    // grows like e^ε far above 0).
+    let deltas: Vec<f64> = grid.iter().map(|&e| true_delta(q, z, dir, e)).collect();
+    let gammas: Vec<f64> = grid
+        .iter()
+        .map(|&e| if e < h { true_gamma(q, z, dir, e) } else { 0.0 })
+        .collect();
+    let n = grid.len();
+    let em1 = h.exp_m1();
+    let eh = h.exp();
+    let mut probs = Vec::with_capacity(n);
+    for k in 0..n {
+        let low = grid[k] < 0.0;
+        let c = if low { &gammas } else { &deltas };
+        // The curve continued past the last point is flat for δ (no mass
+        // above), and rises as e^ε for γ = δ − 1 + e^ε.
+        let next = if k + 1 < n {
+            c[k + 1]
+        } else if low {
+            c[k] + grid[k].exp() * em1
+        } else {
+            c[k]
+        };
+        let p = if k == 0 {
+            // Chord from (y, δ) = (0, 1): p_0 = (1 − δ_0) − (δ_0 − δ_1)/(e^h − 1),
+            // i.e. p_0 = −γ_0 + (γ_1 − γ_0)/(e^h − 1) in the γ form.
+            if low {
+                (next - c[0]) / em1 - c[0]
+            } else {
+                (1.0 - c[0]) - (c[0] - next) / em1
+            }
+        } else {
+            // p_k = [e^h (δ_{k−1} − δ_k) − (δ_k − δ_{k+1})]/(e^h − 1), same in γ.
+            let prev = if low || grid[k - 1] >= 0.0 {
+                c[k - 1]
+            } else {
+                // Previous point is in the other form: convert γ → δ.
+                gammas[k - 1] + 1.0 - grid[k - 1].exp()
+            };
+            (eh * (prev - c[k]) - (c[k] - next)) / em1
+        };
+        probs.push(p.max(0.0));
+    }
+    Pmf {
+        offset: i_lo,
+        probs,
+        inf_mass: deltas[n - 1],
+        roundoff: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curves_are_continuous_at_their_kinks_and_monotone() {
+        for &(q, z) in &[(0.01, 4.0), (0.1, 0.5), (0.001, 1.0), (1.0, 1.0)] {
+            for dir in [Direction::Remove, Direction::Add] {
+                let mut prev = 1.0;
+                for i in -400..400 {
+                    let e = i as f64 * 0.01;
+                    let d = true_delta(q, z, dir, e);
+                    assert!(d <= prev + 1e-15, "q={q} z={z} {dir:?} ε={e}: {d} > {prev}");
+                    assert!((0.0..=1.0).contains(&d));
+                    prev = d;
+                }
+            }
+            if q < 1.0 {
+                let k = (-q).ln_1p();
+                let (a, b) = (
+                    true_delta(q, z, Direction::Remove, k - 1e-9),
+                    true_delta(q, z, Direction::Remove, k + 1e-9),
+                );
+                assert!((a - b).abs() < 1e-8, "{a} {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn add_curve_is_never_above_remove_at_positive_epsilon_for_small_q() {
+        // Known fact for the subsampled Gaussian: the remove direction dominates at ε ≥ 0.
+        for &(q, z) in &[(0.01, 1.0), (0.05, 0.8)] {
+            for i in 0..50 {
+                let e = i as f64 * 0.1;
+                assert!(
+                    true_delta(q, z, Direction::Add, e)
+                        <= true_delta(q, z, Direction::Remove, e) + 1e-15
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn discretisation_is_a_distribution_that_dominates_the_curve() {
+        for &(q, z, h) in &[(0.01, 4.0, 1e-4), (0.1, 0.5, 1e-2), (1.0, 2.0, 1e-3)] {
+            for dir in [Direction::Remove, Direction::Add] {
+                let p = discretise(q, z, dir, h);
+                let mass: f64 = p.probs.iter().sum::<f64>() + p.inf_mass;
+                assert!(
+                    (mass - 1.0).abs() < 1e-9,
+                    "q={q} z={z} {dir:?}: mass {mass}"
+                );
+                // Q-mass of the discrete pair is at most 1.
+                let qmass: f64 = p
+                    .probs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, pi)| pi * (-((p.offset + i as i64) as f64) * h).exp())
+                    .sum();
+                assert!(
+                    qmass <= 1.0 + 1e-9,
+                    "q={q} z={z} {dir:?} offset {} d0 {:e}: Q mass {qmass}",
+                    p.offset,
+                    p.probs[0]
+                );
+                for i in 0..60 {
+                    let e = i as f64 * 0.037 + 0.001;
+                    let t = true_delta(q, z, dir, e);
+                    let d = p.delta_for_epsilon(h, e);
+                    assert!(d >= t - 1e-12, "q={q} z={z} {dir:?} ε={e}: {d} < {t}");
+                    // Exactly the chord (in y = e^ε) between the neighbouring grid points.
+                    let (e0, e1) = ((e / h).floor() * h, (e / h).floor() * h + h);
+                    let (d0, d1) = (true_delta(q, z, dir, e0), true_delta(q, z, dir, e1));
+                    let w = (e.exp() - e0.exp()) / (e1.exp() - e0.exp());
+                    let chord = d0 + w * (d1 - d0);
+                    assert!(
+                        (d - chord).abs() <= 1e-9 * chord + 1e-15,
+                        "q={q} z={z} {dir:?} ε={e}: {d} vs chord {chord}"
+                    );
+                }
+            }
+        }
+    }
+}
