@@ -1,0 +1,391 @@
+//! [`LogTail`]: incremental reading of one growing log file and its labels
+//! file, through the detector's reader and sessionizer, joining each closed
+//! session with its label.
+//!
+//! Only complete lines (ending in `\n`) are consumed; a line still being
+//! written is read on a later poll. A file that shrinks was rotated or
+//! truncated and is read again from the start. Sessions close as the log's
+//! own clock passes their idle timeout; when a file stops growing, its open
+//! sessions are closed too (by the wall clock for a live log, at once for a
+//! historical one). Sessions whose label has not arrived yet wait, bounded.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::Path;
+
+use fedsec_detector::features::{self, NUM_FEATURES};
+use fedsec_detector::logs::{LineEvent, LogReader, ReaderConfig};
+use fedsec_detector::session::{Session, Sessionizer};
+
+use super::{DataOptions, LabelledLog};
+
+/// Largest block read per step; a partial line longer than this is skipped.
+const READ_BLOCK: usize = 16 << 20;
+
+/// Counters of one log file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileStats {
+    /// Records parsed.
+    pub records: u64,
+    /// Malformed log lines skipped.
+    pub malformed: u64,
+    /// Sessions closed.
+    pub sessions: u64,
+    /// Sessions joined with a label.
+    pub labelled: u64,
+    /// Label lines read.
+    pub labels: u64,
+    /// Label lines that could not be parsed.
+    pub malformed_labels: u64,
+    /// Sessions or labels dropped because too many were waiting.
+    pub dropped: u64,
+    /// Times the file was found shorter than already read.
+    pub truncations: u64,
+}
+
+#[derive(serde::Deserialize)]
+struct LabelLine {
+    session: String,
+    is_bot: bool,
+}
+
+/// Bounded map whose oldest insertions go first.
+#[derive(Debug)]
+struct Bounded<V> {
+    map: HashMap<String, V>,
+    order: VecDeque<String>,
+    cap: usize,
+}
+
+impl<V> Bounded<V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Inserts; returns how many entries were evicted.
+    fn insert(&mut self, k: String, v: V) -> u64 {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        let mut evicted = 0;
+        while self.map.len() > self.cap {
+            match self.order.pop_front() {
+                Some(old) => {
+                    if self.map.remove(&old).is_some() {
+                        evicted += 1;
+                    }
+                }
+                None => break,
+            }
+        }
+        // Keys removed by `take` linger in `order`; compact now and then.
+        if self.order.len() > 2 * self.cap {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+        evicted
+    }
+
+    fn take(&mut self, k: &str) -> Option<V> {
+        self.map.remove(k)
+    }
+}
+
+/// One log file and its labels, read incrementally.
+#[derive(Debug)]
+pub struct LogTail {
+    files: LabelledLog,
+    reader: ReaderConfig,
+    idle_timeout_ms: i64,
+    sessionizer: Sessionizer,
+    session_config: fedsec_detector::session::SessionConfig,
+    log_offset: u64,
+    labels_offset: u64,
+    stream_clock: i64,
+    labels: Bounded<bool>,
+    pending: Bounded<[f32; NUM_FEATURES]>,
+    stats: FileStats,
+}
+
+/// Reads the complete lines appended to `path` since `*offset`. Returns
+/// `Ok(None)` if the file does not exist, and sets `*truncated` when the file
+/// is shorter than `*offset` (the caller restarts from 0).
+fn read_new_lines(
+    path: &Path,
+    offset: &mut u64,
+    truncated: &mut bool,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if len < *offset {
+        *truncated = true;
+        *offset = 0;
+    }
+    if len == *offset {
+        return Ok(Some(Vec::new()));
+    }
+    f.seek(SeekFrom::Start(*offset))?;
+    let want = usize::try_from(len - *offset)
+        .unwrap_or(usize::MAX)
+        .min(READ_BLOCK);
+    let mut buf = Vec::with_capacity(want);
+    (&mut f).take(want as u64).read_to_end(&mut buf)?;
+    match memchr_last_newline(&buf) {
+        Some(i) => {
+            buf.truncate(i + 1);
+            *offset += buf.len() as u64;
+        }
+        None if buf.len() >= READ_BLOCK => {
+            // One enormous unterminated line: skip it (the reader would
+            // reject it as too long anyway).
+            *offset += buf.len() as u64;
+            buf.clear();
+        }
+        None => buf.clear(),
+    }
+    Ok(Some(buf))
+}
+
+fn memchr_last_newline(buf: &[u8]) -> Option<usize> {
+    buf.iter().rposition(|&b| b == b'\n')
+}
+
+impl LogTail {
+    /// A tail positioned at the start of both files.
+    pub fn new(files: LabelledLog, options: &DataOptions) -> Self {
+        let cap = options.max_examples.max(1024);
+        Self {
+            files,
+            reader: ReaderConfig::with_format(options.format),
+            idle_timeout_ms: options.sessions.idle_timeout_ms.max(1),
+            sessionizer: Sessionizer::new(options.sessions.clone()),
+            session_config: options.sessions.clone(),
+            log_offset: 0,
+            labels_offset: 0,
+            stream_clock: i64::MIN,
+            labels: Bounded::new(cap),
+            pending: Bounded::new(cap),
+            stats: FileStats::default(),
+        }
+    }
+
+    /// The files.
+    pub fn files(&self) -> &LabelledLog {
+        &self.files
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &FileStats {
+        &self.stats
+    }
+
+    fn on_session(&mut self, s: &Session, out: &mut Vec<([f32; NUM_FEATURES], bool)>) {
+        self.stats.sessions += 1;
+        let key = s.key.to_string();
+        let x = features::extract(s).values;
+        match self.labels.take(&key) {
+            Some(bot) => {
+                self.stats.labelled += 1;
+                out.push((x, bot));
+            }
+            None => self.stats.dropped += self.pending.insert(key, x),
+        }
+    }
+
+    fn drain(&mut self, out: &mut Vec<([f32; NUM_FEATURES], bool)>) {
+        while let Some(s) = self.sessionizer.pop_closed() {
+            self.on_session(&s, out);
+        }
+    }
+
+    /// Reads whatever was appended since the last poll and returns the newly
+    /// labelled sessions' features.
+    pub fn poll(&mut self, now_wall_ms: i64) -> io::Result<Vec<([f32; NUM_FEATURES], bool)>> {
+        let mut out = Vec::new();
+        // Labels first, so sessions closing in this poll find theirs.
+        loop {
+            let mut truncated = false;
+            let Some(bytes) =
+                read_new_lines(&self.files.labels, &mut self.labels_offset, &mut truncated)?
+            else {
+                break;
+            };
+            if truncated {
+                self.stats.truncations += 1;
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            for line in bytes.split(|&b| b == b'\n') {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                self.stats.labels += 1;
+                match serde_json::from_slice::<LabelLine>(line) {
+                    Ok(l) => match self.pending.take(&l.session) {
+                        Some(x) => {
+                            self.stats.labelled += 1;
+                            out.push((x, l.is_bot));
+                        }
+                        None => self.stats.dropped += self.labels.insert(l.session, l.is_bot),
+                    },
+                    Err(_) => self.stats.malformed_labels += 1,
+                }
+            }
+        }
+        let mut grew = false;
+        loop {
+            let mut truncated = false;
+            let Some(bytes) =
+                read_new_lines(&self.files.log, &mut self.log_offset, &mut truncated)?
+            else {
+                break;
+            };
+            if truncated {
+                // Rotated or truncated: close what was open, start afresh.
+                self.stats.truncations += 1;
+                self.sessionizer.finish();
+                self.drain(&mut out);
+                self.sessionizer = Sessionizer::new(self.session_config.clone());
+                self.stream_clock = i64::MIN;
+            }
+            if bytes.is_empty() {
+                break;
+            }
+            grew = true;
+            let mut reader = LogReader::new(bytes.as_slice(), self.reader.clone());
+            while let Some(ev) = reader.next_event()? {
+                match ev {
+                    LineEvent::Record(r) => {
+                        self.stats.records += 1;
+                        self.stream_clock = self.stream_clock.max(r.ts_ms);
+                        self.sessionizer.push(&r);
+                    }
+                    LineEvent::Malformed(_) => self.stats.malformed += 1,
+                }
+                while let Some(s) = self.sessionizer.pop_closed() {
+                    self.on_session(&s, &mut out);
+                }
+            }
+        }
+        if !grew && self.sessionizer.open_sessions() > 0 {
+            if now_wall_ms.saturating_sub(self.stream_clock) > self.idle_timeout_ms {
+                // Every open session is idle by the wall clock: close them
+                // without moving the log's own clock (a historical file that
+                // grows later is still sessionized by its timestamps).
+                self.sessionizer.finish();
+            } else {
+                self.sessionizer.flush_idle(now_wall_ms);
+            }
+            self.drain(&mut out);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const T0: &str = "04/Mar/2024:10:00:00 +0000";
+
+    fn line(ip: &str, ts: &str, path: &str) -> String {
+        format!("{ip} - - [{ts}] \"GET {path} HTTP/1.1\" 200 512 \"-\" \"curl/8.0\"\n")
+    }
+
+    fn key(ip: &str) -> String {
+        // The sessionizer's key for an (IP, UA) session starting at T0.
+        format!(
+            "ipua:1709546400000:{ip}:{:016x}",
+            fedsec_detector::paths::fnv1a(b"curl/8.0")
+        )
+    }
+
+    fn append(path: &Path, text: &str) {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn growing_files_partial_lines_and_late_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LabelledLog {
+            log: dir.path().join("a.log"),
+            labels: dir.path().join("a.labels.jsonl"),
+        };
+        let mut tail = LogTail::new(files.clone(), &DataOptions::default());
+        // Nothing exists yet.
+        assert!(tail.poll(0).unwrap().is_empty());
+        append(&files.log, &line("1.1.1.1", T0, "/a"));
+        // A partial line is not consumed.
+        let second = line("2.2.2.2", T0, "/b");
+        append(&files.log, &second[..20]);
+        let now = 1_709_546_400_000 + 3_600_000 * 24;
+        // The file did grow in this poll: its one session stays open.
+        assert!(tail.poll(now).unwrap().is_empty());
+        append(&files.log, &second[20..]);
+        // Grew again (the rest of line 2); next poll is quiescent and closes both.
+        assert!(tail.poll(now).unwrap().is_empty());
+        assert!(tail.poll(now).unwrap().is_empty());
+        assert_eq!(tail.stats().records, 2);
+        assert_eq!(tail.stats().sessions, 2);
+        assert_eq!(tail.stats().malformed, 0);
+        // Labels arrive after the sessions closed.
+        append(
+            &files.labels,
+            &format!(
+                "{{\"session\":\"{}\",\"is_bot\":true,\"archetype\":\"x\",\"requests\":1}}\nnot json\n",
+                key("1.1.1.1")
+            ),
+        );
+        let got = tail.poll(now).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(got[0].1);
+        assert_eq!(tail.stats().malformed_labels, 1);
+        append(
+            &files.labels,
+            &format!("{{\"session\":\"{}\",\"is_bot\":false}}\n", key("2.2.2.2")),
+        );
+        let got = tail.poll(now).unwrap();
+        assert_eq!(got.len(), 1);
+        assert!(!got[0].1);
+        assert_eq!(tail.stats().labelled, 2);
+    }
+
+    #[test]
+    fn truncation_restarts_from_the_beginning() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LabelledLog {
+            log: dir.path().join("b.log"),
+            labels: dir.path().join("b.labels.jsonl"),
+        };
+        append(
+            &files.labels,
+            &format!("{{\"session\":\"{}\",\"is_bot\":true}}\n", key("3.3.3.3")),
+        );
+        append(&files.log, &line("9.9.9.9", T0, "/x"));
+        append(&files.log, &line("9.9.9.9", T0, "/y"));
+        let mut tail = LogTail::new(files.clone(), &DataOptions::default());
+        let now = 1_709_546_400_000 + 86_400_000;
+        tail.poll(now).unwrap();
+        std::fs::write(&files.log, line("3.3.3.3", T0, "/z")).unwrap();
+        tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap();
+        assert_eq!(got.len(), 1, "{:?}", tail.stats());
+        assert_eq!(tail.stats().truncations, 1);
+    }
+}

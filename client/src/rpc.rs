@@ -1,0 +1,301 @@
+//! The client side of `fedsec.v1.Coordinator`: one call per function, each
+//! bounded by a timeout, every byte of the answers validated (a downloaded
+//! model's header, spec, size, chunks, SHA-256 digest and values; its
+//! privacy receipt).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fedsec_privacy::PrivacyReceipt;
+use fedsec_proto::model::ModelSpec;
+use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
+use fedsec_proto::v1::coordinator_client::CoordinatorClient;
+use fedsec_proto::v1::{
+    GetModelRequest, GetTaskRequest, RegisterRequest, RegisterResponse, SubmitUpdateRequest,
+    SubmitUpdateResponse, Task, TensorChunk, UpdateHeader, UpdateTrailer, get_model_response,
+    get_task_response, submit_update_request,
+};
+use tonic::transport::Channel;
+
+use crate::error::RpcError;
+
+/// Software string sent with `Register`.
+pub const SOFTWARE: &str = concat!("fedsec-client/", env!("CARGO_PKG_VERSION"));
+
+/// A coordinator connection (a lazily connecting, self-healing channel).
+#[derive(Debug, Clone)]
+pub struct Rpc {
+    grpc: CoordinatorClient<Channel>,
+    endpoint: String,
+    timeout: Duration,
+}
+
+/// A verified model download.
+#[derive(Debug, Clone)]
+pub struct Downloaded {
+    /// Job.
+    pub job_id: String,
+    /// Version.
+    pub version: u64,
+    /// Round after which it was published.
+    pub round: u64,
+    /// Architecture.
+    pub spec: ModelSpec,
+    /// Weights in the canonical layout (digest checked, all finite).
+    pub weights: Vec<f32>,
+    /// The receipt, if it parsed and verified.
+    pub receipt: Option<PrivacyReceipt>,
+    /// Why the receipt was not usable, if it was not.
+    pub receipt_problem: Option<String>,
+}
+
+/// Why a download failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    /// The call failed.
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
+    /// The answer was refused.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl Rpc {
+    /// A connection over `channel` to `endpoint` (used in error messages);
+    /// every call is cut off after `timeout`.
+    pub fn new(channel: Channel, endpoint: &str, timeout: Duration) -> Self {
+        let grpc = CoordinatorClient::new(channel)
+            // A model chunk is ≤ 1 MiB; leave room for the header's receipt.
+            .max_decoding_message_size(8 << 20);
+        Self {
+            grpc,
+            endpoint: endpoint.to_owned(),
+            timeout,
+        }
+    }
+
+    /// The endpoint.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn err(&self, op: &'static str, s: &tonic::Status) -> RpcError {
+        RpcError::from_status(op, s, &self.endpoint)
+    }
+
+    /// `Register`.
+    pub async fn register(&self) -> Result<RegisterResponse, RpcError> {
+        let mut grpc = self.grpc.clone();
+        let call = grpc.register(RegisterRequest {
+            software: SOFTWARE.into(),
+        });
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(RpcError::timeout("Register", self.timeout)),
+            Ok(Err(s)) => Err(self.err("Register", &s)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+
+    /// `GetTask`.
+    pub async fn get_task(&self, job_id: &str) -> Result<get_task_response::Outcome, RpcError> {
+        let mut grpc = self.grpc.clone();
+        let call = grpc.get_task(GetTaskRequest {
+            job_id: job_id.into(),
+        });
+        let r = match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => return Err(RpcError::timeout("GetTask", self.timeout)),
+            Ok(Err(s)) => return Err(self.err("GetTask", &s)),
+            Ok(Ok(r)) => r.into_inner(),
+        };
+        r.outcome.ok_or_else(|| RpcError {
+            operation: "GetTask",
+            code: tonic::Code::Internal,
+            message: "the coordinator sent an empty answer".into(),
+            connection: None,
+        })
+    }
+
+    /// `GetModel` of `version` (0: current). When `skip_if_version` is the
+    /// version announced in the header, the download stops after the header
+    /// and `Ok(None)` is returned. When `expect_spec` is given the model must
+    /// have exactly that architecture.
+    pub async fn download_model(
+        &self,
+        job_id: &str,
+        version: u64,
+        expect_spec: Option<&ModelSpec>,
+        skip_if_version: Option<u64>,
+    ) -> Result<Option<Downloaded>, DownloadError> {
+        let fut = self.download_inner(job_id, version, expect_spec, skip_if_version);
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Err(RpcError::timeout("GetModel", self.timeout).into()),
+            Ok(r) => r,
+        }
+    }
+
+    async fn download_inner(
+        &self,
+        job_id: &str,
+        version: u64,
+        expect_spec: Option<&ModelSpec>,
+        skip_if_version: Option<u64>,
+    ) -> Result<Option<Downloaded>, DownloadError> {
+        let reject = |m: String| DownloadError::Rejected(m);
+        let mut grpc = self.grpc.clone();
+        let mut stream = grpc
+            .get_model(GetModelRequest {
+                job_id: job_id.into(),
+                version,
+            })
+            .await
+            .map_err(|s| self.err("GetModel", &s))?
+            .into_inner();
+        let first = stream
+            .message()
+            .await
+            .map_err(|s| self.err("GetModel", &s))?;
+        let header = match first.and_then(|m| m.part) {
+            Some(get_model_response::Part::Header(h)) => h,
+            _ => {
+                return Err(reject(
+                    "the download did not start with a model header".into(),
+                ));
+            }
+        };
+        if header.job_id != job_id {
+            return Err(reject(format!(
+                "asked for job {job_id:?}, the header is for job {:?}",
+                header.job_id
+            )));
+        }
+        if version != 0 && header.version != version {
+            return Err(reject(format!(
+                "asked for version {version}, the header says {}",
+                header.version
+            )));
+        }
+        if skip_if_version == Some(header.version) {
+            return Ok(None);
+        }
+        let spec_msg = header
+            .model_spec
+            .as_ref()
+            .ok_or_else(|| reject("the model header has no spec".into()))?;
+        let spec = ModelSpec::from_proto(spec_msg)
+            .map_err(|e| reject(format!("invalid model spec: {e}")))?;
+        if let Some(expected) = expect_spec
+            && *expected != spec
+        {
+            return Err(reject(format!(
+                "the model is {spec}, but the task trains {expected}"
+            )));
+        }
+        let n = spec.num_params();
+        if header.num_params != n as u64 {
+            return Err(reject(format!(
+                "the header declares {} parameters, {spec} has {n}",
+                header.num_params
+            )));
+        }
+        let mut weights = vec![0f32; n];
+        {
+            let mut decoder = TensorDecoder::new(&mut weights);
+            while let Some(m) = stream
+                .message()
+                .await
+                .map_err(|s| self.err("GetModel", &s))?
+            {
+                match m.part {
+                    Some(get_model_response::Part::Chunk(c)) => decoder
+                        .push(&c.data)
+                        .map_err(|e| reject(format!("model chunk refused: {e}")))?,
+                    Some(get_model_response::Part::Header(_)) => {
+                        return Err(reject("a second model header in one download".into()));
+                    }
+                    None => return Err(reject("an empty download message".into())),
+                }
+            }
+            decoder.finish(&header.sha256).map_err(|e| {
+                reject(format!("version {} of job {job_id:?}: {e}", header.version))
+            })?;
+        }
+        if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
+            return Err(reject(format!("weight {i} is not finite")));
+        }
+        let (receipt, receipt_problem) = match &header.receipt {
+            None => (
+                None,
+                Some("the model came without a privacy receipt".to_owned()),
+            ),
+            Some(r) => match serde_json::from_str::<PrivacyReceipt>(&r.json) {
+                Err(e) => (
+                    None,
+                    Some(format!(
+                        "the privacy receipt does not state a DP guarantee ({e})"
+                    )),
+                ),
+                Ok(p) => match p.verify() {
+                    Ok(()) => (Some(p), None),
+                    Err(e) => (
+                        None,
+                        Some(format!("the privacy receipt does not verify: {e}")),
+                    ),
+                },
+            },
+        };
+        Ok(Some(Downloaded {
+            job_id: header.job_id,
+            version: header.version,
+            round: header.round,
+            spec,
+            weights,
+            receipt,
+            receipt_problem,
+        }))
+    }
+
+    /// One `SubmitUpdate` of pre-built messages (cheap to clone for retries).
+    pub async fn submit(
+        &self,
+        messages: &[SubmitUpdateRequest],
+    ) -> Result<SubmitUpdateResponse, RpcError> {
+        let mut grpc = self.grpc.clone();
+        let call = grpc.submit_update(tokio_stream::iter(messages.to_vec()));
+        match tokio::time::timeout(self.timeout, call).await {
+            Err(_) => Err(RpcError::timeout("SubmitUpdate", self.timeout)),
+            Ok(Err(s)) => Err(self.err("SubmitUpdate", &s)),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+        }
+    }
+}
+
+/// Header, ≤ 1 MiB chunks and digest trailer of one upload. The chunk
+/// payloads are reference-counted, so retrying costs no copy.
+pub fn update_messages(
+    task: &Task,
+    nonce: &[u8],
+    update: &[f32],
+    within_clip: bool,
+) -> Arc<[SubmitUpdateRequest]> {
+    let mut out = Vec::with_capacity(2 + update.len() / fedsec_proto::tensor::CHUNK_VALUES + 1);
+    out.push(SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Header(UpdateHeader {
+            job_id: task.job_id.clone(),
+            round: task.round,
+            attempt: task.attempt,
+            base_version: task.base_version,
+            nonce: nonce.to_vec(),
+            num_params: update.len() as u64,
+            within_clip,
+        })),
+    });
+    out.extend(encode_chunks(update).map(|data| SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Chunk(TensorChunk { data })),
+    }));
+    out.push(SubmitUpdateRequest {
+        part: Some(submit_update_request::Part::Trailer(UpdateTrailer {
+            sha256: digest(update).to_vec(),
+        })),
+    });
+    out.into()
+}
