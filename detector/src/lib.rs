@@ -27,5 +27,6 @@ pub mod metrics;
 pub mod model;
 pub mod paths;
 pub mod session;
+pub mod synth;
 pub mod train;
 pub mod ua;

@@ -400,6 +400,32 @@ impl Sessionizer {
     }
 }
 
+/// Reads a whole log: every record goes through `sessionizer`, every closed
+/// session (including those open at the end) to `on_session`, every
+/// malformed line to `on_malformed`. Returns the reader's counters.
+pub fn sessionize<R: std::io::BufRead>(
+    reader: &mut crate::logs::LogReader<R>,
+    sessionizer: &mut Sessionizer,
+    mut on_session: impl FnMut(Session),
+    mut on_malformed: impl FnMut(&crate::logs::MalformedLine),
+) -> std::io::Result<crate::logs::ReaderStats> {
+    use crate::logs::LineEvent;
+    while let Some(ev) = reader.next_event()? {
+        match ev {
+            LineEvent::Record(r) => sessionizer.push(&r),
+            LineEvent::Malformed(m) => on_malformed(&m),
+        }
+        while let Some(s) = sessionizer.pop_closed() {
+            on_session(s);
+        }
+    }
+    sessionizer.finish();
+    for s in sessionizer.drain_closed() {
+        on_session(s);
+    }
+    Ok(reader.stats().clone())
+}
+
 impl Default for Sessionizer {
     fn default() -> Self {
         Self::new(SessionConfig::default())

@@ -156,6 +156,85 @@ pub fn parse_unix_number(v: f64) -> Result<(i64, i16), MalformedReason> {
     Ok((ms.floor() as i64, 0))
 }
 
+/// Proleptic Gregorian (year, month, day) of a day count since 1970-01-01
+/// (Hinnant's algorithm, inverse of [`days_from_civil`]).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+struct Local {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: i64,
+    minute: i64,
+    second: i64,
+    millis: i64,
+    sign: char,
+    off_h: i64,
+    off_m: i64,
+}
+
+fn local(ts_ms: i64, utc_offset_min: i16) -> Local {
+    let local_ms = ts_ms + i64::from(utc_offset_min) * 60_000;
+    let days = local_ms.div_euclid(86_400_000);
+    let in_day = local_ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(days);
+    let off = i64::from(utc_offset_min);
+    Local {
+        year,
+        month,
+        day,
+        hour: in_day / 3_600_000,
+        minute: in_day / 60_000 % 60,
+        second: in_day / 1000 % 60,
+        millis: in_day % 1000,
+        sign: if off < 0 { '-' } else { '+' },
+        off_h: off.abs() / 60,
+        off_m: off.abs() % 60,
+    }
+}
+
+/// Formats a time as CLF's `dd/Mon/yyyy:HH:MM:SS ±hhmm` (seconds precision).
+pub fn format_clf_time(ts_ms: i64, utc_offset_min: i16) -> String {
+    let l = local(ts_ms, utc_offset_min);
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} {}{:02}{:02}",
+        l.day,
+        MONTHS[(l.month - 1) as usize],
+        l.year,
+        l.hour,
+        l.minute,
+        l.second,
+        l.sign,
+        l.off_h,
+        l.off_m
+    )
+}
+
+/// Formats a time as RFC 3339 with milliseconds and the offset
+/// (`2024-03-04T09:15:02.125+01:00`).
+pub fn format_rfc3339(ts_ms: i64, utc_offset_min: i16) -> String {
+    let l = local(ts_ms, utc_offset_min);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{}{:02}:{:02}",
+        l.year, l.month, l.day, l.hour, l.minute, l.second, l.millis, l.sign, l.off_h, l.off_m
+    )
+}
+
 /// Local hour of day (0–23) of a timestamp with its UTC offset.
 pub fn local_hour(ts_ms: i64, utc_offset_min: i16) -> u32 {
     let local_s = ts_ms.div_euclid(1000) + i64::from(utc_offset_min) * 60;
@@ -253,6 +332,38 @@ mod tests {
         assert!(parse_unix_number(f64::NAN).is_err());
         assert!(parse_unix_number(-1.0).is_err());
         assert!(parse_unix_number(1e300).is_err());
+    }
+
+    #[test]
+    fn formatting_roundtrips_through_the_parsers() {
+        for (ts, off) in [
+            (971_211_336_250i64, -420i16),
+            (0, 0),
+            (1_709_251_199_999, 330),
+            (951_782_400_000, -600),
+            (4_102_444_800_000, 59),
+        ] {
+            let clf = format_clf_time(ts, off);
+            assert_eq!(
+                parse_clf_time(&clf),
+                Ok((ts - ts.rem_euclid(1000), off)),
+                "{clf}"
+            );
+            let rfc = format_rfc3339(ts, off);
+            assert_eq!(parse_rfc3339(&rfc), Ok((ts, off)), "{rfc}");
+        }
+        assert_eq!(
+            format_clf_time(971_211_336_000, -420),
+            "10/Oct/2000:13:55:36 -0700"
+        );
+        assert_eq!(
+            format_rfc3339(971_211_336_250, 60),
+            "2000-10-10T21:55:36.250+01:00"
+        );
+        for d in [-800_000i64, -1, 0, 59, 60, 11_016, 2_932_896] {
+            let (y, m, dd) = civil_from_days(d);
+            assert_eq!(days_from_civil(y, m, dd), d);
+        }
     }
 
     #[test]

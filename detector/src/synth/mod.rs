@@ -1,0 +1,678 @@
+//! The seeded synthetic tenant generator: real log text plus labels.
+//!
+//! Model (all draws from ChaCha8 seeded by `(seed, tenant index)`, so a tenant
+//! is the same whether generated alone or with others):
+//!
+//! - **Tenant kind** cycles through e-commerce, bank, SaaS login and API
+//!   (tenant `i` has kind `i mod 4`); each kind has its own site (paths,
+//!   assets, login/cart/payment endpoints) and an archetype prior.
+//! - **Size**: sessions ~ LogNormal(ln median, σ), clipped to [min, max].
+//! - **Bot share** ~ Beta(2, 4) per tenant.
+//! - **Bot mix** ~ Dirichlet(α · K · prior / Σ prior) over the K = 10 bot
+//!   archetypes: α = 1 makes each tenant's mix a random draw around its kind's
+//!   prior, α = 0.1 very non-IID (one or two archetypes dominate), α = 10 near
+//!   the prior (near IID within a kind).
+//! - **Humans**: ordinary browsers, plus the hard negatives "behind NAT
+//!   without cache" and "headless (remote browser isolation)" in fixed
+//!   per-kind shares.
+//! - **Time**: `days` days from `start_unix_ms`; each tenant has its own UTC
+//!   offset; people follow a daily cycle in local time, most bots do not.
+//! - **Format**: CLF (nginx combined, nginx main with X-Forwarded-For, or
+//!   Apache combined) or JSON lines (with or without outcome, ASN and user).
+//!
+//! Sessions that would share an (IP, user agent) key within 30 minutes of
+//! each other (and so be merged by the sessionizer) are re-drawn, which keeps
+//! the label join exact; [`labels::join_labels`] reports any mismatch.
+
+pub mod labels;
+
+mod agents;
+mod behavior;
+mod render;
+mod site;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Write};
+use std::path::Path;
+
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::multi::Dirichlet;
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+
+pub use labels::{JoinReport, LabelRecord, LabelledSessions, join_labels, read_labels};
+pub use render::{ClfFlavour, LineStyle};
+
+use crate::logs::{LogFormat, ReaderConfig, clf, json};
+use crate::session::{SessionConfig, SessionIdentity, SessionKey};
+use agents::{lognormal, pick, pick_weighted};
+use behavior::{SimSession, TenantCtx, simulate};
+use site::Site;
+
+/// Kinds of tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantKind {
+    /// An online shop.
+    Ecommerce,
+    /// Online banking.
+    Bank,
+    /// A SaaS product's marketing site and login.
+    Saas,
+    /// A JSON API behind mobile apps.
+    Api,
+}
+
+impl TenantKind {
+    /// All kinds, in tenant-index order.
+    pub const ALL: [TenantKind; 4] = [Self::Ecommerce, Self::Bank, Self::Saas, Self::Api];
+
+    /// Stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ecommerce => "ecommerce",
+            Self::Bank => "bank",
+            Self::Saas => "saas",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// Behavioural archetypes of sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Archetype {
+    /// A person with a browser (or the tenant's app).
+    HumanBrowser,
+    /// Hard negative: people behind an office/carrier NAT, without cookies or
+    /// cache, referers stripped, often aging browsers, some power users.
+    HumanNat,
+    /// Hard negative: people using remote browser isolation (headless Chrome
+    /// in a data centre) with human timing.
+    HumanHeadless,
+    /// Search-engine, SEO, AI and preview crawlers.
+    BenignCrawler,
+    /// Uptime monitors.
+    UptimeMonitor,
+    /// Scripts with library or fake agents walking the catalogue fast.
+    SimpleScraper,
+    /// Browser agents, rotating residential IPs, human-ish timing.
+    AdvancedScraper,
+    /// Many logins with leaked credentials (≥ 98 % failures), burst or low-and-slow.
+    CredentialStuffer,
+    /// Many passwords against one account.
+    BruteForcer,
+    /// Many small payments with stolen cards, mostly declined.
+    CardTester,
+    /// Hammering hot products and the cart at drop time.
+    Scalper,
+    /// Ad clicks that land and leave.
+    ClickFraud,
+    /// Probing for vulnerable paths.
+    VulnScanner,
+}
+
+impl Archetype {
+    /// Every archetype.
+    pub const ALL: [Archetype; 13] = [
+        Self::HumanBrowser,
+        Self::HumanNat,
+        Self::HumanHeadless,
+        Self::BenignCrawler,
+        Self::UptimeMonitor,
+        Self::SimpleScraper,
+        Self::AdvancedScraper,
+        Self::CredentialStuffer,
+        Self::BruteForcer,
+        Self::CardTester,
+        Self::Scalper,
+        Self::ClickFraud,
+        Self::VulnScanner,
+    ];
+    /// Human archetypes.
+    pub const HUMANS: [Archetype; 3] = [Self::HumanBrowser, Self::HumanNat, Self::HumanHeadless];
+    /// Bot archetypes (the Dirichlet's components, in order).
+    pub const BOTS: [Archetype; 10] = [
+        Self::BenignCrawler,
+        Self::UptimeMonitor,
+        Self::SimpleScraper,
+        Self::AdvancedScraper,
+        Self::CredentialStuffer,
+        Self::BruteForcer,
+        Self::CardTester,
+        Self::Scalper,
+        Self::ClickFraud,
+        Self::VulnScanner,
+    ];
+
+    /// Automated traffic?
+    pub fn is_bot(self) -> bool {
+        !Self::HUMANS.contains(&self)
+    }
+
+    /// Stable name (labels files, tables).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::HumanBrowser => "human_browser",
+            Self::HumanNat => "human_nat_no_cache",
+            Self::HumanHeadless => "human_headless_rbi",
+            Self::BenignCrawler => "benign_crawler",
+            Self::UptimeMonitor => "uptime_monitor",
+            Self::SimpleScraper => "simple_scraper",
+            Self::AdvancedScraper => "advanced_scraper",
+            Self::CredentialStuffer => "credential_stuffer",
+            Self::BruteForcer => "brute_forcer",
+            Self::CardTester => "card_tester",
+            Self::Scalper => "scalper",
+            Self::ClickFraud => "click_fraud",
+            Self::VulnScanner => "vuln_scanner",
+        }
+    }
+
+    /// Position in [`Archetype::ALL`] (the dataset row tag).
+    pub fn id(self) -> u32 {
+        Self::ALL.iter().position(|&a| a == self).unwrap_or(0) as u32
+    }
+
+    /// Inverse of [`id`](Self::id).
+    pub fn from_id(id: u32) -> Option<Self> {
+        Self::ALL.get(id as usize).copied()
+    }
+}
+
+impl std::str::FromStr for Archetype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|a| a.name() == s)
+            .ok_or_else(|| format!("unknown archetype {s:?}"))
+    }
+}
+
+impl std::fmt::Display for Archetype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Bot archetype prior per tenant kind, in [`Archetype::BOTS`] order.
+pub const BOT_PRIORS: [[f64; 10]; 4] = [
+    // crawler monitor simple advanced stuffer brute card scalper click scanner
+    [2.0, 1.0, 2.0, 12.0, 1.5, 0.5, 1.5, 2.0, 5.0, 1.0], // e-commerce
+    [1.5, 1.0, 0.5, 6.0, 4.0, 1.0, 1.0, 0.1, 1.5, 1.5],  // bank
+    [1.5, 1.5, 1.0, 6.0, 3.0, 1.0, 1.5, 0.1, 2.5, 1.0],  // SaaS
+    [0.2, 1.5, 2.0, 8.0, 3.0, 1.0, 1.5, 2.0, 0.1, 1.5],  // API
+];
+
+/// Human archetype shares per tenant kind, in [`Archetype::HUMANS`] order.
+pub const HUMAN_MIX: [[f64; 3]; 4] = [
+    [0.90, 0.07, 0.03],
+    [0.82, 0.14, 0.04],
+    [0.86, 0.10, 0.04],
+    [0.94, 0.05, 0.01],
+];
+
+/// UTC offsets (minutes) tenants are drawn from.
+pub const UTC_OFFSETS: [i16; 10] = [-480, -300, -180, 0, 60, 120, 330, 480, 540, 600];
+
+/// Which log formats tenants write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SynthFormat {
+    /// Combined Log Format (a random CLF flavour per tenant).
+    Clf,
+    /// JSON lines.
+    Json,
+    /// Each tenant picks CLF or JSON at random.
+    Mixed,
+}
+
+impl std::str::FromStr for SynthFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "clf" => Ok(Self::Clf),
+            "json" => Ok(Self::Json),
+            "mixed" => Ok(Self::Mixed),
+            o => Err(format!(
+                "unknown format {o:?} (expected clf, json or mixed)"
+            )),
+        }
+    }
+}
+
+/// Generator settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SynthConfig {
+    /// Number of tenants.
+    pub tenants: usize,
+    /// Seed of everything.
+    pub seed: u64,
+    /// Dirichlet concentration of the bot mix (see the module docs).
+    pub alpha: f64,
+    /// Log format.
+    pub format: SynthFormat,
+    /// Simulated days.
+    pub days: u32,
+    /// Start of the window, Unix ms (default 2024-03-04T00:00:00Z).
+    pub start_unix_ms: i64,
+    /// Median sessions per tenant.
+    pub median_sessions: f64,
+    /// Log-scale spread of tenant sizes.
+    pub sessions_sigma: f64,
+    /// Smallest tenant.
+    pub min_sessions: usize,
+    /// Largest tenant.
+    pub max_sessions: usize,
+}
+
+impl Default for SynthConfig {
+    fn default() -> Self {
+        Self {
+            tenants: 20,
+            seed: 1,
+            alpha: 1.0,
+            format: SynthFormat::Clf,
+            days: 2,
+            start_unix_ms: 1_709_510_400_000,
+            median_sessions: 1_500.0,
+            sessions_sigma: 0.6,
+            min_sessions: 200,
+            max_sessions: 12_000,
+        }
+    }
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid synth config: {0}")]
+pub struct SynthConfigError(pub String);
+
+impl SynthConfig {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<(), SynthConfigError> {
+        let bad = |m: &str| Err(SynthConfigError(m.to_string()));
+        if !(self.alpha.is_finite() && self.alpha > 0.0 && self.alpha <= 1000.0) {
+            return bad("alpha must be finite and in (0, 1000]");
+        }
+        if !(1..=365).contains(&self.days) {
+            return bad("days must be 1..=365");
+        }
+        let sizes_ok = self.median_sessions.is_finite()
+            && self.median_sessions >= 1.0
+            && self.sessions_sigma.is_finite()
+            && self.sessions_sigma >= 0.0;
+        if !sizes_ok {
+            return bad("median_sessions must be ≥ 1 and sessions_sigma ≥ 0");
+        }
+        if self.min_sessions == 0
+            || self.min_sessions > self.max_sessions
+            || self.max_sessions > 1_000_000
+        {
+            return bad("need 1 ≤ min_sessions ≤ max_sessions ≤ 1 000 000");
+        }
+        if self.tenants > 100_000 {
+            return bad("at most 100 000 tenants");
+        }
+        if !(0..=4_102_444_800_000).contains(&self.start_unix_ms) {
+            return bad("start_unix_ms must be between 1970 and 2100");
+        }
+        Ok(())
+    }
+}
+
+/// One tenant's drawn parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantProfile {
+    /// Tenant index.
+    pub index: usize,
+    /// `tenant-007`.
+    pub name: String,
+    /// Kind.
+    pub kind: TenantKind,
+    /// Site host name.
+    pub host: String,
+    /// Sessions to generate.
+    pub sessions: usize,
+    /// Share of bot sessions.
+    pub bot_share: f64,
+    /// Bot archetype mix, in [`Archetype::BOTS`] order.
+    pub bot_mix: Vec<f64>,
+    /// Human archetype mix, in [`Archetype::HUMANS`] order.
+    pub human_mix: Vec<f64>,
+    /// Local time offset of the tenant's logs, minutes.
+    pub utc_offset_min: i16,
+    /// Log layout.
+    pub style: LineStyle,
+}
+
+/// What was written for one tenant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TenantSummary {
+    /// Drawn parameters.
+    pub profile: TenantProfile,
+    /// Sessions written per archetype name.
+    pub sessions_by_archetype: BTreeMap<String, usize>,
+    /// Log lines written.
+    pub lines: usize,
+    /// Sessions that could not be placed without merging with another
+    /// session of the same (IP, user agent) and were left out.
+    pub dropped_sessions: usize,
+}
+
+fn rng_for(seed: u64, stream: u64) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
+    rng
+}
+
+/// Draws tenant `index`'s parameters.
+pub fn tenant_profile(cfg: &SynthConfig, index: usize) -> TenantProfile {
+    let mut rng = rng_for(cfg.seed, 2 * index as u64);
+    let kind = TenantKind::ALL[index % 4];
+    let k = kind as usize;
+    let sessions = lognormal(&mut rng, cfg.median_sessions, cfg.sessions_sigma)
+        .round()
+        .clamp(cfg.min_sessions as f64, cfg.max_sessions as f64) as usize;
+    let bot_share = Beta::new(2.0, 4.0).map_or(1.0 / 3.0, |b| b.sample(&mut rng));
+    let prior = BOT_PRIORS[k];
+    let total: f64 = prior.iter().sum();
+    let conc: Vec<f64> = prior
+        .iter()
+        .map(|p| (cfg.alpha * 10.0 * p / total).max(1e-3))
+        .collect();
+    let mut mix: Vec<f64> =
+        Dirichlet::new(&conc).map_or_else(|_| Vec::new(), |d| d.sample(&mut rng));
+    let sum: f64 = mix.iter().sum();
+    if mix.len() != prior.len()
+        || !sum.is_finite()
+        || sum <= 0.0
+        || mix.iter().any(|m| !m.is_finite())
+    {
+        // Tiny concentrations can underflow every gamma draw: put all mass
+        // on one archetype drawn from the prior, the α → 0 limit.
+        let one = pick_weighted(&mut rng, &prior);
+        mix = (0..prior.len())
+            .map(|i| if i == one { 1.0 } else { 0.0 })
+            .collect();
+    } else {
+        mix.iter_mut().for_each(|m| *m /= sum);
+    }
+    let json = match cfg.format {
+        SynthFormat::Clf => false,
+        SynthFormat::Json => true,
+        SynthFormat::Mixed => rng.random_bool(0.5),
+    };
+    let style = if json {
+        LineStyle::Json {
+            outcome: rng.random_bool(0.85),
+            asn: rng.random_bool(0.5),
+            user: rng.random_bool(0.8),
+        }
+    } else {
+        let flavour = [
+            ClfFlavour::NginxCombined,
+            ClfFlavour::NginxMain,
+            ClfFlavour::ApacheCombined,
+        ][pick_weighted(&mut rng, &[0.4, 0.35, 0.25])];
+        LineStyle::Clf { flavour }
+    };
+    let utc_offset_min = *pick(&mut rng, &UTC_OFFSETS);
+    let site = Site::new(&mut rng_for(cfg.seed, 2 * index as u64 + 1), kind, index);
+    TenantProfile {
+        index,
+        name: format!("tenant-{index:03}"),
+        kind,
+        host: site.host.clone(),
+        sessions,
+        bot_share,
+        bot_mix: mix,
+        human_mix: HUMAN_MIX[k].to_vec(),
+        utc_offset_min,
+        style,
+    }
+}
+
+/// Gap that keeps two sessions of one (IP, user agent) apart: the 30-minute
+/// timeout plus a minute of margin (CLF rounds to seconds).
+const SEPARATION_MS: i64 = 31 * 60_000;
+
+/// Generates tenant `index`: writes its log to `log` and its labels to `labels`.
+pub fn write_tenant(
+    cfg: &SynthConfig,
+    index: usize,
+    log: &mut dyn Write,
+    labels: &mut dyn Write,
+) -> io::Result<TenantSummary> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let profile = tenant_profile(cfg, index);
+    // Stream 2i+1 draws the site (as in tenant_profile), then the traffic.
+    let mut rng = rng_for(cfg.seed, 2 * index as u64 + 1);
+    let site = Site::new(&mut rng, profile.kind, index);
+    let day_ms = 86_400_000i64;
+    let offset_ms = i64::from(profile.utc_offset_min) * 60_000;
+    let drops: Vec<i64> = (0..i64::from(cfg.days))
+        .map(|d| {
+            cfg.start_unix_ms + d * day_ms + 10 * 3_600_000 - offset_ms
+                + rng.random_range(0..3_600_000)
+        })
+        .collect();
+    let campaigns: Vec<(i64, i64)> = (0..rng.random_range(1..4))
+        .map(|_| {
+            let a = cfg.start_unix_ms + rng.random_range(0..i64::from(cfg.days) * day_ms);
+            (a, a + rng.random_range(3_600_000..5 * 3_600_000))
+        })
+        .collect();
+    let expected_nat = profile.sessions as f64 * (1.0 - profile.bot_share) * profile.human_mix[1];
+    let nat_pool: Vec<String> = (0..((expected_nat / 12.0).round() as usize).max(3))
+        .map(|_| agents::ip(&mut rng, agents::Network::Residential))
+        .collect();
+    let lb_ip = format!(
+        "10.0.{}.{}",
+        rng.random_range(0..255),
+        rng.random_range(2..250)
+    );
+    let ctx = TenantCtx {
+        site: &site,
+        json: profile.style.is_json(),
+        start_ms: cfg.start_unix_ms,
+        days: cfg.days,
+        utc_offset_min: profile.utc_offset_min,
+        nat_pool: &nat_pool,
+        drops: &drops,
+        campaigns: &campaigns,
+    };
+
+    let mut sessions: Vec<SimSession> = Vec::with_capacity(profile.sessions);
+    let mut occupied: HashMap<(String, String), Vec<(i64, i64)>> = HashMap::new();
+    let mut dropped = 0usize;
+    for _ in 0..profile.sessions {
+        let archetype = if rng.random_bool(profile.bot_share.clamp(0.0, 1.0)) {
+            Archetype::BOTS[pick_weighted(&mut rng, &profile.bot_mix)]
+        } else {
+            Archetype::HUMANS[pick_weighted(&mut rng, &profile.human_mix)]
+        };
+        let mut placed = false;
+        for _attempt in 0..12 {
+            let mut s = simulate(&ctx, &mut rng, archetype);
+            s.requests.truncate(9_000);
+            if s.requests.is_empty() {
+                continue;
+            }
+            let by_sid = ctx.json && s.session_id.is_some();
+            if !by_sid {
+                let (a, b) = (s.start_ms(), s.end_ms());
+                let key = (s.ip.clone(), s.ua.clone());
+                let busy = occupied.get(&key).is_some_and(|v| {
+                    v.iter()
+                        .any(|&(x, y)| a < y + SEPARATION_MS && x < b + SEPARATION_MS)
+                });
+                if busy {
+                    continue;
+                }
+                occupied.entry(key).or_default().push((a, b));
+            }
+            sessions.push(s);
+            placed = true;
+            break;
+        }
+        if !placed {
+            dropped += 1;
+        }
+    }
+
+    // Lines in time order; each session's first line gives its key.
+    let mut order: Vec<(i64, u32, u32)> =
+        Vec::with_capacity(sessions.iter().map(|s| s.requests.len()).sum());
+    for (si, s) in sessions.iter().enumerate() {
+        for (ri, r) in s.requests.iter().enumerate() {
+            order.push((r.ts_ms, si as u32, ri as u32));
+        }
+    }
+    order.sort_unstable();
+    let mut keys: Vec<Option<String>> = vec![None; sessions.len()];
+    let mut line = Vec::with_capacity(512);
+    for &(_, si, ri) in &order {
+        let s = &sessions[si as usize];
+        line.clear();
+        render::render(
+            &mut line,
+            profile.style,
+            profile.utc_offset_min,
+            s,
+            &s.requests[ri as usize],
+            &lb_ip,
+        );
+        log.write_all(&line)?;
+        if keys[si as usize].is_none() {
+            keys[si as usize] = Some(key_of_line(&line, profile.style)?);
+        }
+    }
+    let mut by_archetype: BTreeMap<String, usize> = BTreeMap::new();
+    for (s, key) in sessions.iter().zip(keys) {
+        let rec = LabelRecord {
+            session: key.unwrap_or_default(),
+            archetype: s.archetype.name().to_string(),
+            is_bot: s.archetype.is_bot(),
+            requests: s.requests.len(),
+        };
+        serde_json::to_writer(&mut *labels, &rec)?;
+        labels.write_all(b"\n")?;
+        *by_archetype
+            .entry(s.archetype.name().to_string())
+            .or_insert(0) += 1;
+    }
+    Ok(TenantSummary {
+        profile,
+        sessions_by_archetype: by_archetype,
+        lines: order.len(),
+        dropped_sessions: dropped,
+    })
+}
+
+/// The session key the sessionizer will give the session starting with `line`.
+fn key_of_line(line: &[u8], style: LineStyle) -> io::Result<String> {
+    let invalid = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
+    let text = std::str::from_utf8(line).map_err(|e| invalid(e.to_string()))?;
+    let text = text.trim_end_matches('\n');
+    let rec = if style.is_json() {
+        json::parse_line(text)
+    } else {
+        clf::parse_line(text)
+    }
+    .map_err(|e| invalid(format!("generated an unparsable line ({e}): {text}")))?;
+    let identity = match rec.session_id {
+        Some(id) => SessionIdentity::SessionId(id.into_owned()),
+        None => SessionIdentity::IpUa {
+            ip: rec.ip.into_owned(),
+            user_agent: rec.user_agent.into_owned(),
+        },
+    };
+    Ok(SessionKey {
+        start_ms: rec.ts_ms,
+        identity,
+    }
+    .to_string())
+}
+
+/// One generated tenant, in memory.
+#[derive(Debug, Clone)]
+pub struct GeneratedTenant {
+    /// Parameters and counts.
+    pub summary: TenantSummary,
+    /// Log text.
+    pub log: Vec<u8>,
+    /// Labels file text (JSON lines).
+    pub labels: Vec<u8>,
+}
+
+/// Generates tenant `index` in memory.
+pub fn generate_tenant(cfg: &SynthConfig, index: usize) -> io::Result<GeneratedTenant> {
+    let (mut log, mut labels) = (Vec::new(), Vec::new());
+    let summary = write_tenant(cfg, index, &mut log, &mut labels)?;
+    Ok(GeneratedTenant {
+        summary,
+        log,
+        labels,
+    })
+}
+
+impl GeneratedTenant {
+    /// Sessionizes the log and joins the labels (default reader and sessionizer settings).
+    pub fn labelled_sessions(&self) -> io::Result<LabelledSessions> {
+        let labels = read_labels(self.labels.as_slice())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        join_labels(
+            self.log.as_slice(),
+            ReaderConfig::with_format(LogFormat::Auto),
+            SessionConfig::default(),
+            &labels,
+        )
+    }
+}
+
+/// File names of tenant `index` inside an output directory.
+pub fn tenant_file_names(index: usize) -> (String, String) {
+    (
+        format!("tenant-{index:03}.log"),
+        format!("tenant-{index:03}.labels.jsonl"),
+    )
+}
+
+/// Writes every tenant's log and labels into `dir` (created if missing) and
+/// a `manifest.json` with the configuration and each tenant's summary.
+pub fn write_dir(cfg: &SynthConfig, dir: &Path) -> io::Result<Vec<TenantSummary>> {
+    cfg.validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    std::fs::create_dir_all(dir)?;
+    let mut out = Vec::with_capacity(cfg.tenants);
+    for i in 0..cfg.tenants {
+        let (log_name, labels_name) = tenant_file_names(i);
+        let mut log = io::BufWriter::new(std::fs::File::create(dir.join(log_name))?);
+        let mut labels = io::BufWriter::new(std::fs::File::create(dir.join(labels_name))?);
+        out.push(write_tenant(cfg, i, &mut log, &mut labels)?);
+        log.flush()?;
+        labels.flush()?;
+    }
+    #[derive(Serialize)]
+    struct Manifest<'a> {
+        generator: &'static str,
+        config: &'a SynthConfig,
+        tenants: &'a [TenantSummary],
+    }
+    let manifest = Manifest {
+        generator: concat!("fedsec-detector ", env!("CARGO_PKG_VERSION")),
+        config: cfg,
+        tenants: &out,
+    };
+    let mut f = io::BufWriter::new(std::fs::File::create(dir.join("manifest.json"))?);
+    serde_json::to_writer_pretty(&mut f, &manifest)?;
+    f.write_all(b"\n")?;
+    f.flush()?;
+    Ok(out)
+}
