@@ -190,7 +190,7 @@ pub(crate) struct Engine {
     pub(crate) settings: Settings,
     jobs: RwLock<BTreeMap<String, Arc<JobRuntime>>>,
     shutdown: watch::Sender<bool>,
-    killed: AtomicBool,
+    killed: Arc<AtomicBool>,
     drivers: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -217,7 +217,7 @@ impl Engine {
             settings,
             jobs: RwLock::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
-            killed: AtomicBool::new(false),
+            killed: Arc::new(AtomicBool::new(false)),
             drivers: Mutex::new(Vec::new()),
         }
     }
@@ -228,10 +228,16 @@ impl Engine {
         f: impl FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     ) -> Result<T, Error> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&*store))
-            .await
-            .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
-            .map_err(Error::from)
+        let killed = self.killed.clone();
+        tokio::task::spawn_blocking(move || {
+            // After a simulated crash nothing more may reach the database.
+            if killed.load(Ordering::SeqCst) {
+                return Err(Error::ShuttingDown);
+            }
+            f(&*store).map_err(Error::from)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
     }
 
     /// A receiver that turns `true` when the coordinator shuts down.

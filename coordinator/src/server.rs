@@ -63,6 +63,7 @@ pub struct RunningCoordinator {
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     metrics_task: Option<JoinHandle<Result<(), Error>>>,
     flusher: Option<JoinHandle<()>>,
+    health: tonic_health::server::HealthReporter,
     lock: Option<File>,
 }
 
@@ -166,123 +167,165 @@ impl Coordinator {
             settings,
         ));
 
-        recover(&engine).await?;
-        for (i, spec) in config.jobs.iter().enumerate() {
-            match engine.job(&spec.id) {
-                None => {
-                    engine.create_job(spec.clone()).await?;
-                }
-                Some(existing) if existing.spec == *spec => {}
-                Some(_) => {
-                    return Err(ConfigError::invalid(
-                        format!("jobs[{i}]"),
-                        format!(
-                            "job {:?} already exists in {} with a different definition; \
-                             a job's definition cannot change (use a new id)",
-                            spec.id,
-                            data_dir.display()
-                        ),
-                    )
-                    .into());
-                }
+        match launch(&engine, &config, tls).await {
+            Ok(l) => Ok(RunningCoordinator {
+                engine,
+                local_addr: l.local_addr,
+                metrics_addr: l.metrics_addr,
+                data_dir,
+                server: Some(l.server),
+                metrics_task: l.metrics_task,
+                flusher: Some(l.flusher),
+                health: l.health,
+                lock: Some(lock),
+            }),
+            Err(e) => {
+                // Stop the drivers recovery may have started.
+                engine.kill();
+                Err(e)
             }
         }
-
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| Error::io(format!("cannot bind {}", config.listen), e))?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|e| Error::io("listener address", e))?;
-        let (metrics_addr, metrics_task) = if config.metrics.enabled {
-            let l = crate::metrics::bind(config.metrics.listen).await?;
-            let addr = l
-                .local_addr()
-                .map_err(|e| Error::io("metrics address", e))?;
-            let mut rx = engine.shutdown_signal();
-            let task = tokio::spawn(crate::metrics::serve(l, metrics.clone(), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            }));
-            (Some(addr), Some(task))
-        } else {
-            (None, None)
-        };
-
-        let (health_reporter, health) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<CoordinatorServer<CoordinatorService>>()
-            .await;
-        health_reporter
-            .set_serving::<AdminServer<AdminService>>()
-            .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(fedsec_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
-        let coordinator = CoordinatorServer::new(CoordinatorService::new(engine.clone()))
-            .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
-        let admin = AdminServer::new(AdminService::new(
-            engine.clone(),
-            AdminApi::new(engine.clone(), "admin"),
-        ))
-        .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
-        let tls =
-            tls.with_handshake_timeout(Duration::from_millis(config.limits.handshake_timeout_ms));
-        let incoming = tls.incoming(listener);
-        let mut rx = engine.shutdown_signal();
-        let server = tonic::transport::Server::builder()
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(16 << 20))
-            .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(coordinator)
-            .add_service(admin)
-            .serve_with_incoming_shutdown(incoming, async move {
-                let _ = rx.wait_for(|s| *s).await;
-            });
-        let server = tokio::spawn(server);
-
-        let flusher = {
-            let engine = engine.clone();
-            let mut rx = engine.shutdown_signal();
-            tokio::spawn(async move {
-                loop {
-                    let stop = tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(5)) => false,
-                        r = rx.wait_for(|s| *s) => { drop(r); true }
-                    };
-                    if stop {
-                        return;
-                    }
-                    engine.flush_last_seen().await;
-                }
-            })
-        };
-        engine.metrics.set_registered_clients(engine.clients.len());
-        tracing::info!(%local_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), jobs = engine.jobs().len(), "coordinator started");
-        engine
-            .audit(
-                "coordinator_started",
-                "",
-                "",
-                format!("listening on {local_addr}"),
-            )
-            .await;
-        Ok(RunningCoordinator {
-            engine,
-            local_addr,
-            metrics_addr,
-            data_dir,
-            server: Some(server),
-            metrics_task,
-            flusher: Some(flusher),
-            lock: Some(lock),
-        })
     }
+}
+
+/// What [`launch`] started.
+struct Launched {
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    metrics_task: Option<JoinHandle<Result<(), Error>>>,
+    flusher: JoinHandle<()>,
+    health: tonic_health::server::HealthReporter,
+}
+
+/// Binds the listeners, recovers and resumes jobs, creates the config's
+/// new jobs, and starts serving.
+async fn launch(
+    engine: &Arc<Engine>,
+    config: &CoordinatorConfig,
+    tls: ServerTls,
+) -> Result<Launched, Error> {
+    let data_dir = &config.data_dir;
+    let metrics = engine.metrics.clone();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| Error::io(format!("cannot bind {}", config.listen), e))?;
+    let local_addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    let metrics_listener = if config.metrics.enabled {
+        Some(crate::metrics::bind(config.metrics.listen).await?)
+    } else {
+        None
+    };
+    recover(engine).await?;
+    for (i, spec) in config.jobs.iter().enumerate() {
+        let mut spec = spec.clone();
+        spec.fill_defaults();
+        match engine.job(&spec.id) {
+            None => {
+                engine.create_job(spec).await?;
+            }
+            Some(existing) if existing.spec == spec => {}
+            Some(_) => {
+                return Err(ConfigError::invalid(
+                    format!("jobs[{i}]"),
+                    format!(
+                        "job {:?} already exists in {} with a different definition; \
+                         a job's definition cannot change (use a new id)",
+                        spec.id,
+                        data_dir.display()
+                    ),
+                )
+                .into());
+            }
+        }
+    }
+
+    let (metrics_addr, metrics_task) = if let Some(l) = metrics_listener {
+        let addr = l
+            .local_addr()
+            .map_err(|e| Error::io("metrics address", e))?;
+        let mut rx = engine.shutdown_signal();
+        let task = tokio::spawn(crate::metrics::serve(l, metrics.clone(), async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        (Some(addr), Some(task))
+    } else {
+        (None, None)
+    };
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CoordinatorServer<CoordinatorService>>()
+        .await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fedsec_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+    let coordinator = CoordinatorServer::new(CoordinatorService::new(engine.clone()))
+        .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
+    let admin = AdminServer::new(AdminService::new(
+        engine.clone(),
+        AdminApi::new(engine.clone(), "admin"),
+    ))
+    .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
+    let tls = tls.with_handshake_timeout(Duration::from_millis(config.limits.handshake_timeout_ms));
+    let incoming = tls.incoming(listener);
+    let mut rx = engine.shutdown_signal();
+    let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(coordinator)
+        .add_service(admin)
+        .serve_with_incoming_shutdown(incoming, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        });
+    let server = tokio::spawn(server);
+
+    let flusher = {
+        let engine = engine.clone();
+        let mut rx = engine.shutdown_signal();
+        tokio::spawn(async move {
+            loop {
+                let stop = tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(5)) => false,
+                    r = rx.wait_for(|s| *s) => { drop(r); true }
+                };
+                if stop {
+                    return;
+                }
+                engine.flush_last_seen().await;
+            }
+        })
+    };
+    engine.metrics.set_registered_clients(engine.clients.len());
+    tracing::info!(%local_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), jobs = engine.jobs().len(), "coordinator started");
+    engine
+        .audit(
+            "coordinator_started",
+            "",
+            "",
+            format!("listening on {local_addr}"),
+        )
+        .await;
+    Ok(Launched {
+        local_addr,
+        metrics_addr,
+        server,
+        metrics_task,
+        flusher,
+        health: health_reporter,
+    })
 }
 
 /// Crash recovery and resumption: attempts left open are abandoned (their
@@ -385,6 +428,12 @@ impl RunningCoordinator {
     /// calls get [`SHUTDOWN_GRACE`], last-seen times are flushed.
     pub async fn shutdown(mut self) -> Result<(), Error> {
         tracing::info!("coordinator shutting down");
+        self.health
+            .set_not_serving::<CoordinatorServer<CoordinatorService>>()
+            .await;
+        self.health
+            .set_not_serving::<AdminServer<AdminService>>()
+            .await;
         self.engine.begin_shutdown();
         for job in self.engine.jobs() {
             job.wake.notify_one();
