@@ -1,3 +1,50 @@
-//! `fedsec-client` binary (filled by its issue).
+//! The `fedsec-client` binary: the participant's command line.
+//!
+//! A thin dispatcher: each subcommand lives in its own module under
+//! `src/cli/` (`synth`, `sessions`, `score`, ...).
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cli;
+
+/// fedsec client: local data tools and the federated participant.
+#[derive(Debug, Parser)]
+#[command(name = "fedsec-client", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write synthetic tenants: one access log and one labels file each.
+    Synth(cli::synth::SynthArgs),
+    /// Sessionize an access log and write per-session features as CSV.
+    Sessions(cli::sessions::SessionsArgs),
+    /// Score a log's sessions with a model; print the most bot-like with reasons.
+    Score(cli::score::ScoreArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_tracing();
+    let result = match cli.command {
+        Command::Synth(args) => cli::synth::run(args),
+        Command::Sessions(args) => cli::sessions::run(args),
+        Command::Score(args) => cli::score::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
