@@ -21,7 +21,10 @@ use fedsec_proto::model::ModelSpec;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).cloned()
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
 }
 
 fn main() {
@@ -40,12 +43,25 @@ fn main() {
         if !log.exists() {
             break;
         }
-        let labels = read_labels(std::io::BufReader::new(std::fs::File::open(labels).unwrap())).unwrap();
+        let labels = read_labels(std::io::BufReader::new(
+            std::fs::File::open(labels).unwrap(),
+        ))
+        .unwrap();
         let file = std::io::BufReader::new(std::fs::File::open(&log).unwrap());
-        let ls = join_labels(file, ReaderConfig::with_format(LogFormat::Auto), SessionConfig::default(), &labels).unwrap();
+        let ls = join_labels(
+            file,
+            ReaderConfig::with_format(LogFormat::Auto),
+            SessionConfig::default(),
+            &labels,
+        )
+        .unwrap();
         all.extend_from(&ls.dataset).unwrap();
     }
-    assert!(!all.is_empty(), "no tenant-NNN.log files in {}", data.display());
+    assert!(
+        !all.is_empty(),
+        "no tenant-NNN.log files in {}",
+        data.display()
+    );
     let (train, hold) = all.split(0.2, seed);
     let tc = TrainConfig {
         epochs,
@@ -59,10 +75,20 @@ fn main() {
     let w0 = spec.init_weights(seed);
     let outcome = train_local(&spec, &w0, &train, &tc, seed).unwrap();
     let w = apply_delta(&w0, &outcome.delta);
-    let s = Scorer::new(&spec, &w).unwrap().probabilities(hold.features()).unwrap();
+    let s = Scorer::new(&spec, &w)
+        .unwrap()
+        .probabilities(hold.features())
+        .unwrap();
     let y: Vec<bool> = (0..hold.len()).map(|i| hold.is_bot(i)).collect();
     let auc = metrics::roc_auc(&s, &y).unwrap();
-    let note = format!("trained centrally on {} ({} sessions), holdout ROC-AUC {auc:.4}", data.display(), train.len());
-    ModelFile::new(spec.clone(), w, note.clone()).unwrap().save(&out).unwrap();
+    let note = format!(
+        "trained centrally on {} ({} sessions), holdout ROC-AUC {auc:.4}",
+        data.display(),
+        train.len()
+    );
+    ModelFile::new(spec.clone(), w, note.clone())
+        .unwrap()
+        .save(&out)
+        .unwrap();
     println!("{spec}: {note}; saved {}", out.display());
 }
