@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# 4. Poisoning: scaled and backdoor attackers, server-side clipping on and off.
+# Writes experiments/results/poisoning.{csv,png} and its section of
+# experiments/results/README.md (full mode), or the same under
+# experiments/out/fast/ (fast mode, CI-sized: seconds).
+#
+#   experiments/scripts/poisoning.sh [fast|full] [extra fedsec-experiments args]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-full}
+shift || true
+profile=--release
+[ "$mode" = fast ] && profile=
+exec cargo run -q $profile -p fedsec-experiments -- poisoning --mode "$mode" --seed 1 "$@"

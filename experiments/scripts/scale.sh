@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# 3. Scale: 10 → 1,000 tenants at a fixed ε.
+# Writes experiments/results/scale.{csv,png} and its section of
+# experiments/results/README.md (full mode), or the same under
+# experiments/out/fast/ (fast mode, CI-sized: seconds).
+#
+#   experiments/scripts/scale.sh [fast|full] [extra fedsec-experiments args]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-full}
+shift || true
+profile=--release
+[ "$mode" = fast ] && profile=
+exec cargo run -q $profile -p fedsec-experiments -- scale --mode "$mode" --seed 1 "$@"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# 5. Small tenants: per-tenant AUC by size, federated vs local-only.
+# Writes experiments/results/small_tenants.{csv,png} and its section of
+# experiments/results/README.md (full mode), or the same under
+# experiments/out/fast/ (fast mode, CI-sized: seconds).
+#
+#   experiments/scripts/small_tenants.sh [fast|full] [extra fedsec-experiments args]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mode=${1:-full}
+shift || true
+profile=--release
+[ "$mode" = fast ] && profile=
+exec cargo run -q $profile -p fedsec-experiments -- small-tenants --mode "$mode" --seed 1 "$@"

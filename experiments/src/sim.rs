@@ -1,0 +1,408 @@
+//! The in-process DP-FedAvg simulator (no network): the coordinator's round
+//! logic over synthetic tenants, with the same privacy math.
+//!
+//! One round, as in `ARCHITECTURE.md` "One round":
+//!
+//! 1. **Select**: each tenant independently with probability
+//!    `q = m / N` (seeded ChaCha8 per round attempt); fewer than
+//!    `min_clients` selected → the attempt is abandoned (nothing released,
+//!    nothing charged) and a fresh selection is drawn, as the coordinator does.
+//! 2. **Train**: every selected tenant runs the detector's
+//!    [`train_local`](fedsec_detector::train::train_local) from the global
+//!    weights on its training rows (on `threads` threads; each run is seeded
+//!    by (seed, round, tenant), so results do not depend on the thread count),
+//!    then clips its delta to `C` ([`clip_in_place`]). Malicious tenants
+//!    ([`Adversary`]) send what they like instead.
+//! 3. **Accumulate**: the server re-clips every update to `C`
+//!    ([`clip_and_accumulate`], the coordinator's hot path) into an f64 sum.
+//!    `server_clipping = false` (accumulate raw updates) exists only here, for
+//!    the poisoning ablation; the coordinator cannot be configured that way.
+//! 4. **Release**: [`fedsec_coordinator::release::release`] — the
+//!    coordinator's own function — adds `N(0, (z·C)²)` from the
+//!    [`SimulationGaussian`] source (seeded; simulation only, not production
+//!    safe), divides by the fixed expected cohort `m` (never the realised
+//!    count) and applies the server optimiser.
+//! 5. **Account**: ε after `r` rounds by the PLD accountant at `δ`, the same
+//!    accountant and calibration the coordinator uses ([`calibrate_z`]).
+
+use fedsec_coordinator::release::{NoisePlan, ServerOpt, release};
+use fedsec_detector::dataset::Dataset;
+use fedsec_detector::train::{TrainConfig, train_local};
+use fedsec_privacy::{
+    Accountant, GaussianNoise, Mechanism, PldAccountant, SimulationGaussian, clip_and_accumulate,
+    clip_in_place, l2_norm,
+};
+use fedsec_proto::model::ModelSpec;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::attack::{Adversary, Attack, poisoned};
+use crate::data::{HoldoutSet, Population};
+use crate::error::{Error, Result};
+use crate::eval;
+
+/// Name of the noise source the simulator uses, for figures and tables.
+pub const SIM_NOISE: &str = "SimulationGaussian (seeded, simulation only)";
+
+/// How much noise the server adds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub enum Noise {
+    /// None: no privacy guarantee (ε = ∞). For reference curves only.
+    Off,
+    /// A fixed noise multiplier z.
+    Multiplier(f64),
+    /// z calibrated (PLD) so that all planned rounds cost this ε at δ.
+    TargetEpsilon(f64),
+}
+
+/// Settings of one simulated DP-FedAvg job.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FedConfig {
+    /// Model architecture.
+    pub model: ModelSpec,
+    /// Seed of the initial weights.
+    pub init_seed: u64,
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Expected cohort m (q = m / N).
+    pub expected_cohort: f64,
+    /// Server noise.
+    pub noise: Noise,
+    /// δ of the guarantee.
+    pub delta: f64,
+    /// Clip norm C.
+    pub clip_norm: f64,
+    /// Local training of each selected tenant.
+    pub train: TrainConfig,
+    /// Server learning rate (1 = FedAvg).
+    pub server_learning_rate: f64,
+    /// FedAvgM momentum (0 = none).
+    pub server_momentum: f64,
+    /// Server-side re-clipping (always on in the coordinator).
+    pub server_clipping: bool,
+    /// Attempts with fewer selected tenants are abandoned.
+    pub min_clients: usize,
+    /// Seed of selection, local training and noise.
+    pub seed: u64,
+    /// Threads for local training.
+    pub threads: usize,
+    /// Evaluate held-out AUC every this many rounds (and after the last); 0 = last only.
+    pub eval_every: u64,
+}
+
+/// What happened in one committed round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundRecord {
+    /// Round number (1-based).
+    pub round: u64,
+    /// Selection attempts (abandoned ones included).
+    pub attempts: u32,
+    /// Tenants whose update was accumulated.
+    pub participants: usize,
+    /// Of them, malicious.
+    pub malicious: usize,
+    /// Updates the server scaled down.
+    pub server_clipped: usize,
+    /// Mean L2 norm of the received updates.
+    pub mean_update_norm: f64,
+    /// ε spent after this round (PLD, at the job's δ); ∞ without noise.
+    pub epsilon: f64,
+    /// Pooled held-out ROC-AUC of the new global model, when evaluated.
+    pub auc: Option<f64>,
+}
+
+/// Result of a simulated job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FedRun {
+    /// Sampling rate q.
+    pub sampling_rate: f64,
+    /// Noise multiplier z (0 without noise).
+    pub noise_multiplier: f64,
+    /// One record per committed round.
+    pub records: Vec<RoundRecord>,
+    /// Final global weights.
+    pub weights: Vec<f32>,
+}
+
+impl FedRun {
+    /// AUC after the last round.
+    pub fn final_auc(&self) -> Option<f64> {
+        self.records.last().and_then(|r| r.auc)
+    }
+
+    /// ε after the last round.
+    pub fn final_epsilon(&self) -> f64 {
+        self.records.last().map_or(0.0, |r| r.epsilon)
+    }
+}
+
+/// Noise multiplier for `rounds` rounds at rate `q` to cost `epsilon` at
+/// `delta`, by the coordinator's calibration (PLD).
+pub fn calibrate_z(q: f64, rounds: u64, delta: f64, epsilon: f64) -> Result<f64> {
+    Ok(fedsec_coordinator::accounting::calibrate(
+        q, rounds, delta, epsilon,
+    )?)
+}
+
+/// ε after `rounds` rounds of the Poisson-subsampled Gaussian (PLD).
+pub fn epsilon_after(q: f64, z: f64, rounds: u64, delta: f64) -> Result<f64> {
+    if rounds == 0 {
+        return Ok(0.0);
+    }
+    let m = Mechanism {
+        sampling_rate: q,
+        noise_multiplier: z,
+    };
+    PldAccountant
+        .epsilon(&[(m, rounds)], delta)
+        .map_err(|e| Error::Privacy(e.to_string()))
+}
+
+fn mix(seed: u64, a: u64, b: u64) -> u64 {
+    // SplitMix64 finaliser over a simple combination: distinct, well-spread seeds.
+    let mut z = seed
+        .wrapping_add(a.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .wrapping_add(b.wrapping_mul(0xbf58_476d_1ce4_e5b9));
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Poisson selection of one attempt: tenant indices, in order.
+pub fn select(n: usize, q: f64, seed: u64, round: u64, attempt: u32) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, round, u64::from(attempt) + 1));
+    (0..n)
+        .filter(|_| rng.random_bool(q.clamp(0.0, 1.0)))
+        .collect()
+}
+
+/// Runs `jobs` on up to `threads` threads and returns the results in order.
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let threads = threads.clamp(1, 64).min(items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let out: std::sync::Mutex<Vec<Option<R>>> =
+        std::sync::Mutex::new((0..items.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    let r = f(item);
+                    if let Ok(mut o) = out.lock() {
+                        o[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .map(|v| v.into_iter().flatten().collect())
+        .unwrap_or_default()
+}
+
+/// One tenant's update for a round (before server-side processing).
+fn client_update(
+    cfg: &FedConfig,
+    data: &Dataset,
+    weights: &[f32],
+    seed: u64,
+    attack: Option<Attack>,
+) -> Result<Vec<f32>> {
+    let mut delta = match attack {
+        None => train_local(&cfg.model, weights, data, &cfg.train, seed)?.delta,
+        Some(Attack::ScaledSignFlip { factor }) => {
+            let d = train_local(&cfg.model, weights, data, &cfg.train, seed)?.delta;
+            d.iter().map(|v| (-factor * f64::from(*v)) as f32).collect()
+        }
+        Some(Attack::Backdoor { boost }) => {
+            let d = train_local(&cfg.model, weights, &poisoned(data), &cfg.train, seed)?.delta;
+            d.iter().map(|v| (boost * f64::from(*v)) as f32).collect()
+        }
+    };
+    if attack.is_none() {
+        // Honest clients clip their own update (the server re-clips anyway).
+        clip_in_place(&mut delta, cfg.clip_norm).map_err(|e| Error::Privacy(e.to_string()))?;
+    }
+    Ok(delta)
+}
+
+/// Checks the settings against the population.
+fn validate(pop: &Population, cfg: &FedConfig) -> Result<f64> {
+    let n = pop.len();
+    if n == 0 {
+        return Err(Error::Config("no tenants".into()));
+    }
+    if !(cfg.expected_cohort > 0.0 && cfg.expected_cohort <= n as f64) {
+        return Err(Error::Config(format!(
+            "expected cohort {} must be in (0, {n}]",
+            cfg.expected_cohort
+        )));
+    }
+    if !(cfg.clip_norm > 0.0 && cfg.clip_norm.is_finite()) {
+        return Err(Error::Config(format!("clip norm {}", cfg.clip_norm)));
+    }
+    if cfg.rounds == 0 {
+        return Err(Error::Config("rounds must be at least 1".into()));
+    }
+    cfg.train
+        .validate()
+        .map_err(|e| Error::Config(e.to_string()))?;
+    Ok(cfg.expected_cohort / n as f64)
+}
+
+/// Runs a simulated DP-FedAvg job over `pop`, evaluating on `holdout`;
+/// `on_round` sees every committed round.
+pub fn run(
+    pop: &Population,
+    holdout: &HoldoutSet,
+    cfg: &FedConfig,
+    adversary: Option<&Adversary>,
+    on_round: &mut dyn FnMut(&RoundRecord),
+) -> Result<FedRun> {
+    let q = validate(pop, cfg)?;
+    let z = match cfg.noise {
+        Noise::Off => 0.0,
+        Noise::Multiplier(z) => z,
+        Noise::TargetEpsilon(eps) => calibrate_z(q, cfg.rounds, cfg.delta, eps)?,
+    };
+    let mut noise = SimulationGaussian::seeded(mix(cfg.seed, 0x006e_6f69_7365, 0));
+    let mut weights = cfg.model.init_weights(cfg.init_seed);
+    let mut momentum: Option<Vec<f32>> = None;
+    let dim = weights.len();
+    let opt = ServerOpt {
+        learning_rate: cfg.server_learning_rate,
+        momentum: cfg.server_momentum,
+    };
+    let mut records = Vec::with_capacity(cfg.rounds as usize);
+    for round in 1..=cfg.rounds {
+        let mut attempts = 0u32;
+        let selected = loop {
+            attempts += 1;
+            let s = select(pop.len(), q, cfg.seed, round, attempts);
+            if s.len() >= cfg.min_clients.max(1) {
+                break s;
+            }
+            if attempts >= 1000 {
+                return Err(Error::Config(format!(
+                    "round {round}: fewer than {} tenants selected in 1000 attempts",
+                    cfg.min_clients
+                )));
+            }
+        };
+        let updates = parallel_map(&selected, cfg.threads, |&t| {
+            let attack = adversary.filter(|a| a.is_malicious(t)).map(|a| a.attack);
+            let seed = mix(cfg.seed, round, t as u64 + 1);
+            client_update(cfg, &pop.tenants[t].train, &weights, seed, attack)
+        });
+        let mut sum = vec![0.0f64; dim];
+        let (mut clipped, mut norm_sum) = (0usize, 0.0f64);
+        for u in updates {
+            let u = u?;
+            if cfg.server_clipping {
+                let o = clip_and_accumulate(&u, cfg.clip_norm, &mut sum)
+                    .map_err(|e| Error::Privacy(e.to_string()))?;
+                clipped += usize::from(o.clipped);
+                norm_sum += o.norm;
+            } else {
+                norm_sum += l2_norm(&u).map_err(|e| Error::Privacy(e.to_string()))?;
+                for (a, &x) in sum.iter_mut().zip(&u) {
+                    *a += f64::from(x);
+                }
+            }
+        }
+        let plan = NoisePlan {
+            update_stddev: z * cfg.clip_norm,
+        };
+        let noise_arg: Option<(&mut dyn GaussianNoise, NoisePlan)> = match cfg.noise {
+            Noise::Off => None,
+            _ => Some((&mut noise, plan)),
+        };
+        let released = release(
+            sum,
+            &weights,
+            momentum.as_deref(),
+            noise_arg,
+            None,
+            cfg.clip_norm,
+            cfg.expected_cohort,
+            opt,
+        )?;
+        weights = released.weights;
+        momentum = released.momentum;
+        let epsilon = match cfg.noise {
+            Noise::Off => f64::INFINITY,
+            _ => epsilon_after(q, z, round, cfg.delta)?,
+        };
+        let evaluate = round == cfg.rounds || (cfg.eval_every > 0 && round % cfg.eval_every == 0);
+        let auc = if evaluate {
+            let s = eval::score(&cfg.model, &weights, holdout.data.features())?;
+            eval::auc(&s, &holdout.labels)
+        } else {
+            None
+        };
+        let rec = RoundRecord {
+            round,
+            attempts,
+            participants: selected.len(),
+            malicious: adversary.map_or(0, |a| {
+                selected.iter().filter(|&&t| a.is_malicious(t)).count()
+            }),
+            server_clipped: clipped,
+            mean_update_norm: norm_sum / selected.len() as f64,
+            epsilon,
+            auc,
+        };
+        on_round(&rec);
+        records.push(rec);
+    }
+    Ok(FedRun {
+        sampling_rate: q,
+        noise_multiplier: z,
+        records,
+        weights,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_is_seeded_and_has_rate_q() {
+        let a = select(10_000, 0.2, 7, 3, 1);
+        assert_eq!(a, select(10_000, 0.2, 7, 3, 1));
+        assert_ne!(a, select(10_000, 0.2, 7, 3, 2));
+        assert_ne!(a, select(10_000, 0.2, 7, 4, 1));
+        // Binomial(10000, 0.2): sd 40; 5 sd.
+        assert!((a.len() as i64 - 2000).abs() < 200, "{}", a.len());
+    }
+
+    #[test]
+    fn epsilon_grows_with_rounds_and_calibration_hits_the_target() {
+        let q = 0.2;
+        let z = calibrate_z(q, 50, 1e-6, 3.0).unwrap();
+        assert!(z > 1.5 && z < 4.0, "z = {z}");
+        let e50 = epsilon_after(q, z, 50, 1e-6).unwrap();
+        assert!(e50 <= 3.0 && e50 > 2.99, "{e50}");
+        assert!(epsilon_after(q, z, 10, 1e-6).unwrap() < e50);
+        assert_eq!(epsilon_after(q, z, 0, 1e-6).unwrap(), 0.0);
+    }
+
+    #[test]
+    fn parallel_map_keeps_order() {
+        let v: Vec<u64> = (0..100).collect();
+        assert_eq!(
+            parallel_map(&v, 3, |x| x * 2),
+            parallel_map(&v, 1, |x| x * 2)
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Every experiment in fast mode (what `experiments/scripts/*.sh fast` runs):
+//! CSV, PNG and README section written, and the results say what the
+//! experiment is about (ε falls as z grows, clipping bounds an attacker, the
+//! noise on the mean falls with the number of tenants).
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+
+use fedsec_experiments::figures::{self, Mode, Setup};
+
+fn setup(dir: &Path) -> Setup {
+    Setup {
+        mode: Mode::Fast,
+        seed: 1,
+        out: dir.to_owned(),
+        threads: 2,
+        quiet: true,
+    }
+}
+
+fn check_png(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", path.display());
+    assert!(
+        bytes.len() < 250_000,
+        "{} is {} bytes",
+        path.display(),
+        bytes.len()
+    );
+}
+
+fn csv_rows(path: &Path) -> usize {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    r.records().map(|x| x.unwrap()).count()
+}
+
+#[test]
+fn all_five_experiments_write_their_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+
+    let pu = figures::privacy_utility::run(&s).unwrap();
+    check_png(&pu.png);
+    assert_eq!(
+        csv_rows(&pu.csv),
+        3 + figures::privacy_utility::Z_FAST.len()
+    );
+    let dp: Vec<_> = pu
+        .rows
+        .iter()
+        .filter(|r| r.method == "federated_dp")
+        .collect();
+    for w in dp.windows(2) {
+        assert!(w[0].noise_multiplier < w[1].noise_multiplier);
+        assert!(w[0].epsilon > w[1].epsilon, "ε must fall as z grows");
+    }
+    let no_noise = pu
+        .rows
+        .iter()
+        .find(|r| r.method == "federated_no_noise")
+        .unwrap();
+    assert!(no_noise.epsilon.is_infinite());
+    assert!(
+        dp.last().unwrap().mean_tenant_auc < no_noise.mean_tenant_auc,
+        "z = 8 on a tiny cohort must cost utility"
+    );
+
+    let ni = figures::non_iid::run(&s).unwrap();
+    check_png(&ni.png);
+    assert_eq!(ni.rows.len(), 4 * figures::non_iid::ALPHAS_FAST.len());
+    for r in ni.rows.iter().filter(|r| r.method == "federated_dp") {
+        assert!(r.epsilon <= figures::TARGET_EPSILON + 1e-9 && r.epsilon > 2.9);
+    }
+
+    let sc = figures::scale::run(&s).unwrap();
+    check_png(&sc.png);
+    let noise: Vec<f64> = sc
+        .rows
+        .iter()
+        .filter(|r| r.method == "federated_dp")
+        .map(|r| r.noise_to_clip)
+        .collect();
+    assert_eq!(noise.len(), figures::scale::TENANTS_FAST.len());
+    assert!(noise.windows(2).all(|w| w[1] < w[0]), "{noise:?}");
+
+    let po = figures::poisoning::run(&s).unwrap();
+    check_png(&po.png);
+    let k = *figures::poisoning::MALICIOUS_FAST.last().unwrap();
+    let get = |attack: &str, clip: bool| {
+        po.rows
+            .iter()
+            .find(|r| r.attack == attack && r.malicious == k && r.server_clipping == clip)
+            .unwrap()
+    };
+    assert!(
+        get("scaled_sign_flip", true).mean_tenant_auc
+            > get("scaled_sign_flip", false).mean_tenant_auc
+    );
+    assert!(get("backdoor", true).backdoor_success < get("backdoor", false).backdoor_success);
+
+    let st = figures::small_tenants::run(&s).unwrap();
+    check_png(&st.png);
+    assert!(st.rows.iter().any(|r| r.method == "local_only"));
+
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    for key in fedsec_experiments::report::SECTION_ORDER {
+        assert!(readme.contains(&format!("<!-- section:{key} -->")), "{key}");
+    }
+    for f in [
+        "privacy_utility",
+        "non_iid",
+        "scale",
+        "poisoning",
+        "small_tenants",
+    ] {
+        assert!(readme.contains(&format!("({f}.png)")), "{f}");
+        assert!(readme.contains(&format!("({f}.csv)")), "{f}");
+    }
+}
