@@ -8,6 +8,8 @@
 #   benches/scripts/coordinator_rss.sh            # 10 100 1000 clients, 3 rounds
 #   CLIENTS="10 100" ROUNDS=2 benches/scripts/coordinator_rss.sh
 #   NOISE=opendp benches/scripts/coordinator_rss.sh   # exact noise (slower rounds)
+#   STREAM_WINDOW=1048576 CONN_WINDOW=2097152 benches/scripts/coordinator_rss.sh
+#                                     # HTTP/2 windows (default: the coordinator's)
 #
 # The coordinator runs as its own process (release build); a separate load
 # generator process (coordinator/examples/loadgen.rs) drives the clients.
@@ -19,6 +21,8 @@ ROUNDS=${ROUNDS:-3}
 DIM=${DIM:-1000000}
 NOISE=${NOISE:-simulation}
 PORT=${PORT:-27443}
+STREAM_WINDOW=${STREAM_WINDOW:-}
+CONN_WINDOW=${CONN_WINDOW:-}
 
 cargo build --release -q -p fedsec-coordinator --bin fedsec-coordinator --example loadgen
 BIN=target/release/fedsec-coordinator
@@ -45,6 +49,9 @@ cert = "$work/pki/server.pem"
 key = "$work/pki/server.key"
 [metrics]
 enabled = false
+[limits]
+${STREAM_WINDOW:+http2_stream_window_bytes = $STREAM_WINDOW}
+${CONN_WINDOW:+http2_connection_window_bytes = $CONN_WINDOW}
 [dangerous]
 allow_simulation_noise = true
 TOML

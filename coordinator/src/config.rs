@@ -178,6 +178,17 @@ pub struct LimitsConfig {
     /// Concurrent HTTP/2 streams per connection. Default 64.
     #[serde(default = "default_max_streams")]
     pub max_concurrent_streams_per_connection: u32,
+    /// HTTP/2 flow-control window per stream, in bytes: how much an upload
+    /// may send before the coordinator reads it. Every upload waiting for a
+    /// decode buffer holds about this much memory, so it bounds the
+    /// per-client part of the coordinator's memory; larger windows buy some
+    /// throughput (see the README). Default 65535 (the HTTP/2 default).
+    #[serde(default = "default_window")]
+    pub http2_stream_window_bytes: u32,
+    /// HTTP/2 flow-control window per connection, in bytes (clients use one
+    /// connection each). Default 65535.
+    #[serde(default = "default_window")]
+    pub http2_connection_window_bytes: u32,
 }
 
 fn default_max_concurrent_uploads() -> usize {
@@ -192,6 +203,9 @@ fn default_handshake_timeout_ms() -> u64 {
 fn default_max_streams() -> u32 {
     64
 }
+fn default_window() -> u32 {
+    65_535
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -200,6 +214,8 @@ impl Default for LimitsConfig {
             upload_message_timeout_ms: default_upload_message_timeout_ms(),
             handshake_timeout_ms: default_handshake_timeout_ms(),
             max_concurrent_streams_per_connection: default_max_streams(),
+            http2_stream_window_bytes: default_window(),
+            http2_connection_window_bytes: default_window(),
         }
     }
 }
@@ -314,6 +330,27 @@ impl CoordinatorConfig {
                 "limits.handshake_timeout_ms",
                 format!("must be at least 100 (got {})", l.handshake_timeout_ms),
             ));
+        }
+        // RFC 9113: windows are at most 2^31 - 1; a connection window cannot
+        // be set below the initial 65535; tiny stream windows only stall uploads.
+        for (key, v, min) in [
+            (
+                "limits.http2_stream_window_bytes",
+                l.http2_stream_window_bytes,
+                16_384,
+            ),
+            (
+                "limits.http2_connection_window_bytes",
+                l.http2_connection_window_bytes,
+                65_535,
+            ),
+        ] {
+            if !(min..=(1 << 31) - 1).contains(&v) {
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be in {min}..=2147483647 (got {v})"),
+                ));
+            }
         }
         if l.max_concurrent_streams_per_connection == 0 {
             return Err(ConfigError::invalid(

@@ -278,8 +278,8 @@ async fn launch(
     let incoming = tls.incoming(listener);
     let mut rx = engine.shutdown_signal();
     let server = tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20))
+        .initial_stream_window_size(Some(config.limits.http2_stream_window_bytes))
+        .initial_connection_window_size(Some(config.limits.http2_connection_window_bytes))
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
