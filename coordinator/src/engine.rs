@@ -500,3 +500,48 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, status: ClientStatus) -> ClientRecord {
+        ClientRecord {
+            identity: ClientIdentity::new("t", id).unwrap(),
+            status,
+            status_reason: "why".into(),
+            registered_unix_ms: 0,
+            last_seen_unix_ms: 0,
+            rounds_participated: 0,
+            software: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_active_clients_are_selectable_and_authorised() {
+        let r = ClientRegistry::default();
+        r.upsert(&record("b", ClientStatus::Active));
+        r.upsert(&record("a", ClientStatus::Active));
+        r.upsert(&record("q", ClientStatus::Quarantined));
+        r.upsert(&record("x", ClientStatus::Revoked));
+        assert_eq!(r.selectable(), vec!["a", "b"]);
+        let id = |c: &str| ClientIdentity::new("t", c).unwrap();
+        assert!(r.authorize(&id("a")).is_ok());
+        let reason = |c: &str| r.authorize(&id(c)).unwrap_err().reject_reason();
+        assert_eq!(reason("q"), Some(RejectReason::Quarantined));
+        assert_eq!(reason("x"), Some(RejectReason::Revoked));
+        assert_eq!(reason("nobody"), Some(RejectReason::Unregistered));
+        let other_tenant = ClientIdentity::new("u", "a").unwrap();
+        assert_eq!(
+            r.authorize(&other_tenant).unwrap_err().reject_reason(),
+            Some(RejectReason::TenantMismatch)
+        );
+        assert_eq!(
+            r.check_can_register(&id("x")).unwrap_err().reject_reason(),
+            Some(RejectReason::Revoked)
+        );
+        // Authorised calls mark the client as seen, once.
+        assert_eq!(r.take_dirty().len(), 1);
+        assert!(r.take_dirty().is_empty());
+    }
+}
