@@ -78,7 +78,7 @@ pub enum ConnectionError {
     },
     /// The coordinator refused this client's certificate (a TLS alert, or the
     /// connection closed right after the handshake, which is how a TLS 1.3
-    /// server refuses a client certificate).
+    /// server refuses a client certificate; see [`crate::probe`]).
     ClientCertificateRefused {
         /// The coordinator endpoint.
         endpoint: String,
@@ -173,8 +173,12 @@ impl ConnectionError {
     /// coordinator's handlers. Returns `None` for statuses the coordinator
     /// produced itself (they carry no transport source).
     pub fn from_status(status: &Status, endpoint: &str) -> Option<Self> {
+        Some(Self::from_error(status.source()?, endpoint))
+    }
+
+    /// Classifies a transport error (its whole source chain).
+    pub fn from_error(source: &(dyn StdError + 'static), endpoint: &str) -> Self {
         let endpoint = endpoint.to_owned();
-        let source = status.source()?;
         let links = chain(source);
         let text = links
             .iter()
@@ -184,7 +188,7 @@ impl ConnectionError {
         if let Some(e) = rustls_error(&links) {
             use rustls::CertificateError as C;
             let detail = e.to_string();
-            return Some(match e {
+            return match e {
                 rustls::Error::InvalidCertificate(c) => match c {
                     C::NotValidForName | C::NotValidForNameContext { .. } => {
                         Self::ServerNameMismatch { endpoint, detail }
@@ -201,10 +205,9 @@ impl ConnectionError {
                     Self::ClientCertificateRefused { endpoint, detail }
                 }
                 _ => Self::Transport { endpoint, detail },
-            });
+            };
         }
-        let kind = io_kind(&links);
-        Some(match kind {
+        match io_kind(&links) {
             Some(
                 std::io::ErrorKind::ConnectionRefused
                 | std::io::ErrorKind::TimedOut
@@ -215,14 +218,6 @@ impl ConnectionError {
                 endpoint,
                 detail: text,
             },
-            Some(std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset) => {
-                Self::ClientCertificateRefused {
-                    endpoint,
-                    detail: format!(
-                        "the connection was closed right after the TLS handshake ({text})"
-                    ),
-                }
-            }
             _ if text.contains("dns error") || text.contains("failed to lookup") => {
                 Self::Unreachable {
                     endpoint,
@@ -233,7 +228,7 @@ impl ConnectionError {
                 endpoint,
                 detail: text,
             },
-        })
+        }
     }
 
     /// Whether retrying can help without someone changing certificates.
@@ -419,9 +414,15 @@ mod tests {
         assert!(c.to_string().contains("not issued by the CA"), "{c}");
         assert!(c.is_certificate_problem());
 
+        // A bare broken pipe is ambiguous (a restart looks the same): the
+        // participant probes the handshake to tell (see `probe`).
         let io = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "broken pipe");
         let status = Status::from_error(Box::new(io));
         let c = ConnectionError::from_status(&status, "https://localhost:1").unwrap();
+        assert!(matches!(c, ConnectionError::Transport { .. }), "{c:?}");
+        let alert = rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA);
+        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, alert);
+        let c = ConnectionError::from_error(&io, "https://localhost:1");
         assert!(matches!(
             c,
             ConnectionError::ClientCertificateRefused { .. }

@@ -205,12 +205,14 @@ impl LedgerFile {
         }
         for (i, e) in file.entries.iter().enumerate() {
             let finite_pos = |v: f64| v.is_finite() && v >= 0.0;
-            if e.round == 0
-                || !(e.sampling_rate > 0.0 && e.sampling_rate <= 1.0)
-                || !finite_pos(e.noise_multiplier)
-                || !finite_pos(e.clip_norm)
-                || !(e.delta > 0.0 && e.delta < 1.0)
-            {
+            let valid = e.round != 0
+                && e.sampling_rate > 0.0
+                && e.sampling_rate <= 1.0
+                && finite_pos(e.noise_multiplier)
+                && finite_pos(e.clip_norm)
+                && e.delta > 0.0
+                && e.delta < 1.0;
+            if !valid {
                 return Err(corrupt(format!("entry {i} has out-of-range values")));
             }
         }

@@ -48,6 +48,7 @@
 //! - [`state`]: the state directory (lock, atomic writes, cached model);
 //! - [`data`]: local labelled sessions from log files, directories or the host;
 //! - [`rpc`]: the gRPC calls and the validation of everything received;
+//! - [`probe`]: naming a refused TLS handshake;
 //! - [`update`]: clipping and client-side noise of the update;
 //! - [`retry`]: backoff and poll timing;
 //! - [`config`]: the `client.toml` file of the `fedsec-client` binary;
@@ -62,6 +63,7 @@ pub mod handle;
 pub mod ledger;
 pub mod participant;
 pub mod policy;
+pub mod probe;
 pub mod retry;
 pub mod rpc;
 pub mod state;

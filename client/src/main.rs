@@ -1,7 +1,7 @@
 //! The `fedsec-client` binary: the participant's command line.
 //!
 //! A thin dispatcher: each subcommand lives in its own module under
-//! `src/cli/` (`synth`, `sessions`, `score`, ...).
+//! `src/cli/` (`synth`, `sessions`, `score`, `run`, `ledger`, `model`).
 
 use std::process::ExitCode;
 
@@ -25,6 +25,15 @@ enum Command {
     Sessions(cli::sessions::SessionsArgs),
     /// Score a log's sessions with a model; print the most bot-like with reasons.
     Score(cli::score::ScoreArgs),
+    /// Run the federated participant (config: client.toml).
+    Run(cli::run::RunArgs),
+    /// Print the tenant's own privacy ledger: rounds joined, ε by PLD and RDP.
+    Ledger(cli::ledger::LedgerArgs),
+    /// Global models: `model pull` downloads and verifies one.
+    Model {
+        #[command(subcommand)]
+        command: cli::model::ModelCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -34,6 +43,9 @@ fn main() -> ExitCode {
         Command::Synth(args) => cli::synth::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Ledger(args) => cli::ledger::run(args),
+        Command::Model { command } => cli::model::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -29,7 +29,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 
 use crate::data::{DataOptions, DataSource, LabelledLog, LocalStore, LogTail};
-use crate::error::{BuildError, Disposition, Error, RpcError};
+use crate::error::{BuildError, ConnectionError, Disposition, Error, RpcError};
 use crate::events::{Event, HoldoutReport, TaskRef, TrainReport};
 use crate::guard::{self, Assessment, PlannedRound, SkipReason};
 use crate::handle::{GlobalModel, ParticipantHandle, Shared};
@@ -239,7 +239,8 @@ impl ParticipantBuilder {
     }
 
     /// Validates everything, takes the state directory's lock and opens the
-    /// ledger. Does not connect (see [`Participant::register`]).
+    /// ledger. Does not connect (see [`Participant::register`]) and needs no
+    /// tokio runtime.
     pub fn build(self) -> Result<Participant, BuildError> {
         let endpoint = self.endpoint.ok_or(BuildError::Missing {
             field: "endpoint",
@@ -256,8 +257,7 @@ impl ParticipantBuilder {
                 TlsSetting::Pem(p) => ClientTls::from_pem(&p)
                     .map_err(|e| BuildError::invalid("tls", e.to_string()))?,
             };
-        let channel = tls
-            .channel(&endpoint)
+        let rpc = Rpc::new(tls.clone(), &endpoint, self.timing.rpc_timeout)
             .map_err(|e| BuildError::invalid("endpoint", e.to_string()))?;
         let data = self.data.ok_or(BuildError::Missing {
             field: "data",
@@ -357,7 +357,8 @@ impl ParticipantBuilder {
                 job_id: self.job_id,
                 timing: self.timing.clone(),
             }),
-            rpc: Rpc::new(channel, &endpoint, self.timing.rpc_timeout),
+            rpc,
+            tls,
             shared,
             state,
             ledger: Some(ledger),
@@ -385,6 +386,7 @@ struct Config {
 pub struct Participant {
     config: Arc<Config>,
     rpc: Rpc,
+    tls: ClientTls,
     shared: Arc<Shared>,
     state: StateDir,
     // Moved in and out of blocking tasks; `None` only while one runs.
@@ -497,7 +499,28 @@ impl Participant {
     /// the identity (bound to the ledger on first use). Errors carry a clear
     /// message for TLS problems.
     pub async fn register(&mut self) -> Result<Registration, Error> {
-        let r = self.rpc.register().await?;
+        let r = match self.rpc.register().await {
+            Ok(r) => r,
+            Err(mut e) => {
+                let ambiguous = matches!(
+                    e.connection,
+                    Some(ConnectionError::Transport { .. })
+                        | Some(ConnectionError::ClientCertificateRefused { .. })
+                );
+                if ambiguous
+                    && let Some(c) = crate::probe::diagnose(
+                        &self.tls,
+                        self.rpc.endpoint(),
+                        self.config.timing.rpc_timeout,
+                    )
+                    .await
+                {
+                    e.message = c.to_string();
+                    e.connection = Some(c);
+                }
+                return Err(e.into());
+            }
+        };
         let identity = LedgerIdentity {
             tenant_id: r.tenant_id.clone(),
             client_id: r.client_id.clone(),

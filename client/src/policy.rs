@@ -99,7 +99,7 @@ impl PrivacyPolicy {
     /// Checks every value; the error names the field.
     pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |field, problem: String| Err(BuildError::invalid(field, problem));
-        if !(self.max_epsilon > 0.0) || self.max_epsilon.is_nan() {
+        if self.max_epsilon.is_nan() || self.max_epsilon <= 0.0 {
             return bad(
                 "privacy.max_epsilon",
                 format!("must be > 0 (got {}); use inf for no cap", self.max_epsilon),

@@ -3,12 +3,13 @@
 //! model's header, spec, size, chunks, SHA-256 digest and values; its
 //! privacy receipt).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fedsec_privacy::PrivacyReceipt;
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
+use fedsec_proto::tls::{ClientTls, TlsError};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{
     GetModelRequest, GetTaskRequest, RegisterRequest, RegisterResponse, SubmitUpdateRequest,
@@ -22,10 +23,13 @@ use crate::error::RpcError;
 /// Software string sent with `Register`.
 pub const SOFTWARE: &str = concat!("fedsec-client/", env!("CARGO_PKG_VERSION"));
 
-/// A coordinator connection (a lazily connecting, self-healing channel).
+/// A coordinator connection: a lazily connecting, self-healing channel,
+/// created on first use (tonic needs a running tokio runtime for that, so a
+/// participant can be built outside one).
 #[derive(Debug, Clone)]
 pub struct Rpc {
-    grpc: CoordinatorClient<Channel>,
+    tls: ClientTls,
+    grpc: Arc<OnceLock<CoordinatorClient<Channel>>>,
     endpoint: String,
     timeout: Duration,
 }
@@ -61,17 +65,42 @@ pub enum DownloadError {
 }
 
 impl Rpc {
-    /// A connection over `channel` to `endpoint` (used in error messages);
-    /// every call is cut off after `timeout`.
-    pub fn new(channel: Channel, endpoint: &str, timeout: Duration) -> Self {
-        let grpc = CoordinatorClient::new(channel)
-            // A model chunk is ≤ 1 MiB; leave room for the header's receipt.
-            .max_decoding_message_size(8 << 20);
-        Self {
-            grpc,
+    /// A connection to `endpoint` (`https://host:port`) with `tls`; every
+    /// call is cut off after `timeout`. Checks the endpoint; connects on the
+    /// first call.
+    pub fn new(tls: ClientTls, endpoint: &str, timeout: Duration) -> Result<Self, TlsError> {
+        let bad = |why: &str| TlsError::BadEndpoint(endpoint.into(), why.into());
+        let uri: http::Uri = endpoint.parse().map_err(|_| bad("not a URL"))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(bad("the scheme must be https"));
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(bad("no host"));
+        }
+        Ok(Self {
+            tls,
+            grpc: Arc::new(OnceLock::new()),
             endpoint: endpoint.to_owned(),
             timeout,
+        })
+    }
+
+    /// The gRPC client, creating the channel on first use.
+    fn client(&self, op: &'static str) -> Result<CoordinatorClient<Channel>, RpcError> {
+        if let Some(c) = self.grpc.get() {
+            return Ok(c.clone());
         }
+        let channel = self.tls.channel(&self.endpoint).map_err(|e| RpcError {
+            operation: op,
+            code: tonic::Code::InvalidArgument,
+            message: e.to_string(),
+            connection: None,
+        })?;
+        let client = CoordinatorClient::new(channel)
+            // A model chunk is ≤ 1 MiB; leave room for the header's receipt.
+            .max_decoding_message_size(8 << 20);
+        let _ = self.grpc.set(client.clone());
+        Ok(client)
     }
 
     /// The endpoint.
@@ -85,7 +114,7 @@ impl Rpc {
 
     /// `Register`.
     pub async fn register(&self) -> Result<RegisterResponse, RpcError> {
-        let mut grpc = self.grpc.clone();
+        let mut grpc = self.client("Register")?;
         let call = grpc.register(RegisterRequest {
             software: SOFTWARE.into(),
         });
@@ -98,7 +127,7 @@ impl Rpc {
 
     /// `GetTask`.
     pub async fn get_task(&self, job_id: &str) -> Result<get_task_response::Outcome, RpcError> {
-        let mut grpc = self.grpc.clone();
+        let mut grpc = self.client("GetTask")?;
         let call = grpc.get_task(GetTaskRequest {
             job_id: job_id.into(),
         });
@@ -141,7 +170,7 @@ impl Rpc {
         skip_if_version: Option<u64>,
     ) -> Result<Option<Downloaded>, DownloadError> {
         let reject = |m: String| DownloadError::Rejected(m);
-        let mut grpc = self.grpc.clone();
+        let mut grpc = self.client("GetModel")?;
         let mut stream = grpc
             .get_model(GetModelRequest {
                 job_id: job_id.into(),
@@ -259,7 +288,7 @@ impl Rpc {
         &self,
         messages: &[SubmitUpdateRequest],
     ) -> Result<SubmitUpdateResponse, RpcError> {
-        let mut grpc = self.grpc.clone();
+        let mut grpc = self.client("SubmitUpdate")?;
         let call = grpc.submit_update(tokio_stream::iter(messages.to_vec()));
         match tokio::time::timeout(self.timeout, call).await {
             Err(_) => Err(RpcError::timeout("SubmitUpdate", self.timeout)),

@@ -1,5 +1,8 @@
 //! Subcommands of the `fedsec-client` binary, one module each.
 
+pub(crate) mod ledger;
+pub(crate) mod model;
+pub(crate) mod run;
 pub(crate) mod score;
 pub(crate) mod sessions;
 pub(crate) mod synth;
@@ -50,4 +53,11 @@ impl MalformedReporter {
             tracing::warn!("more malformed lines; only the total is reported from here on");
         }
     }
+}
+
+/// The tokio runtime of the network subcommands (`run`, `model pull`).
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

@@ -1,0 +1,264 @@
+//! The `fedsec-client` binary's participant commands against a real
+//! coordinator: `run --config client.toml` trains until the job finishes,
+//! `ledger --json` shows the tenant's own rounds (matching the
+//! coordinator's ledger), `model pull` writes a model `score` can read, and
+//! configuration and certificate problems are clear errors.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use fedsec_coordinator::{Coordinator, CoordinatorConfig};
+use fedsec_proto::devca::{DevPkiOptions, write_dev_pki};
+use fedsec_proto::v1;
+use support::{T, job, tenant_logs};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fedsec-client"))
+}
+
+fn client_toml(
+    endpoint: &str,
+    pki: &Path,
+    client: &str,
+    log: &Path,
+    labels: &Path,
+    state: &Path,
+) -> String {
+    format!(
+        r#"
+endpoint = "{endpoint}"
+job = "cli"
+state_dir = "{state}"
+seed = 3
+
+[tls]
+ca = "{pki}/ca.pem"
+cert = "{pki}/clients/{client}.pem"
+key = "{pki}/clients/{client}.key"
+
+[data]
+files = [{{ log = "{log}", labels = "{labels}" }}]
+min_examples = 10
+
+[privacy]
+max_epsilon = 50.0
+delta = 1e-5
+
+[timing]
+backoff_initial_ms = 30
+backoff_max_ms = 300
+model_refresh_ms = 100
+"#,
+        state = state.display(),
+        pki = pki.display(),
+        log = log.display(),
+        labels = labels.display(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_ledger_model_pull_and_score() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let manifest = write_dev_pki(
+        &pki_dir,
+        &DevPkiOptions {
+            clients: 2,
+            tenants: vec!["shop".into(), "bank".into()],
+            ..DevPkiOptions::default()
+        },
+    )
+    .unwrap();
+    let mut config = support::coordinator_config(&dir.path().join("coord"), "127.0.0.1:0");
+    config.tls = Some(manifest.server.clone());
+    let running = Coordinator::start(CoordinatorConfig { ..config })
+        .await
+        .unwrap();
+    let endpoint = running.endpoint();
+    let logs = tenant_logs(&dir.path().join("logs"), 2, 17);
+
+    let mut children = Vec::new();
+    let mut states = Vec::new();
+    for (i, entry) in manifest.clients.iter().enumerate() {
+        let state = dir.path().join(format!("state-{i}"));
+        let toml = client_toml(
+            &endpoint,
+            &pki_dir,
+            &entry.client_id,
+            &logs[i].log,
+            &logs[i].labels,
+            &state,
+        );
+        let path = dir.path().join(format!("client-{i}.toml"));
+        std::fs::write(&path, toml).unwrap();
+        let child = bin()
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        children.push(child);
+        states.push((state, path));
+    }
+    let admin = running.admin();
+    let until = tokio::time::Instant::now() + T;
+    while admin.clients().await.unwrap().len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "CLI clients did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.create_job(job("cli", 1.0, 1.0, 2)).await.unwrap();
+    let done = admin
+        .wait_for_job("cli", T, |j| j.state == v1::JobState::Completed as i32)
+        .await
+        .unwrap();
+    assert_eq!(done.rounds_completed, 2);
+    // Bound to the job, each process exits when it finishes.
+    for child in children {
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // `ledger --json`: the tenant's rounds, as the coordinator charged them.
+    let coord = admin.ledger("cli").await.unwrap();
+    for (state, _) in &states {
+        let out = bin()
+            .args(["ledger", "--json", "--state"])
+            .arg(state)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let entries = v["entries"].as_array().unwrap();
+        assert_eq!(entries.len(), 2);
+        for (e, c) in entries.iter().zip(&coord) {
+            let charge = c.charge.unwrap();
+            assert_eq!(e["round"], charge.round);
+            assert_eq!(e["attempt"], c.attempt);
+            assert_eq!(e["sampling_rate"], charge.sampling_rate);
+            assert_eq!(e["noise_multiplier"], charge.noise_multiplier);
+            assert_eq!(e["status"], "accepted");
+        }
+        // With q = 1 both bases agree with the coordinator's ε (same δ).
+        let pld = &v["spent"]["pld"];
+        let eps = pld["participation_epsilon"].as_f64().unwrap();
+        let last = coord.last().unwrap().epsilon_pld;
+        assert!((eps - last).abs() <= 1e-9 * last, "{eps} vs {last}");
+        let rdp = v["spent"]["rdp"]["participation_epsilon"].as_f64().unwrap();
+        assert!(rdp >= eps, "RDP is the looser bound");
+        // The text view works too.
+        let out = bin()
+            .args(["ledger", "--state"])
+            .arg(state)
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("accepted") && text.contains("PLD"), "{text}");
+    }
+
+    // `model pull` writes the current model; `score` reads it.
+    let model = dir.path().join("model.safetensors");
+    let out = bin()
+        .args(["model", "pull", "--config"])
+        .arg(&states[0].1)
+        .arg("--out")
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["version"], done.current_version);
+    let file = fedsec_detector::model::ModelFile::load(&model).unwrap();
+    assert_eq!(file.spec.num_params(), 39);
+    let out = bin()
+        .args(["score", "--top", "3", "--model"])
+        .arg(&model)
+        .arg("--logs")
+        .arg(&logs[0].log)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    running.shutdown().await.unwrap();
+}
+
+#[test]
+fn configuration_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let toml = client_toml(
+        "https://localhost:1",
+        Path::new("pki"),
+        "client-0001",
+        Path::new("a.log"),
+        Path::new("a.labels.jsonl"),
+        &dir.path().join("state"),
+    )
+    .replace("max_epsilon = 50.0", "max_epsilon = -2.0");
+    std::fs::write(&path, toml).unwrap();
+    let out = bin().args(["run", "--config"]).arg(&path).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("privacy.max_epsilon"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_coordinator_from_another_ca_and_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = write_dev_pki(&dir.path().join("ours"), &DevPkiOptions::default()).unwrap();
+    let theirs = write_dev_pki(&dir.path().join("theirs"), &DevPkiOptions::default()).unwrap();
+    let mut config = support::coordinator_config(&dir.path().join("coord"), "127.0.0.1:0");
+    config.tls = Some(theirs.server.clone());
+    let running = Coordinator::start(config).await.unwrap();
+    let logs = tenant_logs(&dir.path().join("logs"), 1, 3);
+    let path = dir.path().join("client.toml");
+    std::fs::write(
+        &path,
+        client_toml(
+            &running.endpoint(),
+            &dir.path().join("ours"),
+            &ours.clients[0].client_id,
+            &logs[0].log,
+            &logs[0].labels,
+            &dir.path().join("state"),
+        ),
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        bin().args(["run", "--config"]).arg(&path).output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refusing to connect"), "{err}");
+    assert!(err.contains("not issued by the CA"), "{err}");
+    running.shutdown().await.unwrap();
+}
