@@ -29,6 +29,9 @@ enum Command {
     /// Create development certificates (CA, server, clients, admin).
     #[command(subcommand)]
     Certs(cli::certs::CertsCommand),
+    /// Plan privacy budgets: ε for a job, noise for a target ε, rounds for a noise level.
+    #[command(subcommand)]
+    Budget(cli::budget::BudgetCommand),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::run(args),
         Command::Admin(args) => cli::admin::run(args),
         Command::Certs(cmd) => cli::certs::run(cmd),
+        Command::Budget(cmd) => cli::budget::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

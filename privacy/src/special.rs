@@ -86,8 +86,11 @@ pub(crate) fn gaussian_delta(mu: f64, eps: f64) -> f64 {
     if mu <= 0.0 {
         return (-eps.exp_m1()).max(0.0);
     }
-    if mu.is_infinite() {
+    if mu.is_infinite() || eps == f64::NEG_INFINITY {
         return 1.0;
+    }
+    if eps == f64::INFINITY {
+        return 0.0;
     }
     let a = eps / mu - mu / 2.0;
     let b = eps / mu + mu / 2.0;

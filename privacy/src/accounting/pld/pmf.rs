@@ -33,9 +33,13 @@ impl Pmf {
     /// Negative entries are set to 0 first, and `ν·len` is added to
     /// [`Pmf::roundoff`].
     pub(crate) fn truncate(&mut self, tau: f64) {
+        if self.probs.iter().any(|p| !p.is_finite()) {
+            // Leave it for `check` to refuse; never zero a NaN silently.
+            return;
+        }
         let mut noise: f64 = 0.0;
         for p in self.probs.iter_mut() {
-            if p.is_nan() || *p <= 0.0 {
+            if *p < 0.0 {
                 noise = noise.max(-*p);
                 *p = 0.0;
             }
@@ -119,6 +123,25 @@ impl Pmf {
             }
         }
         0.0
+    }
+
+    /// Refuses non-finite masses and totals more than `1e-3` away from 1
+    /// (a numerical breakdown), and charges any deficit below 1 to the mass
+    /// at `+∞`: truncation moves mass and never drops it, so a deficit can
+    /// only be round-off, and booking it at `+∞` keeps δ(ε) pessimistic
+    /// (surplus mass is pessimistic already).
+    pub(crate) fn settle(&mut self) -> Result<(), String> {
+        if !self.inf_mass.is_finite() || self.probs.iter().any(|p| !p.is_finite()) {
+            return Err("non-finite probability mass".into());
+        }
+        let total = self.probs.iter().sum::<f64>() + self.inf_mass;
+        if (total - 1.0).abs() > 1e-3 {
+            return Err(format!("total probability mass {total} differs from 1"));
+        }
+        if total < 1.0 {
+            self.inf_mass += 1.0 - total;
+        }
+        Ok(())
     }
 
     /// Mean and variance of the finite part (normalised by its mass).
@@ -323,7 +346,7 @@ pub(crate) fn compose_pair(
     y: (&Pmf, &Pmf),
     squaring: bool,
     tau: f64,
-) -> (Pmf, Pmf) {
+) -> Result<(Pmf, Pmf), String> {
     let (p1, p2) = conv.convolve_pair(&x.0.probs, &y.0.probs, &x.1.probs, &y.1.probs, squaring);
     let combine = |a: &Pmf, b: &Pmf, probs: Vec<f64>| {
         let mut r = Pmf {
@@ -339,7 +362,10 @@ pub(crate) fn compose_pair(
         r.truncate(tau);
         r
     };
-    (combine(x.0, y.0, p1), combine(x.1, y.1, p2))
+    let (mut a, mut b) = (combine(x.0, y.0, p1), combine(x.1, y.1, p2));
+    a.settle()?;
+    b.settle()?;
+    Ok((a, b))
 }
 
 #[cfg(test)]

@@ -34,8 +34,9 @@ use crate::special::{gaussian_delta, log_add, norm_isf};
 
 use super::pmf::Pmf;
 
-/// Tail mass (lower side) and `δ` (upper side) left outside the grid of one
-/// round's loss.
+/// Largest tail mass (lower side) and `δ` (upper side) left outside the grid
+/// of one round's loss; the accountant lowers it to `1e-16/T` for `T` rounds
+/// so that the `+∞` mass it creates stays below 1e-16 in total.
 pub(crate) const TAIL: f64 = 1e-18;
 
 /// Which neighbouring direction.
@@ -53,26 +54,51 @@ pub(crate) fn true_delta(q: f64, z: f64, dir: Direction, eps: f64) -> f64 {
     if q >= 1.0 {
         return gaussian_delta(mu, eps);
     }
-    match dir {
+    let ln_q = q.ln();
+    let one_m_q = 1.0 - q;
+    let d = match dir {
         Direction::Remove => {
-            // ε' = ln(1 + expm1(ε)/q), defined when expm1(ε) > −q.
-            let t = eps.exp_m1() / q;
-            if t <= -1.0 {
-                return (-eps.exp_m1()).clamp(0.0, 1.0);
-            }
-            let e1 = t.ln_1p();
-            (q * gaussian_delta(mu, e1)).clamp(0.0, 1.0)
+            // ε' = ln((e^ε − (1 − q))/q), defined when ε > ln(1 − q).
+            let e1 = if eps > 1.0 {
+                // Overflow-free: ε − ln q + ln(1 − (1 − q)e^{−ε}).
+                eps - ln_q + (-one_m_q * (-eps).exp()).ln_1p()
+            } else {
+                // e^ε − (1 − q) without cancellation in either regime.
+                let u = if eps > -0.5 {
+                    eps.exp_m1() + q
+                } else {
+                    eps.exp() - one_m_q
+                };
+                if u <= 0.0 {
+                    return (-eps.exp_m1()).clamp(0.0, 1.0);
+                }
+                u.ln() - ln_q
+            };
+            q * gaussian_delta(mu, e1)
         }
         Direction::Add => {
-            // ε'' = −ln(1 + expm1(−ε)/q), defined when ε < −ln(1 − q).
-            let t = (-eps).exp_m1() / q;
-            if t <= -1.0 {
-                return 0.0;
-            }
-            let e2 = -t.ln_1p();
-            (q * (eps - e2).exp() * gaussian_delta(mu, e2)).clamp(0.0, 1.0)
+            // ε'' = ln q − ln(e^{−ε} − (1 − q)), defined when ε < −ln(1 − q);
+            // the factor q·e^{ε − ε''} is e^ε·(e^{−ε} − (1 − q)).
+            let (e2, ln_factor) = if eps < -1.0 {
+                // Overflow-free: ln(e^{−ε} − (1 − q)) = −ε + ln(1 − (1 − q)e^ε).
+                let l = (-one_m_q * eps.exp()).ln_1p();
+                (ln_q + eps - l, l)
+            } else {
+                let v = if eps < 0.5 {
+                    (-eps).exp_m1() + q
+                } else {
+                    (-eps).exp() - one_m_q
+                };
+                if v <= 0.0 {
+                    return 0.0;
+                }
+                (ln_q - v.ln(), eps + v.ln())
+            };
+            ln_factor.exp() * gaussian_delta(mu, e2)
         }
-    }
+    };
+    // NaN propagates (the caller refuses it); only the range is enforced.
+    if d.is_nan() { d } else { d.clamp(0.0, 1.0) }
 }
 
 impl Direction {
@@ -94,9 +120,9 @@ pub(crate) fn true_gamma(q: f64, z: f64, dir: Direction, eps: f64) -> f64 {
 
 /// Range `[lo, hi]` (in loss units) outside which one round's loss is
 /// negligible (see the module docs and [`TAIL`]).
-pub(crate) fn loss_range(q: f64, z: f64, dir: Direction) -> (f64, f64) {
+pub(crate) fn loss_range(q: f64, z: f64, dir: Direction, tail: f64) -> (f64, f64) {
     let mu = 1.0 / z;
-    let z_tail = norm_isf(TAIL);
+    let z_tail = norm_isf(tail);
     if q >= 1.0 {
         // L ~ N(μ²/2, μ²) in both directions.
         return (mu * mu / 2.0 - mu * z_tail, mu * mu / 2.0 + mu * z_tail);
@@ -104,8 +130,8 @@ pub(crate) fn loss_range(q: f64, z: f64, dir: Direction) -> (f64, f64) {
     let ln_1mq = (-q).ln_1p();
     match dir {
         Direction::Remove => {
-            // δ_R(ε) = q δ_G(ε') ≤ q Φ̄(ε'/μ − μ/2) ≤ TAIL at ε'/μ − μ/2 = Φ̄⁻¹(TAIL/q).
-            let e1 = mu * norm_isf(TAIL / q) + mu * mu / 2.0;
+            // δ_R(ε) = q δ_G(ε') ≤ q Φ̄(ε'/μ − μ/2) ≤ tail at ε'/μ − μ/2 = Φ̄⁻¹(tail/q).
+            let e1 = mu * norm_isf(tail / q) + mu * mu / 2.0;
             (ln_1mq, log_add(ln_1mq, q.ln() + e1))
         }
         Direction::Add => {
@@ -117,11 +143,27 @@ pub(crate) fn loss_range(q: f64, z: f64, dir: Direction) -> (f64, f64) {
     }
 }
 
-/// Connect-the-dots discretisation of one round on the grid `h·ℤ`.
-pub(crate) fn discretise(q: f64, z: f64, dir: Direction, h: f64) -> Pmf {
-    let (lo, hi) = loss_range(q, z, dir);
-    let i_lo = (lo / h).floor() as i64;
-    let i_hi = ((hi / h).ceil() as i64).max(i_lo + 1);
+/// Connect-the-dots discretisation of one round on the grid `h·ℤ` (tails
+/// beyond `tail` left out, see [`TAIL`]); `None` when the loss range is not
+/// finite, needs more than `max_points` points, or the curve is not finite.
+pub(crate) fn discretise(
+    q: f64,
+    z: f64,
+    dir: Direction,
+    h: f64,
+    tail: f64,
+    max_points: f64,
+) -> Option<Pmf> {
+    let (lo, hi) = loss_range(q, z, dir, tail);
+    if !(lo.is_finite() && hi.is_finite() && h > 0.0 && (hi - lo) / h < max_points) {
+        return None;
+    }
+    let (lo_h, hi_h) = ((lo / h).floor(), (hi / h).ceil());
+    if lo_h.abs() > 1e15 || hi_h.abs() > 1e15 {
+        return None;
+    }
+    let i_lo = lo_h as i64;
+    let i_hi = (hi_h as i64).max(i_lo + 1);
     let grid: Vec<f64> = (i_lo..=i_hi).map(|i| i as f64 * h).collect();
     // Both forms of the curve: δ for ε ≥ 0, γ = δ − (1 − e^ε) for ε < 0. The
     // mass formulas are linear in the curve and the `1 − e^ε` part contributes
@@ -133,29 +175,33 @@ pub(crate) fn discretise(q: f64, z: f64, dir: Direction, h: f64) -> Pmf {
         .iter()
         .map(|&e| if e < h { true_gamma(q, z, dir, e) } else { 0.0 })
         .collect();
+    if deltas.iter().chain(&gammas).any(|v| !v.is_finite()) {
+        return None;
+    }
     let n = grid.len();
+    // 1/(e^h − 1) and e^h/(e^h − 1) = 1/(1 − e^{−h}), overflow-free for any h.
     let em1 = h.exp_m1();
-    let eh = h.exp();
+    let one_m_emh = -(-h).exp_m1();
     let mut probs = Vec::with_capacity(n);
     for k in 0..n {
         let low = grid[k] < 0.0;
         let c = if low { &gammas } else { &deltas };
-        // The curve continued past the last point is flat for δ (no mass
-        // above), and rises as e^ε for γ = δ − 1 + e^ε.
-        let next = if k + 1 < n {
-            c[k + 1]
+        // (c_k − c_{k+1})/(e^h − 1); past the last point the curve is flat for δ
+        // (no mass above) and rises like e^ε for γ = δ − 1 + e^ε.
+        let drop_next = if k + 1 < n {
+            (c[k] - c[k + 1]) / em1
         } else if low {
-            c[k] + grid[k].exp() * em1
+            -grid[k].exp()
         } else {
-            c[k]
+            0.0
         };
         let p = if k == 0 {
             // Chord from (y, δ) = (0, 1): p_0 = (1 − δ_0) − (δ_0 − δ_1)/(e^h − 1),
-            // i.e. p_0 = −γ_0 + (γ_1 − γ_0)/(e^h − 1) in the γ form.
+            // i.e. p_0 = −γ_0 − (γ_0 − γ_1)/(e^h − 1) in the γ form.
             if low {
-                (next - c[0]) / em1 - c[0]
+                -c[0] - drop_next
             } else {
-                (1.0 - c[0]) - (c[0] - next) / em1
+                (1.0 - c[0]) - drop_next
             }
         } else {
             // p_k = [e^h (δ_{k−1} − δ_k) − (δ_k − δ_{k+1})]/(e^h − 1), same in γ.
@@ -165,16 +211,28 @@ pub(crate) fn discretise(q: f64, z: f64, dir: Direction, h: f64) -> Pmf {
                 // Previous point is in the other form: convert γ → δ.
                 gammas[k - 1] + 1.0 - grid[k - 1].exp()
             };
-            (eh * (prev - c[k]) - (c[k] - next)) / em1
+            (prev - c[k]) / one_m_emh - drop_next
         };
+        if !p.is_finite() {
+            return None;
+        }
         probs.push(p.max(0.0));
     }
-    Pmf {
+    // The construction satisfies Σ p_k + p_∞ = 1 exactly (the masses
+    // telescope); round-off in the curve leaves it off by ~1e-13, which T-fold
+    // composition would multiply by T. Restore the identity on the largest
+    // mass (a relative change of ~1e-13 there).
+    let inf_mass = deltas[n - 1];
+    let total: f64 = probs.iter().sum::<f64>() + inf_mass;
+    if let Some(max) = probs.iter_mut().max_by(|a, b| a.total_cmp(b)) {
+        *max = (*max + (1.0 - total)).max(0.0);
+    }
+    Some(Pmf {
         offset: i_lo,
         probs,
-        inf_mass: deltas[n - 1],
+        inf_mass,
         roundoff: 0.0,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -223,7 +281,7 @@ mod tests {
     fn discretisation_is_a_distribution_that_dominates_the_curve() {
         for &(q, z, h) in &[(0.01, 4.0, 1e-4), (0.1, 0.5, 1e-2), (1.0, 2.0, 1e-3)] {
             for dir in [Direction::Remove, Direction::Add] {
-                let p = discretise(q, z, dir, h);
+                let p = discretise(q, z, dir, h, TAIL, 1e7).unwrap();
                 let mass: f64 = p.probs.iter().sum::<f64>() + p.inf_mass;
                 assert!(
                     (mass - 1.0).abs() < 1e-9,

@@ -1,0 +1,309 @@
+//! `fedsec-coordinator budget`: plan a job's privacy budget before running it.
+//!
+//! - `budget epsilon --q Q --z Z --rounds T --delta D [--accountant pld|rdp]`:
+//!   ε after `T` rounds.
+//! - `budget calibrate --q Q --rounds T --delta D --target-eps E`: the smallest
+//!   noise multiplier that keeps ε ≤ E.
+//! - `budget rounds --q Q --z Z --delta D --target-eps E`: the most rounds
+//!   that keep ε ≤ E.
+//!
+//! Each prints one human sentence, or one JSON object with `--json`. The
+//! default accountant is PLD (the bound fedsec reports); RDP is the
+//! conservative cross-check.
+
+use clap::{Args, Subcommand, ValueEnum};
+use fedsec_privacy::accounting::{Accountant, Mechanism, PldAccountant, RdpAccountant};
+use fedsec_privacy::calibrate::{calibrate_noise_multiplier, max_rounds};
+use serde_json::json;
+
+use super::CliError;
+
+/// Budget planning commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum BudgetCommand {
+    /// ε after a number of rounds at sampling rate q and noise multiplier z.
+    Epsilon(EpsilonArgs),
+    /// Smallest noise multiplier z that keeps ε within a target.
+    Calibrate(CalibrateArgs),
+    /// Largest number of rounds that keeps ε within a target.
+    Rounds(RoundsArgs),
+}
+
+/// Which accountant answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum AccountantChoice {
+    /// Privacy loss distributions: the tight bound fedsec reports.
+    Pld,
+    /// Rényi DP: fast, conservative cross-check.
+    Rdp,
+}
+
+impl AccountantChoice {
+    fn accountant(self) -> &'static dyn Accountant {
+        match self {
+            AccountantChoice::Pld => &PldAccountant,
+            AccountantChoice::Rdp => &RdpAccountant,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            AccountantChoice::Pld => "PLD",
+            AccountantChoice::Rdp => "RDP",
+        }
+    }
+}
+
+/// Options shared by every budget command.
+#[derive(Debug, Args)]
+pub(crate) struct Common {
+    /// δ of the (ε, δ) guarantee, in (0, 1); typically below 1/(number of clients).
+    #[arg(long, value_parser = parse_delta, allow_negative_numbers = true)]
+    delta: f64,
+    /// Accountant to use.
+    #[arg(long, value_enum, default_value_t = AccountantChoice::Pld)]
+    accountant: AccountantChoice,
+    /// Print one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Arguments of `budget epsilon`.
+#[derive(Debug, Args)]
+pub(crate) struct EpsilonArgs {
+    /// Poisson sampling rate q in (0, 1]: each client's chance to be in a round.
+    #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
+    q: f64,
+    /// Noise multiplier z > 0 (noise stddev / clip norm).
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    z: f64,
+    /// Number of rounds T ≥ 1.
+    #[arg(long, value_parser = parse_rounds, allow_negative_numbers = true)]
+    rounds: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Arguments of `budget calibrate`.
+#[derive(Debug, Args)]
+pub(crate) struct CalibrateArgs {
+    /// Poisson sampling rate q in (0, 1].
+    #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
+    q: f64,
+    /// Number of rounds T ≥ 1.
+    #[arg(long, value_parser = parse_rounds, allow_negative_numbers = true)]
+    rounds: u64,
+    /// Target ε > 0.
+    #[arg(long = "target-eps", value_parser = parse_positive, allow_negative_numbers = true)]
+    target_eps: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+/// Arguments of `budget rounds`.
+#[derive(Debug, Args)]
+pub(crate) struct RoundsArgs {
+    /// Poisson sampling rate q in (0, 1].
+    #[arg(long, value_parser = parse_rate, allow_negative_numbers = true)]
+    q: f64,
+    /// Noise multiplier z > 0.
+    #[arg(long, value_parser = parse_positive, allow_negative_numbers = true)]
+    z: f64,
+    /// Target ε > 0.
+    #[arg(long = "target-eps", value_parser = parse_positive, allow_negative_numbers = true)]
+    target_eps: f64,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_f64(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if v.is_finite() {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} is not a finite number"))
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("the sampling rate must be in (0, 1], got {v}"))
+    }
+}
+
+fn parse_delta(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 && v < 1.0 {
+        Ok(v)
+    } else {
+        Err(format!("delta must be in (0, 1), got {v}"))
+    }
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v = parse_f64(s)?;
+    if v > 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("must be greater than 0, got {v}"))
+    }
+}
+
+fn parse_rounds(s: &str) -> Result<u64, String> {
+    let v: u64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of rounds"))?;
+    if v >= 1 {
+        Ok(v)
+    } else {
+        Err("must be at least 1".to_string())
+    }
+}
+
+/// Runs a budget subcommand.
+pub(crate) fn run(cmd: BudgetCommand) -> Result<(), CliError> {
+    let out = match cmd {
+        BudgetCommand::Epsilon(a) => epsilon(a)?,
+        BudgetCommand::Calibrate(a) => calibrate(a)?,
+        BudgetCommand::Rounds(a) => rounds(a)?,
+    };
+    println!("{out}");
+    Ok(())
+}
+
+fn eps_at(acct: &dyn Accountant, q: f64, z: f64, t: u64, delta: f64) -> Result<f64, CliError> {
+    let m = Mechanism {
+        sampling_rate: q,
+        noise_multiplier: z,
+    };
+    Ok(acct.epsilon(&[(m, t)], delta)?)
+}
+
+fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
+    let acct = a.common.accountant.accountant();
+    let eps = eps_at(acct, a.q, a.z, a.rounds, a.common.delta)?;
+    Ok(if a.common.json {
+        json!({
+            "command": "epsilon",
+            "accountant": acct.name(),
+            "accountant_version": acct.version(),
+            "q": a.q,
+            "z": a.z,
+            "rounds": a.rounds,
+            "delta": a.common.delta,
+            "epsilon": eps,
+        })
+        .to_string()
+    } else {
+        format!(
+            "After {} rounds with sampling rate q = {} and noise multiplier z = {}, the job is \
+             (ε = {}, δ = {})-differentially private for each client ({} accountant, add/remove one client).",
+            a.rounds,
+            a.q,
+            a.z,
+            fmt_eps(eps),
+            a.common.delta,
+            a.common.accountant.label()
+        )
+    })
+}
+
+fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
+    let acct = a.common.accountant.accountant();
+    let z = calibrate_noise_multiplier(acct, a.q, a.rounds, a.common.delta, a.target_eps)?;
+    let eps = eps_at(acct, a.q, z, a.rounds, a.common.delta)?;
+    Ok(if a.common.json {
+        json!({
+            "command": "calibrate",
+            "accountant": acct.name(),
+            "accountant_version": acct.version(),
+            "q": a.q,
+            "rounds": a.rounds,
+            "delta": a.common.delta,
+            "target_epsilon": a.target_eps,
+            "z": z,
+            "epsilon": eps,
+        })
+        .to_string()
+    } else {
+        format!(
+            "To stay within ε = {} at δ = {} over {} rounds with sampling rate q = {}, use a noise \
+             multiplier of at least z = {:.4} (ε = {} there; {} accountant).",
+            a.target_eps,
+            a.common.delta,
+            a.rounds,
+            a.q,
+            z,
+            fmt_eps(eps),
+            a.common.accountant.label()
+        )
+    })
+}
+
+fn rounds(a: RoundsArgs) -> Result<String, CliError> {
+    let acct = a.common.accountant.accountant();
+    let t = max_rounds(acct, a.q, a.z, a.common.delta, a.target_eps)?;
+    let eps = if t > 0 {
+        eps_at(acct, a.q, a.z, t, a.common.delta)?
+    } else {
+        0.0
+    };
+    Ok(if a.common.json {
+        json!({
+            "command": "rounds",
+            "accountant": acct.name(),
+            "accountant_version": acct.version(),
+            "q": a.q,
+            "z": a.z,
+            "delta": a.common.delta,
+            "target_epsilon": a.target_eps,
+            "rounds": t,
+            "epsilon": eps,
+        })
+        .to_string()
+    } else if t == 0 {
+        let one = eps_at(acct, a.q, a.z, 1, a.common.delta)?;
+        format!(
+            "Not even one round fits in ε = {} at δ = {} with q = {} and z = {}: one round already \
+             costs ε = {} ({} accountant).",
+            a.target_eps,
+            a.common.delta,
+            a.q,
+            a.z,
+            fmt_eps(one),
+            a.common.accountant.label()
+        )
+    } else {
+        format!(
+            "With sampling rate q = {} and noise multiplier z = {}, at most {} rounds fit in ε = {} at \
+             δ = {} (ε after {} rounds: {}; {} accountant).",
+            a.q,
+            a.z,
+            t,
+            a.target_eps,
+            a.common.delta,
+            t,
+            fmt_eps(eps),
+            a.common.accountant.label()
+        )
+    })
+}
+
+/// Four significant digits, plain notation for human output.
+fn fmt_eps(e: f64) -> String {
+    if !e.is_finite() {
+        return "infinity".to_string();
+    }
+    if e == 0.0 {
+        return "0".to_string();
+    }
+    let digits = (3 - e.abs().log10().floor() as i32).clamp(0, 12) as usize;
+    format!("{e:.digits$}")
+}

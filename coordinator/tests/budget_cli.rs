@@ -1,0 +1,275 @@
+//! `fedsec-coordinator budget …` run as the built binary: sentences, JSON
+//! objects and clear refusals of invalid inputs.
+#![allow(clippy::unwrap_used)]
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fedsec-coordinator"))
+        .arg("budget")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run(&all);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        text.trim().lines().count(),
+        1,
+        "one JSON object on one line: {text}"
+    );
+    serde_json::from_str(text.trim()).unwrap()
+}
+
+fn num(v: &serde_json::Value, key: &str) -> f64 {
+    v[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+const ABADI: &[&str] = &[
+    "epsilon", "--q", "0.01", "--z", "4", "--rounds", "10000", "--delta", "1e-5",
+];
+
+#[test]
+fn epsilon_of_the_abadi_setting() {
+    let pld = json(ABADI);
+    assert_eq!(pld["accountant"], "pld");
+    assert!((num(&pld, "epsilon") - 0.947).abs() < 0.005, "{pld}");
+    assert_eq!(num(&pld, "delta"), 1e-5);
+    assert_eq!(num(&pld, "rounds"), 10_000.0);
+    assert_eq!(num(&pld, "z"), 4.0);
+    let mut rdp_args = ABADI.to_vec();
+    rdp_args.extend(["--accountant", "rdp"]);
+    let rdp = json(&rdp_args);
+    assert_eq!(rdp["accountant"], "rdp");
+    assert!((num(&rdp, "epsilon") - 1.0355).abs() < 0.001, "{rdp}");
+    assert!(rdp["accountant_version"].as_str().unwrap().contains("rdp"));
+
+    let out = run(ABADI);
+    assert!(out.status.success());
+    let sentence = String::from_utf8(out.stdout).unwrap();
+    assert!(sentence.starts_with("After 10000 rounds"), "{sentence}");
+    assert!(sentence.contains("ε = 0.94"), "{sentence}");
+    assert!(sentence.contains("PLD accountant"), "{sentence}");
+}
+
+#[test]
+fn calibrate_returns_a_noise_multiplier_that_meets_the_target() {
+    let v = json(&[
+        "calibrate",
+        "--q",
+        "0.01",
+        "--rounds",
+        "10000",
+        "--delta",
+        "1e-5",
+        "--target-eps",
+        "1",
+    ]);
+    let z = num(&v, "z");
+    assert!(z > 3.5 && z < 4.0, "{v}");
+    assert!(num(&v, "epsilon") <= 1.0);
+    assert_eq!(num(&v, "target_epsilon"), 1.0);
+    // Cross-check through the epsilon command.
+    let z_s = z.to_string();
+    let e = json(&[
+        "epsilon", "--q", "0.01", "--z", &z_s, "--rounds", "10000", "--delta", "1e-5",
+    ]);
+    assert!(num(&e, "epsilon") <= 1.0);
+    let out = run(&[
+        "calibrate",
+        "--q",
+        "0.01",
+        "--rounds",
+        "10000",
+        "--delta",
+        "1e-5",
+        "--target-eps",
+        "1",
+    ]);
+    let sentence = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        sentence.contains("use a noise multiplier of at least z = "),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn rounds_returns_the_largest_count_within_the_target() {
+    let v = json(&[
+        "rounds",
+        "--q",
+        "0.01",
+        "--z",
+        "1",
+        "--delta",
+        "1e-5",
+        "--target-eps",
+        "2",
+        "--accountant",
+        "rdp",
+    ]);
+    let t = num(&v, "rounds") as u64;
+    assert!(t > 100, "{v}");
+    assert!(num(&v, "epsilon") <= 2.0);
+    let next = (t + 1).to_string();
+    let e = json(&[
+        "epsilon",
+        "--q",
+        "0.01",
+        "--z",
+        "1",
+        "--rounds",
+        &next,
+        "--delta",
+        "1e-5",
+        "--accountant",
+        "rdp",
+    ]);
+    assert!(num(&e, "epsilon") > 2.0);
+    let out = run(&[
+        "rounds",
+        "--q",
+        "1",
+        "--z",
+        "0.5",
+        "--delta",
+        "1e-5",
+        "--target-eps",
+        "1",
+    ]);
+    assert!(out.status.success());
+    let sentence = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        sentence.starts_with("Not even one round fits"),
+        "{sentence}"
+    );
+}
+
+#[test]
+fn invalid_inputs_are_refused_with_the_flag_named() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &[
+                "epsilon", "--q", "0", "--z", "1", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "--q",
+        ),
+        (
+            &[
+                "epsilon", "--q", "1.5", "--z", "1", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "(0, 1]",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "0", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "--z",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "-2", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "greater than 0",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "0", "--delta", "1e-5",
+            ],
+            "--rounds",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "10", "--delta", "1",
+            ],
+            "(0, 1)",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "10", "--delta", "0",
+            ],
+            "--delta",
+        ),
+        (
+            &[
+                "epsilon", "--q", "abc", "--z", "1", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "not a number",
+        ),
+        (
+            &[
+                "epsilon", "--q", "0.1", "--z", "nan", "--rounds", "10", "--delta", "1e-5",
+            ],
+            "--z",
+        ),
+        (
+            &[
+                "epsilon",
+                "--q",
+                "0.1",
+                "--z",
+                "1",
+                "--rounds",
+                "10",
+                "--delta",
+                "1e-5",
+                "--accountant",
+                "prv",
+            ],
+            "--accountant",
+        ),
+        (
+            &[
+                "calibrate",
+                "--q",
+                "0.1",
+                "--rounds",
+                "10",
+                "--delta",
+                "1e-5",
+                "--target-eps",
+                "0",
+            ],
+            "--target-eps",
+        ),
+        (
+            &["rounds", "--q", "0.1", "--z", "1", "--delta", "1e-5"],
+            "--target-eps",
+        ),
+        (
+            &[
+                "calibrate",
+                "--q",
+                "0.01",
+                "--rounds",
+                "1",
+                "--delta",
+                "1e-5",
+                "--target-eps",
+                "1e7",
+            ],
+            "too loose",
+        ),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{args:?}: stderr lacks {needle:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
+    }
+}
