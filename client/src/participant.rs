@@ -737,6 +737,7 @@ impl<'a> Runner<'a> {
             get_task_response::Outcome::Task(task) => {
                 let key = (task.job_id.clone(), task.round, task.attempt);
                 if self.handled.contains(&key) {
+                    self.maybe_refresh_model().await?;
                     let retry = self.poll_interval;
                     let go_on = self.poll_pause(retry).await;
                     return Ok(continue_if(go_on));
@@ -1047,20 +1048,8 @@ impl<'a> Runner<'a> {
                 return Ok(());
             }
         };
-        // 2. Local data.
-        self.refresh_data(true).await?;
-        let (train, holdout) = self.p.shared.store().snapshot();
-        if train.len() < cfg.data_options.min_examples {
-            self.skip(
-                &tref,
-                SkipReason::NotEnoughData {
-                    have: train.len(),
-                    need: cfg.data_options.min_examples,
-                },
-            );
-            return Ok(());
-        }
-        // 3. The base model, verified.
+        // 2. The base model, verified (and kept for scoring even if this
+        //    round cannot be served).
         let model = match self.fetch_model(&tref, &prepared.spec, deadline).await {
             Ok(Some(d)) => d,
             Ok(None) => return Ok(()),
@@ -1086,6 +1075,19 @@ impl<'a> Runner<'a> {
             self.p.emit(Event::Warning {
                 message: format!("job {}: {problem}", task.job_id),
             });
+        }
+        // 3. Local data.
+        self.refresh_data(true).await?;
+        let (train, holdout) = self.p.shared.store().snapshot();
+        if train.len() < cfg.data_options.min_examples {
+            self.skip(
+                &tref,
+                SkipReason::NotEnoughData {
+                    have: train.len(),
+                    need: cfg.data_options.min_examples,
+                },
+            );
+            return Ok(());
         }
         // 4. The guard.
         let bound = cfg.job_id.as_deref() == Some(task.job_id.as_str());

@@ -226,55 +226,88 @@ struct Fixture {
     _dir: tempfile::TempDir,
 }
 
-/// Runs one participant against the scripted coordinator until the job ends.
-async fn run_against(script: Script) -> Fixture {
+/// The scripted coordinator on a loopback port with mutual TLS.
+struct Served {
+    pki: Arc<Pki>,
+    endpoint: String,
+    script: Arc<Mutex<Script>>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+async fn serve(script: Script, state: &std::path::Path) -> Served {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!(
         "https://localhost:{}",
         listener.local_addr().unwrap().port()
     );
-    let state = state_dir(dir.path(), "s");
     let script = Arc::new(Mutex::new(Script {
         ledger_path: Some(state.join(fedsec_client::ledger::LEDGER_FILE)),
         ..script
     }));
-    let (stop_server, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(CoordinatorServer::new(Scripted(script.clone())))
         .serve_with_incoming_shutdown(pki.server.incoming(listener), async {
             let _ = stopped.await;
         });
-    let server = tokio::spawn(server);
-    let p = builder(
-        &endpoint,
-        pki.client_tls("tenant-s", "client-s"),
-        DataSource::Host,
-        PrivacyPolicy::new(100.0, 1e-5),
-        &state,
-        9,
-    )
-    .job(JOB)
-    .build()
-    .unwrap();
-    let handle = p.handle();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
-    for i in 0..80 {
-        let bot = i % 3 == 0;
-        let row: Vec<f32> = (0..NUM_FEATURES)
-            .map(|_| rng.random_range(-1.0f32..1.0) + if bot { 0.8 } else { -0.3 })
-            .collect();
-        handle.add_labelled_features(&row, bot).unwrap();
+    Served {
+        pki,
+        endpoint,
+        script,
+        stop,
+        task: tokio::spawn(server),
     }
+}
+
+impl Served {
+    /// A participant with 80 labelled rows handed in by the host.
+    fn participant(&self, state: &std::path::Path) -> fedsec_client::Participant {
+        let p = builder(
+            &self.endpoint,
+            self.pki.client_tls("tenant-s", "client-s"),
+            DataSource::Host,
+            PrivacyPolicy::new(100.0, 1e-5),
+            state,
+            9,
+        )
+        .job(JOB)
+        .build()
+        .unwrap();
+        let handle = p.handle();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for i in 0..80 {
+            let bot = i % 3 == 0;
+            let row: Vec<f32> = (0..NUM_FEATURES)
+                .map(|_| rng.random_range(-1.0f32..1.0) + if bot { 0.8 } else { -0.3 })
+                .collect();
+            handle.add_labelled_features(&row, bot).unwrap();
+        }
+        p
+    }
+
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Runs one participant against the scripted coordinator until the job ends.
+async fn run_against(script: Script) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path(), "s");
+    let served = serve(script, &state).await;
+    let p = served.participant(&state);
+    let handle = p.handle();
     let recorder = Recorder::start(p.subscribe());
     let ledger_path = p.ledger_path();
     let outcome = tokio::time::timeout(Duration::from_secs(60), p.run(std::future::pending()))
         .await
         .unwrap()
         .unwrap();
-    stop_server.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    let script = served.script.clone();
+    served.stop().await;
     recorder.settled().await;
     Fixture {
         script,
@@ -436,4 +469,53 @@ async fn a_definitive_refusal_is_not_retried_and_still_counts() {
     assert_eq!(f.ledger.entries.len(), 1);
     assert_eq!(f.ledger.entries[0].status, EntryStatus::Rejected);
     assert!(f.ledger.entries[0].detail.contains("not selected"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_after_recording_neither_loses_nor_doubles_its_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state_dir(dir.path(), "crash");
+    let mut script = honest();
+    // The first upload fails, so the first process is mid-retry when it dies.
+    script.upload_answers = VecDeque::from([Status::unavailable("busy")]);
+    let served = serve(script, &state).await;
+
+    let p = served.participant(&state);
+    let mut rx = p.subscribe();
+    let run = tokio::spawn(p.run(std::future::pending()));
+    support::wait_for(&mut rx, "the ledger entry", |e| {
+        matches!(e, Event::Recorded { .. })
+    })
+    .await;
+    // The process "dies" right after recording (no shutdown, no cleanup).
+    run.abort();
+    let _ = run.await;
+    let after_crash = Ledger::read(&state.join(fedsec_client::ledger::LEDGER_FILE)).unwrap();
+    assert_eq!(after_crash.entries.len(), 1, "recorded before the upload");
+
+    // A new process on the same state directory serves the same task again.
+    let p = served.participant(&state);
+    let rec = Recorder::start(p.subscribe());
+    let outcome = tokio::time::timeout(Duration::from_secs(60), p.run(std::future::pending()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome, RunOutcome::JobFinished { .. }));
+    rec.settled().await;
+    let ledger = Ledger::read(&state.join(fedsec_client::ledger::LEDGER_FILE)).unwrap();
+    assert_eq!(ledger.entries.len(), 1, "not recorded twice");
+    assert_eq!(ledger.entries[0].status, EntryStatus::Accepted);
+    assert_eq!(ledger.entries[0].nonce, after_crash.entries[0].nonce);
+    {
+        let s = served.script.lock().unwrap();
+        assert!(!s.uploads.is_empty());
+        let nonce = hex::encode(&s.uploads[0].nonce);
+        assert!(
+            s.uploads.iter().all(|u| hex::encode(&u.nonce) == nonce),
+            "both processes used the recorded nonce"
+        );
+        assert_eq!(nonce, ledger.entries[0].nonce);
+    }
+    assert_eq!(rec.count(|e| matches!(e, Event::Submitted { .. })), 1);
+    served.stop().await;
 }
