@@ -9,11 +9,14 @@
 //! - [`eval`]: held-out AUC, per-tenant AUC, archetype recall;
 //! - [`figures`]: the five experiments (CSV + PNG + README section each);
 //! - [`plot`]: the PNG charts; [`report`]: CSV and Markdown output;
-//! - [`progress`]: indicatif bars.
+//! - [`progress`]: indicatif bars;
+//! - [`demo`]: the one-command demo on the real path (coordinator and
+//!   participants over loopback mTLS, opendp noise).
 
 pub mod attack;
 pub mod baselines;
 pub mod data;
+pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod figures;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use fedsec_experiments::demo;
 use fedsec_experiments::figures::{self, Mode, Setup};
 
 #[derive(Debug, Parser)]
@@ -20,6 +21,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The one-command demo: 300 tenants' logs, a coordinator and one
+    /// participant per tenant over loopback mTLS, DP-FedAvg to ε = 3.
+    Demo(DemoArgs),
     /// 1. Held-out AUC against ε (several noise multipliers, same rounds).
     PrivacyUtility(Common),
     /// 2. Non-IID tenants: Dirichlet α ∈ {0.1, 0.5, 1, 10}.
@@ -32,6 +36,43 @@ enum Command {
     SmallTenants(Common),
     /// All five experiments, one after the other.
     All(Common),
+}
+
+#[derive(Debug, Clone, Args)]
+struct DemoArgs {
+    /// Tenants (one participant each).
+    #[arg(long, default_value_t = 300)]
+    tenants: usize,
+    /// Planned rounds (z is calibrated for them).
+    #[arg(long, default_value_t = 50)]
+    rounds: u64,
+    /// Expected cohort m per round.
+    #[arg(long, default_value_t = 60)]
+    cohort: u32,
+    /// Target ε after all rounds.
+    #[arg(long, default_value_t = 3.0)]
+    epsilon: f64,
+    /// δ.
+    #[arg(long, default_value_t = 1e-6)]
+    delta: f64,
+    /// Seed of the data, the initial model and local training.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Where report.md and its figures go [default: experiments/out/demo].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Keep logs, PKI and state here instead of a temporary directory.
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Worker threads for data generation and baselines.
+    #[arg(long, default_value_t = default_threads())]
+    threads: usize,
+    /// Median sessions per tenant.
+    #[arg(long, default_value_t = 160.0)]
+    median_sessions: f64,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -134,9 +175,65 @@ fn run_experiments(c: &Common, which: &[&str]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn demo(a: &DemoArgs) -> ExitCode {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut cfg = demo::DemoConfig::standard(
+        a.out
+            .clone()
+            .unwrap_or_else(|| root.join("out").join("demo")),
+    );
+    cfg.tenants = a.tenants;
+    cfg.rounds = a.rounds;
+    cfg.cohort = a.cohort;
+    cfg.epsilon = a.epsilon;
+    cfg.delta = a.delta;
+    cfg.seed = a.seed;
+    cfg.work_dir = a.work_dir.clone();
+    cfg.threads = a.threads.max(1);
+    cfg.median_sessions = a.median_sessions;
+    cfg.quiet = a.quiet;
+    println!(
+        "fedsec demo: {} tenants, {} rounds, expected cohort {}, target ε = {} at δ = {:e}",
+        cfg.tenants,
+        cfg.rounds,
+        cfg.expected_cohort(),
+        cfg.epsilon,
+        cfg.delta
+    );
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("demo: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(demo::run(cfg)) {
+        Ok(outcome) => {
+            for line in outcome.summary_lines() {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match &cli.command {
+        Command::Demo(a) => demo(a),
         Command::PrivacyUtility(c) => run_experiments(c, &[figures::privacy_utility::KEY]),
         Command::NonIid(c) => run_experiments(c, &[figures::non_iid::KEY]),
         Command::Scale(c) => run_experiments(c, &[figures::scale::KEY]),

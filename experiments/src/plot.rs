@@ -2,6 +2,10 @@
 //! dashed reference lines and several panels side by side) and horizontal
 //! grouped bar charts.
 //!
+//! Figures are rendered into an RGB buffer and written as 8-bit palette PNGs
+//! (the 256 most frequent colours; rarer anti-aliasing shades map to the
+//! nearest one), which keeps them at tens of kilobytes.
+//!
 //! Text is drawn with DejaVu Sans, vendored in `experiments/assets/` (with
 //! its licence) and registered once as plotters' `sans-serif` family, so the
 //! figures do not depend on fonts installed on the machine.
@@ -198,6 +202,64 @@ fn tick(v: f64) -> String {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
+/// Writes an RGB buffer as an 8-bit palette PNG: the 256 most frequent
+/// colours form the palette, every other colour maps to its nearest entry.
+pub fn write_palette_png(path: &Path, rgb: &[u8], size: (u32, u32)) -> Result<()> {
+    let mut counts: std::collections::HashMap<[u8; 3], u64> = std::collections::HashMap::new();
+    for px in rgb.chunks_exact(3) {
+        *counts.entry([px[0], px[1], px[2]]).or_insert(0) += 1;
+    }
+    let mut by_count: Vec<([u8; 3], u64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let palette: Vec<[u8; 3]> = by_count.iter().take(256).map(|(c, _)| *c).collect();
+    let dist = |a: [u8; 3], b: [u8; 3]| {
+        (0..3)
+            .map(|i| (i32::from(a[i]) - i32::from(b[i])).pow(2))
+            .sum::<i32>()
+    };
+    let index: std::collections::HashMap<[u8; 3], u8> = counts
+        .keys()
+        .map(|&c| {
+            let best = palette
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, p)| dist(c, **p))
+                .map_or(0, |(i, _)| i as u8);
+            (c, best)
+        })
+        .collect();
+    let data: Vec<u8> = rgb
+        .chunks_exact(3)
+        .map(|px| index.get(&[px[0], px[1], px[2]]).copied().unwrap_or(0))
+        .collect();
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
+    enc.set_color(png::ColorType::Indexed);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_palette(palette.concat());
+    enc.set_compression(png::Compression::Best);
+    let mut w = enc.write_header().map_err(|e| plot_err(path, e))?;
+    w.write_image_data(&data).map_err(|e| plot_err(path, e))?;
+    w.finish().map_err(|e| plot_err(path, e))
+}
+
+/// Renders with `draw` into an RGB buffer of `size` and writes it as a palette PNG.
+fn render(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
+) -> Result<()> {
+    register_font();
+    let mut buf = vec![255u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
+        draw(root.clone()).map_err(|e| plot_err(path, e))?;
+        root.present().map_err(|e| plot_err(path, e))?;
+    }
+    write_palette_png(path, &buf, size)
+}
+
 fn draw_titles<'a>(
     area: &Area<'a>,
     title: &str,
@@ -292,11 +354,12 @@ where
         .y_desc(c.y_label.as_str())
         .x_label_formatter(&x_fmt)
         .y_label_formatter(&y_fmt)
-        .x_labels(40)
+        .x_labels(if c.x_log { 40 } else { 10 })
+        .y_labels(10)
         .axis_desc_style(("sans-serif", 16))
         .label_style(("sans-serif", 13))
-        .light_line_style(RGBColor(240, 240, 240))
-        .bold_line_style(RGBColor(215, 215, 215))
+        .light_line_style(WHITE)
+        .bold_line_style(RGBColor(225, 225, 225))
         .draw()
         .map_err(|e| e.to_string())?;
     let ok = |x: f64, y: f64| x.is_finite() && y.is_finite() && (!c.x_log || x > 0.0);
@@ -382,20 +445,18 @@ pub fn panels(
     title: &str,
     caption: &str,
 ) -> Result<()> {
-    register_font();
-    let root = BitMapBackend::new(path, size).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
-    let root = if title.is_empty() {
-        root
-    } else {
-        draw_titles(&root, title, caption).map_err(|e| plot_err(path, e))?
-    };
-    let areas = root.split_evenly((1, charts.len().max(1)));
-    for (a, c) in areas.iter().zip(charts) {
-        draw_line_chart(a, c).map_err(|e| plot_err(path, e))?;
-    }
-    root.present().map_err(|e| plot_err(path, e))?;
-    Ok(())
+    render(path, size, |root| {
+        let root = if title.is_empty() {
+            root
+        } else {
+            draw_titles(&root, title, caption)?
+        };
+        let areas = root.split_evenly((1, charts.len().max(1)));
+        for (a, c) in areas.iter().zip(charts) {
+            draw_line_chart(a, c)?;
+        }
+        Ok(())
+    })
 }
 
 /// A horizontal grouped bar chart: one row per category, one bar per group.
@@ -417,16 +478,13 @@ pub struct BarChart {
 
 /// Draws a horizontal grouped bar chart.
 pub fn bar_chart(path: &Path, size: (u32, u32), c: &BarChart) -> Result<()> {
-    register_font();
-    let draw = || -> std::result::Result<(), String> {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
+    render(path, size, |root| {
         let area = draw_titles(&root, &c.title, &c.caption)?;
         let n = c.categories.len();
         let mut chart = ChartBuilder::on(&area)
             .margin(12)
             .x_label_area_size(44)
-            .y_label_area_size(170)
+            .y_label_area_size(230)
             .build_cartesian_2d(c.x_range.0..c.x_range.1, -0.5f64..(n as f64 - 0.5))
             .map_err(|e| e.to_string())?;
         let cats = c.categories.clone();
@@ -449,8 +507,8 @@ pub fn bar_chart(path: &Path, size: (u32, u32), c: &BarChart) -> Result<()> {
             .x_desc(c.x_label.as_str())
             .axis_desc_style(("sans-serif", 16))
             .label_style(("sans-serif", 13))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .light_line_style(WHITE)
+            .bold_line_style(RGBColor(225, 225, 225))
             .draw()
             .map_err(|e| e.to_string())?;
         let g = c.groups.len().max(1) as f64;
@@ -477,16 +535,14 @@ pub fn bar_chart(path: &Path, size: (u32, u32), c: &BarChart) -> Result<()> {
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(180, 180, 180))
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(|e| e.to_string())?;
-        root.present().map_err(|e| e.to_string())?;
         Ok(())
-    };
-    draw().map_err(|e| plot_err(path, e))
+    })
 }
 
 #[cfg(test)]
