@@ -209,7 +209,7 @@ fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
             a.q,
             a.z,
             fmt_eps(eps),
-            a.common.delta,
+            fmt_delta(a.common.delta),
             a.common.accountant.label()
         )
     })
@@ -237,7 +237,7 @@ fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
             "To stay within ε = {} at δ = {} over {} rounds with sampling rate q = {}, use a noise \
              multiplier of at least z = {:.4} (ε = {} there; {} accountant).",
             a.target_eps,
-            a.common.delta,
+            fmt_delta(a.common.delta),
             a.rounds,
             a.q,
             z,
@@ -274,7 +274,7 @@ fn rounds(a: RoundsArgs) -> Result<String, CliError> {
             "Not even one round fits in ε = {} at δ = {} with q = {} and z = {}: one round already \
              costs ε = {} ({} accountant).",
             a.target_eps,
-            a.common.delta,
+            fmt_delta(a.common.delta),
             a.q,
             a.z,
             fmt_eps(one),
@@ -288,12 +288,21 @@ fn rounds(a: RoundsArgs) -> Result<String, CliError> {
             a.z,
             t,
             a.target_eps,
-            a.common.delta,
+            fmt_delta(a.common.delta),
             t,
             fmt_eps(eps),
             a.common.accountant.label()
         )
     })
+}
+
+/// δ as a person writes it: `1e-5`, or plain for large values.
+fn fmt_delta(d: f64) -> String {
+    if d < 1e-3 {
+        format!("{d:e}")
+    } else {
+        d.to_string()
+    }
 }
 
 /// Four significant digits, plain notation for human output.

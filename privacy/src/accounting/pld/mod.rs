@@ -372,9 +372,11 @@ impl Accountant for PldAccountant {
 
     fn version(&self) -> String {
         format!(
-            "fedsec-privacy {} pld (connect-the-dots, {} grid points, tail {:e}, add+remove)",
+            "fedsec-privacy {} pld (connect-the-dots, {} points per composed width, {} per round sd, \
+             truncation {:e}, add+remove)",
             crate::VERSION,
             GRID_POINTS,
+            PER_ROUND_POINTS,
             TRUNCATION_TAIL
         )
     }
