@@ -447,6 +447,49 @@ max_epsilon = 8.0
     }
 
     #[test]
+    fn the_example_file_parses_and_states_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("client.example.toml");
+        let c = ClientConfig::load(&path).unwrap();
+        assert_eq!(c.job.as_deref(), Some("bot-detector"));
+        assert_eq!(c.privacy.max_epsilon, 8.0);
+        // Uncommenting every commented default must not change anything.
+        let text = std::fs::read_to_string(&path).unwrap();
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                let t = l.trim_start();
+                let is_key = t.starts_with("# ")
+                    && t[2..].split_once(" = ").is_some_and(|(k, _)| {
+                        !k.contains(' ') && k.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')
+                    });
+                if is_key
+                    && !t.contains("files =")
+                    && !t.contains("max_clip_norm")
+                    && !t.contains("max_local_epochs")
+                    && !t.contains("max_steps")
+                    && !t.contains("max_examples_per_round")
+                {
+                    format!("{}\n", &t[2..])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        let active = |t: &str| {
+            t.lines()
+                .filter(|l| !l.trim_start().starts_with('#') && l.contains(" = "))
+                .count()
+        };
+        assert!(
+            active(&uncommented) >= active(&text) + 20,
+            "the defaults were uncommented"
+        );
+        let d = ClientConfig::from_toml_str(&uncommented).unwrap();
+        let plain = ClientConfig::from_toml_str(&text).unwrap();
+        assert_eq!(d, plain, "{uncommented}");
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("client.toml");
