@@ -3,7 +3,7 @@
 //! For every distinct mechanism of a composition and for both neighbouring
 //! directions (remove and add; the reported ε is the worse), one round's
 //! privacy loss is discretised pessimistically on a grid of spacing `h` by
-//! *connect the dots* ([`subsampled_gaussian`]), the `T` rounds are composed
+//! *connect the dots* (module `subsampled_gaussian`), the `T` rounds are composed
 //! by exponentiation by squaring with FFT convolutions (rustfft; both
 //! directions share each FFT through real/imaginary packing), the groups are
 //! convolved together, and `ε(δ)` / `δ(ε)` are read off exactly from the
@@ -14,7 +14,7 @@
 //! # Why the result is an upper bound
 //!
 //! - Connect the dots yields, for each round, a discrete pair that dominates
-//!   the true pair at every ε (module [`subsampled_gaussian`]).
+//!   the true pair at every ε (module `subsampled_gaussian`).
 //! - Dominating pairs compose (Zhu, Dong & Wang 2022, Thm. 10), so the
 //!   composed discrete PLD dominates the true composition.
 //! - Mass bookkeeping: after every step the total mass must be 1 within
