@@ -207,6 +207,18 @@ impl std::fmt::Display for SkipReason {
 
 /// Checks the task's mechanism against the policy's floors and ceilings.
 pub fn check_task(policy: &PrivacyPolicy, task: &PlannedRound) -> Result<(), SkipReason> {
+    if task.round == 0 || task.attempt == 0 {
+        return Err(SkipReason::InvalidTask(format!(
+            "round {} attempt {}: both are 1-based",
+            task.round, task.attempt
+        )));
+    }
+    if !fedsec_proto::tls::is_valid_id(&task.job_id) {
+        return Err(SkipReason::InvalidTask(format!(
+            "job id {:?} is not a valid id",
+            task.job_id
+        )));
+    }
     let q = task.sampling_rate;
     if !(q > 0.0 && q <= 1.0) {
         return Err(SkipReason::InvalidTask(format!(
@@ -711,6 +723,12 @@ mod tests {
             decide(&policy, &ledger, &bad_q, None),
             Err(SkipReason::InvalidTask(_))
         ));
+        for bad in [planned("j", 0, 0.5, 1.0), planned("../j", 1, 0.5, 1.0)] {
+            assert!(matches!(
+                decide(&policy, &ledger, &bad, None),
+                Err(SkipReason::InvalidTask(_))
+            ));
+        }
     }
 
     #[test]

@@ -39,6 +39,10 @@ use crate::retry::{Backoff, poll_delay};
 use crate::rpc::{DownloadError, Downloaded, Rpc, update_messages};
 use crate::state::StateDir;
 
+/// Longest time to the deadline a task may announce (24 h, the coordinator's
+/// own maximum round deadline).
+const MAX_ROUND_MS: u64 = 86_400_000;
+
 /// Timing of the protocol loop.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Timing {
@@ -723,7 +727,6 @@ impl<'a> Runner<'a> {
             Err(e) => {
                 if e.disposition() == Disposition::Reregister {
                     self.registered = false;
-                    return Ok(Flow::Continue);
                 }
                 let go_on = self.failed(&e).await;
                 return Ok(if go_on {
@@ -1012,7 +1015,9 @@ impl<'a> Runner<'a> {
     /// Serves one task: checks, download, guard, training, record, upload.
     async fn serve(&mut self, task: v1::Task) -> Result<(), Error> {
         let received = Instant::now();
-        let deadline = received + Duration::from_millis(task.remaining_ms);
+        // The coordinator's number, bounded: a round never stays open a day.
+        let remaining = Duration::from_millis(task.remaining_ms.min(MAX_ROUND_MS));
+        let deadline = received.checked_add(remaining).unwrap_or(received);
         let tref = TaskRef {
             job_id: task.job_id.clone(),
             round: task.round,

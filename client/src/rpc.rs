@@ -20,6 +20,11 @@ use tonic::transport::Channel;
 
 use crate::error::RpcError;
 
+/// Largest model a client downloads: 2^24 parameters (64 MiB of f32), far
+/// above any bot-detection MLP; a coordinator announcing more is refused
+/// before anything is allocated.
+pub const MAX_MODEL_PARAMS: usize = 1 << 24;
+
 /// Software string sent with `Register`.
 pub const SOFTWARE: &str = concat!("fedsec-client/", env!("CARGO_PKG_VERSION"));
 
@@ -220,6 +225,11 @@ impl Rpc {
             )));
         }
         let n = spec.num_params();
+        if n > MAX_MODEL_PARAMS {
+            return Err(reject(format!(
+                "{spec} has {n} parameters, more than this client accepts ({MAX_MODEL_PARAMS})"
+            )));
+        }
         if header.num_params != n as u64 {
             return Err(reject(format!(
                 "the header declares {} parameters, {spec} has {n}",

@@ -54,6 +54,8 @@ struct Script {
     served_spec: Option<ModelSpec>,
     /// End the job after the first download.
     finish_after_download: bool,
+    /// Ask for client-side noise with this stddev (0: central mode).
+    client_noise_stddev: f64,
     /// Answers to successive uploads (then: accept).
     upload_answers: VecDeque<Status>,
     uploads: Vec<Upload>,
@@ -65,7 +67,7 @@ struct Script {
 #[derive(Clone)]
 struct Scripted(Arc<Mutex<Script>>);
 
-fn task(spec: &ModelSpec) -> v1::Task {
+fn task(spec: &ModelSpec, client_noise_stddev: f64) -> v1::Task {
     v1::Task {
         job_id: JOB.into(),
         round: 1,
@@ -82,9 +84,16 @@ fn task(spec: &ModelSpec) -> v1::Task {
             .to_proto(),
         ),
         clip_norm: CLIP,
-        client_noise: Some(v1::ClientNoise {
-            mode: v1::NoiseMode::Central as i32,
-            stddev: 0.0,
+        client_noise: Some(if client_noise_stddev > 0.0 {
+            v1::ClientNoise {
+                mode: v1::NoiseMode::Client as i32,
+                stddev: client_noise_stddev,
+            }
+        } else {
+            v1::ClientNoise {
+                mode: v1::NoiseMode::Central as i32,
+                stddev: 0.0,
+            }
         }),
         deadline_unix_ms: 0,
         remaining_ms: 20_000,
@@ -123,7 +132,7 @@ impl Coordinator for Scripted {
                 final_version: 0,
             })
         } else {
-            get_task_response::Outcome::Task(task(s.spec.as_ref().unwrap()))
+            get_task_response::Outcome::Task(task(s.spec.as_ref().unwrap(), s.client_noise_stddev))
         };
         Ok(Response::new(GetTaskResponse {
             outcome: Some(outcome),
@@ -518,4 +527,29 @@ async fn a_client_killed_after_recording_neither_loses_nor_doubles_its_entry() {
     }
     assert_eq!(rec.count(|e| matches!(e, Event::Submitted { .. })), 1);
     served.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_noise_mode_adds_the_tasks_noise_after_clipping() {
+    let mut script = honest();
+    script.client_noise_stddev = 0.5;
+    let f = run_against(script).await;
+    let s = f.script.lock().unwrap();
+    assert_eq!(s.uploads.len(), 1);
+    // Clipped to C = 0.05, then N(0, 0.5²) per coordinate over 39 values:
+    // the norm is about 0.5·√39 ≈ 3.1, far above C.
+    let norm = fedsec_privacy::l2_norm(&s.uploads[0].values).unwrap();
+    assert!(norm > 1.5 && norm < 5.0, "{norm}");
+    let trained = f
+        .recorder
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            Event::Trained { report, .. } => Some(report),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(trained.client_noise_stddev, 0.5);
+    assert_eq!(f.ledger.entries[0].client_noise_stddev, 0.5);
+    assert_eq!(f.ledger.entries[0].status, EntryStatus::Accepted);
 }
