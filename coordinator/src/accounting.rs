@@ -5,8 +5,8 @@
 //! which of its pieces a job uses and converts results to the wire types.
 
 use fedsec_privacy::{
-    GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant, PrivacyReceipt, RoundCharge,
-    SimulationGaussian,
+    EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant, PrivacyReceipt,
+    RoundCharge, SimulationGaussian,
 };
 use fedsec_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ struct NoGuaranteeReceipt {
     epsilon_rdp: Option<f64>,
     rounds: Vec<RoundCharge>,
     accountant_versions: Vec<String>,
-    empirical_audit: Option<fedsec_privacy::EmpiricalAudit>,
+    empirical_audit: Option<EmpiricalAudit>,
 }
 
 fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
@@ -83,6 +83,23 @@ fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
 /// Wire form of a ledger charge.
 pub fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
     charge_proto(c)
+}
+
+/// Wire form of an empirical audit (receipts and `Job.audit`).
+pub fn audit_to_proto(a: &EmpiricalAudit) -> v1::EmpiricalAudit {
+    v1::EmpiricalAudit {
+        canaries: a.canaries,
+        epsilon_one_shot_final: a.epsilon_one_shot_final,
+        epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
+        epsilon_lower_bound: a.epsilon_lower_bound,
+        confidence: a.confidence,
+        delta: a.delta,
+        unseen_canaries: a.unseen_canaries,
+        epsilon_one_run_final: a.epsilon_one_run_final,
+        epsilon_one_run_all_iterates: a.epsilon_one_run_all_iterates,
+        epsilon_clopper_pearson_final: a.epsilon_clopper_pearson_final,
+        epsilon_clopper_pearson_all_iterates: a.epsilon_clopper_pearson_all_iterates,
+    }
 }
 
 impl Receipt {
@@ -125,13 +142,7 @@ impl Receipt {
             epsilon_rdp: r.epsilon_rdp,
             rounds: r.rounds.iter().map(charge_proto).collect(),
             accountant_versions: r.accountant_versions.clone(),
-            empirical_audit: r.empirical_audit.map(|a| v1::EmpiricalAudit {
-                canaries: a.canaries,
-                epsilon_one_shot_final: a.epsilon_one_shot_final,
-                epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
-                epsilon_lower_bound: a.epsilon_lower_bound,
-                confidence: a.confidence,
-            }),
+            empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
             json: json.clone(),
         };
         Ok(Self {
@@ -157,7 +168,7 @@ impl Receipt {
                 epsilon_rdp: rdp,
                 rounds: r.rounds.iter().map(charge_proto).collect(),
                 accountant_versions: r.accountant_versions.clone(),
-                empirical_audit: None,
+                empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
                 json: json.clone(),
             },
             json,
@@ -180,6 +191,33 @@ impl Receipt {
                     .map_err(|e| Error::Internal(format!("stored receipt is unreadable: {e}")))?;
                 Ok(Self::from_no_guarantee(r, json.to_owned()))
             }
+        }
+    }
+
+    /// The same receipt with an empirical audit attached (the ε statement
+    /// and the round history are unchanged; only `empirical_audit` is set).
+    pub fn with_audit(&self, audit: EmpiricalAudit) -> Result<Self, Error> {
+        match &self.body {
+            Body::Dp(r) => {
+                let mut r = r.clone();
+                r.empirical_audit = Some(audit);
+                Self::from_receipt(&r)
+            }
+            Body::NoGuarantee(r) => {
+                let mut r = r.clone();
+                r.empirical_audit = Some(audit);
+                let json = serde_json::to_string(&r)
+                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                Ok(Self::from_no_guarantee(r, json))
+            }
+        }
+    }
+
+    /// The empirical audit attached to this receipt, if any.
+    pub fn empirical_audit(&self) -> Option<EmpiricalAudit> {
+        match &self.body {
+            Body::Dp(r) => r.empirical_audit,
+            Body::NoGuarantee(r) => r.empirical_audit,
         }
     }
 
@@ -256,5 +294,34 @@ mod tests {
         assert_eq!(r.proto.mechanism, NO_NOISE_MECHANISM);
         assert!(r.json.contains("\"epsilon_pld\":null"), "{}", r.json);
         assert_eq!(Receipt::from_json(&r.json).unwrap(), r);
+    }
+
+    #[test]
+    fn audits_attach_to_both_kinds_of_receipt_without_changing_epsilon() {
+        let audit = EmpiricalAudit {
+            canaries: 40,
+            epsilon_one_shot_final: f64::INFINITY,
+            epsilon_lower_bound: 3.0,
+            confidence: 0.95,
+            delta: 1e-5,
+            unseen_canaries: 24,
+            ..EmpiricalAudit::default()
+        };
+        for noise in [true, false] {
+            let r = Receipt::compute(vec![charge(1)], 1e-5, noise).unwrap();
+            let a = r.with_audit(audit).unwrap();
+            assert_eq!(a.epsilon_pld.to_bits(), r.epsilon_pld.to_bits());
+            assert_eq!(a.empirical_audit(), Some(audit));
+            let p = a.proto.empirical_audit.unwrap();
+            assert!(p.epsilon_one_shot_final.is_infinite());
+            assert_eq!((p.canaries, p.unseen_canaries), (40, 24));
+            assert!(a.json.contains("\"empirical_audit\":{"), "{}", a.json);
+            let back = Receipt::from_json(&a.json).unwrap();
+            assert_eq!(back, a);
+            if noise {
+                let typed: PrivacyReceipt = serde_json::from_str(&a.json).unwrap();
+                typed.verify().unwrap();
+            }
+        }
     }
 }

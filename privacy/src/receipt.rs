@@ -107,19 +107,90 @@ pub fn compose(charges: &[RoundCharge]) -> Vec<(Mechanism, u64)> {
     out
 }
 
-/// Result of a canary audit: a measurement (lower bound and estimates), not a proof.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Result of a canary audit: a measurement (lower bounds and estimates), not
+/// a proof. Every ε is stated at [`Self::delta`]; one-shot values are
+/// estimates that may fall on either side of the true ε, and the lower bounds
+/// hold only under the assumptions of their estimators ([`crate::audit`]).
+///
+/// In JSON, an infinite ε (e.g. the one-shot estimate of a job without noise)
+/// is written as the string `"inf"`, since JSON numbers cannot be infinite.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct EmpiricalAudit {
     /// Number of inserted canaries.
     pub canaries: u32,
     /// One-shot ε estimate (Andrew et al. 2024) from the final model.
+    #[serde(with = "float_or_inf")]
     pub epsilon_one_shot_final: f64,
     /// One-shot ε estimate over all published iterates.
+    #[serde(with = "float_or_inf")]
     pub epsilon_one_shot_all_iterates: f64,
-    /// Statistically valid lower bound on ε at [`Self::confidence`].
+    /// Statistically valid lower bound on ε at [`Self::confidence`]: the
+    /// larger one-run bound, each computed at `(1 − confidence)/2`.
+    #[serde(with = "float_or_inf")]
     pub epsilon_lower_bound: f64,
     /// Confidence of the lower bound (e.g. 0.95).
     pub confidence: f64,
+    /// δ at which every ε of the audit is stated (0 in receipts written
+    /// before this field existed).
+    #[serde(default)]
+    pub delta: f64,
+    /// Canaries drawn but never inserted (the null sample).
+    #[serde(default)]
+    pub unseen_canaries: u32,
+    /// One-run lower bound (Steinke, Nasr & Jagielski 2023) from the
+    /// final-model statistic, at confidence `1 − (1 − confidence)/2`.
+    #[serde(default, with = "float_or_inf")]
+    pub epsilon_one_run_final: f64,
+    /// One-run lower bound from the all-iterates statistic.
+    #[serde(default, with = "float_or_inf")]
+    pub epsilon_one_run_all_iterates: f64,
+    /// Clopper–Pearson bound (Jagielski, Ullman & Oprea 2020) from the
+    /// final-model statistic at [`Self::confidence`]; heuristic within one
+    /// run (it treats the canaries as independent trials).
+    #[serde(default, with = "float_or_inf")]
+    pub epsilon_clopper_pearson_final: f64,
+    /// The same from the all-iterates statistic.
+    #[serde(default, with = "float_or_inf")]
+    pub epsilon_clopper_pearson_all_iterates: f64,
+}
+
+/// Serde for an `f64` that may be infinite: finite values as JSON numbers,
+/// `±∞` as the strings `"inf"` / `"-inf"` (NaN as `"nan"`).
+mod float_or_inf {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        if v.is_finite() {
+            s.serialize_f64(*v)
+        } else if v.is_nan() {
+            s.serialize_str("nan")
+        } else if *v > 0.0 {
+            s.serialize_str("inf")
+        } else {
+            s.serialize_str("-inf")
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Number(f64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match Repr::deserialize(d)? {
+            Repr::Number(v) => Ok(v),
+            Repr::Text(t) => match t.as_str() {
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                "nan" => Ok(f64::NAN),
+                other => Err(serde::de::Error::custom(format!(
+                    "expected a number, \"inf\", \"-inf\" or \"nan\", got {other:?}"
+                ))),
+            },
+        }
+    }
 }
 
 /// The privacy statement attached to every published model version.
@@ -324,6 +395,32 @@ mod tests {
                 round: 3
             })
         ));
+    }
+
+    #[test]
+    fn empirical_audits_keep_infinite_estimates_and_read_old_receipts() {
+        let a = EmpiricalAudit {
+            canaries: 10,
+            epsilon_one_shot_final: f64::INFINITY,
+            epsilon_one_shot_all_iterates: 3.5,
+            epsilon_lower_bound: 1.25,
+            confidence: 0.95,
+            delta: 1e-6,
+            unseen_canaries: 12,
+            ..EmpiricalAudit::default()
+        };
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(
+            json.contains("\"epsilon_one_shot_final\":\"inf\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<EmpiricalAudit>(&json).unwrap(), a);
+        // Written before the extra fields existed: they default to 0.
+        let old = r#"{"canaries":3,"epsilon_one_shot_final":0.5,"epsilon_one_shot_all_iterates":0.7,"epsilon_lower_bound":0.1,"confidence":0.95}"#;
+        let back: EmpiricalAudit = serde_json::from_str(old).unwrap();
+        assert_eq!((back.canaries, back.epsilon_lower_bound), (3, 0.1));
+        assert_eq!((back.delta, back.unseen_canaries), (0.0, 0));
+        assert!(serde_json::from_str::<EmpiricalAudit>(&old.replace("0.5", "\"big\"")).is_err());
     }
 
     #[test]

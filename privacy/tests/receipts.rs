@@ -71,6 +71,7 @@ fn receipts_survive_json_and_keep_verifying() {
         epsilon_one_shot_all_iterates: 0.9,
         epsilon_lower_bound: 0.1,
         confidence: 0.95,
+        ..EmpiricalAudit::default()
     });
     let json = serde_json::to_string(&r).unwrap();
     for key in [
