@@ -299,8 +299,52 @@ impl Composition {
         if self.parts.is_empty() {
             return Ok(0.0);
         }
-        accountant.epsilon(&self.parts, delta)
+        cached_epsilon(accountant, &self.parts, delta)
     }
+}
+
+/// Key of a memoised accountant call: accountant version, δ and the
+/// composition, bit for bit and in order.
+type CacheKey = (String, u64, Vec<(u64, u64, u64)>);
+
+/// Memoised accountant results shared by every participant of the process.
+///
+/// Participants of one job compose the same history each round (an embedding
+/// host or a simulation may run many in one process); the PLD accountant
+/// takes ~0.1 s per call, so the first caller computes and the others — also
+/// those asking concurrently — get the same value. Bounded; results are
+/// pure functions of the key.
+fn cached_epsilon(
+    accountant: &dyn Accountant,
+    parts: &[(Mechanism, u64)],
+    delta: f64,
+) -> Result<f64, AccountingError> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    type Cell = Arc<OnceLock<Result<f64, AccountingError>>>;
+    static CACHE: OnceLock<Mutex<HashMap<CacheKey, Cell>>> = OnceLock::new();
+    const MAX_ENTRIES: usize = 512;
+    let key: CacheKey = (
+        accountant.version(),
+        delta.to_bits(),
+        parts
+            .iter()
+            .map(|(m, n)| (m.sampling_rate.to_bits(), m.noise_multiplier.to_bits(), *n))
+            .collect(),
+    );
+    let cell = {
+        let mut map = CACHE
+            .get_or_init(|| Mutex::new(HashMap::new()))
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_ENTRIES && !map.contains_key(&key) {
+            map.clear();
+        }
+        map.entry(key).or_default().clone()
+    };
+    // Concurrent callers with the same key wait here for the first one.
+    cell.get_or_init(|| accountant.epsilon(parts, delta))
+        .clone()
 }
 
 /// Participation basis over `entries` (plus `planned`, if it is not already
@@ -729,6 +773,25 @@ mod tests {
                 Err(SkipReason::InvalidTask(_))
             ));
         }
+    }
+
+    #[test]
+    fn memoised_results_equal_fresh_ones_under_concurrency() {
+        let parts = vec![(m(0.37, 1.3), 17), (m(1.0, 2.9), 2)];
+        let fresh = PldAccountant.epsilon(&parts, 3e-6).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let parts = parts.clone();
+                std::thread::spawn(move || cached_epsilon(&PldAccountant, &parts, 3e-6).unwrap())
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), fresh);
+        }
+        // Another accountant or δ is another key.
+        let rdp = cached_epsilon(&RdpAccountant, &parts, 3e-6).unwrap();
+        assert_eq!(rdp, RdpAccountant.epsilon(&parts, 3e-6).unwrap());
+        assert_ne!(rdp, fresh);
     }
 
     #[test]
