@@ -95,6 +95,12 @@ pub struct CoordinatorConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Per-identity rate limits of the gRPC calls.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+    /// Storage options (encryption at rest).
+    #[serde(default)]
+    pub storage: StorageConfig,
     /// Unsafe settings for tests and simulations. Absent by default; its
     /// presence is logged at start and at every round of a job that uses it.
     #[serde(default)]
@@ -124,6 +130,8 @@ impl Default for CoordinatorConfig {
             poll_interval_ms: default_poll_interval_ms(),
             metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            storage: StorageConfig::default(),
             dangerous: None,
             jobs: Vec::new(),
         }
@@ -220,6 +228,157 @@ impl Default for LimitsConfig {
     }
 }
 
+/// Per-identity rate limits: one token bucket per authenticated identity
+/// (tenant + client from the client certificate, or admin name) and per
+/// call class. A call over its bucket is refused with `RESOURCE_EXHAUSTED`
+/// and a retry-after hint; nothing accepted is lost. The defaults are far
+/// above what a client following the coordinator's `retry_after_ms` sends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Enforce the limits. Default `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Sustained `Register` calls per identity per minute. Default 60.
+    #[serde(default = "default_register_per_minute")]
+    pub register_per_minute: f64,
+    /// `Register` calls an idle identity may make at once. Default 20.
+    #[serde(default = "default_register_burst")]
+    pub register_burst: u32,
+    /// Sustained `GetTask` polls per identity per `poll_interval_ms` (the
+    /// interval the coordinator tells clients to poll at). Default 4.
+    #[serde(default = "default_get_task_per_poll_interval")]
+    pub get_task_per_poll_interval: f64,
+    /// `GetTask` polls an idle identity may make at once. Default 60.
+    #[serde(default = "default_burst")]
+    pub get_task_burst: u32,
+    /// Sustained `GetModel` downloads per identity per minute. Default 600.
+    #[serde(default = "default_per_minute")]
+    pub get_model_per_minute: f64,
+    /// `GetModel` downloads an idle identity may start at once. Default 60.
+    #[serde(default = "default_burst")]
+    pub get_model_burst: u32,
+    /// Sustained `SubmitUpdate` attempts per identity per minute. Default 600.
+    #[serde(default = "default_per_minute")]
+    pub submit_update_per_minute: f64,
+    /// `SubmitUpdate` attempts an idle identity may start at once. Default 60.
+    #[serde(default = "default_burst")]
+    pub submit_update_burst: u32,
+    /// Sustained Admin-service calls per admin identity per minute (admins
+    /// have their own bucket). Default 6000.
+    #[serde(default = "default_admin_per_minute")]
+    pub admin_per_minute: f64,
+    /// Admin-service calls an idle admin may make at once. Default 600.
+    #[serde(default = "default_admin_burst")]
+    pub admin_burst: u32,
+    /// At most one `rate_limited` audit event per identity and call class
+    /// in this window, in ms (every refusal is still counted in the
+    /// metrics). Default 60000.
+    #[serde(default = "default_audit_window_ms")]
+    pub audit_window_ms: u64,
+}
+
+fn default_register_per_minute() -> f64 {
+    60.0
+}
+fn default_register_burst() -> u32 {
+    20
+}
+fn default_get_task_per_poll_interval() -> f64 {
+    4.0
+}
+fn default_per_minute() -> f64 {
+    600.0
+}
+fn default_burst() -> u32 {
+    60
+}
+fn default_admin_per_minute() -> f64 {
+    6000.0
+}
+fn default_admin_burst() -> u32 {
+    600
+}
+fn default_audit_window_ms() -> u64 {
+    60_000
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            register_per_minute: default_register_per_minute(),
+            register_burst: default_register_burst(),
+            get_task_per_poll_interval: default_get_task_per_poll_interval(),
+            get_task_burst: default_burst(),
+            get_model_per_minute: default_per_minute(),
+            get_model_burst: default_burst(),
+            submit_update_per_minute: default_per_minute(),
+            submit_update_burst: default_burst(),
+            admin_per_minute: default_admin_per_minute(),
+            admin_burst: default_admin_burst(),
+            audit_window_ms: default_audit_window_ms(),
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    fn validate(&self) -> CResult {
+        for (key, rate) in [
+            ("register_per_minute", self.register_per_minute),
+            (
+                "get_task_per_poll_interval",
+                self.get_task_per_poll_interval,
+            ),
+            ("get_model_per_minute", self.get_model_per_minute),
+            ("submit_update_per_minute", self.submit_update_per_minute),
+            ("admin_per_minute", self.admin_per_minute),
+        ] {
+            if !(rate.is_finite() && (0.001..=1e7).contains(&rate)) {
+                return Err(ConfigError::invalid(
+                    format!("rate_limits.{key}"),
+                    format!("must be in 0.001..=10000000 (got {rate})"),
+                ));
+            }
+        }
+        for (key, burst) in [
+            ("register_burst", self.register_burst),
+            ("get_task_burst", self.get_task_burst),
+            ("get_model_burst", self.get_model_burst),
+            ("submit_update_burst", self.submit_update_burst),
+            ("admin_burst", self.admin_burst),
+        ] {
+            if burst == 0 {
+                return Err(ConfigError::invalid(
+                    format!("rate_limits.{key}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if !(1_000..=86_400_000).contains(&self.audit_window_ms) {
+            return Err(ConfigError::invalid(
+                "rate_limits.audit_window_ms",
+                format!("must be in 1000..=86400000 (got {})", self.audit_window_ms),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Storage options.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// File holding the 256-bit key that seals model versions, ledger
+    /// charges and the selection key at rest (ChaCha20-Poly1305): 64 hex
+    /// digits, optionally followed by a newline; mode 0600 or stricter
+    /// (`fedsec-coordinator keys generate --out FILE` writes one). Default
+    /// none: stored in clear. A database written with a key cannot be
+    /// opened without it, and vice versa.
+    #[serde(default)]
+    pub encryption_key_file: Option<PathBuf>,
+}
+
 /// Settings that void the privacy guarantee. For tests and simulations only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -274,6 +433,9 @@ impl CoordinatorConfig {
             }
         };
         fix(&mut self.data_dir);
+        if let Some(k) = &mut self.storage.encryption_key_file {
+            fix(k);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.ca);
             fix(&mut tls.cert);
@@ -356,6 +518,15 @@ impl CoordinatorConfig {
             return Err(ConfigError::invalid(
                 "limits.max_concurrent_streams_per_connection",
                 "must be at least 1",
+            ));
+        }
+        self.rate_limits.validate()?;
+        if let Some(k) = &self.storage.encryption_key_file
+            && k.as_os_str().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "storage.encryption_key_file",
+                "must not be empty when set",
             ));
         }
         let dangerous = self.dangerous();
@@ -1168,6 +1339,8 @@ mod tests {
         );
         assert_eq!(c.metrics, d.metrics);
         assert_eq!(c.limits, d.limits);
+        assert_eq!(c.rate_limits, d.rate_limits);
+        assert_eq!(c.storage, d.storage);
         assert_eq!(j.clipping, ClippingSpec::default());
         assert_eq!(j.training, TrainingSpec::default());
         assert_eq!(j.server_optimizer, ServerOptimizerSpec::default());

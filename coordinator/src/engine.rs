@@ -18,6 +18,7 @@ use crate::config::{DangerousConfig, JobSpec};
 use crate::error::{Error, RejectReason};
 use crate::job::{JobRuntime, Published, drive};
 use crate::metrics::Metrics;
+use crate::ratelimit::{Decision, RateLimits, RpcClass};
 use crate::selection::Sampler;
 use crate::store::{
     ClientRecord, ClientStatus, JobRecord, JobState, ModelVersionRecord, NewAuditEvent, Store,
@@ -37,6 +38,7 @@ pub(crate) struct Settings {
     pub(crate) admins: HashSet<String>,
     pub(crate) poll_interval: Duration,
     pub(crate) upload_message_timeout: Duration,
+    pub(crate) rate_limit_audit_window: Duration,
     pub(crate) dangerous: DangerousConfig,
 }
 
@@ -188,6 +190,7 @@ pub(crate) struct Engine {
     pub(crate) pool: DecodePool,
     pub(crate) clients: ClientRegistry,
     pub(crate) settings: Settings,
+    pub(crate) limits: RateLimits,
     jobs: RwLock<BTreeMap<String, Arc<JobRuntime>>>,
     shutdown: watch::Sender<bool>,
     killed: Arc<AtomicBool>,
@@ -207,6 +210,7 @@ impl Engine {
         sampler: Arc<dyn Sampler>,
         pool: DecodePool,
         settings: Settings,
+        limits: RateLimits,
     ) -> Self {
         Self {
             store,
@@ -215,6 +219,7 @@ impl Engine {
             pool,
             clients: ClientRegistry::default(),
             settings,
+            limits,
             jobs: RwLock::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
             killed: Arc::new(AtomicBool::new(false)),
@@ -333,6 +338,51 @@ impl Engine {
         if let Err(e) = self.db(move |s| s.append_audit(&event)).await {
             tracing::error!(error = %e, kind, "cannot write an audit event");
         }
+    }
+
+    /// Takes a token of `identity`'s bucket for `class`; over the limit, the
+    /// call is refused (`RESOURCE_EXHAUSTED` with a retry-after hint),
+    /// counted, and the first refusal per identity, class and audit window
+    /// is logged and audited (in the background: refusals must stay cheap).
+    pub(crate) fn throttle(
+        self: &Arc<Self>,
+        class: RpcClass,
+        identity: &str,
+        client_id: &str,
+    ) -> Result<(), Error> {
+        let Decision::Limited { retry_after, audit } = self.limits.check(class, identity) else {
+            return Ok(());
+        };
+        let bucket = self.limits.bucket(class);
+        let rate = bucket.per_second();
+        let limit = if rate >= 1.0 {
+            format!("{rate:.1}/s sustained, burst {}", bucket.burst)
+        } else {
+            format!("{:.1}/min sustained, burst {}", rate * 60.0, bucket.burst)
+        };
+        let err = Error::RateLimited {
+            rpc: class.name(),
+            identity: identity.to_owned(),
+            limit,
+            retry_after_ms: u64::try_from(retry_after.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        };
+        self.metrics.rejected(RejectReason::RateLimited);
+        self.metrics.rate_limited(class.name());
+        if audit {
+            let window_s = self.settings.rate_limit_audit_window.as_secs();
+            tracing::warn!(rpc = class.name(), identity, error = %err, "rate limited (further refusals of this identity and call are counted, not logged, for {window_s} s)");
+            let detail = format!(
+                "{err}; further {} refusals of this identity in the next {window_s} s are only counted (fedsec_rate_limited_total)",
+                class.name()
+            );
+            let (engine, client_id) = (self.clone(), client_id.to_owned());
+            tokio::spawn(async move {
+                engine.audit("rate_limited", "", &client_id, detail).await;
+            });
+        }
+        Err(err)
     }
 
     /// Counts and audits a rejection, and returns it for the caller.

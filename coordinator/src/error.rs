@@ -48,6 +48,8 @@ pub enum RejectReason {
     TenantMismatch,
     /// No usable client certificate identity.
     Unauthenticated,
+    /// The identity exceeded its rate limit for this call.
+    RateLimited,
 }
 
 impl RejectReason {
@@ -71,6 +73,7 @@ impl RejectReason {
             Self::Revoked => "revoked",
             Self::TenantMismatch => "tenant_mismatch",
             Self::Unauthenticated => "unauthenticated",
+            Self::RateLimited => "rate_limited",
         }
     }
 
@@ -92,6 +95,7 @@ impl RejectReason {
             Self::DigestMismatch => Code::DataLoss,
             Self::StreamError => Code::Cancelled,
             Self::Unauthenticated => Code::Unauthenticated,
+            Self::RateLimited => Code::ResourceExhausted,
         }
     }
 }
@@ -106,6 +110,20 @@ pub enum Error {
         reason: RejectReason,
         /// Human-readable detail for the caller and the audit log.
         detail: String,
+    },
+    /// The caller's identity exceeded its rate limit for this call.
+    #[error(
+        "rate_limited: {identity} exceeded its {rpc} rate limit ({limit}); retry after {retry_after_ms} ms"
+    )]
+    RateLimited {
+        /// The call (`GetTask`, ...).
+        rpc: &'static str,
+        /// The identity (`tenant/client` or `admin:name`).
+        identity: String,
+        /// The limit, for the message (e.g. `2/s sustained, burst 60`).
+        limit: String,
+        /// Earliest retry that would be allowed, in ms.
+        retry_after_ms: u64,
     },
     /// The configuration (file or a job definition) is invalid.
     #[error(transparent)]
@@ -171,10 +189,15 @@ impl Error {
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
             Self::Rejected { reason, .. } => Some(*reason),
+            Self::RateLimited { .. } => Some(RejectReason::RateLimited),
             _ => None,
         }
     }
 }
+
+/// Metadata key of a `RESOURCE_EXHAUSTED` status carrying the retry-after
+/// hint in milliseconds (also in the message).
+pub const RETRY_AFTER_MS_METADATA: &str = "retry-after-ms";
 
 /// Result with the coordinator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -183,6 +206,14 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::Rejected { reason, detail } => Status::new(reason.code(), detail),
+            e @ Error::RateLimited { retry_after_ms, .. } => {
+                let mut status = Status::resource_exhausted(e.to_string());
+                // Machine-readable hint next to the message (ASCII metadata).
+                status
+                    .metadata_mut()
+                    .insert(RETRY_AFTER_MS_METADATA, retry_after_ms.into());
+                status
+            }
             Error::Config(e) => Status::invalid_argument(e.to_string()),
             Error::InvalidArgument(m) => Status::invalid_argument(m),
             Error::NotFound(m) => Status::not_found(m),
@@ -226,6 +257,28 @@ mod tests {
             assert_eq!(status.code(), code, "{reason:?}");
             assert_eq!(status.message(), "x");
         }
+    }
+
+    #[test]
+    fn rate_limits_are_resource_exhausted_with_a_retry_hint() {
+        let e = Error::RateLimited {
+            rpc: "GetTask",
+            identity: "t/c".into(),
+            limit: "2/s sustained, burst 60".into(),
+            retry_after_ms: 250,
+        };
+        assert_eq!(e.reject_reason(), Some(RejectReason::RateLimited));
+        let status = Status::from(e);
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert!(
+            status.message().contains("retry after 250 ms"),
+            "{status:?}"
+        );
+        assert!(status.message().contains("GetTask"), "{status:?}");
+        assert_eq!(
+            status.metadata().get(RETRY_AFTER_MS_METADATA).unwrap(),
+            "250"
+        );
     }
 
     #[test]

@@ -46,6 +46,7 @@
 //! - [`admin`]: administration operations (Admin API and in-process).
 //! - [`service`]: the tonic `Coordinator` and `Admin` services.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
+//! - [`ratelimit`]: per-identity token buckets per call class.
 //! - [`export`]: safetensors export and import.
 //! - [`server`]: start-up, crash recovery, serving and shutdown.
 
@@ -58,6 +59,7 @@ pub mod error;
 pub mod export;
 pub mod job;
 pub mod metrics;
+pub mod ratelimit;
 pub mod release;
 pub mod round;
 pub mod selection;

@@ -1,5 +1,5 @@
 //! The `fedsec-coordinator` binary: serve DP-FedAvg jobs, administer them,
-//! plan privacy budgets and create a development PKI.
+//! plan privacy budgets, create a development PKI and at-rest key files.
 //!
 //! Each subcommand lives in its own module under `src/cli/`.
 
@@ -32,6 +32,9 @@ enum Command {
     /// Plan privacy budgets: ε for a job, noise for a target ε, rounds for a noise level.
     #[command(subcommand)]
     Budget(cli::budget::BudgetCommand),
+    /// Create the key file for encryption at rest.
+    #[command(subcommand)]
+    Keys(cli::keys::KeysCommand),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Admin(args) => cli::admin::run(args),
         Command::Certs(cmd) => cli::certs::run(cmd),
         Command::Budget(cmd) => cli::budget::run(cmd),
+        Command::Keys(cmd) => cli::keys::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,8 @@
 //! | `fedsec_received_bytes_total` | counter | — (update payload bytes) |
 //! | `fedsec_uploads_in_progress` | gauge | — (decode buffers in use) |
 //! | `fedsec_registered_clients` | gauge | — |
+//! | `fedsec_rate_limited_total` | counter | `rpc` (calls refused by a per-identity rate limit) |
+//! | `fedsec_rate_limiter_identities` | gauge | — ((identity, call class) buckets tracked after the last sweep) |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +47,11 @@ struct EpsLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RpcLabel {
+    rpc: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: String,
 }
@@ -69,6 +76,8 @@ pub struct Metrics {
     received_bytes: Counter,
     uploads_in_progress: Gauge,
     registered_clients: Gauge,
+    rate_limited: Family<RpcLabel, Counter>,
+    rate_limiter_identities: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -143,8 +152,22 @@ impl Metrics {
             "Registered client identities",
             registered_clients.clone(),
         );
+        let rate_limited = Family::<RpcLabel, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Calls refused by a per-identity rate limit, by RPC",
+            rate_limited.clone(),
+        );
+        let rate_limiter_identities = Gauge::default();
+        registry.register(
+            "rate_limiter_identities",
+            "(identity, call class) buckets the rate limiter tracks after its last sweep",
+            rate_limiter_identities.clone(),
+        );
         Self {
             registry,
+            rate_limited,
+            rate_limiter_identities,
             rounds,
             round_duration,
             participants,
@@ -240,6 +263,26 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// A call refused by a rate limit.
+    pub fn rate_limited(&self, rpc: &str) {
+        self.rate_limited
+            .get_or_create(&RpcLabel { rpc: rpc.into() })
+            .inc();
+    }
+
+    /// Calls of `rpc` refused by a rate limit so far.
+    pub fn rate_limited_count(&self, rpc: &str) -> u64 {
+        self.rate_limited
+            .get(&RpcLabel { rpc: rpc.into() })
+            .map_or(0, |c| c.get())
+    }
+
+    /// Buckets tracked by the rate limiter.
+    pub fn set_rate_limiter_identities(&self, n: usize) {
+        self.rate_limiter_identities
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// Rejections counted for `reason` so far.
     pub fn rejections(&self, reason: RejectReason) -> u64 {
         self.rejections
@@ -308,6 +351,8 @@ mod tests {
         m.rejected(RejectReason::NonFinite);
         m.bytes_received(4096);
         m.set_registered_clients(3);
+        m.rate_limited("GetTask");
+        m.set_rate_limiter_identities(5);
         let text = m.encode();
         for needle in [
             "fedsec_rounds_total{job=\"j\",outcome=\"committed\"} 1",
@@ -320,6 +365,8 @@ mod tests {
             "fedsec_rejections_total{reason=\"non_finite\"} 2",
             "fedsec_received_bytes_total 4096",
             "fedsec_registered_clients 3",
+            "fedsec_rate_limited_total{rpc=\"GetTask\"} 1",
+            "fedsec_rate_limiter_identities 5",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

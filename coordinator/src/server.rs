@@ -26,10 +26,12 @@ use crate::engine::{Engine, Settings};
 use crate::error::Error;
 use crate::job::{JobRuntime, Published};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimits;
 use crate::selection::{KEY_NAME, KeyedPoissonSampler};
 use crate::service::admin::AdminService;
 use crate::service::coordinator::CoordinatorService;
 use crate::store::Store;
+use crate::store::seal::AtRestKey;
 use crate::store::sqlite::SqliteStore;
 
 /// Name of the lock file that keeps two coordinators off one data directory.
@@ -125,10 +127,18 @@ impl Coordinator {
         fedsec_proto::tls::install_default_crypto_provider();
         let lock = lock_data_dir(&config.data_dir)?;
         let data_dir = config.data_dir.clone();
+        let key =
+            match &config.storage.encryption_key_file {
+                Some(path) => Some(AtRestKey::load(path).map_err(|e| {
+                    ConfigError::invalid("storage.encryption_key_file", e.to_string())
+                })?),
+                None => None,
+            };
+        let encrypted = key.is_some();
         let store: Arc<dyn Store> = {
             let dir = data_dir.clone();
             Arc::new(
-                tokio::task::spawn_blocking(move || SqliteStore::open(&dir))
+                tokio::task::spawn_blocking(move || SqliteStore::open_with_key(&dir, key))
                     .await
                     .map_err(|e| Error::Internal(format!("store task: {e}")))??,
             )
@@ -141,6 +151,11 @@ impl Coordinator {
             .await
             .map_err(|e| Error::Internal(format!("store task: {e}")))??
         };
+        if encrypted {
+            tracing::info!(
+                "model versions, ledger charges and secrets are sealed at rest (ChaCha20-Poly1305)"
+            );
+        }
         let metrics = Arc::new(Metrics::new());
         let dangerous = config.dangerous();
         if config.dangerous.is_some() {
@@ -157,14 +172,23 @@ impl Coordinator {
             admins: config.admins.iter().cloned().collect::<HashSet<_>>(),
             poll_interval: Duration::from_millis(config.poll_interval_ms),
             upload_message_timeout: Duration::from_millis(config.limits.upload_message_timeout_ms),
+            rate_limit_audit_window: Duration::from_millis(config.rate_limits.audit_window_ms),
             dangerous,
         };
+        let limits = RateLimits::new(
+            &config.rate_limits,
+            Duration::from_millis(config.poll_interval_ms),
+        );
+        if !limits.enabled() {
+            tracing::warn!("rate limits are disabled (rate_limits.enabled = false)");
+        }
         let engine = Arc::new(Engine::new(
             store,
             metrics.clone(),
             Arc::new(KeyedPoissonSampler::new(&key)),
             DecodePool::new(config.limits.max_concurrent_uploads),
             settings,
+            limits,
         ));
 
         match launch(&engine, &config, tls).await {
@@ -305,6 +329,9 @@ async fn launch(
                     return;
                 }
                 engine.flush_last_seen().await;
+                // Forget identities whose buckets are full again (bounded memory).
+                let tracked = engine.limits.sweep();
+                engine.metrics.set_rate_limiter_identities(tracked);
             }
         })
     };

@@ -30,7 +30,24 @@ async fn round(clients: &mut [TestClient], job_id: &str, value: f32) -> v1::Task
 
 #[tokio::test]
 async fn crash_mid_round_resumes_with_a_gap_free_ledger() {
-    let mut h = Harness::start().await;
+    crash_mid_round(false).await;
+}
+
+#[tokio::test]
+async fn crash_mid_round_resumes_with_a_gap_free_ledger_encrypted_at_rest() {
+    crash_mid_round(true).await;
+}
+
+fn tweak(encrypted: bool) -> impl Fn(&mut fedsec_coordinator::CoordinatorConfig) {
+    move |c| {
+        if encrypted {
+            support::encrypt_at_rest(c);
+        }
+    }
+}
+
+async fn crash_mid_round(encrypted: bool) {
+    let mut h = Harness::start_with(tweak(encrypted)).await;
     let mut clients = h.clients(3).await;
     let mut spec = job("crash", 4, 1.0);
     spec.rounds = 3;
@@ -63,7 +80,7 @@ async fn crash_mid_round_resumes_with_a_gap_free_ledger() {
     // The old server is gone: calls fail.
     assert!(clients[1].get_task("crash").await.is_err());
 
-    h.reopen(|_| {}).await;
+    h.reopen(tweak(encrypted)).await;
     let admin = h.running().admin();
     let job = admin.job("crash").unwrap();
     assert_eq!(job.rounds_completed, 1, "the open round was not committed");

@@ -3,6 +3,7 @@
 pub(crate) mod admin;
 pub(crate) mod budget;
 pub(crate) mod certs;
+pub(crate) mod keys;
 pub(crate) mod logging;
 pub(crate) mod serve;
 

@@ -18,6 +18,7 @@ use tonic::{Request, Response, Status};
 use crate::admin::AdminApi;
 use crate::engine::Engine;
 use crate::error::Error;
+use crate::ratelimit::RpcClass;
 
 /// The administration service.
 #[derive(Debug, Clone)]
@@ -36,6 +37,8 @@ impl AdminService {
         self.engine.check_alive()?;
         match PeerIdentity::of_request(req) {
             Ok(PeerIdentity::Admin { name }) if self.engine.settings.admins.contains(&name) => {
+                self.engine
+                    .throttle(RpcClass::Admin, &format!("admin:{name}"), "")?;
                 Ok(self.api.acting_as(format!("admin {name}")))
             }
             Ok(PeerIdentity::Admin { name }) => Err(Error::PermissionDenied(format!(

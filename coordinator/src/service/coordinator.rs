@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::{Error, RejectReason};
 use crate::job::Published;
+use crate::ratelimit::RpcClass;
 use crate::round::{Claim, OpenRound};
 use crate::store::JobState;
 
@@ -69,6 +70,11 @@ fn client_of<T>(req: &Request<T>) -> Result<ClientIdentity, Error> {
             e.to_string(),
         )),
     }
+}
+
+/// The rate-limit key of a client identity: `tenant/client`.
+fn rate_key(c: &ClientIdentity) -> String {
+    format!("{}/{}", c.tenant_id, c.client_id)
 }
 
 fn bad(reason: RejectReason, detail: impl Into<String>) -> Error {
@@ -386,6 +392,8 @@ impl Coordinator for CoordinatorService {
             Ok(c) => c,
             Err(e) => return Err(self.engine.reject(e, "", "").await.into()),
         };
+        self.engine
+            .throttle(RpcClass::Register, &rate_key(&client), &client.client_id)?;
         let mut software = request.into_inner().software;
         if software.len() > MAX_SOFTWARE_BYTES {
             let mut cut = MAX_SOFTWARE_BYTES;
@@ -416,6 +424,8 @@ impl Coordinator for CoordinatorService {
         self.engine.check_alive()?;
         let client = client_of(&request).inspect_err(|e| self.count(e))?;
         self.engine
+            .throttle(RpcClass::GetTask, &rate_key(&client), &client.client_id)?;
+        self.engine
             .clients
             .authorize(&client)
             .inspect_err(|e| self.count(e))?;
@@ -435,6 +445,8 @@ impl Coordinator for CoordinatorService {
     ) -> Result<Response<Self::GetModelStream>, Status> {
         self.engine.check_alive()?;
         let client = client_of(&request).inspect_err(|e| self.count(e))?;
+        self.engine
+            .throttle(RpcClass::GetModel, &rate_key(&client), &client.client_id)?;
         self.engine
             .clients
             .authorize(&client)
@@ -471,6 +483,13 @@ impl Coordinator for CoordinatorService {
             Ok(c) => c,
             Err(e) => return Err(self.engine.reject(e, "", "").await.into()),
         };
+        // Before the stream is read or a slot claimed: a refused attempt
+        // costs nothing and may be retried within the round.
+        self.engine.throttle(
+            RpcClass::SubmitUpdate,
+            &rate_key(&client),
+            &client.client_id,
+        )?;
         if let Err(e) = self.engine.clients.authorize(&client) {
             return Err(self.engine.reject(e, "", &client.client_id).await.into());
         }

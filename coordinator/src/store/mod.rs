@@ -12,6 +12,7 @@
 //! ([`Store::commit_round`]); ledger sequence numbers are 1-based and
 //! gap-free per job; model version numbers increase by one.
 
+pub mod seal;
 pub mod sqlite;
 
 use fedsec_privacy::RoundCharge;
@@ -40,6 +41,10 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// The encryption key does not fit the database, or a sealed record
+    /// does not open (tampered, moved between records, wrong key).
+    #[error("encryption at rest: {0}")]
+    Encryption(String),
     /// The database was written by a newer coordinator.
     #[error("database schema version {found} is newer than this coordinator's {supported}")]
     SchemaTooNew {

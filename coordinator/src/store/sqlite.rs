@@ -10,7 +10,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use fedsec_privacy::RoundCharge;
 use fedsec_proto::tls::ClientIdentity;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::seal::{Aad, AtRestKey};
 
 use super::{
     AttemptClose, AttemptRecord, AttemptState, AuditRecord, ClientRecord, ClientStatus, JobRecord,
@@ -115,12 +118,14 @@ pub const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    key: Option<AtRestKey>,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
             .field("path", &self.path)
+            .field("encrypted", &self.key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -153,23 +158,36 @@ fn conv_err(e: impl std::fmt::Display) -> rusqlite::Error {
 
 impl SqliteStore {
     /// Opens (creating if needed) `data_dir/coordinator.db` and migrates it.
+    /// Refuses a database written with an encryption key.
     pub fn open(data_dir: &Path) -> StoreResult<Self> {
+        Self::open_with_key(data_dir, None)
+    }
+
+    /// Opens (creating if needed) `data_dir/coordinator.db`, migrates it and
+    /// checks that it was written with `key` (or, for `None`, without one).
+    /// A new database records which: it can never be opened the other way.
+    pub fn open_with_key(data_dir: &Path, key: Option<AtRestKey>) -> StoreResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
             path: data_dir.to_owned(),
             message: e.to_string(),
         })?;
         let path = data_dir.join(DB_FILE);
         let conn = Connection::open(&path).map_err(db)?;
-        Self::init(conn, path)
+        Self::init(conn, path, key)
     }
 
     /// An in-memory store (tests).
     pub fn in_memory() -> StoreResult<Self> {
-        let conn = Connection::open_in_memory().map_err(db)?;
-        Self::init(conn, PathBuf::from(":memory:"))
+        Self::in_memory_with_key(None)
     }
 
-    fn init(mut conn: Connection, path: PathBuf) -> StoreResult<Self> {
+    /// An in-memory store sealing with `key` (tests).
+    pub fn in_memory_with_key(key: Option<AtRestKey>) -> StoreResult<Self> {
+        let conn = Connection::open_in_memory().map_err(db)?;
+        Self::init(conn, PathBuf::from(":memory:"), key)
+    }
+
+    fn init(mut conn: Connection, path: PathBuf, key: Option<AtRestKey>) -> StoreResult<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db)?;
         // WAL keeps readers off writers' backs; FULL syncs the WAL on every
@@ -181,10 +199,17 @@ impl SqliteStore {
             .map_err(db)?;
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         migrate(&mut conn)?;
+        check_encryption(&mut conn, &path, key.as_ref())?;
         Ok(Self {
             conn: Mutex::new(conn),
             path,
+            key,
         })
+    }
+
+    /// Whether records are sealed at rest.
+    pub fn encrypted(&self) -> bool {
+        self.key.is_some()
     }
 
     /// Path of the database file.
@@ -221,6 +246,168 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.commit().map_err(db)?;
     }
     Ok(())
+}
+
+/// `meta` key recording whether (and with which key) the database is sealed.
+const ENCRYPTION_META: &str = "encryption";
+/// Marker of a database stored in clear.
+const CLEAR_MARKER: &[u8] = b"none";
+/// Plaintext of the key check sealed into the marker of an encrypted database.
+const KEY_CHECK: &[u8] = b"fedsec coordinator at-rest key check";
+
+fn key_check_aad() -> Aad<'static> {
+    Aad {
+        field: "meta.key_check",
+        job_id: "",
+        number: 0,
+    }
+}
+
+fn encryption_error(m: impl Into<String>) -> StoreError {
+    StoreError::Encryption(m.into())
+}
+
+/// Compares the database's encryption marker with the key given (writing
+/// the marker on a database's first open).
+fn check_encryption(
+    conn: &mut Connection,
+    path: &Path,
+    key: Option<&AtRestKey>,
+) -> StoreResult<()> {
+    let tx = conn.transaction().map_err(db)?;
+    let marker: Option<Vec<u8>> = tx
+        .query_row(
+            "SELECT value FROM meta WHERE key = ?1",
+            [ENCRYPTION_META],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?;
+    let p = path.display();
+    match (marker, key) {
+        (None, key) => {
+            // Databases from before encryption existed have no marker: they
+            // are in clear if they hold anything.
+            let has_data: bool = tx
+                .query_row(
+                    "SELECT EXISTS(SELECT 1 FROM model_versions) OR EXISTS(SELECT 1 FROM ledger) \
+                     OR EXISTS(SELECT 1 FROM meta)",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            if has_data && key.is_some() {
+                return Err(encryption_error(format!(
+                    "{p} was written without encryption; storage.encryption_key_file cannot be \
+                     turned on for an existing database (start with a new data_dir)"
+                )));
+            }
+            let value = key.map_or_else(
+                || CLEAR_MARKER.to_vec(),
+                |k| k.seal(&key_check_aad(), KEY_CHECK),
+            );
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)",
+                params![ENCRYPTION_META, value],
+            )
+            .map_err(db)?;
+        }
+        (Some(m), None) if m == CLEAR_MARKER => {}
+        (Some(_), None) => {
+            return Err(encryption_error(format!(
+                "{p} is encrypted at rest; set storage.encryption_key_file to the key it was \
+                 written with"
+            )));
+        }
+        (Some(m), Some(_)) if m == CLEAR_MARKER => {
+            return Err(encryption_error(format!(
+                "{p} was written without encryption; storage.encryption_key_file cannot be \
+                 turned on for an existing database (start with a new data_dir)"
+            )));
+        }
+        (Some(m), Some(k)) => match k.open(&key_check_aad(), &m) {
+            Ok(v) if v == KEY_CHECK => {}
+            _ => {
+                return Err(encryption_error(format!(
+                    "{p} was written with a different encryption key than \
+                     storage.encryption_key_file holds (wrong key file?)"
+                )));
+            }
+        },
+    }
+    tx.commit().map_err(db)
+}
+
+/// Seals a blob (or passes it through without a key).
+fn seal_blob(key: Option<&AtRestKey>, aad: &Aad<'_>, plain: &[u8]) -> Value {
+    match key {
+        Some(k) => Value::Blob(k.seal(aad, plain)),
+        None => Value::Blob(plain.to_vec()),
+    }
+}
+
+/// Seals a text column (stored as a BLOB when sealed, as TEXT in clear).
+fn seal_text(key: Option<&AtRestKey>, aad: &Aad<'_>, plain: &str) -> Value {
+    match key {
+        Some(k) => Value::Blob(k.seal(aad, plain.as_bytes())),
+        None => Value::Text(plain.to_owned()),
+    }
+}
+
+fn describe(aad: &Aad<'_>) -> String {
+    format!(
+        "{} of job {:?} record {}",
+        aad.field, aad.job_id, aad.number
+    )
+}
+
+/// Opens a stored blob.
+fn open_blob(key: Option<&AtRestKey>, aad: &Aad<'_>, v: Value) -> StoreResult<Vec<u8>> {
+    match (key, v) {
+        (Some(k), Value::Blob(b)) => k
+            .open(aad, &b)
+            .map_err(|e| encryption_error(format!("{}: {e}", describe(aad)))),
+        (None, Value::Blob(b)) => Ok(b),
+        (Some(_), _) => Err(encryption_error(format!(
+            "{}: stored in clear in an encrypted database",
+            describe(aad)
+        ))),
+        (None, other) => Err(corrupt(format!(
+            "{}: expected a blob, found {:?}",
+            describe(aad),
+            other.data_type()
+        ))),
+    }
+}
+
+/// Opens a stored text column.
+fn open_text(key: Option<&AtRestKey>, aad: &Aad<'_>, v: Value) -> StoreResult<String> {
+    let bytes = match (key, v) {
+        (None, Value::Text(t)) => return Ok(t),
+        (Some(_), Value::Text(_)) => {
+            return Err(encryption_error(format!(
+                "{}: stored in clear in an encrypted database",
+                describe(aad)
+            )));
+        }
+        (key @ Some(_), v @ Value::Blob(_)) => open_blob(key, aad, v)?,
+        (_, other) => {
+            return Err(corrupt(format!(
+                "{}: expected text, found {:?}",
+                describe(aad),
+                other.data_type()
+            )));
+        }
+    };
+    String::from_utf8(bytes).map_err(|_| corrupt(format!("{}: not UTF-8", describe(aad))))
+}
+
+fn version_aad<'a>(field: &'static str, job_id: &'a str, version: u64) -> Aad<'a> {
+    Aad {
+        field,
+        job_id,
+        number: version,
+    }
 }
 
 const JOB_COLS: &str = "spec_json, state, state_reason, created_unix_ms, resolution_json, \
@@ -294,22 +481,18 @@ const LEDGER_COLS: &str = "seq, kind, attempt, charge_json, epsilon_pld, epsilon
                            model_version, participants, rejected, clipped_fraction, note, \
                            committed_unix_ms";
 
-fn ledger_row(r: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
+fn ledger_row(r: &Row<'_>) -> rusqlite::Result<(LedgerRecord, Value)> {
     let kind: String = r.get(1)?;
     let kind = match kind.as_str() {
         "ROUND" => LedgerKind::Round,
         "ROLLBACK" => LedgerKind::Rollback,
         other => return Err(conv_err(format!("ledger kind {other}"))),
     };
-    let charge: Option<String> = r.get(3)?;
-    let charge = charge
-        .map(|s| serde_json::from_str::<RoundCharge>(&s))
-        .transpose()
-        .map_err(conv_err)?;
-    Ok(LedgerRecord {
+    let charge: Value = r.get(3)?;
+    let record = LedgerRecord {
         seq: to_u64(r.get(0)?, "seq")?,
         kind,
-        charge,
+        charge: None,
         attempt: r.get(2)?,
         epsilon_pld: r.get(4)?,
         epsilon_rdp: r.get(5)?,
@@ -320,7 +503,29 @@ fn ledger_row(r: &Row<'_>) -> rusqlite::Result<LedgerRecord> {
         clipped_fraction: r.get(10)?,
         note: r.get(11)?,
         committed_unix_ms: r.get(12)?,
-    })
+    };
+    Ok((record, charge))
+}
+
+/// Opens a ledger row's charge.
+fn ledger_charge(
+    key: Option<&AtRestKey>,
+    job_id: &str,
+    (mut record, charge): (LedgerRecord, Value),
+) -> StoreResult<LedgerRecord> {
+    if charge != Value::Null {
+        let aad = Aad {
+            field: "ledger.charge_json",
+            job_id,
+            number: record.seq,
+        };
+        let json = open_text(key, &aad, charge)?;
+        record.charge = Some(
+            serde_json::from_str::<RoundCharge>(&json)
+                .map_err(|e| corrupt(format!("{}: {e}", describe(&aad))))?,
+        );
+    }
+    Ok(record)
 }
 
 fn sha(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; 32]> {
@@ -341,6 +546,7 @@ fn version_info_row(r: &Row<'_>) -> rusqlite::Result<VersionInfo> {
 
 fn insert_version(
     tx: &rusqlite::Transaction<'_>,
+    key: Option<&AtRestKey>,
     job_id: &str,
     v: &ModelVersionRecord,
     version: u64,
@@ -354,10 +560,22 @@ fn insert_version(
             to_i64(version)?,
             to_i64(v.info.round)?,
             v.info.sha256.as_slice(),
-            v.weights,
-            v.momentum,
+            seal_blob(
+                key,
+                &version_aad("model_versions.weights", job_id, version),
+                &v.weights
+            ),
+            v.momentum.as_ref().map(|m| seal_blob(
+                key,
+                &version_aad("model_versions.momentum", job_id, version),
+                m
+            )),
             v.clip_norm,
-            v.receipt_json,
+            seal_text(
+                key,
+                &version_aad("model_versions.receipt_json", job_id, version),
+                &v.receipt_json
+            ),
             v.info.epsilon_pld,
             v.info.created_unix_ms,
         ],
@@ -368,6 +586,7 @@ fn insert_version(
 
 fn insert_ledger(
     tx: &rusqlite::Transaction<'_>,
+    key: Option<&AtRestKey>,
     job_id: &str,
     e: &LedgerRecord,
     round: u64,
@@ -384,7 +603,15 @@ fn insert_ledger(
         .as_ref()
         .map(serde_json::to_string)
         .transpose()
-        .map_err(|x| corrupt(x.to_string()))?;
+        .map_err(|x| corrupt(x.to_string()))?
+        .map(|json| {
+            let aad = Aad {
+                field: "ledger.charge_json",
+                job_id,
+                number: seq as u64,
+            };
+            seal_text(key, &aad, &json)
+        });
     tx.execute(
         &format!(
             "INSERT INTO ledger (job_id, round, {LEDGER_COLS}) \
@@ -417,19 +644,24 @@ impl Store for SqliteStore {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
         let key = format!("secret:{name}");
-        let found: Option<Vec<u8>> = tx
+        let aad = Aad {
+            field: "meta.secret",
+            job_id: name,
+            number: 0,
+        };
+        let found: Option<Value> = tx
             .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
                 r.get(0)
             })
             .optional()
             .map_err(db)?;
         let value = match found {
-            Some(v) => v,
+            Some(v) => open_blob(self.key.as_ref(), &aad, v)?,
             None => {
                 let v = generate();
                 tx.execute(
                     "INSERT INTO meta (key, value) VALUES (?1, ?2)",
-                    params![key, v],
+                    params![key, seal_blob(self.key.as_ref(), &aad, &v)],
                 )
                 .map_err(db)?;
                 v
@@ -478,7 +710,7 @@ impl Store for SqliteStore {
             ],
         )
         .map_err(db)?;
-        insert_version(&tx, job.id(), initial, 0)?;
+        insert_version(&tx, self.key.as_ref(), job.id(), initial, 0)?;
         tx.commit().map_err(db)
     }
 
@@ -807,10 +1039,10 @@ impl Store for SqliteStore {
             )
             .map_err(db)?;
         let version = version as u64;
-        insert_version(&tx, &c.job_id, &c.version, version)?;
+        insert_version(&tx, self.key.as_ref(), &c.job_id, &c.version, version)?;
         let mut entry = c.ledger.clone();
         entry.model_version = version;
-        let seq = insert_ledger(&tx, &c.job_id, &entry, c.round)?;
+        let seq = insert_ledger(&tx, self.key.as_ref(), &c.job_id, &entry, c.round)?;
         tx.execute(
             "UPDATE jobs SET rounds_completed = ?2, current_version = ?3, clip_norm = ?4 \
              WHERE job_id = ?1",
@@ -855,7 +1087,7 @@ impl Store for SqliteStore {
         e.model_version = version;
         e.kind = LedgerKind::Rollback;
         e.charge = None;
-        let seq = insert_ledger(&tx, job_id, &e, 0)?;
+        let seq = insert_ledger(&tx, self.key.as_ref(), job_id, &e, 0)?;
         tx.execute(
             "UPDATE jobs SET current_version = ?2, clip_norm = ?3 WHERE job_id = ?1",
             params![job_id, to_i64(version)?, clip],
@@ -872,8 +1104,14 @@ impl Store for SqliteStore {
                 "SELECT {LEDGER_COLS} FROM ledger WHERE job_id = ?1 ORDER BY seq"
             ))
             .map_err(db)?;
-        let rows = stmt.query_map([job_id], ledger_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        let rows: Vec<_> = stmt
+            .query_map([job_id], ledger_row)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|row| ledger_charge(self.key.as_ref(), job_id, row))
+            .collect()
     }
 
     fn versions(&self, job_id: &str) -> StoreResult<Vec<VersionInfo>> {
@@ -889,23 +1127,39 @@ impl Store for SqliteStore {
     }
 
     fn version(&self, job_id: &str, version: u64) -> StoreResult<Option<ModelVersionRecord>> {
-        self.conn()
+        let row = self
+            .conn()
             .query_row(
                 "SELECT version, round, sha256, created_unix_ms, epsilon_pld, weights, momentum, \
                  clip_norm, receipt_json FROM model_versions WHERE job_id = ?1 AND version = ?2",
                 params![job_id, to_i64(version)?],
                 |r| {
-                    Ok(ModelVersionRecord {
-                        info: version_info_row(r)?,
-                        weights: r.get(5)?,
-                        momentum: r.get(6)?,
-                        clip_norm: r.get(7)?,
-                        receipt_json: r.get(8)?,
-                    })
+                    Ok((
+                        version_info_row(r)?,
+                        r.get::<_, Value>(5)?,
+                        r.get::<_, Value>(6)?,
+                        r.get::<_, f64>(7)?,
+                        r.get::<_, Value>(8)?,
+                    ))
                 },
             )
             .optional()
-            .map_err(db)
+            .map_err(db)?;
+        let Some((info, weights, momentum, clip_norm, receipt)) = row else {
+            return Ok(None);
+        };
+        let key = self.key.as_ref();
+        let aad = |field| version_aad(field, job_id, version);
+        Ok(Some(ModelVersionRecord {
+            info,
+            weights: open_blob(key, &aad("model_versions.weights"), weights)?,
+            momentum: match momentum {
+                Value::Null => None,
+                m => Some(open_blob(key, &aad("model_versions.momentum"), m)?),
+            },
+            clip_norm,
+            receipt_json: open_text(key, &aad("model_versions.receipt_json"), receipt)?,
+        }))
     }
 
     fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<u64> {

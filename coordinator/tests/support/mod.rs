@@ -325,3 +325,16 @@ pub fn update_messages(task: &Task, update: &[f32], nonce: &[u8]) -> Vec<SubmitU
 pub fn norm(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()
 }
+
+/// File name of the at-rest key [`encrypt_at_rest`] creates in the data directory.
+pub const AT_REST_KEY: &str = "at-rest.key";
+
+/// Config tweak: seal the store with a key file in the data directory
+/// (generated on first use, mode 0600).
+pub fn encrypt_at_rest(c: &mut CoordinatorConfig) {
+    let key = c.data_dir.join(AT_REST_KEY);
+    if !key.exists() {
+        fedsec_coordinator::store::seal::AtRestKey::generate_file(&key, false).unwrap();
+    }
+    c.storage.encryption_key_file = Some(key);
+}
