@@ -9,6 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 mode=${1:-full}
 shift || true
+# FEDSEC_EXPERIMENTS_BIN: a built fedsec-experiments binary to use instead
+# of `cargo run` (the tests run the scripts that way).
+if [ -n "${FEDSEC_EXPERIMENTS_BIN:-}" ]; then
+    exec "$FEDSEC_EXPERIMENTS_BIN" scale --mode "$mode" --seed 1 "$@"
+fi
 profile=--release
 [ "$mode" = fast ] && profile=
 exec cargo run -q $profile -p fedsec-experiments -- scale --mode "$mode" --seed 1 "$@"

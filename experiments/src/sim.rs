@@ -12,7 +12,9 @@
 //!    weights on its training rows (on `threads` threads; each run is seeded
 //!    by (seed, round, tenant), so results do not depend on the thread count),
 //!    then clips its delta to `C` ([`clip_in_place`]). Malicious tenants
-//!    ([`Adversary`]) send what they like instead.
+//!    ([`Adversary`]) send what they like instead. A tenant whose training
+//!    diverges (a global model wrecked by unclipped poisoning) reports
+//!    nothing, like a real participant whose task fails.
 //! 3. **Accumulate**: the server re-clips every update to `C`
 //!    ([`clip_and_accumulate`], the coordinator's hot path) into an f64 sum.
 //!    `server_clipping = false` (accumulate raw updates) exists only here, for
@@ -27,7 +29,7 @@
 
 use fedsec_coordinator::release::{NoisePlan, ServerOpt, release};
 use fedsec_detector::dataset::Dataset;
-use fedsec_detector::train::{TrainConfig, train_local};
+use fedsec_detector::train::{TrainConfig, TrainError, train_local};
 use fedsec_privacy::{
     Accountant, GaussianNoise, Mechanism, PldAccountant, SimulationGaussian, clip_and_accumulate,
     clip_in_place, l2_norm,
@@ -102,6 +104,11 @@ pub struct RoundRecord {
     pub participants: usize,
     /// Of them, malicious.
     pub malicious: usize,
+    /// Selected tenants whose local training diverged (non-finite loss on
+    /// a wrecked global model): like a real participant whose training
+    /// fails, they report nothing. Only poisoning without server clipping
+    /// gets there.
+    pub diverged: usize,
     /// Updates the server scaled down.
     pub server_clipped: usize,
     /// Mean L2 norm of the received updates.
@@ -305,8 +312,14 @@ pub fn run(
         });
         let mut sum = vec![0.0f64; dim];
         let (mut clipped, mut norm_sum) = (0usize, 0.0f64);
-        for u in updates {
-            let u = u?;
+        let mut reported = Vec::with_capacity(selected.len());
+        for (&t, u) in selected.iter().zip(updates) {
+            let u = match u {
+                Ok(u) => u,
+                Err(Error::Train(TrainError::Diverged(_))) => continue,
+                Err(e) => return Err(e),
+            };
+            reported.push(t);
             if cfg.server_clipping {
                 let o = clip_and_accumulate(&u, cfg.clip_norm, &mut sum)
                     .map_err(|e| Error::Privacy(e.to_string()))?;
@@ -352,12 +365,13 @@ pub fn run(
         let rec = RoundRecord {
             round,
             attempts,
-            participants: selected.len(),
+            participants: reported.len(),
             malicious: adversary.map_or(0, |a| {
-                selected.iter().filter(|&&t| a.is_malicious(t)).count()
+                reported.iter().filter(|&&t| a.is_malicious(t)).count()
             }),
+            diverged: selected.len() - reported.len(),
             server_clipped: clipped,
-            mean_update_norm: norm_sum / selected.len() as f64,
+            mean_update_norm: norm_sum / reported.len().max(1) as f64,
             epsilon,
             auc,
         };

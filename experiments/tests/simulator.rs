@@ -144,3 +144,27 @@ fn target_epsilon_is_met_exactly_at_the_last_round() {
     let eps: Vec<f64> = run.records.iter().map(|r| r.epsilon).collect();
     assert!(eps.windows(2).all(|w| w[0] < w[1]));
 }
+
+#[test]
+fn tenants_whose_training_diverges_on_a_wrecked_model_report_nothing() {
+    let pop = population();
+    let h = pop.pooled_holdout();
+    // Without server clipping one hugely boosted attacker wrecks the model in
+    // its first round; afterwards honest training diverges, and those
+    // tenants drop out of the round instead of failing the whole job.
+    let adversary = Adversary {
+        malicious: (0..8).collect(),
+        attack: Attack::ScaledSignFlip { factor: 1e30 },
+    };
+    let cfg = FedConfig {
+        rounds: 3,
+        server_clipping: false,
+        ..config(Noise::Off, 2)
+    };
+    let run = sim::run(&pop, &h, &cfg, Some(&adversary), &mut |_| {}).unwrap();
+    assert_eq!(run.records.len(), 3);
+    assert_eq!(run.records[0].diverged, 0);
+    let later = &run.records[2];
+    assert!(later.diverged > 0, "{later:?}");
+    assert!(run.weights.iter().all(|w| w.is_finite()));
+}

@@ -28,6 +28,11 @@ use crate::sim::Noise;
 /// README section key and subcommand.
 pub const KEY: &str = "poisoning";
 
+/// Below this pooled AUC the attack destroyed the model (chance is 0.5):
+/// its backdoor success is not reported (a constant model "lets through"
+/// any share of triggered bots; there is no main task left to hide in).
+pub const DESTROYED_AUC: f64 = 0.55;
+
 /// Malicious tenant counts of the full mode.
 pub const MALICIOUS_FULL: [usize; 4] = [1, 3, 10, 30];
 /// Malicious tenant counts of the fast mode.
@@ -44,8 +49,11 @@ pub struct Row {
     pub server_clipping: bool,
     /// Boost factor of the malicious updates.
     pub boost: f64,
-    /// Rounds in which at least one malicious tenant was selected.
+    /// Rounds in which at least one malicious tenant's update was accumulated.
     pub rounds_with_attacker: usize,
+    /// Rounds in which some selected tenant's local training diverged on a
+    /// wrecked global model (it then reports nothing).
+    pub rounds_diverged: usize,
     /// ε after the last round.
     pub epsilon: f64,
     /// Pooled held-out ROC-AUC.
@@ -129,6 +137,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             server_clipping: *clip,
             boost: if adv.is_some() { boost } else { 0.0 },
             rounds_with_attacker: run.records.iter().filter(|r| r.malicious > 0).count(),
+            rounds_diverged: run.records.iter().filter(|r| r.diverged > 0).count(),
             epsilon: run.final_epsilon(),
             pooled_auc: s.pooled_auc,
             mean_tenant_auc: s.mean_tenant_auc,
@@ -147,10 +156,17 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         rows.iter()
             .filter(|r| r.attack == attack && r.server_clipping == clip)
             .map(|r| (r.malicious as f64, f(r)))
+            .filter(|(_, y)| y.is_finite())
             .collect()
     };
     let auc = |r: &Row| r.mean_tenant_auc;
-    let bd = |r: &Row| r.backdoor_success;
+    let bd = |r: &Row| {
+        if r.pooled_auc < DESTROYED_AUC {
+            f64::NAN
+        } else {
+            r.backdoor_success
+        }
+    };
     let mut left = vec![
         Series::line(
             "sign-flip, server clips",
@@ -253,9 +269,14 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                     "**no** (simulator only)".into()
                 },
                 r.rounds_with_attacker.to_string(),
+                r.rounds_diverged.to_string(),
                 f3(r.pooled_auc),
                 f3(r.mean_tenant_auc),
-                f3(r.backdoor_success),
+                if r.pooled_auc < DESTROYED_AUC {
+                    "– (model destroyed)".into()
+                } else {
+                    f3(r.backdoor_success)
+                },
             ]
         })
         .collect();
@@ -265,10 +286,14 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
          their data plus a triggered copy of each of their bot sessions labelled human (backdoor, model \
          replacement; trigger: `HEAD` share 80 %, `304` share 80 %, current-browser user agent), with \
          m = {boost} the expected cohort. With server-side clipping (what the coordinator always does) each \
-         attacker moves the sum by at most C, like any honest tenant; without it (possible only in this \
-         simulator) one boosted update outweighs the cohort. DP noise calibrated to ε = {TARGET_EPSILON} in \
+         attacker moves the sum by at most C, like any honest tenant (so clipping bounds each attacker's \
+         influence; it does not stop many attackers pushing the same backdoor direction); without it (possible only in this \
+         simulator) one boosted update outweighs the cohort; once the global model is wrecked, tenants' \
+         local training diverges and they report nothing (column \"rounds with diverged training\"). \
+         DP noise calibrated to ε = {TARGET_EPSILON} in \
          every run. Backdoor success: among held-out bot sessions the model flags at its 1 %-FPR \
-         threshold, the share that evade once the trigger is set.\n\n{}\n{}\n\nData: {}.",
+         threshold, the share that evade once the trigger is set (not reported when the attack \
+         destroyed the model: pooled AUC below {DESTROYED_AUC}).\n\n{}\n{}\n\nData: {}.",
         image(&png, "poisoning"),
         pop.len(),
         markdown_table(
@@ -277,6 +302,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 "k",
                 "server clipping",
                 "rounds with an attacker",
+                "rounds with diverged training",
                 "pooled AUC",
                 "mean per-tenant AUC",
                 "backdoor success"
