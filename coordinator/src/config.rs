@@ -678,11 +678,12 @@ impl Default for ServerOptimizerSpec {
     }
 }
 
-/// Canary audit settings (accepted for the wire contract; see `validate`).
+/// Canary audit settings (see [`crate::canary`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSpec {
-    /// Number of canaries; 0 disables the audit. Default 0.
+    /// Inserted canaries k (as many unseen ones are drawn); 0 disables the
+    /// audit, otherwise 2..=100000. Default 0.
     #[serde(default)]
     pub canaries: u32,
     /// Seed of the canary directions. Default 0.
@@ -754,7 +755,7 @@ pub struct JobSpec {
     /// Publish without noise (needs `dangerous.allow_disabled_noise`). Default `false`.
     #[serde(default)]
     pub disable_noise: bool,
-    /// Canary audit (not run by the coordinator; must be absent or 0 canaries).
+    /// Canary audit (empirical ε and lower bounds computed when the job ends).
     #[serde(default)]
     pub audit: Option<AuditSpec>,
 }
@@ -1026,12 +1027,15 @@ impl JobSpec {
             }
         }
         if let Some(a) = &self.audit
-            && a.canaries > 0
+            && (a.canaries == 1 || a.canaries > crate::canary::MAX_CANARIES)
         {
             return Err(ConfigError::invalid(
                 k("audit.canaries"),
-                "the coordinator does not insert canaries; canary audits are run by \
-                 fedsec-experiments (set 0 or omit [audit])",
+                format!(
+                    "must be 0 (no audit) or 2..={} (got {})",
+                    crate::canary::MAX_CANARIES,
+                    a.canaries
+                ),
             ));
         }
         if let Some(p) = &self.init_weights_path

@@ -25,13 +25,14 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedsec_privacy::{AdaptiveClipState, GaussianNoise, RoundCharge};
+use fedsec_privacy::{AdaptiveClipState, EmpiricalAudit, GaussianNoise, RoundCharge};
 use fedsec_proto::tensor::{TensorDigest, digest, le_bytes};
 use fedsec_proto::v1;
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
-use crate::accounting::{Receipt, noise_source};
+use crate::accounting::{Receipt, audit_to_proto, noise_source};
+use crate::canary::CanarySet;
 use crate::config::{JobSpec, Sampling};
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::Error;
@@ -127,6 +128,9 @@ pub struct JobRuntime {
     /// Serialises round commits with pause and rollback.
     pub commit_lock: tokio::sync::Mutex<()>,
     noise: Arc<Mutex<Box<dyn GaussianNoise>>>,
+    /// Canaries of an audited job.
+    pub canaries: Option<CanarySet>,
+    audit: Mutex<Option<EmpiricalAudit>>,
 }
 
 impl std::fmt::Debug for JobRuntime {
@@ -166,7 +170,18 @@ impl JobRuntime {
             wake: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
             noise: Arc::new(Mutex::new(noise_source(record.spec.noise_source))),
+            canaries: CanarySet::of_job(&record.spec),
+            audit: Mutex::new(None),
         }
+    }
+
+    /// The job's empirical audit, once computed.
+    pub fn audit(&self) -> Option<EmpiricalAudit> {
+        *lock(&self.audit)
+    }
+
+    pub(crate) fn set_audit(&self, audit: EmpiricalAudit) {
+        *lock(&self.audit) = Some(audit);
     }
 
     /// The job id.
@@ -238,7 +253,7 @@ impl JobRuntime {
             epsilon_pld: s.epsilon_pld,
             epsilon_rdp: s.epsilon_rdp,
             created_unix_ms: self.created_unix_ms,
-            audit: None,
+            audit: self.audit().as_ref().map(audit_to_proto),
             clip_norm: current.clip_norm,
         }
     }
@@ -325,6 +340,7 @@ async fn step(
     let status = job.status();
     let round = status.rounds_completed + 1;
     if status.rounds_completed >= job.spec.rounds {
+        run_audit(engine, job).await?;
         let reason = format!("ran all {} rounds", job.spec.rounds);
         engine.finish_job(job, JobState::Completed, &reason).await;
         return Ok(Flow::Stop);
@@ -347,6 +363,7 @@ async fn step(
             "round {round} would bring ε to {:.4} > budget {budget} (δ = {delta}); {:.4} spent",
             receipt.epsilon_pld, status.epsilon_pld
         );
+        run_audit(engine, job).await?;
         engine
             .finish_job(job, JobState::BudgetExhausted, &reason)
             .await;
@@ -510,7 +527,25 @@ async fn step(
     let noise_on = job.noise_enabled();
     let spec = job.spec.clone();
     let update_stddev = res.update_noise_multiplier * planned.sensitivity;
-    let released = tokio::task::spawn_blocking(move || {
+    let (canaries, sampler, canary_job) = (job.canaries, engine.sampler.clone(), job_id.clone());
+    let (released, canaries_added) = tokio::task::spawn_blocking(move || {
+        // Audited jobs: canaries join the clipped sum before noise, like clients.
+        let mut sum = sum;
+        let mut canaries_added = 0;
+        if let Some(set) = canaries {
+            canaries_added = set
+                .insert(
+                    &*sampler,
+                    &canary_job,
+                    round,
+                    attempt,
+                    res.sampling_rate,
+                    clip_norm,
+                    &mut sum,
+                    &mut Vec::new(),
+                )
+                .map_err(|e| Error::Internal(format!("canary update: {e}")))?;
+        }
         let adaptive = spec.clipping.adaptive.then_some(AdaptivePlan {
             state: AdaptiveClipState {
                 clip_norm,
@@ -541,6 +576,7 @@ async fn step(
                 momentum: spec.server_optimizer.momentum,
             },
         )
+        .map(|r| (r, canaries_added))
     })
     .await
     .map_err(|e| Error::Internal(format!("release task: {e}")))??;
@@ -632,12 +668,145 @@ async fn step(
         epsilon_rdp = format_args!("{:.4}", receipt.epsilon_rdp),
         delta,
         next_clip_norm = released.next_clip_norm,
+        canaries = canaries_added,
         "round committed: {accepted} participant(s), {} rejected, {:.0}% clipped, ε so far {:.4} (δ = {delta})",
         closed.rejected,
         clipped_fraction * 100.0,
         receipt.epsilon_pld,
     );
     Ok(Flow::Continue)
+}
+
+/// Computes, stores and publishes the canary audit of a job that is about
+/// to finish (once: a stored result is kept). The result is written with
+/// the current version's receipt in one transaction, before the job is
+/// marked finished, so a crash in between recomputes it on restart (it is a
+/// pure function of the published versions and the seed). A failure other
+/// than a shutdown is logged and the job finishes without an audit.
+async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<(), Error> {
+    let Some(set) = job.canaries else {
+        return Ok(());
+    };
+    if job.audit().is_some() {
+        return Ok(());
+    }
+    let _guard = job.commit_lock.lock().await;
+    let (id, dim, delta) = (job.id().to_owned(), job.dim, job.spec.delta);
+    let started = std::time::Instant::now();
+    let computed = {
+        let id = id.clone();
+        engine
+            .db(move |s| audit_statistics(s, &id, &set, dim))
+            .await
+    };
+    let audit = match computed.and_then(|stats| {
+        crate::canary::estimate(&set, &stats, delta, crate::canary::AUDIT_CONFIDENCE)
+            .map_err(|e| Error::Privacy(format!("canary audit: {e}")))
+    }) {
+        Ok(a) => a,
+        Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+        Err(e) => {
+            tracing::error!(job = %id, error = %e, "canary audit failed; the job finishes without one");
+            engine
+                .audit("canary_audit_failed", &id, "", e.to_string())
+                .await;
+            return Ok(());
+        }
+    };
+    let current = job.current();
+    let receipt = current.receipt.with_audit(audit)?;
+    let audit_json =
+        serde_json::to_string(&audit).map_err(|e| Error::Internal(format!("audit JSON: {e}")))?;
+    {
+        let (id, version, receipt_json) = (id.clone(), current.version, receipt.json.clone());
+        engine
+            .db(move |s| {
+                s.record_empirical_audit(&id, version, &audit_json, &receipt_json, now_unix_ms())
+            })
+            .await?;
+    }
+    job.publish(Published {
+        receipt,
+        ..(*current).clone()
+    });
+    job.set_audit(audit);
+    tracing::info!(
+        job = %id,
+        canaries = set.inserted,
+        unseen = set.unseen,
+        epsilon_one_shot_final = audit.epsilon_one_shot_final,
+        epsilon_one_shot_all_iterates = audit.epsilon_one_shot_all_iterates,
+        epsilon_lower_bound = audit.epsilon_lower_bound,
+        seconds = started.elapsed().as_secs_f64(),
+        "canary audit: empirical ε̂ {:.3} (final model), {:.3} (all iterates); ε ≥ {:.3} with confidence {}",
+        audit.epsilon_one_shot_final,
+        audit.epsilon_one_shot_all_iterates,
+        audit.epsilon_lower_bound,
+        audit.confidence,
+    );
+    engine
+        .audit(
+            "canary_audit",
+            &id,
+            "",
+            format!(
+                "{} canaries, {} unseen: one-shot ε̂ final {:.4}, all iterates {:.4}; lower bound {:.4} at confidence {} (δ = {delta})",
+                set.inserted,
+                set.unseen,
+                audit.epsilon_one_shot_final,
+                audit.epsilon_one_shot_all_iterates,
+                audit.epsilon_lower_bound,
+                audit.confidence
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+/// The canary statistics of a job from its published versions, reading one
+/// version at a time: each committed round's delta (its version minus the
+/// version it was trained on, following rollbacks in the ledger) and the
+/// final delta (current version minus version 0).
+fn audit_statistics(
+    store: &dyn crate::store::Store,
+    job_id: &str,
+    set: &CanarySet,
+    dim: usize,
+) -> crate::store::StoreResult<crate::canary::CanaryStatistics> {
+    use crate::store::StoreError;
+    let load = |version: u64| -> crate::store::StoreResult<Vec<f32>> {
+        let v = store.version(job_id, version)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("job {job_id:?}: version {version} is missing"))
+        })?;
+        let w = f32s_from_le(&v.weights);
+        if w.len() != dim {
+            return Err(StoreError::Corrupt(format!(
+                "job {job_id:?}: version {version} has {} values, the model {dim}",
+                w.len()
+            )));
+        }
+        Ok(w)
+    };
+    let mut stats = crate::canary::CanaryStatistics::new(set, dim);
+    let mut buf = Vec::with_capacity(dim);
+    let initial = load(0)?;
+    let mut base = initial.clone();
+    let mut delta = vec![0.0f32; dim];
+    for entry in store.ledger(job_id)? {
+        let next = load(entry.model_version)?;
+        if entry.kind == LedgerKind::Round {
+            for ((d, n), b) in delta.iter_mut().zip(&next).zip(&base) {
+                *d = n - b;
+            }
+            stats.observe_round(set, &delta, &mut buf);
+        }
+        base = next;
+    }
+    for ((d, n), b) in delta.iter_mut().zip(&base).zip(&initial) {
+        *d = n - b;
+    }
+    stats.observe_final(set, &delta, &mut buf);
+    Ok(stats)
 }
 
 /// Why an open round must be abandoned now, if it must.

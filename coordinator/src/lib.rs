@@ -41,6 +41,7 @@
 //! - [`aggregate`]: the streaming f64 sum and bounded decode buffers.
 //! - [`round`]: one open round attempt and its submission bookkeeping.
 //! - [`release`]: noise, fixed denominator and server optimiser (pure numerics).
+//! - [`canary`]: canary clients of audited jobs and the empirical-audit statistics.
 //! - [`accounting`]: the coordinator's use of `fedsec-privacy` (receipts, noise sources).
 //! - [`job`]: a job at run time and the task driving its rounds.
 //! - [`admin`]: administration operations (Admin API and in-process).
@@ -53,6 +54,7 @@
 pub mod accounting;
 pub mod admin;
 pub mod aggregate;
+pub mod canary;
 pub mod config;
 mod engine;
 pub mod error;

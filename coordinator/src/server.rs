@@ -404,6 +404,16 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
             Published::from_record(current)?,
             &ledger,
         ));
+        let audit = {
+            let id = id.clone();
+            engine.db(move |s| s.empirical_audit(&id)).await?
+        };
+        if let Some((json, _)) = audit {
+            let audit = serde_json::from_str(&json).map_err(|e| {
+                Error::Internal(format!("job {id:?}: stored audit is unreadable: {e}"))
+            })?;
+            runtime.set_audit(audit);
+        }
         let status = runtime.status();
         engine
             .metrics

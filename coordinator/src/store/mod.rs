@@ -474,6 +474,22 @@ pub trait Store: Send + Sync + 'static {
     /// One version with its weights.
     fn version(&self, job_id: &str, version: u64) -> StoreResult<Option<ModelVersionRecord>>;
 
+    /// Records a job's empirical (canary) audit and replaces the receipt of
+    /// `version` by `receipt_json` (the same receipt with the audit
+    /// attached), in one transaction. Fails with `Conflict` if the job or
+    /// version does not exist or an audit is already recorded.
+    fn record_empirical_audit(
+        &self,
+        job_id: &str,
+        version: u64,
+        audit_json: &str,
+        receipt_json: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<()>;
+    /// The job's recorded empirical audit (JSON of
+    /// `fedsec_privacy::EmpiricalAudit`) and the version it is attached to.
+    fn empirical_audit(&self, job_id: &str) -> StoreResult<Option<(String, u64)>>;
+
     /// Appends an audit event; returns its id.
     fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<u64>;
     /// Audit events, newest first.

@@ -112,6 +112,15 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX audit_by_job ON audit(job_id, id);
     "#,
+    // 2: empirical (canary) audit results, one per job.
+    r#"
+    CREATE TABLE empirical_audits (
+        job_id           TEXT PRIMARY KEY REFERENCES jobs(job_id),
+        model_version    INTEGER NOT NULL,
+        audit_json       TEXT NOT NULL,
+        computed_unix_ms INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -1095,6 +1104,62 @@ impl Store for SqliteStore {
         .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(seq)
+    }
+
+    fn record_empirical_audit(
+        &self,
+        job_id: &str,
+        version: u64,
+        audit_json: &str,
+        receipt_json: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let updated = tx
+            .execute(
+                "UPDATE model_versions SET receipt_json = ?3 WHERE job_id = ?1 AND version = ?2",
+                params![
+                    job_id,
+                    to_i64(version)?,
+                    seal_text(
+                        self.key.as_ref(),
+                        &version_aad("model_versions.receipt_json", job_id, version),
+                        receipt_json
+                    )
+                ],
+            )
+            .map_err(db)?;
+        if updated != 1 {
+            return Err(StoreError::Conflict(format!(
+                "job {job_id:?} has no version {version}"
+            )));
+        }
+        tx.execute(
+            "INSERT INTO empirical_audits (job_id, model_version, audit_json, computed_unix_ms) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![job_id, to_i64(version)?, audit_json, now_unix_ms],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict(format!("job {job_id:?} already has an audit"))
+            }
+            other => db(other),
+        })?;
+        tx.commit().map_err(db)
+    }
+
+    fn empirical_audit(&self, job_id: &str) -> StoreResult<Option<(String, u64)>> {
+        self.conn()
+            .query_row(
+                "SELECT audit_json, model_version FROM empirical_audits WHERE job_id = ?1",
+                [job_id],
+                |r| Ok((r.get::<_, String>(0)?, to_u64(r.get(1)?, "model version")?)),
+            )
+            .optional()
+            .map_err(db)
     }
 
     fn ledger(&self, job_id: &str) -> StoreResult<Vec<LedgerRecord>> {
