@@ -34,6 +34,8 @@ enum Command {
     Poisoning(Common),
     /// 5. Small tenants: per-tenant AUC by size, federated vs local-only.
     SmallTenants(Common),
+    /// 6. Empirical privacy audit: canaries in the real coordinator vs the accountant's ε.
+    Audit(Common),
     /// All five experiments, one after the other.
     All(Common),
 }
@@ -175,6 +177,35 @@ fn run_experiments(c: &Common, which: &[&str]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn audit(c: &Common) -> ExitCode {
+    let setup = c.setup();
+    let t0 = std::time::Instant::now();
+    match figures::audit::run(&setup) {
+        Ok(o) => {
+            for r in &o.rows {
+                println!(
+                    "{}: accountant ε {:.3}, ε̂ final {:.3}, ε̂ all iterates {:.3}, lower bound {:.3}",
+                    r.run,
+                    r.accountant_epsilon,
+                    r.epsilon_one_shot_final,
+                    r.epsilon_one_shot_all_iterates,
+                    r.epsilon_lower_bound
+                );
+            }
+            println!(
+                "audit: done in {:.0} s, every check passed; figure {}",
+                t0.elapsed().as_secs_f64(),
+                o.png.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("audit: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn demo(a: &DemoArgs) -> ExitCode {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut cfg = demo::DemoConfig::standard(
@@ -239,6 +270,7 @@ fn main() -> ExitCode {
         Command::Scale(c) => run_experiments(c, &[figures::scale::KEY]),
         Command::Poisoning(c) => run_experiments(c, &[figures::poisoning::KEY]),
         Command::SmallTenants(c) => run_experiments(c, &[figures::small_tenants::KEY]),
+        Command::Audit(c) => audit(c),
         Command::All(c) => run_experiments(
             c,
             &[

@@ -6,12 +6,14 @@
 //! 2. [`non_iid`]: Dirichlet α ∈ {0.1, 0.5, 1, 10};
 //! 3. [`scale`]: 10 → 1,000 tenants at a fixed ε;
 //! 4. [`poisoning`]: malicious tenants, server-side clipping on and off;
-//! 5. [`small_tenants`]: per-tenant AUC by tenant size, federated vs local-only.
+//! 5. [`small_tenants`]: per-tenant AUC by tenant size, federated vs local-only;
+//! 6. [`audit`]: the coordinator's canary audit against the accountant's ε.
 //!
 //! [`Setup`] holds what they share: the mode (fast: CI-sized, seconds; full:
 //! the committed results), the seed, the output directory and the default
 //! population, model and training settings.
 
+pub mod audit;
 pub mod non_iid;
 pub mod poisoning;
 pub mod privacy_utility;
