@@ -114,6 +114,9 @@ impl BenchCoordinator {
             ..Default::default()
         };
         config.metrics.enabled = false;
+        // The benches measure throughput: one identity uploads far faster
+        // than any real client may.
+        config.rate_limits.enabled = false;
         config.limits.upload_message_timeout_ms = 600_000;
         let running = Coordinator::start_with_tls(config, tls)
             .await
