@@ -1351,6 +1351,48 @@ mod tests {
     }
 
     #[test]
+    fn rate_limit_and_storage_keys_are_validated() {
+        // Top-level tables must precede [[jobs]]: use inline tables.
+        let with = |extra: &str| {
+            MINIMAL.replacen(
+                "admins = [\"ops\"]",
+                &format!("admins = [\"ops\"]\n{extra}"),
+                1,
+            )
+        };
+        let c = CoordinatorConfig::from_toml_str(&with(
+            "rate_limits = { get_task_burst = 5, submit_update_per_minute = 30.0 }\n\
+             storage = { encryption_key_file = \"k.hex\" }",
+        ))
+        .unwrap();
+        assert_eq!(c.rate_limits.get_task_burst, 5);
+        assert_eq!(c.rate_limits.submit_update_per_minute, 30.0);
+        assert_eq!(c.rate_limits.register_burst, 20, "unset keys keep defaults");
+        assert_eq!(
+            c.storage.encryption_key_file.as_deref(),
+            Some(Path::new("k.hex"))
+        );
+        assert_eq!(
+            invalid_key(&with("rate_limits = { get_model_burst = 0 }")),
+            "rate_limits.get_model_burst"
+        );
+        assert_eq!(
+            invalid_key(&with("rate_limits = { register_per_minute = 0.0 }")),
+            "rate_limits.register_per_minute"
+        );
+        assert_eq!(
+            invalid_key(&with("rate_limits = { audit_window_ms = 10 }")),
+            "rate_limits.audit_window_ms"
+        );
+        assert_eq!(
+            invalid_key(&with("storage = { encryption_key_file = \"\" }")),
+            "storage.encryption_key_file"
+        );
+        let e = CoordinatorConfig::from_toml_str(&with("rate_limits = { burst = 3 }")).unwrap_err();
+        assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = CoordinatorConfig::from_toml_str(&format!("{MINIMAL}\nnoise = 3\n")).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");

@@ -144,6 +144,13 @@ fn sealed_records_round_trip_and_hold_no_plaintext() {
     assert_eq!(s.version("j", 2).unwrap().unwrap(), expected);
     let v0 = s.version("j", 0).unwrap().unwrap();
     assert_eq!((v0.weights, v0.momentum), (vec![0; 4096], None));
+    // A receipt replaced by a canary audit is sealed too.
+    s.record_empirical_audit("j", 1, "{}", "receipt with audit", 10)
+        .unwrap();
+    assert_eq!(
+        s.version("j", 1).unwrap().unwrap().receipt_json,
+        "receipt with audit"
+    );
     let ledger = s.ledger("j").unwrap();
     assert_eq!(ledger.len(), 2);
     assert_eq!(ledger[1].charge, commit(2).ledger.charge);
@@ -173,7 +180,11 @@ fn sealed_records_round_trip_and_hold_no_plaintext() {
     if let Ok(wal) = std::fs::read(dir.path().join(format!("{DB_FILE}-wal"))) {
         file.extend(wal);
     }
-    for needle in [RECEIPT.as_bytes(), b"\"sensitivity\""] {
+    for needle in [
+        RECEIPT.as_bytes(),
+        b"\"sensitivity\"",
+        b"receipt with audit",
+    ] {
         assert!(
             !file.windows(needle.len()).any(|w| w == needle),
             "{} in clear on disk",
