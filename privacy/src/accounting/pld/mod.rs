@@ -483,10 +483,8 @@ mod tests {
             if let Ok(e) = PldAccountant.epsilon(&[(m, t)], 1e-6) {
                 assert!(e >= 0.0, "q={q} z={z} T={t}: {e}");
             }
-            if both {
-                if let Ok(d) = PldAccountant.delta(&[(m, t)], 1.0) {
-                    assert!((0.0..=1.0).contains(&d), "q={q} z={z} T={t}: {d}");
-                }
+            if both && let Ok(d) = PldAccountant.delta(&[(m, t)], 1.0) {
+                assert!((0.0..=1.0).contains(&d), "q={q} z={z} T={t}: {d}");
             }
         };
         for &q in &[1e-9, 0.5, 1.0 - 1e-12, 1.0] {
