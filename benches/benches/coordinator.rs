@@ -33,10 +33,7 @@ use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
 use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
-use fedsec_proto::v1::{
-    GetTaskRequest, RegisterRequest, SubmitUpdateRequest, Task, TensorChunk, UpdateHeader,
-    UpdateTrailer, get_task_response, submit_update_request,
-};
+use fedsec_proto::v1::{GetTaskRequest, RegisterRequest, Task, get_task_response};
 use rand::{RngExt, SeedableRng};
 use tonic::transport::Channel;
 
@@ -145,32 +142,10 @@ async fn round(b: &mut Bench) -> Duration {
         .zip(tasks)
         .enumerate()
         .map(|(i, (c, t))| {
-            let mut c = c.clone();
+            let c = c.clone();
             let (chunks, sha, dim) = (b.chunks.clone(), b.sha.clone(), b.dim);
             tokio::spawn(async move {
-                let mut m = Vec::with_capacity(chunks.len() + 2);
-                m.push(SubmitUpdateRequest {
-                    part: Some(submit_update_request::Part::Header(UpdateHeader {
-                        job_id: t.job_id.clone(),
-                        round: t.round,
-                        attempt: t.attempt,
-                        base_version: t.base_version,
-                        nonce: format!("{i}").into_bytes(),
-                        num_params: dim as u64,
-                        within_clip: true,
-                    })),
-                });
-                m.extend(chunks.iter().map(|data| SubmitUpdateRequest {
-                    part: Some(submit_update_request::Part::Chunk(TensorChunk {
-                        data: data.clone(),
-                    })),
-                }));
-                m.push(SubmitUpdateRequest {
-                    part: Some(submit_update_request::Part::Trailer(UpdateTrailer {
-                        sha256: sha.to_vec(),
-                    })),
-                });
-                c.submit_update(tokio_stream::iter(m)).await.unwrap();
+                fedsec_benches::submit(c, &t, &chunks, &sha, dim, i).await;
             })
         })
         .collect();
