@@ -20,6 +20,7 @@ pub mod demo;
 pub mod error;
 pub mod eval;
 pub mod figures;
+pub mod loopback;
 pub mod plot;
 pub mod progress;
 pub mod report;

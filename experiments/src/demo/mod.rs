@@ -31,10 +31,9 @@ use fedsec_client::{
 use fedsec_coordinator::config::{
     ClippingSpec, LocalOptimizerKind, ServerOptimizerSpec, TrainingSpec,
 };
-use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec};
+use fedsec_coordinator::{Coordinator, JobSpec};
 use fedsec_detector::synth::SynthConfig;
 use fedsec_privacy::NoiseKind;
-use fedsec_proto::devca::{DevPkiOptions, write_dev_pki};
 use fedsec_proto::v1;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -337,26 +336,8 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
 
     // 3. PKI, coordinator, participants.
     let t2 = Instant::now();
-    let pki = write_dev_pki(
-        &work.join("pki"),
-        &DevPkiOptions {
-            clients: cfg.tenants,
-            force: true,
-            ..DevPkiOptions::default()
-        },
-    )
-    .map_err(|e| Error::Config(format!("dev PKI: {e}")))?;
-    let mut ccfg = CoordinatorConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| Error::Config(format!("{e}")))?,
-        data_dir: work.join("coordinator"),
-        tls: Some(pki.server.clone()),
-        admins: vec![pki.admin_name.clone()],
-        poll_interval_ms: 300,
-        ..CoordinatorConfig::default()
-    };
-    ccfg.metrics.enabled = false;
+    let (pki, mut ccfg) = crate::loopback::dev_coordinator(&work, cfg.tenants)?;
+    ccfg.poll_interval_ms = 300;
     let running = Coordinator::start(ccfg).await?;
     let endpoint = running.endpoint();
     let admin = running.admin();

@@ -23,9 +23,8 @@ use std::time::{Duration, Instant};
 
 use fedsec_client::rpc::{Rpc, update_messages};
 use fedsec_coordinator::config::{AuditSpec, DangerousConfig};
-use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec};
+use fedsec_coordinator::{Coordinator, JobSpec};
 use fedsec_privacy::NoiseKind;
-use fedsec_proto::devca::{DevPkiOptions, write_dev_pki};
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tls::ClientTls;
 use fedsec_proto::v1::{self, get_task_response};
@@ -274,30 +273,12 @@ async fn run_jobs(setup: &Setup, p: &Params) -> Result<Vec<Row>> {
         .prefix("fedsec-audit-")
         .tempdir()
         .map_err(|e| Error::io(std::env::temp_dir(), e))?;
-    let pki = write_dev_pki(
-        &work.path().join("pki"),
-        &DevPkiOptions {
-            clients: p.clients,
-            force: true,
-            ..DevPkiOptions::default()
-        },
-    )
-    .map_err(|e| Error::Config(format!("dev PKI: {e}")))?;
-    let mut ccfg = CoordinatorConfig {
-        listen: "127.0.0.1:0"
-            .parse()
-            .map_err(|e| Error::Config(format!("{e}")))?,
-        data_dir: work.path().join("coordinator"),
-        tls: Some(pki.server.clone()),
-        admins: vec![pki.admin_name.clone()],
-        poll_interval_ms: 50,
-        dangerous: Some(DangerousConfig {
-            allow_disabled_noise: true,
-            allow_simulation_noise: false,
-        }),
-        ..CoordinatorConfig::default()
-    };
-    ccfg.metrics.enabled = false;
+    let (pki, mut ccfg) = crate::loopback::dev_coordinator(work.path(), p.clients)?;
+    ccfg.poll_interval_ms = 50;
+    ccfg.dangerous = Some(DangerousConfig {
+        allow_disabled_noise: true,
+        allow_simulation_noise: false,
+    });
     let running = Coordinator::start(ccfg).await?;
     let endpoint = running.endpoint();
     let admin = running.admin();
