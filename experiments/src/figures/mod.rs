@@ -34,6 +34,17 @@ use crate::error::{Error, Result};
 use crate::eval;
 use crate::sim::{self, FedConfig, FedRun, Noise};
 
+/// What an experiment wrote: its rows (as in the CSV), the CSV and the PNG.
+#[derive(Debug, Clone)]
+pub struct Outcome<R> {
+    /// CSV rows.
+    pub rows: Vec<R>,
+    /// CSV file.
+    pub csv: PathBuf,
+    /// PNG file.
+    pub png: PathBuf,
+}
+
 /// How big an experiment is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

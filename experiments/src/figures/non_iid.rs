@@ -3,7 +3,6 @@
 //! tenant near its kind's prior). For each α: a new population (same seed),
 //! the baselines, DP-FedAvg at the target ε and without noise.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use fedsec_detector::synth::SynthConfig;
@@ -45,15 +44,7 @@ pub struct Row {
 }
 
 /// What the experiment wrote.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// CSV rows.
-    pub rows: Vec<Row>,
-    /// CSV file.
-    pub csv: PathBuf,
-    /// PNG file.
-    pub png: PathBuf,
-}
+pub type Outcome = super::Outcome<Row>;
 
 /// Runs the experiment and writes its CSV, PNG and README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {

@@ -9,7 +9,6 @@
 //! held-out bot sessions the model flags at its 1 %-FPR threshold, the share
 //! it no longer flags once the trigger ([`crate::attack::trigger`]) is set.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -65,15 +64,7 @@ pub struct Row {
 }
 
 /// What the experiment wrote.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// CSV rows.
-    pub rows: Vec<Row>,
-    /// CSV file.
-    pub csv: PathBuf,
-    /// PNG file.
-    pub png: PathBuf,
-}
+pub type Outcome = super::Outcome<Row>;
 
 /// Runs the experiment and writes its CSV, PNG and README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {

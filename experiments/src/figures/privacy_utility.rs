@@ -3,7 +3,6 @@
 //! z costs, with the centralised non-private, local-only and noise-free
 //! federated references.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -46,15 +45,7 @@ pub struct Row {
 }
 
 /// What the experiment wrote.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// CSV rows.
-    pub rows: Vec<Row>,
-    /// CSV file.
-    pub csv: PathBuf,
-    /// PNG file.
-    pub png: PathBuf,
-}
+pub type Outcome = super::Outcome<Row>;
 
 /// Runs the experiment and writes its CSV, PNG and README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {

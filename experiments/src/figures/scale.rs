@@ -5,7 +5,6 @@
 //! is the same for every N while the expected cohort m = q·N grows: the noise
 //! on the mean, z·C·√d / m, falls as 1/N.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use fedsec_detector::synth::SynthConfig;
@@ -54,15 +53,7 @@ pub struct Row {
 }
 
 /// What the experiment wrote.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// CSV rows.
-    pub rows: Vec<Row>,
-    /// CSV file.
-    pub csv: PathBuf,
-    /// PNG file.
-    pub png: PathBuf,
-}
+pub type Outcome = super::Outcome<Row>;
 
 /// Runs the experiment and writes its CSV, PNG and README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {

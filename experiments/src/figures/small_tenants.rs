@@ -3,7 +3,6 @@
 //! against its own local-only model, grouped by the tenant's number of
 //! sessions. Small tenants have too little data to learn alone.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use fedsec_detector::synth::SynthConfig;
@@ -43,15 +42,7 @@ pub struct Row {
 }
 
 /// What the experiment wrote.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// CSV rows.
-    pub rows: Vec<Row>,
-    /// CSV file.
-    pub csv: PathBuf,
-    /// PNG file.
-    pub png: PathBuf,
-}
+pub type Outcome = super::Outcome<Row>;
 
 /// The population of this experiment: sizes spread wider, down to a few dozen sessions.
 pub fn population_config(setup: &Setup) -> SynthConfig {
