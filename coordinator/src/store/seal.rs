@@ -303,38 +303,6 @@ mod tests {
         assert_eq!(k.open(&a, &s[..OVERHEAD - 1]), Err(SealError::NotSealed));
     }
 
-    /// Seal/open throughput for a 4 MB model (d = 1M). Not a pass/fail
-    /// timing: run with `--ignored --nocapture` to print the numbers.
-    #[test]
-    #[ignore = "prints a measurement"]
-    fn seal_cost() {
-        let k = AtRestKey::from_bytes(&[7; 32]);
-        let a = aad("model_versions.weights", "j", 1);
-        let model = vec![0x5au8; 4_000_000];
-        let reps = 20;
-        let t = std::time::Instant::now();
-        let mut sealed = Vec::new();
-        for _ in 0..reps {
-            sealed = k.seal(&a, &model);
-        }
-        let seal = t.elapsed() / reps;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            assert_eq!(k.open(&a, &sealed).unwrap().len(), model.len());
-        }
-        let open = t.elapsed() / reps;
-        let t = std::time::Instant::now();
-        for _ in 0..reps {
-            std::hint::black_box(model.clone());
-        }
-        let copy = t.elapsed() / reps;
-        println!(
-            "4 MB model: seal {seal:?} ({:.2} GB/s), open {open:?} ({:.2} GB/s), plain copy {copy:?}",
-            4e-3 / seal.as_secs_f64(),
-            4e-3 / open.as_secs_f64()
-        );
-    }
-
     #[test]
     fn key_files_are_generated_private_and_checked() {
         let dir = tempfile::tempdir().unwrap();
