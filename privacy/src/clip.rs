@@ -2,21 +2,23 @@
 //!
 //! This module owns the one property every privacy claim rests on: the L2
 //! norm of a clipped update is at most the clip norm `C`. A vector containing
-//! NaN or ±∞ is an error (never silently zeroed).
+//! NaN or ±∞ is an error (never silently zeroed). The loops themselves live
+//! in `kernels` (vectorised, AVX2 + FMA when the CPU has them).
 //!
 //! # Rounding bound
 //!
-//! The squared norm is summed in `f64` over 8 independent lanes (the squares
-//! of `f32` values are exact in `f64`), so for `n` elements the computed norm
-//! `ñ` satisfies `|ñ − ‖v‖| ≤ γ_n ‖v‖` with
-//! `γ_n = (⌈n/8⌉ + 8) · 2⁻⁵³` (standard recursive-summation bound per lane,
-//! plus the lane reduction and the square root).
+//! The squared norm is summed in `f64` (the squares of `f32` values are
+//! exact in `f64`) into independent partial sums of at most `⌈n/8⌉` terms,
+//! combined with at most 8 further additions (see `kernels`), so for `n`
+//! elements the computed norm `ñ` satisfies `|ñ − ‖v‖| ≤ γ_n ‖v‖` with
+//! `γ_n = (⌈n/8⌉ + 8) · 2⁻⁵³` (standard recursive-summation bound, halved by
+//! the square root, plus the square root's own rounding).
 //!
 //! When `ñ > C` the vector is multiplied by `s = (C/ñ)(1 − m)`:
-//! - [`clip_and_accumulate`] keeps the products in `f64` and uses
-//!   `m = 2γ_n + 2⁻⁵⁰`, so the contribution added to the accumulator has norm
-//!   `≤ C` exactly (up to the `f64` rounding of the accumulator itself, which is
-//!   the aggregation's, not the clipping's);
+//! - [`clip_and_accumulate`] (and [`Measured::clip_into`]) keeps the products
+//!   in `f64` and uses `m = 2γ_n + 2⁻⁵⁰`, so the contribution added to the
+//!   accumulator has norm `≤ C` exactly (up to the `f64` rounding of the
+//!   accumulator itself, which is the aggregation's, not the clipping's);
 //! - [`clip_in_place`] rounds each product back to `f32` (relative error
 //!   `≤ 2⁻²⁴`) and uses `m = 2γ_n + 2⁻²³`, so the clipped `f32` vector has norm
 //!   `≤ C` and `≥ C(1 − 2⁻²² − 4γ_n)`.
@@ -24,8 +26,18 @@
 //! (Subnormal `f32` results carry an absolute rounding error of at most 2⁻¹⁵⁰
 //! per element, irrelevant for any clip norm above 1e-30.) Vectors whose norm
 //! is already `≤ C` are left bit-for-bit untouched.
+//!
+//! # Measuring apart from adding
+//!
+//! [`Measured`] splits [`clip_and_accumulate`] in two: validating and
+//! measuring an update reads it once and touches nothing shared, so the
+//! coordinator does it before it takes the round's lock; adding is then one
+//! pass under the lock. A `Measured` borrows the values it measured, so they
+//! cannot change between the two steps.
 
 use thiserror::Error;
+
+use crate::kernels;
 
 /// Why a vector could not be measured or clipped.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -60,31 +72,11 @@ pub struct ClipOutcome {
     pub clipped: bool,
 }
 
-const LANES: usize = 8;
 const U: f64 = f64::EPSILON / 2.0; // 2^-53
 
 /// Relative error bound `γ_n` of [`l2_norm`] for `n` elements (see module docs).
 pub fn norm_rounding_bound(n: usize) -> f64 {
-    ((n.div_ceil(LANES) + 8) as f64) * U
-}
-
-/// Sum of squares in f64, 8 independent lanes (vectorises); non-finite
-/// elements make the result non-finite.
-fn sum_squares(v: &[f32]) -> f64 {
-    let mut acc = [0.0f64; LANES];
-    let chunks = v.chunks_exact(LANES);
-    let rem = chunks.remainder();
-    for c in chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            let x = f64::from(x);
-            *a += x * x;
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(rem) {
-        let x = f64::from(x);
-        *a += x * x;
-    }
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+    ((n.div_ceil(8) + 8) as f64) * U
 }
 
 fn first_non_finite(v: &[f32]) -> usize {
@@ -97,7 +89,7 @@ fn first_non_finite(v: &[f32]) -> usize {
 /// element is finite (the largest `f32` squared is ~1.2e77), so the position
 /// of a bad element is only searched for on the error path.
 pub fn l2_norm(v: &[f32]) -> Result<f64, ClipError> {
-    let s = sum_squares(v);
+    let s = kernels::sum_squares(v);
     if s.is_finite() {
         Ok(s.sqrt())
     } else {
@@ -136,9 +128,70 @@ pub fn clip_in_place(v: &mut [f32], clip_norm: f64) -> Result<f64, ClipError> {
     Ok(norm)
 }
 
-/// The coordinator's fused hot path: validates `v` and computes its norm in
-/// one pass, then adds the clipped vector to `acc` in a second pass
-/// (`acc[i] += scale·v[i]` in `f64`). On any error `acc` is untouched.
+/// A validated update and its norm: the first half of
+/// [`clip_and_accumulate`], done once, outside any lock.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured<'a> {
+    values: &'a [f32],
+    norm: f64,
+}
+
+impl<'a> Measured<'a> {
+    /// Validates `values` (NaN or ±∞ anywhere is an error) and computes their
+    /// L2 norm in one pass.
+    pub fn new(values: &'a [f32]) -> Result<Self, ClipError> {
+        Ok(Self {
+            values,
+            norm: l2_norm(values)?,
+        })
+    }
+
+    /// L2 norm of the values as received (computed in `f64`).
+    pub fn norm(&self) -> f64 {
+        self.norm
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Adds the values, clipped to L2 norm `≤ clip_norm`, to `acc` in one
+    /// pass (`acc[i] += scale·v[i]` in `f64`). On error `acc` is untouched.
+    pub fn clip_into(&self, clip_norm: f64, acc: &mut [f64]) -> Result<ClipOutcome, ClipError> {
+        check_clip_norm(clip_norm)?;
+        if acc.len() != self.values.len() {
+            return Err(ClipError::LengthMismatch {
+                expected: acc.len(),
+                actual: self.values.len(),
+            });
+        }
+        let (scale, clipped) = if self.norm > clip_norm {
+            (
+                clip_scale(clip_norm, self.norm, self.values.len(), 4.0 * U),
+                true,
+            )
+        } else {
+            (1.0, false)
+        };
+        kernels::add_scaled(acc, self.values, scale);
+        Ok(ClipOutcome {
+            norm: self.norm,
+            scale,
+            clipped,
+        })
+    }
+}
+
+/// Validates `v`, computes its norm, and adds it clipped to `clip_norm` to
+/// `acc`: [`Measured::new`] then [`Measured::clip_into`] — a read-only norm
+/// pass, then one pass of `acc[i] += scale·v[i]` in `f64`. On any error
+/// `acc` is untouched.
 pub fn clip_and_accumulate(
     v: &[f32],
     clip_norm: f64,
@@ -151,26 +204,7 @@ pub fn clip_and_accumulate(
             actual: v.len(),
         });
     }
-    let norm = l2_norm(v)?;
-    let (scale, clipped) = if norm > clip_norm {
-        (clip_scale(clip_norm, norm, v.len(), 4.0 * U), true)
-    } else {
-        (1.0, false)
-    };
-    if clipped {
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a += scale * f64::from(x);
-        }
-    } else {
-        for (a, &x) in acc.iter_mut().zip(v) {
-            *a += f64::from(x);
-        }
-    }
-    Ok(ClipOutcome {
-        norm,
-        scale,
-        clipped,
-    })
+    Measured::new(v)?.clip_into(clip_norm, acc)
 }
 
 #[cfg(test)]
