@@ -28,6 +28,7 @@ use criterion::{
 use fedsec_coordinator::aggregate::RoundSum;
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
+use fedsec_privacy::Measured;
 use fedsec_proto::devca::{DevCa, Validity};
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
@@ -173,7 +174,8 @@ fn benches(c: &mut Criterion) {
             b.iter_custom(|iters| {
                 let t0 = Instant::now();
                 for _ in 0..iters {
-                    sum.add(std::hint::black_box(&u), 1.0, true).unwrap();
+                    let m = Measured::new(std::hint::black_box(&u)).unwrap();
+                    sum.add(&m, 1.0, true).unwrap();
                 }
                 let e = t0.elapsed();
                 total.0 += e;

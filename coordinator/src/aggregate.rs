@@ -7,14 +7,15 @@
 //! it reads its first chunk, so HTTP/2 flow control holds back the bytes of
 //! the others. Buffers are recycled, so the steady state allocates nothing.
 //!
-//! [`RoundSum::add`] re-clips every update to the round's `C` with
-//! `fedsec_privacy::clip_and_accumulate` (the coordinator never trusts a
-//! client's clipping) and leaves the sum untouched when the update is
-//! rejected (NaN/Inf).
+//! [`RoundSum::add`] re-clips every update to the round's `C` (the
+//! coordinator never trusts a client's clipping). It takes a
+//! `fedsec_privacy::Measured` update: validation (NaN/Inf) and the norm are
+//! computed before the round's lock is taken, so the lock covers one pass
+//! of `sum[i] += scale·v[i]`. A rejected update leaves the sum untouched.
 
 use std::sync::{Arc, Mutex};
 
-use fedsec_privacy::{ClipError, clip_and_accumulate};
+use fedsec_privacy::{ClipError, Measured};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A pool of decode buffers bounded by a semaphore.
@@ -112,7 +113,8 @@ pub struct Added {
 /// Why an update could not be added.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AddError {
-    /// NaN or infinity at the given position.
+    /// NaN or infinity at the given position (caught by `Measured::new`
+    /// before the update gets here; kept so the mapping is total).
     #[error("update value {index} is NaN or infinite")]
     NonFinite {
         /// Position of the first offending value.
@@ -151,20 +153,22 @@ impl RoundSum {
         }
     }
 
-    /// Re-clips `update` to `clip_norm` and adds it. On error the sum is unchanged.
+    /// Re-clips a validated, measured update to `clip_norm` and adds it in
+    /// one pass. On error the sum is unchanged.
     pub fn add(
         &mut self,
-        update: &[f32],
+        update: &Measured<'_>,
         clip_norm: f64,
         claims_within_clip: bool,
     ) -> Result<Added, AddError> {
-        let outcome =
-            clip_and_accumulate(update, clip_norm, &mut self.sum).map_err(|e| match e {
-                ClipError::NonFinite { index } => AddError::NonFinite { index },
+        let outcome = update
+            .clip_into(clip_norm, &mut self.sum)
+            .map_err(|e| match e {
                 ClipError::LengthMismatch { expected, actual } => {
                     AddError::Dimension { expected, actual }
                 }
                 ClipError::InvalidClipNorm(c) => AddError::ClipNorm(c),
+                ClipError::NonFinite { index } => AddError::NonFinite { index },
             })?;
         let within = claims_within_clip && !outcome.clipped;
         self.accepted += 1;
@@ -217,20 +221,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn updates_are_reclipped_and_bad_ones_leave_the_sum_alone() {
+    fn updates_are_reclipped_and_wrong_sizes_leave_the_sum_alone() {
+        let m = |v: &'static [f32]| Measured::new(v).unwrap();
         let mut s = RoundSum::new(2);
-        let a = s.add(&[3.0, 4.0], 1.0, true).unwrap();
+        let a = s.add(&m(&[3.0, 4.0]), 1.0, true).unwrap();
         assert!(a.clipped && !a.within_clip);
         assert!((a.norm - 5.0).abs() < 1e-12);
-        let b = s.add(&[0.1, 0.0], 1.0, true).unwrap();
+        let b = s.add(&m(&[0.1, 0.0]), 1.0, true).unwrap();
         assert!(!b.clipped && b.within_clip);
         let before = s.sum().to_vec();
         assert_eq!(
-            s.add(&[f32::NAN, 0.0], 1.0, true),
-            Err(AddError::NonFinite { index: 0 })
-        );
-        assert_eq!(
-            s.add(&[1.0], 1.0, true),
+            s.add(&m(&[1.0]), 1.0, true),
             Err(AddError::Dimension {
                 expected: 2,
                 actual: 1

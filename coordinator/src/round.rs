@@ -13,6 +13,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use fedsec_privacy::{ClipError, Measured};
 use fedsec_proto::v1;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -228,25 +229,28 @@ impl OpenRound {
     }
 
     /// Re-clips and adds a fully received, digest-checked update. Returns
-    /// what the re-clipping did; the sum is untouched on error.
+    /// what the re-clipping did; the sum is untouched on error. The update is
+    /// validated and measured before the round's lock is taken, so
+    /// concurrent uploads serialise only on the one-pass add.
     pub fn accept(
         &self,
         mut claim: ClaimGuard,
         update: &[f32],
         claims_within_clip: bool,
     ) -> Result<Added, Error> {
+        let measured = Measured::new(update).map_err(|e| match e {
+            ClipError::NonFinite { index } => non_finite(index),
+            other => Error::Internal(format!("measuring an update: {other}")),
+        })?;
         let mut st = self.lock();
         if !st.open || Instant::now() >= self.deadline {
             return Err(self.stale());
         }
         let added = st
             .sum
-            .add(update, self.clip_norm, claims_within_clip)
+            .add(&measured, self.clip_norm, claims_within_clip)
             .map_err(|e| match e {
-                AddError::NonFinite { index } => Error::rejected(
-                    RejectReason::NonFinite,
-                    format!("update value {index} is NaN or infinite"),
-                ),
+                AddError::NonFinite { index } => non_finite(index),
                 AddError::Dimension { expected, actual } => Error::rejected(
                     RejectReason::WrongDimension,
                     format!("update has {actual} values, the model has {expected}"),
@@ -280,6 +284,13 @@ impl OpenRound {
             rejected: st.rejected,
         })
     }
+}
+
+fn non_finite(index: usize) -> Error {
+    Error::rejected(
+        RejectReason::NonFinite,
+        format!("update value {index} is NaN or infinite"),
+    )
 }
 
 #[cfg(test)]
