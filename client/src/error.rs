@@ -293,6 +293,9 @@ pub struct RpcError {
     /// The transport classification, when the failure was not an answer
     /// from the coordinator.
     pub connection: Option<ConnectionError>,
+    /// The coordinator's "retry after" hint (`retry-after-ms` metadata of a
+    /// rate-limited call), when it sent a well-formed one.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl RpcError {
@@ -308,23 +311,45 @@ impl RpcError {
             code: status.code(),
             message,
             connection,
+            retry_after: retry_after(status),
+        }
+    }
+
+    /// A failure decided on this side (no status from the coordinator).
+    pub fn local(operation: &'static str, code: Code, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            code,
+            message: message.into(),
+            connection: None,
+            retry_after: None,
         }
     }
 
     /// A local timeout of the call.
     pub fn timeout(operation: &'static str, after: std::time::Duration) -> Self {
-        Self {
+        Self::local(
             operation,
-            code: Code::DeadlineExceeded,
-            message: format!("no answer within {} ms", after.as_millis()),
-            connection: None,
-        }
+            Code::DeadlineExceeded,
+            format!("no answer within {} ms", after.as_millis()),
+        )
     }
 
     /// How to handle it.
     pub fn disposition(&self) -> Disposition {
         disposition(&Status::new(self.code, self.message.clone()))
     }
+}
+
+/// The `retry-after-ms` hint of a status: ASCII digits only, anything else
+/// (missing, not a number, not ASCII) is ignored and the client backs off on
+/// its own schedule.
+fn retry_after(status: &Status) -> Option<std::time::Duration> {
+    let v = status
+        .metadata()
+        .get(fedsec_proto::RETRY_AFTER_MS_METADATA)?;
+    let ms: u64 = v.to_str().ok()?.trim().parse().ok()?;
+    Some(std::time::Duration::from_millis(ms))
 }
 
 /// What can stop a participant or a one-off operation.
@@ -359,6 +384,22 @@ pub enum Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_hints_are_read_and_bad_ones_ignored() {
+        let with = |v: &'static str| {
+            let mut s = Status::resource_exhausted("rate_limited");
+            s.metadata_mut()
+                .insert(fedsec_proto::RETRY_AFTER_MS_METADATA, v.parse().unwrap());
+            RpcError::from_status("GetTask", &s, "https://x:1").retry_after
+        };
+        assert_eq!(with("1500"), Some(std::time::Duration::from_millis(1500)));
+        assert_eq!(with("soon"), None);
+        assert_eq!(with("-5"), None);
+        assert_eq!(with("99999999999999999999999"), None);
+        let plain = RpcError::from_status("GetTask", &Status::unavailable("x"), "https://x:1");
+        assert_eq!(plain.retry_after, None);
+    }
 
     #[test]
     fn dispositions() {

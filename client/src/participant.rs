@@ -655,7 +655,7 @@ impl<'a> Runner<'a> {
     }
 
     async fn failed(&mut self, e: &RpcError) -> bool {
-        let delay = self.backoff.fail(&mut self.rng);
+        let delay = self.backoff.fail_at_least(&mut self.rng, e.retry_after);
         self.p.emit(Event::Retrying {
             operation: e.operation,
             error: e.message.clone(),
@@ -994,7 +994,7 @@ impl<'a> Runner<'a> {
                     if e.disposition() == Disposition::Definitive {
                         return Err(SkipReason::ModelRejected(e.message));
                     }
-                    let delay = backoff.fail(&mut self.rng);
+                    let delay = backoff.fail_at_least(&mut self.rng, e.retry_after);
                     if Instant::now() + delay >= deadline {
                         return Err(SkipReason::DeadlinePassed);
                     }
@@ -1278,7 +1278,7 @@ impl<'a> Runner<'a> {
                 }
                 Disposition::Transient => {}
             }
-            let delay = backoff.fail(&mut self.rng);
+            let delay = backoff.fail_at_least(&mut self.rng, e.retry_after);
             if Instant::now() + delay >= deadline {
                 let (job, round, attempt) = (tref.job_id.clone(), tref.round, tref.attempt);
                 let detail = format!("deadline passed while retrying: {}", e.message);

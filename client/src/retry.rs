@@ -39,6 +39,18 @@ impl Backoff {
         half + Duration::from_micros(jitter)
     }
 
+    /// Records a failure and returns how long to wait: the backoff, or the
+    /// coordinator's `retry_after` hint when that is longer (capped at the
+    /// backoff's maximum, so a bad hint cannot park the client).
+    pub fn fail_at_least(
+        &mut self,
+        rng: &mut impl rand::Rng,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let d = self.fail(rng);
+        d.max(retry_after.unwrap_or_default().min(self.max))
+    }
+
     /// Records a success.
     pub fn reset(&mut self) {
         self.failures = 0;
@@ -69,6 +81,23 @@ pub fn poll_delay(
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn a_longer_hint_wins_but_is_capped() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let hint = Some(Duration::from_millis(700));
+        assert_eq!(b.fail_at_least(&mut rng, hint), Duration::from_millis(700));
+        let huge = Some(Duration::from_secs(3600));
+        assert_eq!(b.fail_at_least(&mut rng, huge), Duration::from_secs(2));
+        for _ in 0..4 {
+            b.fail(&mut rng);
+        }
+        // The backoff (1–2 s by now) beats a short hint.
+        let d = b.fail_at_least(&mut rng, Some(Duration::from_millis(10)));
+        assert!(d >= Duration::from_secs(1), "{d:?}");
+        assert_eq!(b.failures(), 7);
+    }
 
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {

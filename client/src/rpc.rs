@@ -95,12 +95,10 @@ impl Rpc {
         if let Some(c) = self.grpc.get() {
             return Ok(c.clone());
         }
-        let channel = self.tls.channel(&self.endpoint).map_err(|e| RpcError {
-            operation: op,
-            code: tonic::Code::InvalidArgument,
-            message: e.to_string(),
-            connection: None,
-        })?;
+        let channel = self
+            .tls
+            .channel(&self.endpoint)
+            .map_err(|e| RpcError::local(op, tonic::Code::InvalidArgument, e.to_string()))?;
         let client = CoordinatorClient::new(channel)
             // A model chunk is ≤ 1 MiB; leave room for the header's receipt.
             .max_decoding_message_size(8 << 20);
@@ -141,11 +139,12 @@ impl Rpc {
             Ok(Err(s)) => return Err(self.err("GetTask", &s)),
             Ok(Ok(r)) => r.into_inner(),
         };
-        r.outcome.ok_or_else(|| RpcError {
-            operation: "GetTask",
-            code: tonic::Code::Internal,
-            message: "the coordinator sent an empty answer".into(),
-            connection: None,
+        r.outcome.ok_or_else(|| {
+            RpcError::local(
+                "GetTask",
+                tonic::Code::Internal,
+                "the coordinator sent an empty answer",
+            )
         })
     }
 

@@ -213,7 +213,10 @@ impl Coordinator for Scripted {
             ledger_at_upload,
         });
         if let Some(status) = s.upload_answers.pop_front() {
-            if status.code() != tonic::Code::Unavailable {
+            if !matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::ResourceExhausted
+            ) {
                 s.finished = true;
             }
             return Err(status);
@@ -459,6 +462,38 @@ async fn transient_upload_failures_are_retried_with_the_same_nonce() {
     );
     // The model used for scoring is the verified one.
     assert_eq!(f.model.unwrap().weights, s.weights);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_upload_waits_as_long_as_the_coordinator_asks() {
+    let limited = |ms: &'static str| {
+        let mut s = Status::resource_exhausted("rate_limited: SubmitUpdate");
+        s.metadata_mut()
+            .insert(fedsec_proto::RETRY_AFTER_MS_METADATA, ms.parse().unwrap());
+        s
+    };
+    let mut script = honest();
+    // The test timing backs off 15–30 ms after a first failure, at most 300 ms.
+    script.upload_answers = VecDeque::from([limited("250"), limited("3600000")]);
+    let f = run_against(script).await;
+    assert!(matches!(f.outcome, RunOutcome::JobFinished { .. }));
+    assert_eq!(f.script.lock().unwrap().uploads.len(), 3);
+    let delays: Vec<u64> = f
+        .recorder
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Retrying {
+                operation: "SubmitUpdate",
+                delay_ms,
+                ..
+            } => Some(delay_ms),
+            _ => None,
+        })
+        .collect();
+    // The hint when it is longer than the backoff; capped at backoff_max.
+    assert_eq!(delays, vec![250, 300]);
+    assert_eq!(f.ledger.entries[0].status, EntryStatus::Accepted);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

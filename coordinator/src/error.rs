@@ -196,8 +196,9 @@ impl Error {
 }
 
 /// Metadata key of a `RESOURCE_EXHAUSTED` status carrying the retry-after
-/// hint in milliseconds (also in the message).
-pub const RETRY_AFTER_MS_METADATA: &str = "retry-after-ms";
+/// hint in milliseconds (also in the message); defined with the wire
+/// contract in `fedsec_proto`.
+pub use fedsec_proto::RETRY_AFTER_MS_METADATA;
 
 /// Result with the coordinator's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

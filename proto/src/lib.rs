@@ -26,6 +26,10 @@ pub mod v1 {
     tonic::include_proto!("fedsec.v1");
 }
 
+/// Metadata key of a `RESOURCE_EXHAUSTED` status refused by a rate limit:
+/// milliseconds until a retry can be admitted, as ASCII digits.
+pub const RETRY_AFTER_MS_METADATA: &str = "retry-after-ms";
+
 /// Encoded `FileDescriptorSet` of the `fedsec.v1` package, for gRPC server
 /// reflection (`tonic-reflection`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fedsec_v1_descriptor");
