@@ -76,6 +76,9 @@ async fn setup(dim: usize) -> Bench {
         ..Default::default()
     };
     config.metrics.enabled = false;
+    // Throughput, not admission: every identity uploads once per iteration,
+    // far above the default per-identity SubmitUpdate rate.
+    config.rate_limits.enabled = false;
     let running = Coordinator::start_with_tls(config, tls).await.unwrap();
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
