@@ -29,10 +29,9 @@ use fedsec_coordinator::aggregate::RoundSum;
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
 use fedsec_privacy::Measured;
-use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
-use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{GetTaskRequest, RegisterRequest, Task, get_task_response};
 use rand::{RngExt, SeedableRng};
@@ -58,12 +57,7 @@ struct Bench {
 }
 
 async fn setup(dim: usize) -> Bench {
-    let ca = DevCa::generate("bench CA").unwrap();
-    let ca_pem = ca.ca_pem();
-    let server = ca
-        .issue_server(&["localhost".into()], Validity::Days(1))
-        .unwrap();
-    let tls = ServerTls::from_pem(&server.pem_with_ca(&ca_pem)).unwrap();
+    let pki = LoopbackPki::generate("bench CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut config = CoordinatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -79,12 +73,12 @@ async fn setup(dim: usize) -> Bench {
     // Throughput, not admission: every identity uploads once per iteration,
     // far above the default per-identity SubmitUpdate rate.
     config.rate_limits.enabled = false;
-    let running = Coordinator::start_with_tls(config, tls).await.unwrap();
+    let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
+        .await
+        .unwrap();
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
-        let id = ClientIdentity::new("bench", &format!("c{i:03}")).unwrap();
-        let cert = ca.issue_client(&id).unwrap();
-        let ctls = ClientTls::from_pem(&cert.pem_with_ca(&ca_pem)).unwrap();
+        let ctls = pki.client_tls("bench", &format!("c{i:03}")).unwrap();
         let mut c = CoordinatorClient::new(ctls.channel(&running.endpoint()).unwrap());
         c.register(RegisterRequest::default()).await.unwrap();
         clients.push(c);

@@ -10,10 +10,9 @@ use bytes::Bytes;
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
 use fedsec_privacy::NoiseKind;
-use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
-use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{
     GetTaskRequest, RegisterRequest, SubmitUpdateRequest, Task, TensorChunk, UpdateHeader,
@@ -112,12 +111,7 @@ pub enum BenchNoise {
 impl BenchCoordinator {
     /// Starts the coordinator, registers `n` clients, creates the job.
     pub async fn start(n: usize, dim: usize, noise: BenchNoise) -> Self {
-        let ca = DevCa::generate("bench CA").expect("CA");
-        let ca_pem = ca.ca_pem();
-        let server = ca
-            .issue_server(&["localhost".into()], Validity::Days(1))
-            .expect("server certificate");
-        let tls = ServerTls::from_pem(&server.pem_with_ca(&ca_pem)).expect("server TLS");
+        let pki = LoopbackPki::generate("bench CA").expect("dev PKI");
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = CoordinatorConfig {
             listen: "127.0.0.1:0".parse().expect("address"),
@@ -134,14 +128,14 @@ impl BenchCoordinator {
         // than any real client may.
         config.rate_limits.enabled = false;
         config.limits.upload_message_timeout_ms = 600_000;
-        let running = Coordinator::start_with_tls(config, tls)
+        let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
             .await
             .expect("coordinator");
         let mut clients = Vec::with_capacity(n);
         for i in 0..n {
-            let id = ClientIdentity::new("bench", &format!("c{i:04}")).expect("identity");
-            let cert = ca.issue_client(&id).expect("client certificate");
-            let ctls = ClientTls::from_pem(&cert.pem_with_ca(&ca_pem)).expect("client TLS");
+            let ctls = pki
+                .client_tls("bench", &format!("c{i:04}"))
+                .expect("client TLS");
             let mut c = CoordinatorClient::new(ctls.channel(&running.endpoint()).expect("channel"))
                 .max_decoding_message_size(64 << 20);
             c.register(RegisterRequest::default())

@@ -42,9 +42,8 @@ use fedsec_detector::logs::{LogReader, ReaderConfig};
 use fedsec_detector::session::{Session, Sessionizer, sessionize};
 use fedsec_detector::synth::{SynthConfig, generate_tenant, read_labels};
 use fedsec_privacy::NoiseKind;
-use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
-use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
 use tokio::sync::mpsc;
 
 const JOB: &str = "bots-v1";
@@ -152,11 +151,7 @@ async fn main() {
     let work = tempfile::tempdir().unwrap();
 
     // --- What normally runs elsewhere: the platform's coordinator. ---------
-    let ca = DevCa::generate("example CA").unwrap();
-    let ca_pem = ca.ca_pem();
-    let server = ca
-        .issue_server(&["localhost".into()], Validity::Days(1))
-        .unwrap();
+    let pki = LoopbackPki::generate("example CA").unwrap();
     let mut config = CoordinatorConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
         data_dir: work.path().join("coordinator"),
@@ -168,17 +163,11 @@ async fn main() {
         ..Default::default()
     };
     config.metrics.enabled = false;
-    let coordinator = Coordinator::start_with_tls(
-        config,
-        ServerTls::from_pem(&server.pem_with_ca(&ca_pem)).unwrap(),
-    )
-    .await
-    .unwrap();
+    let coordinator = Coordinator::start_with_tls(config, pki.server_tls().clone())
+        .await
+        .unwrap();
     let endpoint = coordinator.endpoint();
-    let identity = |tenant: &str, client: &str| {
-        let id = ClientIdentity::new(tenant, client).unwrap();
-        ClientTls::from_pem(&ca.issue_client(&id).unwrap().pem_with_ca(&ca_pem)).unwrap()
-    };
+    let identity = |tenant: &str, client: &str| pki.client_tls(tenant, client).unwrap();
 
     // --- Synthetic traffic: tenant 0 is our shop, 1 and 2 are others. ------
     let synth = SynthConfig {

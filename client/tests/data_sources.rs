@@ -22,7 +22,7 @@ async fn a_watched_directory_picks_up_new_and_growing_logs() {
     std::fs::create_dir_all(&watched).unwrap();
     let p = builder(
         &h.endpoint(),
-        h.pki.client_tls("tenant-w", "client-w"),
+        h.pki.client_tls("tenant-w", "client-w").unwrap(),
         DataSource::watch_dir(&watched),
         PrivacyPolicy::new(10.0, 1e-5),
         &state_dir(h.dir.path(), "w"),

@@ -27,7 +27,8 @@ async fn five_clients_three_rounds_ledgers_match_the_coordinator() {
         let p = builder(
             &h.endpoint(),
             h.pki
-                .client_tls(&format!("tenant-{i}"), &format!("client-{i}")),
+                .client_tls(&format!("tenant-{i}"), &format!("client-{i}"))
+                .unwrap(),
             DataSource::Files(vec![files.clone()]),
             PrivacyPolicy::new(50.0, 1e-5),
             &state,

@@ -46,7 +46,9 @@ async fn a_round_past_the_tenant_cap_is_skipped_and_the_job_goes_on() {
     for (i, (files, policy)) in logs.iter().zip(policies).enumerate() {
         let p = builder(
             &h.endpoint(),
-            h.pki.client_tls("tenant-g", &format!("client-{i}")),
+            h.pki
+                .client_tls("tenant-g", &format!("client-{i}"))
+                .unwrap(),
             DataSource::Files(vec![files.clone()]),
             policy,
             &state_dir(h.dir.path(), &format!("c{i}")),
@@ -130,7 +132,7 @@ async fn a_task_below_the_noise_floor_is_refused_and_shutdown_is_prompt() {
     policy.min_noise_multiplier = 0.5;
     let p = builder(
         &h.endpoint(),
-        h.pki.client_tls("tenant-z", "client-z"),
+        h.pki.client_tls("tenant-z", "client-z").unwrap(),
         DataSource::Files(logs),
         policy,
         &state_dir(h.dir.path(), "z"),

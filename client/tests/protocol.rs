@@ -18,6 +18,7 @@ use fedsec_client::ledger::{EntryStatus, Ledger, LedgerFile};
 use fedsec_client::{DataSource, Event, PrivacyPolicy, RunOutcome, SkipReason};
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::train::TrainConfig;
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
@@ -27,7 +28,7 @@ use fedsec_proto::v1::{
     get_task_response, submit_update_request,
 };
 use rand::{RngExt, SeedableRng};
-use support::{Pki, Recorder, builder, state_dir};
+use support::{Recorder, builder, state_dir};
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -240,7 +241,7 @@ struct Fixture {
 
 /// The scripted coordinator on a loopback port with mutual TLS.
 struct Served {
-    pki: Arc<Pki>,
+    pki: Arc<LoopbackPki>,
     endpoint: String,
     script: Arc<Mutex<Script>>,
     stop: tokio::sync::oneshot::Sender<()>,
@@ -248,7 +249,7 @@ struct Served {
 }
 
 async fn serve(script: Script, state: &std::path::Path) -> Served {
-    let pki = Pki::new();
+    let pki = support::pki();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!(
         "https://localhost:{}",
@@ -261,7 +262,7 @@ async fn serve(script: Script, state: &std::path::Path) -> Served {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
         .add_service(CoordinatorServer::new(Scripted(script.clone())))
-        .serve_with_incoming_shutdown(pki.server.incoming(listener), async {
+        .serve_with_incoming_shutdown(pki.server_tls().incoming(listener), async {
             let _ = stopped.await;
         });
     Served {
@@ -278,7 +279,7 @@ impl Served {
     fn participant(&self, state: &std::path::Path) -> fedsec_client::Participant {
         let p = builder(
             &self.endpoint,
-            self.pki.client_tls("tenant-s", "client-s"),
+            self.pki.client_tls("tenant-s", "client-s").unwrap(),
             DataSource::Host,
             PrivacyPolicy::new(100.0, 1e-5),
             state,

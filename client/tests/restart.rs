@@ -24,7 +24,9 @@ async fn clients_carry_on_through_a_stop_and_a_crash_of_the_coordinator() {
     for (i, files) in logs.iter().enumerate() {
         let p = builder(
             &h.endpoint(),
-            h.pki.client_tls("tenant-r", &format!("client-{i}")),
+            h.pki
+                .client_tls("tenant-r", &format!("client-{i}"))
+                .unwrap(),
             DataSource::Files(vec![files.clone()]),
             PrivacyPolicy::new(100.0, 1e-5),
             &state_dir(h.dir.path(), &format!("c{i}")),

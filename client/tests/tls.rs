@@ -91,7 +91,7 @@ async fn a_client_certificate_from_another_ca_gets_a_clear_message() {
     let h = Harness::start().await;
     let other = DevCa::generate("someone else's CA").unwrap();
     // Trusts the right CA, but presents a certificate the coordinator refuses.
-    let tls = tls_from(&other, &h.pki.ca_pem, "client-2");
+    let tls = tls_from(&other, h.pki.ca_pem(), "client-2");
     let mut p = builder(
         &h.endpoint(),
         tls,

@@ -48,6 +48,7 @@ async fn admin_service_end_to_end() {
     let mut as_client = v1::admin_client::AdminClient::new(
         h.pki
             .client_tls(support::TENANT, "c000")
+            .unwrap()
             .channel(&h.endpoint())
             .unwrap(),
     );
@@ -349,6 +350,7 @@ async fn metrics_health_and_reflection() {
     let channel = h
         .pki
         .client_tls(support::TENANT, "c000")
+        .unwrap()
         .channel(&h.endpoint())
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());

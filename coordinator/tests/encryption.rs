@@ -309,7 +309,7 @@ async fn the_coordinator_serves_an_encrypted_store_and_refuses_it_without_the_ke
     // Without the key: refused, naming the key.
     let e = fedsec_coordinator::Coordinator::start_with_tls(
         support::test_config(h.dir.path()),
-        h.pki.server.clone(),
+        h.pki.server_tls().clone(),
     )
     .await
     .unwrap_err();
@@ -323,7 +323,7 @@ async fn the_coordinator_serves_an_encrypted_store_and_refuses_it_without_the_ke
         std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
         let mut config = support::test_config(h.dir.path());
         config.storage.encryption_key_file = Some(loose);
-        let e = fedsec_coordinator::Coordinator::start_with_tls(config, h.pki.server.clone())
+        let e = fedsec_coordinator::Coordinator::start_with_tls(config, h.pki.server_tls().clone())
             .await
             .unwrap_err();
         let m = e.to_string();

@@ -269,7 +269,11 @@ async fn every_rejection_has_its_status_and_touches_nothing() {
     let admin_as_client = TestClient {
         id: "admin".into(),
         grpc: fedsec_proto::v1::coordinator_client::CoordinatorClient::new(
-            h.pki.admin_tls("admin").channel(&h.endpoint()).unwrap(),
+            h.pki
+                .admin_tls("admin")
+                .unwrap()
+                .channel(&h.endpoint())
+                .unwrap(),
         ),
     };
     let mut admin_as_client = admin_as_client;

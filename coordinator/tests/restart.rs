@@ -229,7 +229,7 @@ async fn graceful_shutdown_abandons_the_open_round_and_charges_nothing() {
     h.reopen(|_| {}).await;
     let second = fedsec_coordinator::Coordinator::start_with_tls(
         support::test_config(h.dir.path()),
-        h.pki.server.clone(),
+        h.pki.server_tls().clone(),
     )
     .await;
     assert!(second.unwrap_err().to_string().contains("in use"));

@@ -4,8 +4,9 @@
 //! certificate, one client certificate per tenant client (identity in a
 //! `spiffe://fedsec/...` URI SAN, see [`crate::tls`]) and an admin
 //! certificate — and [`write_dev_pki`] writes a complete set into a directory
-//! for `fedsec-coordinator certs init`. Keys are ECDSA P-256. Private keys are
-//! written with mode 0600.
+//! for `fedsec-coordinator certs init`. [`LoopbackPki`] is the in-memory
+//! set for one coordinator on loopback (tests, benches, examples). Keys are
+//! ECDSA P-256. Private keys are written with mode 0600.
 //!
 //! This is for development, tests and demos; production deployments use the
 //! platform's own CA with the same identity convention.
@@ -21,7 +22,7 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::tls::{ClientIdentity, PeerIdentity, TlsFiles, TlsPem};
+use crate::tls::{ClientIdentity, ClientTls, PeerIdentity, ServerTls, TlsError, TlsFiles, TlsPem};
 
 /// Why a certificate could not be issued or written.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +44,9 @@ pub enum DevCaError {
     /// The output directory already holds a CA.
     #[error("{0} already exists; refusing to overwrite certificates (use --force)")]
     Exists(PathBuf),
+    /// Issued material could not be turned into a TLS configuration.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
 
 /// A certificate and its private key, PEM encoded.
@@ -237,6 +241,64 @@ impl DevCa {
     /// An admin certificate with the default validity.
     pub fn issue_admin(&self, name: &str) -> Result<IssuedCert, DevCaError> {
         self.issue_peer(&PeerIdentity::Admin { name: name.into() }, DEFAULT_VALIDITY)
+    }
+}
+
+/// An in-memory development PKI for one coordinator on loopback: a fresh
+/// CA, the server's TLS configuration (names `localhost` and `127.0.0.1`)
+/// and client or admin TLS issued on demand. Nothing touches the disk. For
+/// tests, benches and examples; [`write_dev_pki`] is the on-disk set.
+pub struct LoopbackPki {
+    ca: DevCa,
+    ca_pem: String,
+    server: ServerTls,
+}
+
+impl std::fmt::Debug for LoopbackPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoopbackPki").finish_non_exhaustive()
+    }
+}
+
+impl LoopbackPki {
+    /// A new CA named `common_name` and a server certificate for loopback.
+    pub fn generate(common_name: &str) -> Result<Self, DevCaError> {
+        let ca = DevCa::generate(common_name)?;
+        let ca_pem = ca.ca_pem();
+        let cert = ca.issue_server(&["localhost".into(), "127.0.0.1".into()], DEFAULT_VALIDITY)?;
+        let server = ServerTls::from_pem(&cert.pem_with_ca(&ca_pem))?;
+        Ok(Self { ca, ca_pem, server })
+    }
+
+    /// The CA, to issue further certificates.
+    pub fn ca(&self) -> &DevCa {
+        &self.ca
+    }
+
+    /// The CA certificate, PEM encoded.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The server's TLS configuration.
+    pub fn server_tls(&self) -> &ServerTls {
+        &self.server
+    }
+
+    /// TLS for a new client certificate of `tenant`/`client_id`.
+    pub fn client_tls(&self, tenant: &str, client_id: &str) -> Result<ClientTls, DevCaError> {
+        let id = ClientIdentity::new(tenant, client_id)
+            .map_err(|_| DevCaError::BadName(format!("{tenant}/{client_id}")))?;
+        Ok(ClientTls::from_pem(
+            &self.ca.issue_client(&id)?.pem_with_ca(&self.ca_pem),
+        )?)
+    }
+
+    /// TLS for a new admin certificate named `name`.
+    pub fn admin_tls(&self, name: &str) -> Result<ClientTls, DevCaError> {
+        Ok(ClientTls::from_pem(
+            &self.ca.issue_admin(name)?.pem_with_ca(&self.ca_pem),
+        )?)
     }
 }
 

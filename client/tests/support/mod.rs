@@ -17,37 +17,17 @@ use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
 use fedsec_detector::synth::{SynthConfig, SynthFormat, generate_tenant};
 use fedsec_privacy::NoiseKind;
-use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
-use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
+use fedsec_proto::tls::ClientTls;
 use tokio::sync::broadcast;
 
 pub const TENANT: &str = "tenant-a";
 pub const T: Duration = Duration::from_secs(60);
 
-/// A development CA and its server certificate.
-pub struct Pki {
-    pub ca: DevCa,
-    pub ca_pem: String,
-    pub server: ServerTls,
-}
-
-impl Pki {
-    pub fn new() -> Arc<Self> {
-        let ca = DevCa::generate("fedsec client test CA").unwrap();
-        let ca_pem = ca.ca_pem();
-        let cert = ca
-            .issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::Days(1))
-            .unwrap();
-        let server = ServerTls::from_pem(&cert.pem_with_ca(&ca_pem)).unwrap();
-        Arc::new(Self { ca, ca_pem, server })
-    }
-
-    pub fn client_tls(&self, tenant: &str, client_id: &str) -> ClientTls {
-        let id = ClientIdentity::new(tenant, client_id).unwrap();
-        let cert = self.ca.issue_client(&id).unwrap();
-        ClientTls::from_pem(&cert.pem_with_ca(&self.ca_pem)).unwrap()
-    }
+/// A fresh loopback PKI (CA, server TLS for localhost) for one test.
+pub fn pki() -> Arc<LoopbackPki> {
+    Arc::new(LoopbackPki::generate("fedsec client test CA").unwrap())
 }
 
 pub fn coordinator_config(data_dir: &Path, listen: &str) -> CoordinatorConfig {
@@ -68,7 +48,7 @@ pub fn coordinator_config(data_dir: &Path, listen: &str) -> CoordinatorConfig {
 
 /// A coordinator under test with its PKI and data directory.
 pub struct Harness {
-    pub pki: Arc<Pki>,
+    pub pki: Arc<LoopbackPki>,
     pub dir: tempfile::TempDir,
     pub running: Option<RunningCoordinator>,
     pub port: u16,
@@ -76,11 +56,11 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start() -> Self {
-        let pki = Pki::new();
+        let pki = pki();
         let dir = tempfile::tempdir().unwrap();
         let running = Coordinator::start_with_tls(
             coordinator_config(&dir.path().join("coordinator"), "127.0.0.1:0"),
-            pki.server.clone(),
+            pki.server_tls().clone(),
         )
         .await
         .unwrap();
@@ -115,7 +95,7 @@ impl Harness {
         for _ in 0..50 {
             match Coordinator::start_with_tls(
                 coordinator_config(&self.dir.path().join("coordinator"), &listen),
-                self.pki.server.clone(),
+                self.pki.server_tls().clone(),
             )
             .await
             {

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
-use fedsec_proto::devca::{DevCa, Validity};
+use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
-use fedsec_proto::tls::{ClientIdentity, ClientTls, ServerTls};
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{
@@ -26,34 +25,9 @@ use tonic::{Request, Status};
 /// Tenant of every test client.
 pub const TENANT: &str = "tenant-a";
 
-/// A development CA and the server certificate.
-pub struct Pki {
-    pub ca: DevCa,
-    pub ca_pem: String,
-    pub server: ServerTls,
-}
-
-impl Pki {
-    pub fn new() -> Arc<Self> {
-        let ca = DevCa::generate("fedsec test CA").unwrap();
-        let ca_pem = ca.ca_pem();
-        let cert = ca
-            .issue_server(&["localhost".into(), "127.0.0.1".into()], Validity::Days(1))
-            .unwrap();
-        let server = ServerTls::from_pem(&cert.pem_with_ca(&ca_pem)).unwrap();
-        Arc::new(Self { ca, ca_pem, server })
-    }
-
-    pub fn client_tls(&self, tenant: &str, client_id: &str) -> ClientTls {
-        let id = ClientIdentity::new(tenant, client_id).unwrap();
-        let cert = self.ca.issue_client(&id).unwrap();
-        ClientTls::from_pem(&cert.pem_with_ca(&self.ca_pem)).unwrap()
-    }
-
-    pub fn admin_tls(&self, name: &str) -> ClientTls {
-        let cert = self.ca.issue_admin(name).unwrap();
-        ClientTls::from_pem(&cert.pem_with_ca(&self.ca_pem)).unwrap()
-    }
+/// A fresh loopback PKI (CA, server TLS for localhost) for one test.
+pub fn pki() -> Arc<LoopbackPki> {
+    Arc::new(LoopbackPki::generate("fedsec test CA").unwrap())
 }
 
 /// The configuration tests start from: loopback, port 0, metrics on port 0,
@@ -86,7 +60,7 @@ pub fn job(id: &str, dim: u32, q: f64) -> JobSpec {
 
 /// A coordinator under test with its PKI and data directory.
 pub struct Harness {
-    pub pki: Arc<Pki>,
+    pub pki: Arc<LoopbackPki>,
     pub dir: Arc<tempfile::TempDir>,
     pub running: Option<RunningCoordinator>,
 }
@@ -97,11 +71,11 @@ impl Harness {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut CoordinatorConfig)) -> Self {
-        let pki = Pki::new();
+        let pki = pki();
         let dir = Arc::new(tempfile::tempdir().unwrap());
         let mut config = test_config(dir.path());
         tweak(&mut config);
-        let running = Coordinator::start_with_tls(config, pki.server.clone())
+        let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
             .await
             .unwrap();
         Self {
@@ -120,7 +94,7 @@ impl Harness {
         let mut config = test_config(self.dir.path());
         tweak(&mut config);
         self.running = Some(
-            Coordinator::start_with_tls(config, self.pki.server.clone())
+            Coordinator::start_with_tls(config, self.pki.server_tls().clone())
                 .await
                 .unwrap(),
         );
@@ -159,7 +133,13 @@ impl Harness {
     }
 
     pub fn admin_grpc(&self, name: &str) -> AdminClient<Channel> {
-        AdminClient::new(self.pki.admin_tls(name).channel(&self.endpoint()).unwrap())
+        AdminClient::new(
+            self.pki
+                .admin_tls(name)
+                .unwrap()
+                .channel(&self.endpoint())
+                .unwrap(),
+        )
     }
 }
 
@@ -170,8 +150,12 @@ pub struct TestClient {
 }
 
 impl TestClient {
-    pub fn connect(pki: &Pki, tenant: &str, client_id: &str, endpoint: &str) -> Self {
-        let channel = pki.client_tls(tenant, client_id).channel(endpoint).unwrap();
+    pub fn connect(pki: &LoopbackPki, tenant: &str, client_id: &str, endpoint: &str) -> Self {
+        let channel = pki
+            .client_tls(tenant, client_id)
+            .unwrap()
+            .channel(endpoint)
+            .unwrap();
         Self {
             id: client_id.into(),
             grpc: CoordinatorClient::new(channel),
