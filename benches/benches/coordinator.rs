@@ -25,9 +25,9 @@ use bytes::Bytes;
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
+use fedsec_benches::bench_config;
 use fedsec_coordinator::aggregate::RoundSum;
-use fedsec_coordinator::config::DangerousConfig;
-use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
+use fedsec_coordinator::{Coordinator, JobSpec, RunningCoordinator};
 use fedsec_privacy::Measured;
 use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::model::ModelSpec;
@@ -59,20 +59,7 @@ struct Bench {
 async fn setup(dim: usize) -> Bench {
     let pki = LoopbackPki::generate("bench CA").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = CoordinatorConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().to_owned(),
-        poll_interval_ms: 20,
-        dangerous: Some(DangerousConfig {
-            allow_simulation_noise: true,
-            allow_disabled_noise: false,
-        }),
-        ..Default::default()
-    };
-    config.metrics.enabled = false;
-    // Throughput, not admission: every identity uploads once per iteration,
-    // far above the default per-identity SubmitUpdate rate.
-    config.rate_limits.enabled = false;
+    let config = bench_config(dir.path());
     let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
         .await
         .unwrap();

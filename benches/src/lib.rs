@@ -77,6 +77,26 @@ fn plain_loop(acc: &mut [f64], v: &[f32]) {
     }
 }
 
+/// The configuration every embedded bench coordinator starts from: loopback
+/// port 0, fast polling, simulation noise allowed, no metrics listener, and
+/// no per-identity rate limits (the benches measure throughput: one identity
+/// uploads far faster than any real client may).
+pub fn bench_config(data_dir: &std::path::Path) -> CoordinatorConfig {
+    let mut config = CoordinatorConfig {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        data_dir: data_dir.to_owned(),
+        poll_interval_ms: 20,
+        dangerous: Some(DangerousConfig {
+            allow_simulation_noise: true,
+            allow_disabled_noise: false,
+        }),
+        ..Default::default()
+    };
+    config.metrics.enabled = false;
+    config.rate_limits.enabled = false;
+    config
+}
+
 /// Job id used by [`BenchCoordinator`].
 pub const JOB: &str = "bench";
 
@@ -113,20 +133,7 @@ impl BenchCoordinator {
     pub async fn start(n: usize, dim: usize, noise: BenchNoise) -> Self {
         let pki = LoopbackPki::generate("bench CA").expect("dev PKI");
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut config = CoordinatorConfig {
-            listen: "127.0.0.1:0".parse().expect("address"),
-            data_dir: dir.path().to_owned(),
-            poll_interval_ms: 20,
-            dangerous: Some(DangerousConfig {
-                allow_simulation_noise: true,
-                allow_disabled_noise: false,
-            }),
-            ..Default::default()
-        };
-        config.metrics.enabled = false;
-        // The benches measure throughput: one identity uploads far faster
-        // than any real client may.
-        config.rate_limits.enabled = false;
+        let mut config = bench_config(dir.path());
         config.limits.upload_message_timeout_ms = 600_000;
         let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
             .await
