@@ -157,15 +157,17 @@ impl ClientRegistry {
         Ok(())
     }
 
-    /// Active client ids, sorted.
-    pub(crate) fn selectable(&self) -> Vec<String> {
+    /// Tenants with at least one active client identity, sorted: the
+    /// population sampled each round (the privacy unit is the tenant).
+    pub(crate) fn selectable_tenants(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .read()
-            .iter()
-            .filter(|(_, e)| e.status == ClientStatus::Active)
-            .map(|(id, _)| id.clone())
+            .values()
+            .filter(|e| e.status == ClientStatus::Active)
+            .map(|e| e.tenant_id.clone())
             .collect();
         v.sort();
+        v.dedup();
         v
     }
 
@@ -568,13 +570,21 @@ mod tests {
     }
 
     #[test]
-    fn only_active_clients_are_selectable_and_authorised() {
+    fn only_tenants_with_an_active_identity_are_selectable_and_only_active_clients_authorised() {
         let r = ClientRegistry::default();
         r.upsert(&record("b", ClientStatus::Active));
         r.upsert(&record("a", ClientStatus::Active));
         r.upsert(&record("q", ClientStatus::Quarantined));
         r.upsert(&record("x", ClientStatus::Revoked));
-        assert_eq!(r.selectable(), vec!["a", "b"]);
+        // Every identity above is of tenant "t": one selectable tenant.
+        assert_eq!(r.selectable_tenants(), vec!["t"]);
+        let mut other = record("z", ClientStatus::Active);
+        other.identity = ClientIdentity::new("u", "z").unwrap();
+        r.upsert(&other);
+        let mut blocked = record("y", ClientStatus::Quarantined);
+        blocked.identity = ClientIdentity::new("v", "y").unwrap();
+        r.upsert(&blocked);
+        assert_eq!(r.selectable_tenants(), vec!["t", "u"]);
         let id = |c: &str| ClientIdentity::new("t", c).unwrap();
         assert!(r.authorize(&id("a")).is_ok());
         let reason = |c: &str| r.authorize(&id(c)).unwrap_err().reject_reason();

@@ -10,12 +10,14 @@
 //! 3. job exists (NOT_FOUND);
 //! 4. round and attempt are the open ones, before the deadline
 //!    (FAILED_PRECONDITION "stale round");
-//! 5. caller selected for this attempt (PERMISSION_DENIED);
+//! 5. caller's tenant selected for this attempt (PERMISSION_DENIED);
 //! 6. base version is the round's (FAILED_PRECONDITION);
 //! 7. declared `num_params` equals the model's (INVALID_ARGUMENT);
-//! 8. one submission per client and round: same nonce as an accepted
-//!    update → success with `newly_accepted = false`; another nonce →
-//!    ALREADY_EXISTS; an upload still in progress → ABORTED;
+//! 8. one submission per tenant and round (the privacy unit): the same
+//!    identity and nonce as an accepted update → success with
+//!    `newly_accepted = false`; another nonce, or another client identity
+//!    of the same tenant → ALREADY_EXISTS ("tenant already submitted this
+//!    round"); an upload of the tenant still in progress → ABORTED;
 //! 9. chunks: aligned, ≤ 1 MiB, not too many, exactly `num_params` values,
 //!    no second header, trailer last (INVALID_ARGUMENT); digest
 //!    (DATA_LOSS);
@@ -173,12 +175,12 @@ impl CoordinatorService {
             }
         };
         ctx.round = Some(round.clone());
-        if !round.selected.contains(&client.client_id) {
+        if !round.selected.contains(&client.tenant_id) {
             return Err(bad(
                 RejectReason::NotSelected,
                 format!(
-                    "client {:?} was not selected for round {} attempt {}",
-                    client.client_id, round.round, round.attempt
+                    "tenant {:?} was not selected for round {} attempt {}",
+                    client.tenant_id, round.round, round.attempt
                 ),
             ));
         }
@@ -200,7 +202,7 @@ impl CoordinatorService {
                 ),
             ));
         }
-        let claim = match round.claim(&client.client_id, &header.nonce)? {
+        let claim = match round.claim(&client.tenant_id, &client.client_id, &header.nonce)? {
             Claim::AlreadyAccepted => {
                 return Ok(SubmitUpdateResponse {
                     newly_accepted: false,
@@ -329,13 +331,13 @@ impl CoordinatorService {
             if !round.accepting() {
                 continue;
             }
-            if !round.selected.contains(&client.client_id) {
+            if !round.selected.contains(&client.tenant_id) {
                 reason = format!("not selected for round {} of job {}", round.round, job.id());
                 continue;
             }
-            if round.has_accepted(&client.client_id) {
+            if round.has_accepted(&client.tenant_id) {
                 reason = format!(
-                    "update already received for round {} of job {}",
+                    "this tenant's update for round {} of job {} was already received",
                     round.round,
                     job.id()
                 );
