@@ -176,11 +176,9 @@ impl SqliteStore {
     /// checks that it was written with `key` (or, for `None`, without one).
     /// A new database records which: it can never be opened the other way.
     pub fn open_with_key(data_dir: &Path, key: Option<AtRestKey>) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            message: e.to_string(),
-        })?;
+        create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        create_private_file(&path)?;
         let conn = Connection::open(&path).map_err(db)?;
         Self::init(conn, path, key)
     }
@@ -232,6 +230,58 @@ impl SqliteStore {
         // is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Creates `dir` (and parents) with mode 0700 on Unix; an existing `dir`
+/// accessible by group or others is tightened to 0700 (the store, its WAL
+/// and the lock file live there).
+pub fn create_private_dir(dir: &Path) -> StoreResult<()> {
+    let err = |e: std::io::Error| StoreError::DataDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir).map_err(err)?;
+        let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(err)?;
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (SQLite then
+/// gives its `-wal` and `-shm` files the same mode); an existing file
+/// accessible by group or others is tightened to 0600.
+pub fn create_private_file(path: &Path) -> StoreResult<()> {
+    let err = |e: std::io::Error| StoreError::DataDir {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path).map_err(err)?;
+        let mode = file.metadata().map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o600))
+                .map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    opts.open(path).map_err(err)?;
+    Ok(())
 }
 
 /// Current schema version of this build.
@@ -421,26 +471,82 @@ fn version_aad<'a>(field: &'static str, job_id: &'a str, version: u64) -> Aad<'a
 
 const JOB_COLS: &str = "spec_json, state, state_reason, created_unix_ms, resolution_json, \
                         rounds_completed, current_version, clip_norm";
+/// Columns [`job_row`] reads: [`JOB_COLS`] and the id.
+const JOB_READ_COLS: &str = "spec_json, state, state_reason, created_unix_ms, resolution_json, \
+                             rounds_completed, current_version, clip_norm, job_id";
 
-fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
-    let spec: String = r.get(0)?;
-    let spec: JobSpec = serde_json::from_str(&spec).map_err(conv_err)?;
-    let state: String = r.get(1)?;
-    let state = JobState::parse(&state).ok_or_else(|| conv_err(format!("job state {state}")))?;
-    let resolution: Option<String> = r.get(4)?;
-    let resolution = resolution
-        .map(|s| serde_json::from_str::<Resolution>(&s))
-        .transpose()
-        .map_err(conv_err)?;
-    Ok(JobRecord {
-        spec,
-        state,
+/// A `jobs` row with its (possibly sealed) spec and resolution still raw.
+struct RawJob {
+    job_id: String,
+    spec: Value,
+    state: String,
+    state_reason: String,
+    created_unix_ms: i64,
+    resolution: Value,
+    rounds_completed: u64,
+    current_version: u64,
+    clip_norm: f64,
+}
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        job_id: r.get(8)?,
+        spec: r.get(0)?,
+        state: r.get(1)?,
         state_reason: r.get(2)?,
         created_unix_ms: r.get(3)?,
-        resolution,
+        resolution: r.get(4)?,
         rounds_completed: to_u64(r.get(5)?, "rounds_completed")?,
         current_version: to_u64(r.get(6)?, "current_version")?,
         clip_norm: r.get(7)?,
+    })
+}
+
+/// What a job's spec and resolution are sealed to (with encryption at rest,
+/// they are authenticated like every other record: whoever can write the
+/// database cannot turn a job's noise off or change its q or z).
+fn job_aad<'a>(field: &'static str, job_id: &'a str) -> Aad<'a> {
+    Aad {
+        field,
+        job_id,
+        number: 0,
+    }
+}
+
+fn decode_job(key: Option<&AtRestKey>, raw: RawJob) -> StoreResult<JobRecord> {
+    let id = raw.job_id.as_str();
+    let spec_aad = job_aad("jobs.spec_json", id);
+    let spec_json = open_text(key, &spec_aad, raw.spec)?;
+    let spec: JobSpec = serde_json::from_str(&spec_json)
+        .map_err(|e| corrupt(format!("{}: {e}", describe(&spec_aad))))?;
+    if spec.id != raw.job_id {
+        return Err(corrupt(format!(
+            "job {id:?}: its stored definition names job {:?}",
+            spec.id
+        )));
+    }
+    let state = JobState::parse(&raw.state)
+        .ok_or_else(|| corrupt(format!("job {id:?}: state {}", raw.state)))?;
+    let resolution = match raw.resolution {
+        Value::Null => None,
+        v => {
+            let aad = job_aad("jobs.resolution_json", id);
+            let json = open_text(key, &aad, v)?;
+            Some(
+                serde_json::from_str::<Resolution>(&json)
+                    .map_err(|e| corrupt(format!("{}: {e}", describe(&aad))))?,
+            )
+        }
+    };
+    Ok(JobRecord {
+        spec,
+        state,
+        state_reason: raw.state_reason,
+        created_unix_ms: raw.created_unix_ms,
+        resolution,
+        rounds_completed: raw.rounds_completed,
+        current_version: raw.current_version,
+        clip_norm: raw.clip_norm,
     })
 }
 
@@ -535,6 +641,61 @@ fn ledger_charge(
         );
     }
     Ok(record)
+}
+
+/// Detects a truncated or gapped ledger: sequence numbers must run 1, 2, …;
+/// the ROUND entries must be rounds 1, 2, … and as many as the job's
+/// committed rounds and its published versions (each committed round
+/// publishes exactly one). A ledger missing its last entries (deleted rows,
+/// a half-restored backup) would under-state the privacy spent.
+fn check_ledger(conn: &Connection, job_id: &str, records: &[LedgerRecord]) -> StoreResult<()> {
+    let truncated = |why: String| {
+        corrupt(format!(
+            "the ledger of job {job_id:?} is truncated or tampered with: {why}; \
+             refusing to account from it"
+        ))
+    };
+    for (i, e) in records.iter().enumerate() {
+        if e.seq != i as u64 + 1 {
+            return Err(truncated(format!(
+                "entry {} has sequence number {}",
+                i + 1,
+                e.seq
+            )));
+        }
+    }
+    let mut rounds = 0u64;
+    for e in records.iter().filter(|e| e.kind == LedgerKind::Round) {
+        rounds += 1;
+        match &e.charge {
+            Some(c) if c.round == rounds => {}
+            Some(c) => {
+                return Err(truncated(format!(
+                    "ROUND entry {} charges round {}, expected {rounds}",
+                    e.seq, c.round
+                )));
+            }
+            None => return Err(truncated(format!("ROUND entry {} has no charge", e.seq))),
+        }
+    }
+    let job: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT rounds_completed, (SELECT COALESCE(MAX(version), 0) FROM model_versions \
+             WHERE job_id = ?1) FROM jobs WHERE job_id = ?1",
+            [job_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    if let Some((completed, max_version)) = job
+        && (completed != rounds as i64 || max_version != rounds as i64)
+    {
+        return Err(truncated(format!(
+            "it charges {rounds} round(s) but the job has committed {completed} and published \
+             {max_version} version(s) after its initial one"
+        )));
+    }
+    Ok(())
 }
 
 fn sha(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; 32]> {
@@ -695,13 +856,16 @@ impl Store for SqliteStore {
                 job.id()
             )));
         }
+        let key = self.key.as_ref();
         let spec = serde_json::to_string(&job.spec).map_err(|e| corrupt(e.to_string()))?;
+        let spec = seal_text(key, &job_aad("jobs.spec_json", job.id()), &spec);
         let resolution = job
             .resolution
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(|r| seal_text(key, &job_aad("jobs.resolution_json", job.id()), &r));
         tx.execute(
             &format!(
                 "INSERT INTO jobs (job_id, {JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -727,22 +891,30 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {JOB_COLS} FROM jobs ORDER BY created_unix_ms DESC, job_id"
+                "SELECT {JOB_READ_COLS} FROM jobs ORDER BY created_unix_ms DESC, job_id"
             ))
             .map_err(db)?;
-        let rows = stmt.query_map([], job_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        let rows: Vec<RawJob> = stmt
+            .query_map([], job_row)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| decode_job(self.key.as_ref(), r))
+            .collect()
     }
 
     fn job(&self, job_id: &str) -> StoreResult<Option<JobRecord>> {
-        self.conn()
+        let raw = self
+            .conn()
             .query_row(
-                &format!("SELECT {JOB_COLS} FROM jobs WHERE job_id = ?1"),
+                &format!("SELECT {JOB_READ_COLS} FROM jobs WHERE job_id = ?1"),
                 [job_id],
                 job_row,
             )
             .optional()
-            .map_err(db)
+            .map_err(db)?;
+        raw.map(|r| decode_job(self.key.as_ref(), r)).transpose()
     }
 
     fn set_job_state(&self, job_id: &str, state: JobState, reason: &str) -> StoreResult<()> {
@@ -761,6 +933,11 @@ impl Store for SqliteStore {
 
     fn set_job_resolution(&self, job_id: &str, resolution: &Resolution) -> StoreResult<()> {
         let json = serde_json::to_string(resolution).map_err(|e| corrupt(e.to_string()))?;
+        let json = seal_text(
+            self.key.as_ref(),
+            &job_aad("jobs.resolution_json", job_id),
+            &json,
+        );
         let n = self
             .conn()
             .execute(
@@ -1174,9 +1351,12 @@ impl Store for SqliteStore {
             .map_err(db)?
             .collect::<Result<_, _>>()
             .map_err(db)?;
-        rows.into_iter()
+        let records: Vec<LedgerRecord> = rows
+            .into_iter()
             .map(|row| ledger_charge(self.key.as_ref(), job_id, row))
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        check_ledger(&conn, job_id, &records)?;
+        Ok(records)
     }
 
     fn versions(&self, job_id: &str) -> StoreResult<Vec<VersionInfo>> {
@@ -1434,6 +1614,29 @@ mod tests {
         assert_eq!(v.weights, vec![2u8; 16]);
     }
 
+    /// Deleting the newest ledger entries (or a middle one) is detected: the
+    /// ledger no longer matches the job's committed rounds and versions.
+    #[test]
+    fn a_truncated_ledger_is_detected() {
+        for victim in ["MAX(seq)", "1"] {
+            let s = SqliteStore::in_memory().unwrap();
+            s.insert_job(&job("j"), &version(0, 0)).unwrap();
+            for r in 1..=3 {
+                s.open_attempt(&attempt(r, 1)).unwrap();
+                s.commit_round(&commit(r, 1)).unwrap();
+            }
+            assert_eq!(s.ledger("j").unwrap().len(), 3);
+            s.conn()
+                .execute_batch(&format!(
+                    "PRAGMA foreign_keys = OFF; DELETE FROM ledger WHERE job_id = 'j' AND \
+                     seq = (SELECT {victim} FROM ledger WHERE job_id = 'j')"
+                ))
+                .unwrap();
+            let e = s.ledger("j").unwrap_err();
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+    }
+
     #[test]
     fn clients_are_bound_to_their_tenant() {
         let s = SqliteStore::in_memory().unwrap();
@@ -1469,6 +1672,30 @@ mod tests {
         s.touch_clients(&[("c".into(), 15), ("c".into(), 50)])
             .unwrap();
         assert_eq!(s.clients().unwrap()[0].last_seen_unix_ms, 50);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_and_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = SqliteStore::open(&dir).unwrap();
+        s.insert_job(&job("j"), &version(0, 0)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+        drop(s);
+        // Loose modes on an existing directory and database are tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        drop(SqliteStore::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
     }
 
     #[test]
