@@ -121,6 +121,11 @@ pub const MIGRATIONS: &[&str] = &[
         computed_unix_ms INTEGER NOT NULL
     );
     "#,
+    // 3: per-client participation counter, sealed with encryption at rest
+    // (it reveals who was in the cohorts); `rounds_participated` stays 0 then.
+    r#"
+    ALTER TABLE clients ADD COLUMN participation BLOB;
+    "#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -552,22 +557,67 @@ fn decode_job(key: Option<&AtRestKey>, raw: RawJob) -> StoreResult<JobRecord> {
 
 const CLIENT_COLS: &str = "client_id, tenant_id, status, status_reason, registered_unix_ms, \
                            last_seen_unix_ms, rounds_participated, software";
+/// Columns read for a client: [`CLIENT_COLS`] and the sealed counter.
+const CLIENT_READ_COLS: &str = "client_id, tenant_id, status, status_reason, registered_unix_ms, \
+                                last_seen_unix_ms, rounds_participated, software, participation";
 
-fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+fn participation_aad(client_id: &str) -> Aad<'_> {
+    Aad {
+        field: "clients.participation",
+        job_id: client_id,
+        number: 0,
+    }
+}
+
+/// A client's participation counter: the sealed column when set, else the
+/// clear one (databases in clear, and clients not yet counted when sealed).
+fn participation(
+    key: Option<&AtRestKey>,
+    client_id: &str,
+    clear: u64,
+    sealed: Value,
+) -> StoreResult<u64> {
+    match sealed {
+        Value::Null => Ok(clear),
+        v => {
+            let aad = participation_aad(client_id);
+            let bytes = open_blob(key, &aad, v)?;
+            let arr: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| corrupt(format!("{}: not 8 bytes", describe(&aad))))?;
+            Ok(clear + u64::from_le_bytes(arr))
+        }
+    }
+}
+
+fn client_row(r: &Row<'_>) -> rusqlite::Result<(ClientRecord, Value)> {
     let status: String = r.get(2)?;
-    Ok(ClientRecord {
-        identity: ClientIdentity {
-            client_id: r.get(0)?,
-            tenant_id: r.get(1)?,
+    Ok((
+        ClientRecord {
+            identity: ClientIdentity {
+                client_id: r.get(0)?,
+                tenant_id: r.get(1)?,
+            },
+            status: ClientStatus::parse(&status)
+                .ok_or_else(|| conv_err(format!("client status {status}")))?,
+            status_reason: r.get(3)?,
+            registered_unix_ms: r.get(4)?,
+            last_seen_unix_ms: r.get(5)?,
+            rounds_participated: to_u64(r.get(6)?, "rounds_participated")?,
+            software: r.get(7)?,
         },
-        status: ClientStatus::parse(&status)
-            .ok_or_else(|| conv_err(format!("client status {status}")))?,
-        status_reason: r.get(3)?,
-        registered_unix_ms: r.get(4)?,
-        last_seen_unix_ms: r.get(5)?,
-        rounds_participated: to_u64(r.get(6)?, "rounds_participated")?,
-        software: r.get(7)?,
-    })
+        r.get(8)?,
+    ))
+}
+
+/// A client row with its participation counter opened.
+fn decode_client(
+    key: Option<&AtRestKey>,
+    (mut c, sealed): (ClientRecord, Value),
+) -> StoreResult<ClientRecord> {
+    c.rounds_participated =
+        participation(key, &c.identity.client_id, c.rounds_participated, sealed)?;
+    Ok(c)
 }
 
 const ATTEMPT_COLS: &str = "job_id, round, attempt, state, base_version, opened_unix_ms, \
@@ -963,12 +1013,13 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db)?;
         let existing: Option<ClientRecord> = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [&identity.client_id],
                 client_row,
             )
             .optional()
-            .map_err(db)?;
+            .map_err(db)?
+            .map(|r| r.0);
         match existing {
             Some(c) if c.identity.tenant_id != identity.tenant_id => {
                 return Err(StoreError::Conflict(format!(
@@ -1002,24 +1053,30 @@ impl Store for SqliteStore {
         }
         let record = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [&identity.client_id],
                 client_row,
             )
             .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(record)
+        decode_client(self.key.as_ref(), record)
     }
 
     fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {CLIENT_COLS} FROM clients ORDER BY client_id"
+                "SELECT {CLIENT_READ_COLS} FROM clients ORDER BY client_id"
             ))
             .map_err(db)?;
-        let rows = stmt.query_map([], client_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        let rows: Vec<(ClientRecord, Value)> = stmt
+            .query_map([], client_row)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| decode_client(self.key.as_ref(), r))
+            .collect()
     }
 
     fn set_client_status(
@@ -1041,13 +1098,13 @@ impl Store for SqliteStore {
         }
         let record = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [client_id],
                 client_row,
             )
             .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(Some(record))
+        decode_client(self.key.as_ref(), record).map(Some)
     }
 
     fn touch_clients(&self, seen: &[(String, i64)]) -> StoreResult<()> {
@@ -1240,15 +1297,40 @@ impl Store for SqliteStore {
             ],
         )
         .map_err(db)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE clients SET rounds_participated = rounds_participated + 1 \
-                     WHERE client_id = ?1",
-                )
-                .map_err(db)?;
-            for p in &c.participants {
-                stmt.execute([p]).map_err(db)?;
+        match self.key.as_ref() {
+            None => {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE clients SET rounds_participated = rounds_participated + 1 \
+                         WHERE client_id = ?1",
+                    )
+                    .map_err(db)?;
+                for p in &c.participants {
+                    stmt.execute([p]).map_err(db)?;
+                }
+            }
+            Some(key) => {
+                // Sealed: read, open, count, re-seal (the clear column stays 0).
+                for p in &c.participants {
+                    let row: Option<(i64, Value)> = tx
+                        .query_row(
+                            "SELECT rounds_participated, participation FROM clients \
+                             WHERE client_id = ?1",
+                            [p],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(db)?;
+                    let Some((clear, sealed)) = row else { continue };
+                    let clear = u64::try_from(clear).map_err(|_| corrupt("negative counter"))?;
+                    let n = participation(Some(key), p, clear, sealed)? + 1;
+                    tx.execute(
+                        "UPDATE clients SET rounds_participated = 0, participation = ?2 \
+                         WHERE client_id = ?1",
+                        params![p, key.seal(&participation_aad(p), &n.to_le_bytes())],
+                    )
+                    .map_err(db)?;
+                }
             }
         }
         tx.commit().map_err(db)?;
@@ -1672,6 +1754,71 @@ mod tests {
         s.touch_clients(&[("c".into(), 15), ("c".into(), 50)])
             .unwrap();
         assert_eq!(s.clients().unwrap()[0].last_seen_unix_ms, 50);
+    }
+
+    /// With encryption at rest, job definitions, resolutions and the
+    /// per-client participation counters are sealed: none is readable in the
+    /// file, and a definition rewritten in clear (noise turned off) or moved
+    /// from another job fails authentication.
+    #[test]
+    fn specs_resolutions_and_participation_are_sealed() {
+        let key = AtRestKey::from_bytes(&[7; 32]);
+        let s = SqliteStore::in_memory_with_key(Some(key)).unwrap();
+        s.insert_job(&job("j"), &version(0, 0)).unwrap();
+        s.insert_job(&job("k"), &version(0, 0)).unwrap();
+        let res = Resolution {
+            sampling_rate: 0.5,
+            expected_cohort: 2.0,
+            registered_at_start: 4,
+            noise_multiplier: 1.25,
+            update_noise_multiplier: 1.25,
+            count_stddev: 0.0,
+            started_unix_ms: 3,
+        };
+        s.set_job_resolution("j", &res).unwrap();
+        s.upsert_client(&ClientIdentity::new("t", "c1").unwrap(), "x", 3)
+            .unwrap();
+        s.open_attempt(&attempt(1, 1)).unwrap();
+        s.commit_round(&commit(1, 1)).unwrap();
+        let j = s.job("j").unwrap().unwrap();
+        assert_eq!((j.spec.id.as_str(), j.resolution), ("j", Some(res)));
+        assert_eq!(s.clients().unwrap()[0].rounds_participated, 1);
+        {
+            let conn = s.conn();
+            let (spec, resolution, clear, sealed): (Value, Value, i64, Value) = conn
+                .query_row(
+                    "SELECT j.spec_json, j.resolution_json, c.rounds_participated, \
+                     c.participation FROM jobs j, clients c WHERE j.job_id = 'j'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            for v in [&spec, &resolution, &sealed] {
+                assert!(
+                    matches!(v, Value::Blob(b) if b.starts_with(b"FSE1")),
+                    "{v:?}"
+                );
+            }
+            assert_eq!(clear, 0);
+            // Rewrite j's definition in clear, with the noise off.
+            let mut bad = job("j").spec;
+            bad.disable_noise = true;
+            conn.execute(
+                "UPDATE jobs SET spec_json = ?1 WHERE job_id = 'j'",
+                [serde_json::to_string(&bad).unwrap()],
+            )
+            .unwrap();
+        }
+        assert!(matches!(s.job("j"), Err(StoreError::Encryption(_))));
+        // k's sealed definition copied onto j: bound to k, refused.
+        s.conn()
+            .execute_batch(
+                "UPDATE jobs SET spec_json = (SELECT spec_json FROM jobs WHERE job_id = 'k') \
+                 WHERE job_id = 'j'",
+            )
+            .unwrap();
+        let e = s.jobs().unwrap_err();
+        assert!(e.to_string().contains("authentication failed"), "{e}");
     }
 
     #[cfg(unix)]
