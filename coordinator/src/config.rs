@@ -990,6 +990,16 @@ impl JobSpec {
             (None, None) => {}
         }
         in_unit_open(&k("delta"), self.delta)?;
+        if self.delta < fedsec_privacy::accounting::pld::DELTA_FLOOR {
+            return Err(ConfigError::invalid(
+                k("delta"),
+                format!(
+                    "must be at least {:e}, the smallest δ the PLD accountant answers for (got {:e})",
+                    fedsec_privacy::accounting::pld::DELTA_FLOOR,
+                    self.delta
+                ),
+            ));
+        }
         if let Some(b) = self.epsilon_budget {
             positive_finite(&k("epsilon_budget"), b)?;
         }

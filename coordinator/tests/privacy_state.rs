@@ -90,3 +90,38 @@ async fn after_a_rollback_the_served_receipt_states_the_full_spend() {
     check(header.receipt.as_ref().unwrap());
     h.shutdown().await;
 }
+
+/// A job whose final round the accountant cannot bound is refused at
+/// creation, naming the key; one that learns q only at start (expected
+/// cohort) and then cannot be calibrated is paused with the reason, not
+/// failed (it failed before).
+#[tokio::test]
+async fn accountant_feasibility_is_checked_at_creation_and_never_fails_a_running_job() {
+    let mut h = Harness::start().await;
+    let admin = h.running().admin();
+    let mut spec = job("tiny-delta", 4, 0.5);
+    spec.delta = 1e-16;
+    let e = admin.create_job(spec).await.unwrap_err();
+    assert!(e.to_string().contains("delta"), "{e}");
+    // So loose that even the smallest noise multiplier meets it: calibration fails.
+    let mut spec = job("too-loose", 4, 0.5);
+    spec.target_epsilon = Some(1e12);
+    spec.noise_multiplier = None;
+    let e = admin.create_job(spec).await.unwrap_err();
+    assert!(e.to_string().contains("config.delta"), "{e}");
+
+    let mut spec = job("cohort", 4, 0.5);
+    spec.sampling_rate = None;
+    spec.expected_cohort = Some(1);
+    spec.target_epsilon = Some(1e12);
+    spec.noise_multiplier = None;
+    admin.create_job(spec).await.unwrap();
+    let _clients = h.clients(2).await;
+    let j = admin
+        .wait_for_job("cohort", T, |j| j.state != v1::JobState::Running as i32)
+        .await
+        .unwrap();
+    assert_eq!(j.state, v1::JobState::Paused as i32, "{j:?}");
+    assert!(j.state_reason.contains("accountant"), "{}", j.state_reason);
+    h.shutdown().await;
+}
