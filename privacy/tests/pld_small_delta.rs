@@ -37,8 +37,8 @@ fn rows() -> Vec<Row> {
 /// Rows where dp_accounting itself is pessimistic by more than 0.5 %: its
 /// composition truncates `1e-15`-ish tail mass per step into δ, which at
 /// δ = 1e-12 over 10⁶ rounds is most of δ (it reports 2.31 at δ = 1e-12
-/// against 0.77 at 1e-10 for q = 1e-4, z = 1). fedsec is below it there and
-/// must stay above the RDP-independent sanity floor checked below.
+/// against 0.77 at 1e-10 for q = 1e-4, z = 1). There fedsec may be below it
+/// (measured down to −1.6 %) and must not be more than 2 % above it.
 fn dp_accounting_truncation_dominates(r: &Row) -> bool {
     r.delta <= 1e-12 && r.t >= 1000
 }
@@ -90,9 +90,11 @@ fn check(select: impl Fn(&Row) -> bool) {
         assert!((-0.005..=0.01).contains(&rel), "{}", report.last().unwrap());
     }
     eprintln!(
-        "{}\nworst: {:+.3} % … {:+.3} %",
+        "{}\nworst: {:+.3} % … {:+.3} %; RDP fallbacks: {fallbacks}",
         report.join("\n"),
         100.0 * worst.0,
         100.0 * worst.1
     );
+    // Measured: only q = 1e-5, z = 0.5, T = 100 at δ ≤ 1e-9 falls back.
+    assert!(fallbacks <= 3, "{fallbacks} RDP fallbacks");
 }
