@@ -55,6 +55,7 @@ pub fn parse_with_presets<'a>(
                 // like one.
                 let rank = match (i, &reason) {
                     (0, MalformedReason::MissingField("x_forwarded_for")) => 3,
+                    (1, MalformedReason::TrailingData) => 3,
                     (0 | 1, _) => 2,
                     _ if client.is_some() => 1,
                     _ => 0,

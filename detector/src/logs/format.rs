@@ -240,6 +240,11 @@ fn compile_apache(src: &str) -> Result<Vec<Piece>, FormatError> {
             ('r', _) => Field::Request,
             ('m', _) => Field::Method,
             ('U', _) => Field::Uri,
+            // `%U%q`: the query string belongs to the path (and is dropped).
+            ('q', _) if matches!(pieces.last(), Some(Piece::Field(Field::Uri))) => {
+                rest = chars.as_str();
+                continue;
+            }
             ('s', _) => Field::Status,
             ('b' | 'B' | 'O', _) => Field::Bytes,
             ('i', Some(h)) => apache_header(h),

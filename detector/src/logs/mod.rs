@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::net::IpAddr;
 
 pub use client::{Cidr, ClientIpPolicy, RealIpHeader};
+pub use reader::MAX_CLIENT_COUNTERS;
 
 /// A line that could not be read: the reason and, when the line was read
 /// that far, the client key (for per-client malformed counts).
