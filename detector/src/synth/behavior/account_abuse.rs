@@ -36,42 +36,49 @@ pub(super) fn credential_stuffer(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSessio
             b.login(&user, rng.random_bool(0.01), &referer);
             b.wait(gap * rng.random_range(0.6..1.4));
         }
-        let mut s = finish(
-            Archetype::CredentialStuffer,
-            addr,
-            Network::Datacenter,
-            ua,
-            None,
-            b,
-            rng,
-        );
+        let mut s = finish(Archetype::CredentialStuffer, addr, ua, None, b);
         if rng.random_bool(0.3) {
             s.spoofed_xff = Some(ip(rng, Network::Residential));
         }
         s
     } else {
-        // Low and slow through residential proxies, a few attempts per address.
-        let when = if rng.random_bool(0.5) {
-            When::Campaign
-        } else {
-            When::Uniform
+        // Low and slow through residential proxies, a few attempts per
+        // address; most sessions belong to one of the tenant's campaigns and
+        // share its proxy pool and user agents.
+        let campaign = (!ctx.campaigns.is_empty() && rng.random_bool(0.7))
+            .then(|| rng.random_range(0..ctx.campaigns.len()));
+        let start = match campaign {
+            Some(k) => {
+                let (a, b) = ctx.campaigns[k];
+                a as f64 + rng.random::<f64>() * (b - a) as f64
+            }
+            None => start_time(ctx, rng, When::Uniform),
         };
-        let start = start_time(ctx, rng, when);
-        let device = if rng.random_bool(0.3) {
-            Device::Mobile
-        } else {
-            Device::Desktop
-        };
-        let ua = {
-            let behind = rng.random_range(0..4);
-            browser_ua(rng, start as i64, device, behind, false)
+        let pool = campaign.and_then(|k| ctx.campaign_pools.get(k));
+        let ua = match pool {
+            Some(p) if !p.user_agents.is_empty() => pick(rng, &p.user_agents).clone(),
+            _ => {
+                let device = if rng.random_bool(0.3) {
+                    Device::Mobile
+                } else {
+                    Device::Desktop
+                };
+                let behind = rng.random_range(0..4);
+                browser_ua(rng, start as i64, device, behind, false)
+            }
         };
         let net = if rng.random_bool(0.7) {
             Network::Residential
         } else {
             Network::Mobile
         };
-        let addr = ip(rng, net);
+        let addr = match pool {
+            Some(p) if !p.prefixes.is_empty() => {
+                let [a, b, c] = *pick(rng, &p.prefixes);
+                format!("{a}.{b}.{c}.{}", rng.random_range(1..=254u8))
+            }
+            _ => ip(rng, net),
+        };
         let sid = session_id(ctx, rng, 0.3);
         let mut b = Build::new(site, start);
         let mut referer = if rng.random_bool(0.3) {
@@ -112,7 +119,7 @@ pub(super) fn credential_stuffer(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSessio
             let user = hex_id(rng);
             b.login(&user, rng.random_bool(0.015), &url);
         }
-        finish(Archetype::CredentialStuffer, addr, net, ua, sid, b, rng)
+        finish(Archetype::CredentialStuffer, addr, ua, sid, b)
     }
 }
 
@@ -136,7 +143,12 @@ pub(super) fn brute_forcer(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         Network::Residential
     };
     let addr = ip(rng, net);
-    let target = hex_id(rng);
+    // Most go after the accounts worth taking over, from many sessions.
+    let target = if !ctx.targeted_accounts.is_empty() && rng.random_bool(0.6) {
+        pick(rng, ctx.targeted_accounts).clone()
+    } else {
+        hex_id(rng)
+    };
     let attempts = lognormal(rng, 80.0, 0.8).round().clamp(10.0, 1000.0) as usize;
     let gap = rng.random_range(500.0..4_000.0);
     let mut b = Build::new(site, start);
@@ -147,7 +159,7 @@ pub(super) fn brute_forcer(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         b.wait(gap * rng.random_range(0.7..1.3));
         b.login(&target, cracked && k + 1 == attempts, &url);
     }
-    finish(Archetype::BruteForcer, addr, net, ua, None, b, rng)
+    finish(Archetype::BruteForcer, addr, ua, None, b)
 }
 
 pub(super) fn card_tester(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
@@ -211,5 +223,5 @@ pub(super) fn card_tester(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         b.wait(gap * rng.random_range(0.6..1.4));
         b.payment(!rng.random_bool(decline), &url);
     }
-    finish(Archetype::CardTester, addr, net, ua, sid, b, rng)
+    finish(Archetype::CardTester, addr, ua, sid, b)
 }

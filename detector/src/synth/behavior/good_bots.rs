@@ -2,10 +2,22 @@
 
 use super::*;
 
+/// Googlebot's user agent (desktop).
+pub(super) const GOOGLEBOT_UA: &str =
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+/// Bingbot's user agent.
+pub(super) const BINGBOT_UA: &str =
+    "Mozilla/5.0 (compatible; bingbot/2.0; +http://www.bing.com/bingbot.htm)";
+
 pub(super) fn crawler(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
     let agents = bot_agents();
-    let ua = pick(rng, &agents.crawlers).clone();
+    // The big search engines are most of crawler traffic.
+    let ua = match pick_weighted(rng, &[0.3, 0.15, 0.55]) {
+        0 => GOOGLEBOT_UA.to_string(),
+        1 => BINGBOT_UA.to_string(),
+        _ => pick(rng, &agents.crawlers).clone(),
+    };
     let preview = [
         "facebookexternalhit",
         "LinkedInBot",
@@ -17,14 +29,10 @@ pub(super) fn crawler(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     ]
     .iter()
     .any(|p| ua.contains(p));
-    let addr = if ua.contains("Googlebot") {
-        format!(
-            "66.249.{}.{}",
-            rng.random_range(64..80),
-            rng.random_range(1..255)
-        )
-    } else {
-        ip(rng, Network::Datacenter)
+    // Crawlers with published ranges crawl from them.
+    let addr = match super::super::netplan::crawler_addr(rng, &ua) {
+        Some(a) => a,
+        None => ip(rng, Network::Datacenter),
     };
     let mut b = Build::new(site, start_time(ctx, rng, When::Uniform));
     let n = if preview {
@@ -68,15 +76,7 @@ pub(super) fn crawler(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         }
         b.wait(interval * rng.random_range(0.75..1.25));
     }
-    finish(
-        Archetype::BenignCrawler,
-        addr,
-        Network::Datacenter,
-        ua,
-        None,
-        b,
-        rng,
-    )
+    finish(Archetype::BenignCrawler, addr, ua, None, b)
 }
 
 pub(super) fn monitor(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
@@ -106,13 +106,5 @@ pub(super) fn monitor(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         b.wait(interval * rng.random_range(0.99..1.01));
     }
     let addr = ip(rng, Network::Datacenter);
-    finish(
-        Archetype::UptimeMonitor,
-        addr,
-        Network::Datacenter,
-        ua,
-        None,
-        b,
-        rng,
-    )
+    finish(Archetype::UptimeMonitor, addr, ua, None, b)
 }

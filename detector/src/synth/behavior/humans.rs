@@ -32,15 +32,15 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     } else {
         Device::Desktop
     };
-    let (addr, net) = match variant {
-        Human::Headless => (ip(rng, Network::Datacenter), Network::Datacenter),
+    let addr = match variant {
+        Human::Headless => ip(rng, Network::Datacenter),
         _ => {
             let net = if device == Device::Mobile && rng.random_bool(0.6) {
                 Network::Mobile
             } else {
                 Network::Residential
             };
-            (ip(rng, net), net)
+            ip(rng, net)
         }
     };
     let behind = if variant == Human::Normal && rng.random_bool(0.04) {
@@ -77,7 +77,7 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     } else {
         Archetype::HumanHeadless
     };
-    finish(archetype, addr, net, ua, sid, b, rng)
+    finish(archetype, addr, ua, sid, b)
 }
 
 /// Several people behind one office or carrier NAT with the same managed
@@ -133,15 +133,7 @@ pub(super) fn nat_humans(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     reqs.sort_by_key(|r| r.ts_ms);
     let mut b = Build::new(site, start);
     b.reqs = reqs;
-    finish(
-        Archetype::HumanNat,
-        addr,
-        Network::Residential,
-        ua,
-        None,
-        b,
-        rng,
-    )
+    finish(Archetype::HumanNat, addr, ua, None, b)
 }
 
 pub(super) fn login_prob(site: &Site) -> f64 {

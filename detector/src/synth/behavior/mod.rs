@@ -26,8 +26,8 @@ use scrapers::{advanced_scraper, click_fraud, scalper, simple_scraper};
 
 use super::Archetype;
 use super::agents::{
-    Device, MODERN_LIBRARIES, Network, app_ua, asn, bot_agents, browser_ua, hex_id, ip, lognormal,
-    pick, pick_weighted,
+    Device, MODERN_LIBRARIES, Network, app_ua, bot_agents, browser_ua, hex_id, ip, lognormal, pick,
+    pick_weighted,
 };
 use super::site::{PageKind, Site};
 use crate::logs::Method;
@@ -84,6 +84,21 @@ pub(crate) struct TenantCtx<'a> {
     pub(crate) drops: &'a [i64],
     /// Credential-stuffing campaign windows.
     pub(crate) campaigns: &'a [(i64, i64)],
+    /// Each campaign's proxy pool (same order as `campaigns`).
+    pub(crate) campaign_pools: &'a [CampaignPool],
+    /// Accounts that brute forcers of this tenant keep coming back to.
+    pub(crate) targeted_accounts: &'a [String],
+}
+
+/// What one credential-stuffing campaign rents: a few residential /24s and
+/// a few browser user agents, shared by all its low-and-slow sessions (the
+/// cross-session features see the campaign; no single session does).
+#[derive(Debug, Clone)]
+pub(crate) struct CampaignPool {
+    /// /24 prefixes `a.b.c`.
+    pub(crate) prefixes: Vec<[u8; 3]>,
+    /// User agents.
+    pub(crate) user_agents: Vec<String>,
 }
 
 /// Longest pause inside a session (below the 30-minute session timeout).
@@ -336,21 +351,21 @@ fn session_id<R: Rng + ?Sized>(ctx: &TenantCtx<'_>, rng: &mut R, p: f64) -> Opti
     (ctx.json && rng.random_bool(p)).then(|| hex_id(rng))
 }
 
+/// The session of `b`'s requests; its AS comes from the address plan.
 fn finish(
     archetype: Archetype,
     ip: String,
-    net: Network,
     ua: String,
     sid: Option<String>,
     b: Build<'_>,
-    rng: &mut R2,
 ) -> SimSession {
+    let asn = ip.parse().ok().and_then(super::netplan::asn_of);
     SimSession {
         archetype,
         ip,
         ua,
         session_id: sid,
-        asn: Some(asn(rng, net)),
+        asn,
         spoofed_xff: None,
         requests: b.reqs,
     }

@@ -103,13 +103,5 @@ pub(super) fn vuln_scanner(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         );
         b.wait(rng.random_range(50.0..1_000.0));
     }
-    finish(
-        Archetype::VulnScanner,
-        addr,
-        Network::Datacenter,
-        ua,
-        None,
-        b,
-        rng,
-    )
+    finish(Archetype::VulnScanner, addr, ua, None, b)
 }

@@ -18,8 +18,14 @@ pub(super) fn scraper_ua(rng: &mut R2, start: f64) -> String {
 pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
     let start = start_time(ctx, rng, When::Uniform);
-    let ua = scraper_ua(rng, start);
-    let net = if rng.random_bool(0.7) {
+    // Some pretend to be Googlebot (sites let it through) from their own hosts.
+    let fake_googlebot = rng.random_bool(0.08);
+    let ua = if fake_googlebot {
+        super::good_bots::GOOGLEBOT_UA.to_string()
+    } else {
+        scraper_ua(rng, start)
+    };
+    let net = if fake_googlebot || rng.random_bool(0.7) {
         Network::Datacenter
     } else {
         Network::Residential
@@ -58,7 +64,7 @@ pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         b.req(Method::Get, path, status, bytes, &referer);
         b.wait(gap * rng.random_range(0.7..1.3));
     }
-    finish(Archetype::SimpleScraper, addr, net, ua, None, b, rng)
+    finish(Archetype::SimpleScraper, addr, ua, None, b)
 }
 
 /// Scrapers that imitate people: current browser agents, residential proxy
@@ -103,7 +109,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
         };
         let mut b = Build::new(site, start);
         api_human(ctx, rng, &mut b, true, false, 0.1);
-        return finish(Archetype::AdvancedScraper, addr, net, ua, sid, b, rng);
+        return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
     }
     if headless {
         // Replays recorded human browsing in a real browser engine.
@@ -119,7 +125,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
             tabs: rng.random_bool(0.25),
         };
         web_human(ctx, rng, &mut b, style);
-        return finish(Archetype::AdvancedScraper, addr, net, ua, sid, b, rng);
+        return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
     }
     let n = lognormal(rng, 7.0, 0.8).round().clamp(1.0, 60.0) as usize;
     let median_gap = rng.random_range(6_000.0..18_000.0);
@@ -167,7 +173,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
             site.next_kind(rng, kind, false)
         };
     }
-    finish(Archetype::AdvancedScraper, addr, net, ua, sid, b, rng)
+    finish(Archetype::AdvancedScraper, addr, ua, sid, b)
 }
 
 pub(super) fn scalper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
@@ -228,7 +234,7 @@ pub(super) fn scalper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         b.wait(rng.random_range(500.0..3_000.0));
         b.payment(rng.random_bool(0.8), &url);
     }
-    finish(Archetype::Scalper, addr, net, ua, sid, b, rng)
+    finish(Archetype::Scalper, addr, ua, sid, b)
 }
 
 pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
@@ -280,5 +286,5 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         referer = url;
         b.wait(lognormal(rng, 5_000.0, 0.8));
     }
-    finish(Archetype::ClickFraud, addr, net, ua, sid, b, rng)
+    finish(Archetype::ClickFraud, addr, ua, sid, b)
 }
