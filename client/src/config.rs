@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fedsec_detector::logs::LogFormat;
+use fedsec_detector::logs::{Cidr, JsonFields, RealIpHeader};
+use fedsec_detector::network::CrawlerRangesFile;
 use fedsec_proto::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
@@ -94,9 +95,30 @@ pub struct DataConfig {
     /// Only sessions handed in by an embedding host (not useful for the CLI).
     #[serde(default)]
     pub host: bool,
-    /// `auto` (default), `clf` or `json`.
+    /// Log syntax: `auto` (default), `json`, `clf`, a preset (`combined`,
+    /// `main`, `common`, `vhost_combined`) or the server's format string in
+    /// nginx `log_format` / Apache `LogFormat` syntax.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// Field names of JSON logs (`[data.json_fields]`; default the
+    /// detector's own names).
     #[serde(default)]
-    pub format: LogFormat,
+    pub json_fields: JsonFields,
+    /// CIDRs of proxies whose forwarding headers are believed. Default:
+    /// loopback and private ranges; `[]` trusts nobody.
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Header naming the client behind a trusted proxy: `x_forwarded_for`
+    /// (default), `x_real_ip`, `cf_connecting_ip`.
+    #[serde(default)]
+    pub real_ip_header: RealIpHeader,
+    /// AS database: a MaxMind `.mmdb` or an iptoasn TSV. Default none.
+    #[serde(default)]
+    pub asn_db: Option<PathBuf>,
+    /// Crawler IP-range files: `[{ file = "googlebot.json" }, { file =
+    /// "bingbot.json", user_agent = "bingbot" }]`. Default none.
+    #[serde(default)]
+    pub crawler_ranges: Vec<CrawlerRangesFile>,
     /// Share of examples kept aside as the local holdout. Default 0.2.
     #[serde(default = "default_holdout")]
     pub holdout_fraction: f64,
@@ -114,6 +136,12 @@ pub struct DataConfig {
     pub session_idle_timeout_ms: i64,
 }
 
+fn default_trusted_proxies() -> Vec<Cidr> {
+    fedsec_detector::logs::ClientIpPolicy::default().trusted_proxies
+}
+fn default_log_format() -> String {
+    "auto".into()
+}
 fn default_log_suffix() -> String {
     ".log".into()
 }
@@ -271,6 +299,12 @@ impl ClientConfig {
         if let Some(d) = &mut self.data.watch_dir {
             fix(d);
         }
+        if let Some(p) = &mut self.data.asn_db {
+            fix(p);
+        }
+        for c in &mut self.data.crawler_ranges {
+            fix(&mut c.file);
+        }
     }
 
     /// Checks values that do not need the file system; the error names the key.
@@ -296,6 +330,12 @@ impl ClientConfig {
                 "data.rescan_interval_ms",
                 "must be at least 1",
             ));
+        }
+        if let Err(e) = fedsec_detector::logs::ReaderConfig::from_log_format(&d.log_format) {
+            return Err(ConfigError::invalid("data.log_format", e.problem));
+        }
+        if let Err(e) = d.json_fields.validate() {
+            return Err(ConfigError::invalid("data.json_fields", e));
         }
         if d.session_idle_timeout_ms < 1000 {
             return Err(ConfigError::invalid(
@@ -343,26 +383,37 @@ impl ClientConfig {
         }
     }
 
+    /// The `[data]` reading and keeping options.
+    pub fn data_options(&self) -> DataOptions {
+        let d = &self.data;
+        DataOptions {
+            log_format: d.log_format.clone(),
+            json_fields: d.json_fields.clone(),
+            trusted_proxies: Some(d.trusted_proxies.clone()),
+            real_ip_header: d.real_ip_header,
+            asn_db: d.asn_db.clone(),
+            crawler_ranges: d.crawler_ranges.clone(),
+            network: None,
+            sessions: fedsec_detector::session::SessionConfig {
+                idle_timeout_ms: d.session_idle_timeout_ms,
+                ..Default::default()
+            },
+            holdout_fraction: d.holdout_fraction,
+            max_examples: d.max_examples,
+            min_examples: d.min_examples,
+            rescan_interval: Duration::from_millis(d.rescan_interval_ms),
+        }
+    }
+
     /// A participant builder with everything from this file.
     pub fn builder(&self) -> ParticipantBuilder {
-        let d = &self.data;
         let t = &self.timing;
         let ms = Duration::from_millis;
         let mut b = crate::Participant::builder()
             .endpoint(&self.endpoint)
             .tls_files(self.tls.clone())
             .data(self.data_source())
-            .data_options(DataOptions {
-                format: d.format,
-                sessions: fedsec_detector::session::SessionConfig {
-                    idle_timeout_ms: d.session_idle_timeout_ms,
-                    ..Default::default()
-                },
-                holdout_fraction: d.holdout_fraction,
-                max_examples: d.max_examples,
-                min_examples: d.min_examples,
-                rescan_interval: ms(d.rescan_interval_ms),
-            })
+            .data_options(self.data_options())
             .policy(self.privacy.clone())
             .training_limits(self.training.clone())
             .state_dir(&self.state_dir)
@@ -434,11 +485,38 @@ max_epsilon = 8.0
                 format!("{MINIMAL}\n[training]\nmax_local_epochs = 0\n"),
                 "training.max_local_epochs",
             ),
+            (
+                MINIMAL.replace(
+                    "watch_dir = \"logs\"",
+                    "watch_dir = \"logs\"\nlog_format = \"$remote_addr $status\"",
+                ),
+                "data.log_format",
+            ),
+            (
+                MINIMAL.replace(
+                    "watch_dir = \"logs\"",
+                    "watch_dir = \"logs\"\njson_fields = { ts = \"a..b\" }",
+                ),
+                "data.json_fields",
+            ),
         ];
         for (text, key) in cases {
             let e = ClientConfig::from_toml_str(&text).unwrap_err();
             assert_eq!(e.key(), Some(key), "{e}");
         }
+        // Bad CIDRs and header names: the parser names the key.
+        let e = ClientConfig::from_toml_str(&MINIMAL.replace(
+            "watch_dir = \"logs\"",
+            "watch_dir = \"logs\"\ntrusted_proxies = [\"10.0.0.0/33\"]",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("trusted_proxies"), "{e}");
+        let e = ClientConfig::from_toml_str(&MINIMAL.replace(
+            "watch_dir = \"logs\"",
+            "watch_dir = \"logs\"\nreal_ip_header = \"x_client_ip\"",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("real_ip_header"), "{e}");
         // Unknown keys and missing required keys: the parser names them.
         let e = ClientConfig::from_toml_str(&format!("{MINIMAL}\nbogus = 1\n")).unwrap_err();
         assert!(e.to_string().contains("bogus"), "{e}");
@@ -468,6 +546,8 @@ max_epsilon = 8.0
                     && !t.contains("max_local_epochs")
                     && !t.contains("max_steps")
                     && !t.contains("max_examples_per_round")
+                    && !t.contains("asn_db")
+                    && !t.contains("crawler_ranges")
                 {
                     format!("{}\n", &t[2..])
                 } else {
@@ -498,5 +578,57 @@ max_epsilon = 8.0
         assert_eq!(c.tls.ca, dir.path().join("pki/ca.pem"));
         assert_eq!(c.state_dir, dir.path().join("fedsec-client-state"));
         assert_eq!(c.data.watch_dir, Some(dir.path().join("logs")));
+    }
+
+    #[test]
+    fn log_format_proxies_and_network_files_reach_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let ranges = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detector/data/crawler-ranges");
+        std::fs::write(
+            dir.path().join("asn.tsv"),
+            "203.0.113.0\t203.0.113.255\t64500\tZZ\tTEST\n",
+        )
+        .unwrap();
+        let text = MINIMAL.replace(
+            "watch_dir = \"logs\"",
+            &format!(
+                "watch_dir = \"logs\"\nlog_format = \"vhost_combined\"\ntrusted_proxies = [\"10.0.0.0/8\", \"2001:db8::/32\"]\nreal_ip_header = \"cf_connecting_ip\"\nasn_db = \"asn.tsv\"\ncrawler_ranges = [{{ file = \"{}\" }}]\n[data.json_fields]\nts = \"time\"",
+                ranges.join("googlebot.json").display()
+            ),
+        );
+        let p = dir.path().join("client.toml");
+        std::fs::write(&p, &text).unwrap();
+        let c = ClientConfig::load(&p).unwrap();
+        assert_eq!(c.data.asn_db, Some(dir.path().join("asn.tsv")));
+        let pipe = c.data_options().pipeline().unwrap();
+        assert_eq!(
+            pipe.reader.line_format.as_ref().unwrap().source(),
+            "vhost_combined"
+        );
+        assert_eq!(pipe.reader.client_ip.trusted_proxies.len(), 2);
+        assert_eq!(pipe.reader.client_ip.header, RealIpHeader::CfConnectingIp);
+        assert_eq!(pipe.reader.json_fields.ts, "time");
+        assert_eq!(
+            pipe.enrichment.asn_of(None, "203.0.113.7".parse().ok()),
+            Some(64500)
+        );
+        assert_eq!(pipe.enrichment.crawlers.crawlers.len(), 1);
+        // A configured file that is missing or broken is an error naming the key.
+        std::fs::write(dir.path().join("asn.tsv"), "not a tsv\n").unwrap();
+        let e = c.data_options().pipeline().unwrap_err();
+        assert!(e.to_string().contains("data.asn_db"), "{e}");
+        let mut missing = c.data_options();
+        missing.asn_db = None;
+        missing.crawler_ranges[0].file = dir.path().join("nope.json");
+        let e = missing.pipeline().unwrap_err();
+        assert!(e.to_string().contains("data.crawler_ranges"), "{e}");
+        // Nothing configured: defaults (private proxies trusted, no files).
+        let plain = ClientConfig::from_toml_str(MINIMAL)
+            .unwrap()
+            .data_options()
+            .pipeline()
+            .unwrap();
+        assert!(plain.enrichment.asn.is_none() && plain.enrichment.crawlers.is_empty());
+        assert_eq!(plain.reader.client_ip.trusted_proxies.len(), 7);
     }
 }

@@ -135,6 +135,20 @@ pub enum RealIpHeader {
     CfConnectingIp,
 }
 
+impl std::str::FromStr for RealIpHeader {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "x_forwarded_for" => Ok(Self::XForwardedFor),
+            "x_real_ip" => Ok(Self::XRealIp),
+            "cf_connecting_ip" => Ok(Self::CfConnectingIp),
+            _ => Err(format!(
+                "unknown header {s:?} (expected x_forwarded_for, x_real_ip or cf_connecting_ip)"
+            )),
+        }
+    }
+}
+
 /// Where the client address comes from. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientIpPolicy {

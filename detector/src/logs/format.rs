@@ -263,7 +263,9 @@ impl LineFormat {
     /// (`%x`) syntax.
     pub fn compile(format: &str) -> Result<Self, FormatError> {
         if let Some((_, preset)) = PRESETS.iter().find(|(n, _)| *n == format) {
-            return Self::compile(preset);
+            let mut f = Self::compile(preset)?;
+            f.source = format.to_string();
+            return Ok(f);
         }
         let nginx = format.match_indices('$').any(|(i, _)| {
             format[i + 1..].starts_with(|c: char| c.is_ascii_alphabetic() || c == '{')
@@ -317,7 +319,7 @@ impl LineFormat {
         })
     }
 
-    /// The format as given.
+    /// The format as given (a preset's name, or the format string).
     pub fn source(&self) -> &str {
         &self.source
     }
