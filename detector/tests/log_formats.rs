@@ -300,3 +300,111 @@ fn json_with_a_field_map_in_the_reader() {
         ("198.51.100.3", "/x", 77)
     );
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    const FORMAT_PIECES: &[&str] = &[
+        "$remote_addr",
+        "%h",
+        "%a",
+        " ",
+        " - ",
+        "[",
+        "]",
+        "\"",
+        "$status",
+        "%>s",
+        "$request",
+        "%r",
+        "$time_local",
+        "%t",
+        "$time_iso8601",
+        "$msec",
+        "%{msec}t",
+        "$http_user_agent",
+        "%{User-Agent}i",
+        "$http_x_forwarded_for",
+        "%{X-Forwarded-For}i",
+        "$body_bytes_sent",
+        "%b",
+        "$request_time",
+        "%D",
+        ":",
+        "%v:%p",
+        "${remote_user}",
+        "%%",
+        "\\\"",
+        "%{",
+        "$",
+    ];
+    const LINE_PIECES: &[&str] = &[
+        "192.0.2.1",
+        "::ffff:10.0.0.1",
+        "[2001:db8::1]:443",
+        "host.example",
+        " ",
+        " - ",
+        "[",
+        "]",
+        "\"",
+        "\\\"",
+        "04/Mar/2024:09:15:02 +0000",
+        "2024-03-04T09:15:02+01:00",
+        "1709540102.250",
+        "GET / HTTP/1.1",
+        "200",
+        "99999",
+        "-",
+        "x",
+        "10.0.0.2, 203.0.113.9",
+        "\u{e9}",
+        "\\x22",
+        ":443",
+    ];
+
+    fn joined(pieces: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(pieces), 0..max).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        /// Whatever a tenant configures and whatever its log holds, the
+        /// reader returns records or reasons, never panics, and counts every
+        /// line exactly once.
+        #[test]
+        fn formats_and_lines_from_the_vocabulary_never_panic(
+            format in joined(FORMAT_PIECES, 14),
+            lines in prop::collection::vec(joined(LINE_PIECES, 16), 1..6),
+        ) {
+            for cfg in [ReaderConfig::from_log_format(&format).ok(), Some(ReaderConfig::default())]
+                .into_iter()
+                .flatten()
+            {
+                let text = lines.join("\n");
+                let mut reader = LogReader::new(text.as_bytes(), cfg);
+                let mut n = 0u64;
+                while let Some(ev) = reader.next_event().unwrap() {
+                    if let LineEvent::Record(r) = ev {
+                        prop_assert!((100..=599).contains(&r.status));
+                        prop_assert!(!r.ip.is_empty());
+                    }
+                    n += 1;
+                }
+                let s = reader.stats();
+                prop_assert_eq!(s.records + s.malformed, n);
+                prop_assert_eq!(s.records + s.malformed + s.blank, s.lines);
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(format in "\\PC{0,40}", line in "\\PC{0,80}") {
+            if let Ok(cfg) = ReaderConfig::from_log_format(&format) {
+                let mut reader = LogReader::new(line.as_bytes(), cfg);
+                while reader.next_event().unwrap().is_some() {}
+            }
+        }
+    }
+}
