@@ -352,7 +352,11 @@ async fn step(
     job: &Arc<JobRuntime>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Flow, Error> {
-    let res = resolve(engine, job).await?;
+    let res = match resolve(engine, job).await {
+        Ok(res) => res,
+        Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
+        Err(e) => return Err(e),
+    };
     // One copy of the charge history per round (it becomes the planned one).
     let (rounds_completed, spent_pld, mut history) = {
         let s = lock(&job.status);
@@ -372,9 +376,14 @@ async fn step(
     let planned = job.planned_charge(round, &res, clip_norm);
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
-    let receipt = tokio::task::spawn_blocking(move || Receipt::plan(history, delta, noise_on))
+    let receipt = match tokio::task::spawn_blocking(move || Receipt::plan(history, delta, noise_on))
         .await
-        .map_err(|e| Error::Internal(format!("accounting task: {e}")))??;
+        .map_err(|e| Error::Internal(format!("accounting task: {e}")))?
+    {
+        Ok(r) => r,
+        Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
+        Err(e) => return Err(e),
+    };
     if let Some(budget) = job.spec.budget()
         && receipt.epsilon_pld > budget
     {
@@ -854,6 +863,28 @@ async fn check_population(engine: &Engine, job: &JobRuntime, registered_tenants:
             "registered tenants are back within the declared population's drift band"
         );
     }
+}
+
+/// A running job never fails on an accountant error: nothing is released
+/// (no round is open yet), the job is paused with the reason, and an admin
+/// may resume it once the cause is fixed.
+async fn pause_on_accountant_error(
+    engine: &Arc<Engine>,
+    job: &Arc<JobRuntime>,
+    e: Error,
+) -> Result<Flow, Error> {
+    let reason =
+        format!("paused: the accountant could not bound this job's ε ({e}); nothing was released");
+    {
+        let (id, r) = (job.id().to_owned(), reason.clone());
+        engine
+            .db(move |s| s.set_job_state(&id, JobState::Paused, &r))
+            .await?;
+    }
+    job.set_state(JobState::Paused, &reason);
+    tracing::error!(job = job.id(), "{reason}");
+    engine.audit("job_paused", job.id(), "", reason).await;
+    Ok(Flow::Continue)
 }
 
 /// Why an open round must be abandoned now, if it must.
