@@ -105,7 +105,11 @@ fn every_upload_is_a_step_whatever_its_numbering() {
         // Amplified: the planned round plus one step per earlier upload
         // that no committed round accounts for.
         assert_eq!(a.amplified_epsilon, Some(pld(&[(m(0.01, 1.0), n)], 1e-5)));
-        assert!(a.participation_epsilon > last.0 && a.amplified_epsilon.unwrap() > last.1);
+        assert!(
+            a.participation_epsilon > last.0 && a.amplified_epsilon.unwrap() > last.1,
+            "{k} steps: {a:?}, {} step(s) before: {last:?}",
+            k - 1
+        );
         last = (a.participation_epsilon, a.amplified_epsilon.unwrap());
         ledger.entries.push(entry(&p));
     }
