@@ -679,10 +679,11 @@ async fn a_task_served_again_with_another_base_version_is_a_new_ledger_charge() 
         )
         .unwrap();
     assert_eq!(b.epsilon_after, Some(two));
-    let s = served.script.lock().unwrap();
-    assert_eq!(s.uploads.len(), 2);
-    assert_ne!(s.uploads[0].nonce, s.uploads[1].nonce);
-    drop(s);
+    {
+        let s = served.script.lock().unwrap();
+        assert_eq!(s.uploads.len(), 2);
+        assert_ne!(s.uploads[0].nonce, s.uploads[1].nonce);
+    }
     served.stop().await;
 }
 
