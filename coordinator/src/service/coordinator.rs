@@ -87,7 +87,7 @@ fn tensor_error(e: TensorError) -> Error {
         TensorError::DigestMismatch => RejectReason::DigestMismatch,
         TensorError::UnalignedChunk { .. }
         | TensorError::ChunkTooLarge { .. }
-        | TensorError::TooManyChunks { .. }
+        | TensorError::ChunkTooSmall { .. }
         | TensorError::BadDigestLength { .. } => RejectReason::BadChunk,
     };
     bad(reason, e.to_string())
