@@ -1237,6 +1237,40 @@ impl Store for SqliteStore {
         Ok(conn.last_insert_rowid() as u64)
     }
 
+    fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut deleted = 0usize;
+        // By count: keep the newest `max_rows` (ids only grow: AUTOINCREMENT).
+        let newest: Option<i64> = tx
+            .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
+            .map_err(db)?;
+        if let Some(newest) = newest {
+            let cut = newest.saturating_sub(i64::try_from(max_rows).unwrap_or(i64::MAX));
+            deleted += tx
+                .execute("DELETE FROM audit WHERE id <= ?1", [cut])
+                .map_err(db)?;
+        }
+        // By age: events are appended in time order, so everything before
+        // the oldest event young enough goes. The scan stops at that event:
+        // its cost is the number of rows deleted.
+        let first_kept: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM audit WHERE unix_ms >= ?1 ORDER BY id LIMIT 1",
+                [before_unix_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        deleted += match first_kept {
+            Some(id) => tx.execute("DELETE FROM audit WHERE id < ?1", [id]),
+            None => tx.execute("DELETE FROM audit", []),
+        }
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(deleted as u64)
+    }
+
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         let conn = self.conn();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -1483,6 +1517,42 @@ mod tests {
             .secret("k", &|| vec![9])
             .unwrap();
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn audit_retention_keeps_the_newest_rows_and_drops_old_ones() {
+        let s = SqliteStore::in_memory().unwrap();
+        for i in 0..50i64 {
+            s.append_audit(&NewAuditEvent {
+                unix_ms: 1000 + i,
+                kind: "k".into(),
+                job_id: String::new(),
+                client_id: String::new(),
+                detail: i.to_string(),
+            })
+            .unwrap();
+        }
+        // Row cap: 50 rows, keep 30.
+        assert_eq!(s.prune_audit(0, 30).unwrap(), 20);
+        let left = s.audit_events(None, 100).unwrap();
+        assert_eq!(left.len(), 30);
+        assert_eq!(left.last().unwrap().event.detail, "20", "the oldest kept");
+        // Age: everything before 1040 goes.
+        assert_eq!(s.prune_audit(1040, 1_000_000).unwrap(), 20);
+        assert_eq!(s.audit_events(None, 100).unwrap().len(), 10);
+        assert_eq!(s.prune_audit(1040, 1_000_000).unwrap(), 0, "idempotent");
+        // Nothing young enough: all go; ids keep growing afterwards.
+        assert_eq!(s.prune_audit(i64::MAX, 1_000_000).unwrap(), 10);
+        let id = s
+            .append_audit(&NewAuditEvent {
+                unix_ms: 1,
+                kind: "k".into(),
+                job_id: String::new(),
+                client_id: String::new(),
+                detail: String::new(),
+            })
+            .unwrap();
+        assert_eq!(id, 51);
     }
 
     #[test]
