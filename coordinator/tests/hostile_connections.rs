@@ -164,3 +164,79 @@ async fn oversized_header_lists_are_refused() {
     let mut c = h.client("after").await;
     c.register().await.unwrap();
 }
+
+/// Attack: one identity opens connection after connection (each a full
+/// mTLS handshake), and one source address opens more connections than
+/// its share. Bounds: `limits.max_connections_per_identity` (3 here;
+/// default 8) open connections per certificate — the 4th is closed right
+/// after its handshake and its call fails — and
+/// `limits.max_connections_per_address` (6 here; default 1024) per source
+/// IP; a closed connection frees its place. (Before: neither was capped.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_identity_and_per_address() {
+    let h = Harness::start_with(|c| {
+        c.limits.max_connections_per_identity = 3;
+        c.limits.max_connections_per_address = 6;
+        c.rate_limits.enabled = false;
+    })
+    .await;
+    let connect =
+        |id: &str| CoordinatorClient::new(small_window_channel(&h.pki, TENANT, id, &h.endpoint()));
+    // Three connections of "hog" are served (each channel is one connection).
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect("hog");
+        c.register(fedsec_proto::v1::RegisterRequest::default())
+            .await
+            .unwrap();
+        held.push(c);
+    }
+    // The fourth is closed after its handshake: its call fails.
+    let e = connect("hog")
+        .get_task(GetTaskRequest::default())
+        .await
+        .unwrap_err();
+    assert!(closed(&e), "{e:?}");
+    let m = h.running().metrics();
+    assert!(m.connections_refused("max_connections_per_identity") >= 1);
+
+    // Other identities from the same address: 3 more fit (6 per address),
+    // the next is refused at accept.
+    let mut kept: Vec<_> = (0..3).map(|i| connect(&format!("other{i}"))).collect();
+    for c in &mut kept {
+        c.register(fedsec_proto::v1::RegisterRequest::default())
+            .await
+            .unwrap();
+    }
+    let e = connect("late")
+        .register(fedsec_proto::v1::RegisterRequest::default())
+        .await
+        .unwrap_err();
+    assert!(closed(&e), "{e:?}");
+    assert!(m.connections_refused("max_connections_per_address") >= 1);
+
+    // Closing connections frees their places.
+    drop(held);
+    drop(kept);
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match connect("hog").get_task(GetTaskRequest::default()).await {
+            Ok(_) => break,
+            Err(e) => assert!(closed(&e), "{e:?}"),
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "closed connections never freed their places"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether a call failed because the server closed its connection (at
+/// accept or right after the handshake): a transport error, not a status
+/// the server sent (`UNAVAILABLE`, `CANCELLED` or `UNKNOWN` by timing).
+fn closed(e: &tonic::Status) -> bool {
+    let transport = std::error::Error::source(e)
+        .is_some_and(|s| s.downcast_ref::<tonic::transport::Error>().is_some());
+    transport || e.code() == Code::Unavailable
+}
