@@ -257,9 +257,10 @@ impl NoisePlan {
         check_grid(values, k)?;
         self.for_chunks(values, |c, part| {
             let mut rng = self.chunk_rng(c);
+            let grid = Grid::new(k);
             for v in part.iter_mut() {
                 let z = self.sampler.sample(&mut rng);
-                *v = on_grid(*v, k, z);
+                *v = grid.noised(*v, z);
             }
             rng.wipe();
             Ok(())
@@ -324,12 +325,28 @@ fn check_grid(values: &[f64], k: i32) -> Result<(), NoiseError> {
     Ok(())
 }
 
-/// `(round(v/2^k) + z)·2^k`: `v` checked by [`check_grid`], `|z| ≤ 2^62`.
-#[inline]
-fn on_grid(v: f64, k: i32, z: i64) -> f64 {
-    let g = (v * 2f64.powi(-k)).round_ties_even() as i64;
-    // |g| < 2^62 and |z| ≤ 2^62: no overflow.
-    ((g + z) as f64) * 2f64.powi(k)
+/// The grid `2^k ℤ`: its step and inverse step (exact powers of two).
+#[derive(Debug, Clone, Copy)]
+struct Grid {
+    step: f64,
+    inv: f64,
+}
+
+impl Grid {
+    fn new(k: i32) -> Self {
+        Self {
+            step: 2f64.powi(k),
+            inv: 2f64.powi(-k),
+        }
+    }
+
+    /// `(round(v/2^k) + z)·2^k`: `v` checked by [`check_grid`], `|z| ≤ 2^62`.
+    #[inline]
+    fn noised(&self, v: f64, z: i64) -> f64 {
+        let g = (v * self.inv).round_ties_even() as i64;
+        // |g| < 2^62 and |z| ≤ 2^62: no overflow.
+        ((g + z) as f64) * self.step
+    }
 }
 
 /// Integer noise in grid units, drawn ahead of its use; zeroized when dropped.
@@ -374,8 +391,9 @@ impl NoiseBuffer {
             });
         }
         check_grid(values, self.k)?;
+        let grid = Grid::new(self.k);
         for (v, z) in values.iter_mut().zip(self.values.iter()) {
-            *v = on_grid(*v, self.k, *z);
+            *v = grid.noised(*v, *z);
         }
         self.values.zeroize();
         Ok(())
@@ -408,15 +426,17 @@ mod tests {
     fn grid_rounding_is_exact_with_ties_to_even() {
         // k = −3: grid 1/8. 1/16 is a tie between 0 and 1/8 → 0 (even);
         // 3/16 between 1/8 and 1/4 → 1/4 (even multiple).
-        assert_eq!(on_grid(1.0 / 16.0, -3, 0), 0.0);
-        assert_eq!(on_grid(3.0 / 16.0, -3, 0), 0.25);
-        assert_eq!(on_grid(-3.0 / 16.0, -3, 0), -0.25);
-        assert_eq!(on_grid(0.3, -3, 5), 0.25 + 5.0 / 8.0);
-        assert_eq!(on_grid(1e-300, -40, -1), -(2f64.powi(-40)));
+        let g = Grid::new(-3);
+        assert_eq!(g.noised(1.0 / 16.0, 0), 0.0);
+        assert_eq!(g.noised(3.0 / 16.0, 0), 0.25);
+        assert_eq!(g.noised(-3.0 / 16.0, 0), -0.25);
+        assert_eq!(g.noised(0.3, 5), 0.25 + 5.0 / 8.0);
+        let fine = Grid::new(-40);
+        assert_eq!(fine.noised(1e-300, -1), -(2f64.powi(-40)));
         // the largest accepted grid value, plus the largest noise, stays exact-ish and finite
         let v = (MAX_GRID_VALUE - 1024.0) * 2f64.powi(-40);
         assert!(check_grid(&[v], -40).is_ok());
-        assert!(on_grid(v, -40, 1 << 62).is_finite());
+        assert!(fine.noised(v, 1 << 62).is_finite());
         assert_eq!(
             check_grid(&[0.0, -v * 2.0], -40),
             Err(NoiseError::GridOverflow { index: 1 })

@@ -202,8 +202,17 @@ impl<R: WordSource> Bits<R> {
     /// `Bernoulli(1/k)`; `Σ 2^−k/k = ln 2`.
     #[inline]
     pub(crate) fn bern_ln2(&mut self) -> bool {
-        let k = self.geometric().saturating_add(1);
-        k == 1 || self.below(k) == 0
+        // k = 1 and k = 2 from three bits (the bits not looked at are
+        // discarded, which never depends on their values).
+        let r = self.take(3);
+        if r & 1 == 1 {
+            return true; // k = 1: Bernoulli(1/1)
+        }
+        if r & 2 == 2 {
+            return r & 4 == 0; // k = 2: Bernoulli(1/2)
+        }
+        let k = self.geometric().saturating_add(3);
+        self.below(k) == 0
     }
 }
 

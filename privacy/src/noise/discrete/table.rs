@@ -124,6 +124,10 @@ impl Table {
         }
         // log2 T ∈ [e + 62, e + 63) and σ′² = T/1.386…: σ′ ≈ 2^((e + 62)/2).
         let s = block_bits.unwrap_or_else(|| ((e + 62).div_euclid(2) - 6).max(0) as u32);
+        if s + CHUNK + 1 > 64 {
+            // the sampler draws offset, fine chunk and sign in one 64-bit take
+            return Err(layout_err(format!("blocks of 2^{s} are too wide")));
+        }
         // x(i·2^s) = i²·2^a / t with a = 2s − e ≥ 0.
         let a = 2 * s as i64 - i64::from(e);
         if a < 0 {
