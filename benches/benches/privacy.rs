@@ -7,6 +7,9 @@
 //! - `epsilon_100k/pld`, `epsilon_heterogeneous/pld`: 100,000 rounds, and a
 //!   1,000-round history with 3 distinct mechanisms.
 //! - `calibrate/{rdp,pld}`: noise multiplier for ε = 1 over those 10,000 rounds.
+//! - `pld_smallest_delta/{1e3,1e4,1e5,1e6}`: PLD ε at δ = 1e-15 (the smallest
+//!   δ the accountant answers for) after T rounds of q = 0.01, z = 1; goals
+//!   ≤ 0.5 s for T ≤ 10⁵ and ≤ 2 s for T = 10⁶ (privacy issue 14).
 //! - `clip/{l2_norm,clip_and_accumulate,clip_in_place}/{d}`: clipping
 //!   throughput in bytes of `f32` input per second.
 //! - `noise/{simulation,opendp}`: Gaussian samples per second (opendp at its
@@ -83,6 +86,19 @@ fn bench_accounting(c: &mut Criterion) {
     g.bench_function("rdp", |b| {
         b.iter(|| RdpAccountant.epsilon(&history, 1e-5).unwrap())
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("pld_smallest_delta");
+    g.sample_size(10);
+    let m = Mechanism {
+        sampling_rate: 0.01,
+        noise_multiplier: 1.0,
+    };
+    for t in [1_000u64, 10_000, 100_000, 1_000_000] {
+        g.bench_function(BenchmarkId::from_parameter(t), |b| {
+            b.iter(|| PldAccountant.epsilon(&[(m, t)], 1e-15).unwrap())
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("calibrate");
@@ -293,6 +309,21 @@ fn summary(_: &mut Criterion) {
     let pld = median(11, || {
         PldAccountant.epsilon(&[(ABADI, 10_000)], 1e-5).unwrap();
     });
+    let m = Mechanism {
+        sampling_rate: 0.01,
+        noise_multiplier: 1.0,
+    };
+    let small: Vec<(u64, Duration)> = [100_000u64, 1_000_000]
+        .into_iter()
+        .map(|t| {
+            (
+                t,
+                median(3, || {
+                    PldAccountant.epsilon(&[(m, t)], 1e-15).unwrap();
+                }),
+            )
+        })
+        .collect();
     let v = random_update(10_000_000, 3);
     let mut acc = vec![0.0f64; v.len()];
     let clip = median(11, || {
@@ -309,6 +340,13 @@ fn summary(_: &mut Criterion) {
         pld.as_secs_f64() * 1e3,
         1.2 / pld.as_secs_f64()
     );
+    for (t, d) in &small {
+        let goal = if *t <= 100_000 { 0.5 } else { 2.0 };
+        println!(
+            "  PLD ε at δ = 1e-15 after {t} rounds (q = 0.01, z = 1): {:>7.3} s  (goal ≤ {goal} s)",
+            d.as_secs_f64()
+        );
+    }
     println!(
         "  clip_and_accumulate, 10^7 f32: {:>6.2} GB/s",
         4e7 / clip.as_secs_f64() / 1e9

@@ -215,6 +215,14 @@ impl Receipt {
         }
     }
 
+    /// The same receipt with `audit` attached if there is one.
+    pub fn with_optional_audit(self, audit: Option<EmpiricalAudit>) -> Result<Self, Error> {
+        match audit {
+            Some(a) => self.with_audit(a),
+            None => Ok(self),
+        }
+    }
+
     /// The empirical audit attached to this receipt, if any.
     pub fn empirical_audit(&self) -> Option<EmpiricalAudit> {
         match &self.body {

@@ -147,6 +147,14 @@ impl AdminApi {
     pub async fn resume_job(&self, job_id: &str) -> Result<v1::Job, Error> {
         let job = self.job_rt(job_id)?;
         let _guard = job.commit_lock.lock().await;
+        if let Some(why) = job
+            .spec
+            .dangerous_violation(&self.engine.settings.dangerous)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "job {job_id:?} cannot resume: the current configuration forbids it: {why}"
+            )));
+        }
         match job.state() {
             JobState::Paused => {}
             JobState::Running => return Ok(job.to_proto()),
@@ -321,7 +329,17 @@ impl AdminApi {
                 .db(move |s| s.rollback(&id, version, &e))
                 .await?
         };
-        job.publish(Published::from_record(record)?);
+        // Served with a receipt stating the full spend (the ledger's), not
+        // the rolled-back-to version's own, older statement.
+        let mut published = Published::from_record(record)?;
+        let charges = job.status().charges;
+        if published.receipt.proto.rounds.len() < charges.len() {
+            let audit = published.receipt.empirical_audit();
+            published.receipt =
+                crate::accounting::Receipt::compute(charges, job.spec.delta, job.noise_enabled())?
+                    .with_optional_audit(audit)?;
+        }
+        job.publish(published);
         job.wake.notify_one();
         tracing::warn!(job = job_id, version, ledger_seq = seq, actor = %self.actor, reason, "model rolled back");
         self.engine

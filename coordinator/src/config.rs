@@ -883,6 +883,27 @@ impl JobSpec {
         self.epsilon_budget.or(self.target_epsilon)
     }
 
+    /// Why the `[dangerous]` settings in force forbid this job, if they do
+    /// (simulation noise or disabled noise without its flag). Checked at
+    /// creation and again for every stored job at every start and resume.
+    pub fn dangerous_violation(&self, dangerous: &DangerousConfig) -> Option<String> {
+        if self.noise_source == NoiseKind::Simulation && !dangerous.allow_simulation_noise {
+            return Some(
+                "it uses noise_source = \"simulation\" (not floating-point safe) and the \
+                 coordinator config no longer has [dangerous] allow_simulation_noise = true"
+                    .into(),
+            );
+        }
+        if self.disable_noise && !dangerous.allow_disabled_noise {
+            return Some(
+                "it publishes without noise (disable_noise = true) and the coordinator \
+                 config no longer has [dangerous] allow_disabled_noise = true"
+                    .into(),
+            );
+        }
+        None
+    }
+
     /// Checks every value; `key` prefixes the offending key in the error
     /// (e.g. `jobs[0]`). `dangerous` decides whether unsafe noise settings
     /// are allowed.
@@ -969,6 +990,16 @@ impl JobSpec {
             (None, None) => {}
         }
         in_unit_open(&k("delta"), self.delta)?;
+        if self.delta < fedsec_privacy::accounting::pld::DELTA_FLOOR {
+            return Err(ConfigError::invalid(
+                k("delta"),
+                format!(
+                    "must be at least {:e}, the smallest δ the PLD accountant answers for (got {:e})",
+                    fedsec_privacy::accounting::pld::DELTA_FLOOR,
+                    self.delta
+                ),
+            ));
+        }
         if let Some(b) = self.epsilon_budget {
             positive_finite(&k("epsilon_budget"), b)?;
         }
@@ -1334,7 +1365,7 @@ mod tests {
         let j = &c.jobs[0];
         assert_eq!(j.noise_level(), NoiseLevel::TargetEpsilon(8.0));
         assert_eq!(j.budget(), Some(8.0));
-        assert_eq!(j.model.num_params(), 38 * 64 + 64 + 64 + 1);
+        assert_eq!(j.model.num_params(), 51 * 64 + 64 + 64 + 1);
         // Every default written in the example is the real default.
         let d = CoordinatorConfig::default();
         assert_eq!(

@@ -467,6 +467,7 @@ impl Engine {
             }
             None => spec.model.init_weights(spec.init_seed),
         };
+        check_accountant_feasible(&spec).await?;
         let now = now_unix_ms();
         let receipt = Receipt::compute(Vec::new(), spec.delta, !spec.disable_noise)?;
         let record = JobRecord {
@@ -549,6 +550,52 @@ impl Engine {
             tracing::warn!(error = %e, "cannot record clients' last-seen times");
         }
     }
+}
+
+/// Refuses, at creation, a job whose final round the accountant cannot
+/// bound (so a running job does not discover it after publishing): with a
+/// fixed q and z, ε after `rounds` rounds at `delta` must be computable;
+/// with a target ε, the calibration for it must succeed at the q given (a
+/// job with `expected_cohort` learns q only at start; its calibration then
+/// pauses the job with the reason if it fails).
+async fn check_accountant_feasible(spec: &JobSpec) -> Result<(), Error> {
+    use crate::config::{ConfigError, NoiseLevel, Sampling};
+    if spec.disable_noise {
+        return Ok(());
+    }
+    let Sampling::Rate(q) = spec.sampling() else {
+        return Ok(());
+    };
+    let (rounds, delta, level) = (spec.rounds, spec.delta, spec.noise_level());
+    let checked = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        use fedsec_privacy::accounting::{Accountant, Mechanism, PldAccountant};
+        match level {
+            NoiseLevel::Multiplier(z) => PldAccountant
+                .epsilon(
+                    &[(
+                        Mechanism {
+                            sampling_rate: q,
+                            noise_multiplier: z,
+                        },
+                        rounds,
+                    )],
+                    delta,
+                )
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            NoiseLevel::TargetEpsilon(eps) => crate::accounting::calibrate(q, rounds, delta, eps)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        }
+    })
+    .await
+    .map_err(|e| Error::Internal(format!("accounting task: {e}")))?;
+    checked.map_err(|e| {
+        Error::Config(ConfigError::invalid(
+            "config.delta",
+            format!("the accountant cannot bound ε of the job's final round {rounds} at δ = {delta}: {e}"),
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -334,8 +334,11 @@ async fn step(
     job: &Arc<JobRuntime>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Flow, Error> {
-    let Some(res) = resolve(engine, job).await? else {
-        return Ok(Flow::Wait(engine.settings.poll_interval));
+    let res = match resolve(engine, job).await {
+        Ok(Some(res)) => res,
+        Ok(None) => return Ok(Flow::Wait(engine.settings.poll_interval)),
+        Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
+        Err(e) => return Err(e),
     };
     let status = job.status();
     let round = status.rounds_completed + 1;
@@ -353,9 +356,15 @@ async fn step(
     let mut history = status.charges.clone();
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
-    let receipt = tokio::task::spawn_blocking(move || Receipt::compute(history, delta, noise_on))
-        .await
-        .map_err(|e| Error::Internal(format!("accounting task: {e}")))??;
+    let receipt =
+        match tokio::task::spawn_blocking(move || Receipt::compute(history, delta, noise_on))
+            .await
+            .map_err(|e| Error::Internal(format!("accounting task: {e}")))?
+        {
+            Ok(r) => r,
+            Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
+            Err(e) => return Err(e),
+        };
     if let Some(budget) = job.spec.budget()
         && receipt.epsilon_pld > budget
     {
@@ -807,6 +816,28 @@ fn audit_statistics(
     }
     stats.observe_final(set, &delta, &mut buf);
     Ok(stats)
+}
+
+/// A running job never fails on an accountant error: nothing is released
+/// (no round is open yet), the job is paused with the reason, and an admin
+/// may resume it once the cause is fixed.
+async fn pause_on_accountant_error(
+    engine: &Arc<Engine>,
+    job: &Arc<JobRuntime>,
+    e: Error,
+) -> Result<Flow, Error> {
+    let reason =
+        format!("paused: the accountant could not bound this job's ε ({e}); nothing was released");
+    {
+        let (id, r) = (job.id().to_owned(), reason.clone());
+        engine
+            .db(move |s| s.set_job_state(&id, JobState::Paused, &r))
+            .await?;
+    }
+    job.set_state(JobState::Paused, &reason);
+    tracing::error!(job = job.id(), "{reason}");
+    engine.audit("job_paused", job.id(), "", reason).await;
+    Ok(Flow::Continue)
 }
 
 /// Why an open round must be abandoned now, if it must.

@@ -80,17 +80,16 @@ impl std::fmt::Debug for RunningCoordinator {
 }
 
 fn lock_data_dir(dir: &Path) -> Result<File, Error> {
-    std::fs::create_dir_all(dir).map_err(|e| {
-        Error::io(
-            format!("cannot create the data directory {}", dir.display()),
-            e,
-        )
-    })?;
+    crate::store::sqlite::create_private_dir(dir)?;
     let path = dir.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
+    let mut opts = File::options();
+    opts.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let file = opts
         .open(&path)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
@@ -414,6 +413,8 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
             })?;
             runtime.set_audit(audit);
         }
+        forbid_if_dangerous(engine, &runtime).await?;
+        restate_after_rollback(&runtime, &ledger)?;
         let status = runtime.status();
         engine
             .metrics
@@ -421,6 +422,53 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
         tracing::info!(job = %id, state = record.state.as_str(), rounds_completed = record.rounds_completed, version, epsilon = status.epsilon_pld, "job resumed from its last committed version");
         engine.add_job(runtime);
     }
+    Ok(())
+}
+
+/// Re-checks a stored, unfinished job against the `[dangerous]` settings in
+/// force: a job they forbid (simulation or disabled noise without its flag)
+/// is paused, in the store and in memory, with the reason; `resume` refuses
+/// it while the settings forbid it.
+async fn forbid_if_dangerous(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<(), Error> {
+    if job.state().is_finished() {
+        return Ok(());
+    }
+    let Some(why) = job.spec.dangerous_violation(&engine.settings.dangerous) else {
+        return Ok(());
+    };
+    let reason = format!("paused at start: the current configuration forbids this job: {why}");
+    {
+        let (id, r) = (job.id().to_owned(), reason.clone());
+        engine
+            .db(move |s| s.set_job_state(&id, crate::store::JobState::Paused, &r))
+            .await?;
+    }
+    job.set_state(crate::store::JobState::Paused, &reason);
+    tracing::warn!(job = job.id(), "{reason}");
+    engine.audit("job_paused", job.id(), "", reason).await;
+    Ok(())
+}
+
+/// After a rollback the current version's stored receipt states the spend
+/// when it was first published; what is served must state everything the
+/// ledger has charged since. Recomputes the receipt over the full history
+/// when the ledger holds more rounds than the current version's receipt.
+fn restate_after_rollback(
+    job: &Arc<JobRuntime>,
+    ledger: &[crate::store::LedgerRecord],
+) -> Result<(), Error> {
+    let current = job.current();
+    let charges: Vec<_> = ledger.iter().filter_map(|e| e.charge).collect();
+    if current.receipt.proto.rounds.len() >= charges.len() {
+        return Ok(());
+    }
+    let receipt =
+        crate::accounting::Receipt::compute(charges, job.spec.delta, job.noise_enabled())?
+            .with_optional_audit(current.receipt.empirical_audit())?;
+    job.publish(Published {
+        receipt,
+        ..(*current).clone()
+    });
     Ok(())
 }
 

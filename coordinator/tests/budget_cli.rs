@@ -273,3 +273,57 @@ fn invalid_inputs_are_refused_with_the_flag_named() {
         assert!(out.stdout.is_empty(), "{args:?} printed to stdout");
     }
 }
+
+/// The sentence's z is rounded *up*, and ε at the printed z is within the
+/// target (the example: target 2000, where z printed to 4 decimals
+/// came out as 0.0169 with ε(0.0169) ≈ 2002 > 2000). Checked by running
+/// `budget epsilon` at the z the sentence printed, for several settings.
+#[test]
+fn calibrate_prints_a_z_that_meets_the_target() {
+    for (q, rounds, delta, target) in [("1", "1", "1e-5", "2000"), ("1", "4", "1e-6", "3")] {
+        let out = run(&[
+            "calibrate",
+            "--q",
+            q,
+            "--rounds",
+            rounds,
+            "--delta",
+            delta,
+            "--target-eps",
+            target,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let sentence = String::from_utf8(out.stdout).unwrap();
+        let z = sentence
+            .split("z = ")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap()
+            .to_string();
+        let full = json(&[
+            "calibrate",
+            "--q",
+            q,
+            "--rounds",
+            rounds,
+            "--delta",
+            delta,
+            "--target-eps",
+            target,
+        ]);
+        assert!(z.parse::<f64>().unwrap() >= num(&full, "z"), "{sentence}");
+        let at = json(&[
+            "epsilon", "--q", q, "--z", &z, "--rounds", rounds, "--delta", delta,
+        ]);
+        let target: f64 = target.parse().unwrap();
+        assert!(
+            num(&at, "epsilon") <= target,
+            "{sentence}: ε({z}) = {}",
+            num(&at, "epsilon")
+        );
+    }
+}

@@ -24,8 +24,13 @@
 //!   `≤ C` and `≥ C(1 − 2⁻²² − 4γ_n)`.
 //!
 //! (Subnormal `f32` results carry an absolute rounding error of at most 2⁻¹⁵⁰
-//! per element, irrelevant for any clip norm above 1e-30.) Vectors whose norm
-//! is already `≤ C` are left bit-for-bit untouched.
+//! per element, irrelevant for any clip norm above 1e-30.)
+//!
+//! A vector counts as inside the ball only when its computed norm *proves*
+//! it: `ñ ≤ C(1 − γ_n − 2u)` ([`within_threshold`]); such vectors are left
+//! bit-for-bit untouched. A computed norm of `C` or just below is no proof
+//! (`d = 2²⁰`, `v[0] = 1`, `v[8j] = 2⁻²⁷`: computed 1.0, true `1 + 9e-13`), so
+//! those vectors are scaled by `s < 1` like any other outside the threshold.
 //!
 //! # Measuring apart from adding
 //!
@@ -113,13 +118,22 @@ fn clip_scale(clip_norm: f64, norm: f64, n: usize, margin: f64) -> f64 {
     (clip_norm / norm) * (1.0 - (2.0 * norm_rounding_bound(n) + margin))
 }
 
+/// Largest computed norm (over `n` elements) that *proves* the true norm is
+/// `≤ clip_norm`: `C·(1 − γ_n − 2u)`. Since `|ñ − ‖v‖| ≤ γ_n‖v‖`, `ñ ≤ C(1 − γ_n)`
+/// implies `‖v‖ ≤ C`; the extra `2u` covers the rounding of the product
+/// (`1 − γ_n − 2u` itself is exact). A computed norm in `(threshold, C]` is
+/// *not* proof of being inside: such vectors are scaled like any other.
+pub fn within_threshold(clip_norm: f64, n: usize) -> f64 {
+    clip_norm * (1.0 - norm_rounding_bound(n) - 2.0 * U)
+}
+
 /// Clips `v` in place to L2 norm at most `clip_norm` and returns the pre-clip
-/// norm. Vectors already inside the ball are not modified. On error `v` is
-/// left untouched.
+/// norm. Vectors whose computed norm proves them inside the ball
+/// ([`within_threshold`]) are not modified. On error `v` is left untouched.
 pub fn clip_in_place(v: &mut [f32], clip_norm: f64) -> Result<f64, ClipError> {
     check_clip_norm(clip_norm)?;
     let norm = l2_norm(v)?;
-    if norm > clip_norm {
+    if norm > within_threshold(clip_norm, v.len()) {
         let s = clip_scale(clip_norm, norm, v.len(), f64::from(f32::EPSILON));
         for x in v.iter_mut() {
             *x = (f64::from(*x) * s) as f32;
@@ -171,7 +185,7 @@ impl<'a> Measured<'a> {
                 actual: self.values.len(),
             });
         }
-        let (scale, clipped) = if self.norm > clip_norm {
+        let (scale, clipped) = if self.norm > within_threshold(clip_norm, self.values.len()) {
             (
                 clip_scale(clip_norm, self.norm, self.values.len(), 4.0 * U),
                 true,
@@ -274,6 +288,32 @@ mod tests {
                 actual: 2
             })
         );
+    }
+
+    /// The example: a computed norm of exactly C is not proof of
+    /// being inside. Before the threshold this vector was added unscaled.
+    #[test]
+    fn a_computed_norm_of_c_is_not_proof_of_being_inside() {
+        let d = 1 << 20;
+        let mut v = vec![0.0f32; d];
+        v[0] = 1.0;
+        for j in 1..d / 8 {
+            v[8 * j] = 2f32.powi(-27);
+        }
+        // True ‖v‖² = 1 + (2¹⁷ − 1)·2⁻⁵⁴ > 1, exactly.
+        let computed = l2_norm(&v).unwrap();
+        assert!(computed <= 1.0 + 1e-15, "{computed}");
+        let mut acc = vec![0.0f64; d];
+        let out = clip_and_accumulate(&v, 1.0, &mut acc).unwrap();
+        assert!(out.clipped && out.scale < 1.0, "{out:?}");
+        // Exact squared norm of the contribution (the squares of scale·2⁻²⁷ and
+        // scale are sums of few exact terms here): ≤ 1.
+        let s = out.scale;
+        let tail = (d / 8 - 1) as f64 * (s * 2f64.powi(-27)).powi(2);
+        assert!(acc[0] == s && s * s + tail <= 1.0, "{s}");
+        let mut w = v.clone();
+        clip_in_place(&mut w, 1.0).unwrap();
+        assert!(w[0] < 1.0, "clip_in_place left it untouched");
     }
 
     #[test]

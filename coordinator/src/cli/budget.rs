@@ -215,10 +215,31 @@ fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
     })
 }
 
+/// `z` rounded *up* to four significant digits: printing it must not
+/// promise less noise than calibrated (ε is non-increasing in z, so ε at the
+/// printed value is at most ε at `z`).
+pub(crate) fn round_up_4_significant(z: f64) -> f64 {
+    if !(z > 0.0 && z.is_finite()) {
+        return z;
+    }
+    let scale = 10f64.powi(3 - z.log10().floor() as i32);
+    let up = (z * scale).ceil() / scale;
+    // Division may round below z by an ulp: step up until it is not.
+    if up >= z {
+        up
+    } else {
+        ((z * scale).ceil() + 1.0) / scale
+    }
+}
+
 fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
     let acct = a.common.accountant.accountant();
     let z = calibrate_noise_multiplier(acct, a.q, a.rounds, a.common.delta, a.target_eps)?;
     let eps = eps_at(acct, a.q, z, a.rounds, a.common.delta)?;
+    // The human sentence shows z to four digits: round up, and state ε at the
+    // value shown.
+    let z_shown = round_up_4_significant(z);
+    let eps_shown = eps_at(acct, a.q, z_shown, a.rounds, a.common.delta)?;
     Ok(if a.common.json {
         json!({
             "command": "calibrate",
@@ -235,13 +256,13 @@ fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
     } else {
         format!(
             "To stay within ε = {} at δ = {} over {} rounds with sampling rate q = {}, use a noise \
-             multiplier of at least z = {:.4} (ε = {} there; {} accountant).",
+             multiplier of at least z = {} (ε = {} there; {} accountant).",
             a.target_eps,
             fmt_delta(a.common.delta),
             a.rounds,
             a.q,
-            z,
-            fmt_eps(eps),
+            z_shown,
+            fmt_eps_up(eps_shown),
             a.common.accountant.label()
         )
     })
@@ -305,6 +326,17 @@ fn fmt_delta(d: f64) -> String {
     }
 }
 
+/// Four significant digits rounded *up* (an ε shown next to a promise must
+/// not read lower than it is).
+fn fmt_eps_up(e: f64) -> String {
+    if !e.is_finite() || e == 0.0 {
+        return fmt_eps(e);
+    }
+    let digits = (3 - e.abs().log10().floor() as i32).clamp(0, 12);
+    let scale = 10f64.powi(digits);
+    fmt_eps((e * scale).ceil() / scale)
+}
+
 /// Four significant digits, plain notation for human output.
 fn fmt_eps(e: f64) -> String {
     if !e.is_finite() {
@@ -315,4 +347,19 @@ fn fmt_eps(e: f64) -> String {
     }
     let digits = (3 - e.abs().log10().floor() as i32).clamp(0, 12) as usize;
     format!("{e:.digits$}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_z_is_rounded_up() {
+        assert_eq!(round_up_4_significant(0.016_891), 0.01690);
+        assert_eq!(round_up_4_significant(3.813_21), 3.814);
+        assert_eq!(round_up_4_significant(2.5), 2.5);
+        for z in [0.0123456, 1.0 / 3.0, 123.456_78, 9.999_91] {
+            assert!(round_up_4_significant(z) >= z, "{z}");
+        }
+    }
 }

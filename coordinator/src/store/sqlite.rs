@@ -121,6 +121,11 @@ pub const MIGRATIONS: &[&str] = &[
         computed_unix_ms INTEGER NOT NULL
     );
     "#,
+    // 3: per-client participation counter, sealed with encryption at rest
+    // (it reveals who was in the cohorts); `rounds_participated` stays 0 then.
+    r#"
+    ALTER TABLE clients ADD COLUMN participation BLOB;
+    "#,
 ];
 
 /// SQLite-backed [`Store`].
@@ -176,11 +181,9 @@ impl SqliteStore {
     /// checks that it was written with `key` (or, for `None`, without one).
     /// A new database records which: it can never be opened the other way.
     pub fn open_with_key(data_dir: &Path, key: Option<AtRestKey>) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| StoreError::DataDir {
-            path: data_dir.to_owned(),
-            message: e.to_string(),
-        })?;
+        create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
+        create_private_file(&path)?;
         let conn = Connection::open(&path).map_err(db)?;
         Self::init(conn, path, key)
     }
@@ -232,6 +235,58 @@ impl SqliteStore {
         // is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Creates `dir` (and parents) with mode 0700 on Unix; an existing `dir`
+/// accessible by group or others is tightened to 0700 (the store, its WAL
+/// and the lock file live there).
+pub fn create_private_dir(dir: &Path) -> StoreResult<()> {
+    let err = |e: std::io::Error| StoreError::DataDir {
+        path: dir.to_owned(),
+        message: e.to_string(),
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        builder.mode(0o700);
+        builder.create(dir).map_err(err)?;
+        let mode = std::fs::metadata(dir).map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))
+                .map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    builder.create(dir).map_err(err)?;
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 if it does not exist (SQLite then
+/// gives its `-wal` and `-shm` files the same mode); an existing file
+/// accessible by group or others is tightened to 0600.
+pub fn create_private_file(path: &Path) -> StoreResult<()> {
+    let err = |e: std::io::Error| StoreError::DataDir {
+        path: path.to_owned(),
+        message: e.to_string(),
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        opts.mode(0o600);
+        let file = opts.open(path).map_err(err)?;
+        let mode = file.metadata().map_err(err)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o600))
+                .map_err(err)?;
+        }
+    }
+    #[cfg(not(unix))]
+    opts.open(path).map_err(err)?;
+    Ok(())
 }
 
 /// Current schema version of this build.
@@ -421,47 +476,148 @@ fn version_aad<'a>(field: &'static str, job_id: &'a str, version: u64) -> Aad<'a
 
 const JOB_COLS: &str = "spec_json, state, state_reason, created_unix_ms, resolution_json, \
                         rounds_completed, current_version, clip_norm";
+/// Columns [`job_row`] reads: [`JOB_COLS`] and the id.
+const JOB_READ_COLS: &str = "spec_json, state, state_reason, created_unix_ms, resolution_json, \
+                             rounds_completed, current_version, clip_norm, job_id";
 
-fn job_row(r: &Row<'_>) -> rusqlite::Result<JobRecord> {
-    let spec: String = r.get(0)?;
-    let spec: JobSpec = serde_json::from_str(&spec).map_err(conv_err)?;
-    let state: String = r.get(1)?;
-    let state = JobState::parse(&state).ok_or_else(|| conv_err(format!("job state {state}")))?;
-    let resolution: Option<String> = r.get(4)?;
-    let resolution = resolution
-        .map(|s| serde_json::from_str::<Resolution>(&s))
-        .transpose()
-        .map_err(conv_err)?;
-    Ok(JobRecord {
-        spec,
-        state,
+/// A `jobs` row with its (possibly sealed) spec and resolution still raw.
+struct RawJob {
+    job_id: String,
+    spec: Value,
+    state: String,
+    state_reason: String,
+    created_unix_ms: i64,
+    resolution: Value,
+    rounds_completed: u64,
+    current_version: u64,
+    clip_norm: f64,
+}
+
+fn job_row(r: &Row<'_>) -> rusqlite::Result<RawJob> {
+    Ok(RawJob {
+        job_id: r.get(8)?,
+        spec: r.get(0)?,
+        state: r.get(1)?,
         state_reason: r.get(2)?,
         created_unix_ms: r.get(3)?,
-        resolution,
+        resolution: r.get(4)?,
         rounds_completed: to_u64(r.get(5)?, "rounds_completed")?,
         current_version: to_u64(r.get(6)?, "current_version")?,
         clip_norm: r.get(7)?,
     })
 }
 
+/// What a job's spec and resolution are sealed to (with encryption at rest,
+/// they are authenticated like every other record: whoever can write the
+/// database cannot turn a job's noise off or change its q or z).
+fn job_aad<'a>(field: &'static str, job_id: &'a str) -> Aad<'a> {
+    Aad {
+        field,
+        job_id,
+        number: 0,
+    }
+}
+
+fn decode_job(key: Option<&AtRestKey>, raw: RawJob) -> StoreResult<JobRecord> {
+    let id = raw.job_id.as_str();
+    let spec_aad = job_aad("jobs.spec_json", id);
+    let spec_json = open_text(key, &spec_aad, raw.spec)?;
+    let spec: JobSpec = serde_json::from_str(&spec_json)
+        .map_err(|e| corrupt(format!("{}: {e}", describe(&spec_aad))))?;
+    if spec.id != raw.job_id {
+        return Err(corrupt(format!(
+            "job {id:?}: its stored definition names job {:?}",
+            spec.id
+        )));
+    }
+    let state = JobState::parse(&raw.state)
+        .ok_or_else(|| corrupt(format!("job {id:?}: state {}", raw.state)))?;
+    let resolution = match raw.resolution {
+        Value::Null => None,
+        v => {
+            let aad = job_aad("jobs.resolution_json", id);
+            let json = open_text(key, &aad, v)?;
+            Some(
+                serde_json::from_str::<Resolution>(&json)
+                    .map_err(|e| corrupt(format!("{}: {e}", describe(&aad))))?,
+            )
+        }
+    };
+    Ok(JobRecord {
+        spec,
+        state,
+        state_reason: raw.state_reason,
+        created_unix_ms: raw.created_unix_ms,
+        resolution,
+        rounds_completed: raw.rounds_completed,
+        current_version: raw.current_version,
+        clip_norm: raw.clip_norm,
+    })
+}
+
 const CLIENT_COLS: &str = "client_id, tenant_id, status, status_reason, registered_unix_ms, \
                            last_seen_unix_ms, rounds_participated, software";
+/// Columns read for a client: [`CLIENT_COLS`] and the sealed counter.
+const CLIENT_READ_COLS: &str = "client_id, tenant_id, status, status_reason, registered_unix_ms, \
+                                last_seen_unix_ms, rounds_participated, software, participation";
 
-fn client_row(r: &Row<'_>) -> rusqlite::Result<ClientRecord> {
+fn participation_aad(client_id: &str) -> Aad<'_> {
+    Aad {
+        field: "clients.participation",
+        job_id: client_id,
+        number: 0,
+    }
+}
+
+/// A client's participation counter: the sealed column when set, else the
+/// clear one (databases in clear, and clients not yet counted when sealed).
+fn participation(
+    key: Option<&AtRestKey>,
+    client_id: &str,
+    clear: u64,
+    sealed: Value,
+) -> StoreResult<u64> {
+    match sealed {
+        Value::Null => Ok(clear),
+        v => {
+            let aad = participation_aad(client_id);
+            let bytes = open_blob(key, &aad, v)?;
+            let arr: [u8; 8] = bytes
+                .try_into()
+                .map_err(|_| corrupt(format!("{}: not 8 bytes", describe(&aad))))?;
+            Ok(clear + u64::from_le_bytes(arr))
+        }
+    }
+}
+
+fn client_row(r: &Row<'_>) -> rusqlite::Result<(ClientRecord, Value)> {
     let status: String = r.get(2)?;
-    Ok(ClientRecord {
-        identity: ClientIdentity {
-            client_id: r.get(0)?,
-            tenant_id: r.get(1)?,
+    Ok((
+        ClientRecord {
+            identity: ClientIdentity {
+                client_id: r.get(0)?,
+                tenant_id: r.get(1)?,
+            },
+            status: ClientStatus::parse(&status)
+                .ok_or_else(|| conv_err(format!("client status {status}")))?,
+            status_reason: r.get(3)?,
+            registered_unix_ms: r.get(4)?,
+            last_seen_unix_ms: r.get(5)?,
+            rounds_participated: to_u64(r.get(6)?, "rounds_participated")?,
+            software: r.get(7)?,
         },
-        status: ClientStatus::parse(&status)
-            .ok_or_else(|| conv_err(format!("client status {status}")))?,
-        status_reason: r.get(3)?,
-        registered_unix_ms: r.get(4)?,
-        last_seen_unix_ms: r.get(5)?,
-        rounds_participated: to_u64(r.get(6)?, "rounds_participated")?,
-        software: r.get(7)?,
-    })
+        r.get(8)?,
+    ))
+}
+
+/// A client row with its participation counter opened.
+fn decode_client(
+    key: Option<&AtRestKey>,
+    (mut c, sealed): (ClientRecord, Value),
+) -> StoreResult<ClientRecord> {
+    c.rounds_participated =
+        participation(key, &c.identity.client_id, c.rounds_participated, sealed)?;
+    Ok(c)
 }
 
 const ATTEMPT_COLS: &str = "job_id, round, attempt, state, base_version, opened_unix_ms, \
@@ -535,6 +691,61 @@ fn ledger_charge(
         );
     }
     Ok(record)
+}
+
+/// Detects a truncated or gapped ledger: sequence numbers must run 1, 2, …;
+/// the ROUND entries must be rounds 1, 2, … and as many as the job's
+/// committed rounds and its published versions (each committed round
+/// publishes exactly one). A ledger missing its last entries (deleted rows,
+/// a half-restored backup) would under-state the privacy spent.
+fn check_ledger(conn: &Connection, job_id: &str, records: &[LedgerRecord]) -> StoreResult<()> {
+    let truncated = |why: String| {
+        corrupt(format!(
+            "the ledger of job {job_id:?} is truncated or tampered with: {why}; \
+             refusing to account from it"
+        ))
+    };
+    for (i, e) in records.iter().enumerate() {
+        if e.seq != i as u64 + 1 {
+            return Err(truncated(format!(
+                "entry {} has sequence number {}",
+                i + 1,
+                e.seq
+            )));
+        }
+    }
+    let mut rounds = 0u64;
+    for e in records.iter().filter(|e| e.kind == LedgerKind::Round) {
+        rounds += 1;
+        match &e.charge {
+            Some(c) if c.round == rounds => {}
+            Some(c) => {
+                return Err(truncated(format!(
+                    "ROUND entry {} charges round {}, expected {rounds}",
+                    e.seq, c.round
+                )));
+            }
+            None => return Err(truncated(format!("ROUND entry {} has no charge", e.seq))),
+        }
+    }
+    let job: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT rounds_completed, (SELECT COALESCE(MAX(version), 0) FROM model_versions \
+             WHERE job_id = ?1) FROM jobs WHERE job_id = ?1",
+            [job_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(db)?;
+    if let Some((completed, max_version)) = job
+        && (completed != rounds as i64 || max_version != rounds as i64)
+    {
+        return Err(truncated(format!(
+            "it charges {rounds} round(s) but the job has committed {completed} and published \
+             {max_version} version(s) after its initial one"
+        )));
+    }
+    Ok(())
 }
 
 fn sha(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; 32]> {
@@ -695,13 +906,16 @@ impl Store for SqliteStore {
                 job.id()
             )));
         }
+        let key = self.key.as_ref();
         let spec = serde_json::to_string(&job.spec).map_err(|e| corrupt(e.to_string()))?;
+        let spec = seal_text(key, &job_aad("jobs.spec_json", job.id()), &spec);
         let resolution = job
             .resolution
             .as_ref()
             .map(serde_json::to_string)
             .transpose()
-            .map_err(|e| corrupt(e.to_string()))?;
+            .map_err(|e| corrupt(e.to_string()))?
+            .map(|r| seal_text(key, &job_aad("jobs.resolution_json", job.id()), &r));
         tx.execute(
             &format!(
                 "INSERT INTO jobs (job_id, {JOB_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
@@ -727,22 +941,30 @@ impl Store for SqliteStore {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {JOB_COLS} FROM jobs ORDER BY created_unix_ms DESC, job_id"
+                "SELECT {JOB_READ_COLS} FROM jobs ORDER BY created_unix_ms DESC, job_id"
             ))
             .map_err(db)?;
-        let rows = stmt.query_map([], job_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        let rows: Vec<RawJob> = stmt
+            .query_map([], job_row)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| decode_job(self.key.as_ref(), r))
+            .collect()
     }
 
     fn job(&self, job_id: &str) -> StoreResult<Option<JobRecord>> {
-        self.conn()
+        let raw = self
+            .conn()
             .query_row(
-                &format!("SELECT {JOB_COLS} FROM jobs WHERE job_id = ?1"),
+                &format!("SELECT {JOB_READ_COLS} FROM jobs WHERE job_id = ?1"),
                 [job_id],
                 job_row,
             )
             .optional()
-            .map_err(db)
+            .map_err(db)?;
+        raw.map(|r| decode_job(self.key.as_ref(), r)).transpose()
     }
 
     fn set_job_state(&self, job_id: &str, state: JobState, reason: &str) -> StoreResult<()> {
@@ -761,6 +983,11 @@ impl Store for SqliteStore {
 
     fn set_job_resolution(&self, job_id: &str, resolution: &Resolution) -> StoreResult<()> {
         let json = serde_json::to_string(resolution).map_err(|e| corrupt(e.to_string()))?;
+        let json = seal_text(
+            self.key.as_ref(),
+            &job_aad("jobs.resolution_json", job_id),
+            &json,
+        );
         let n = self
             .conn()
             .execute(
@@ -786,12 +1013,13 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db)?;
         let existing: Option<ClientRecord> = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [&identity.client_id],
                 client_row,
             )
             .optional()
-            .map_err(db)?;
+            .map_err(db)?
+            .map(|r| r.0);
         match existing {
             Some(c) if c.identity.tenant_id != identity.tenant_id => {
                 return Err(StoreError::Conflict(format!(
@@ -825,24 +1053,30 @@ impl Store for SqliteStore {
         }
         let record = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [&identity.client_id],
                 client_row,
             )
             .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(record)
+        decode_client(self.key.as_ref(), record)
     }
 
     fn clients(&self) -> StoreResult<Vec<ClientRecord>> {
         let conn = self.conn();
         let mut stmt = conn
             .prepare(&format!(
-                "SELECT {CLIENT_COLS} FROM clients ORDER BY client_id"
+                "SELECT {CLIENT_READ_COLS} FROM clients ORDER BY client_id"
             ))
             .map_err(db)?;
-        let rows = stmt.query_map([], client_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        let rows: Vec<(ClientRecord, Value)> = stmt
+            .query_map([], client_row)
+            .map_err(db)?
+            .collect::<Result<_, _>>()
+            .map_err(db)?;
+        rows.into_iter()
+            .map(|r| decode_client(self.key.as_ref(), r))
+            .collect()
     }
 
     fn set_client_status(
@@ -864,13 +1098,13 @@ impl Store for SqliteStore {
         }
         let record = tx
             .query_row(
-                &format!("SELECT {CLIENT_COLS} FROM clients WHERE client_id = ?1"),
+                &format!("SELECT {CLIENT_READ_COLS} FROM clients WHERE client_id = ?1"),
                 [client_id],
                 client_row,
             )
             .map_err(db)?;
         tx.commit().map_err(db)?;
-        Ok(Some(record))
+        decode_client(self.key.as_ref(), record).map(Some)
     }
 
     fn touch_clients(&self, seen: &[(String, i64)]) -> StoreResult<()> {
@@ -1063,15 +1297,40 @@ impl Store for SqliteStore {
             ],
         )
         .map_err(db)?;
-        {
-            let mut stmt = tx
-                .prepare(
-                    "UPDATE clients SET rounds_participated = rounds_participated + 1 \
-                     WHERE client_id = ?1",
-                )
-                .map_err(db)?;
-            for p in &c.participants {
-                stmt.execute([p]).map_err(db)?;
+        match self.key.as_ref() {
+            None => {
+                let mut stmt = tx
+                    .prepare(
+                        "UPDATE clients SET rounds_participated = rounds_participated + 1 \
+                         WHERE client_id = ?1",
+                    )
+                    .map_err(db)?;
+                for p in &c.participants {
+                    stmt.execute([p]).map_err(db)?;
+                }
+            }
+            Some(key) => {
+                // Sealed: read, open, count, re-seal (the clear column stays 0).
+                for p in &c.participants {
+                    let row: Option<(i64, Value)> = tx
+                        .query_row(
+                            "SELECT rounds_participated, participation FROM clients \
+                             WHERE client_id = ?1",
+                            [p],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()
+                        .map_err(db)?;
+                    let Some((clear, sealed)) = row else { continue };
+                    let clear = u64::try_from(clear).map_err(|_| corrupt("negative counter"))?;
+                    let n = participation(Some(key), p, clear, sealed)? + 1;
+                    tx.execute(
+                        "UPDATE clients SET rounds_participated = 0, participation = ?2 \
+                         WHERE client_id = ?1",
+                        params![p, key.seal(&participation_aad(p), &n.to_le_bytes())],
+                    )
+                    .map_err(db)?;
+                }
             }
         }
         tx.commit().map_err(db)?;
@@ -1174,9 +1433,12 @@ impl Store for SqliteStore {
             .map_err(db)?
             .collect::<Result<_, _>>()
             .map_err(db)?;
-        rows.into_iter()
+        let records: Vec<LedgerRecord> = rows
+            .into_iter()
             .map(|row| ledger_charge(self.key.as_ref(), job_id, row))
-            .collect()
+            .collect::<StoreResult<_>>()?;
+        check_ledger(&conn, job_id, &records)?;
+        Ok(records)
     }
 
     fn versions(&self, job_id: &str) -> StoreResult<Vec<VersionInfo>> {
@@ -1434,6 +1696,29 @@ mod tests {
         assert_eq!(v.weights, vec![2u8; 16]);
     }
 
+    /// Deleting the newest ledger entries (or a middle one) is detected: the
+    /// ledger no longer matches the job's committed rounds and versions.
+    #[test]
+    fn a_truncated_ledger_is_detected() {
+        for victim in ["MAX(seq)", "1"] {
+            let s = SqliteStore::in_memory().unwrap();
+            s.insert_job(&job("j"), &version(0, 0)).unwrap();
+            for r in 1..=3 {
+                s.open_attempt(&attempt(r, 1)).unwrap();
+                s.commit_round(&commit(r, 1)).unwrap();
+            }
+            assert_eq!(s.ledger("j").unwrap().len(), 3);
+            s.conn()
+                .execute_batch(&format!(
+                    "PRAGMA foreign_keys = OFF; DELETE FROM ledger WHERE job_id = 'j' AND \
+                     seq = (SELECT {victim} FROM ledger WHERE job_id = 'j')"
+                ))
+                .unwrap();
+            let e = s.ledger("j").unwrap_err();
+            assert!(e.to_string().contains("truncated"), "{e}");
+        }
+    }
+
     #[test]
     fn clients_are_bound_to_their_tenant() {
         let s = SqliteStore::in_memory().unwrap();
@@ -1469,6 +1754,95 @@ mod tests {
         s.touch_clients(&[("c".into(), 15), ("c".into(), 50)])
             .unwrap();
         assert_eq!(s.clients().unwrap()[0].last_seen_unix_ms, 50);
+    }
+
+    /// With encryption at rest, job definitions, resolutions and the
+    /// per-client participation counters are sealed: none is readable in the
+    /// file, and a definition rewritten in clear (noise turned off) or moved
+    /// from another job fails authentication.
+    #[test]
+    fn specs_resolutions_and_participation_are_sealed() {
+        let key = AtRestKey::from_bytes(&[7; 32]);
+        let s = SqliteStore::in_memory_with_key(Some(key)).unwrap();
+        s.insert_job(&job("j"), &version(0, 0)).unwrap();
+        s.insert_job(&job("k"), &version(0, 0)).unwrap();
+        let res = Resolution {
+            sampling_rate: 0.5,
+            expected_cohort: 2.0,
+            registered_at_start: 4,
+            noise_multiplier: 1.25,
+            update_noise_multiplier: 1.25,
+            count_stddev: 0.0,
+            started_unix_ms: 3,
+        };
+        s.set_job_resolution("j", &res).unwrap();
+        s.upsert_client(&ClientIdentity::new("t", "c1").unwrap(), "x", 3)
+            .unwrap();
+        s.open_attempt(&attempt(1, 1)).unwrap();
+        s.commit_round(&commit(1, 1)).unwrap();
+        let j = s.job("j").unwrap().unwrap();
+        assert_eq!((j.spec.id.as_str(), j.resolution), ("j", Some(res)));
+        assert_eq!(s.clients().unwrap()[0].rounds_participated, 1);
+        {
+            let conn = s.conn();
+            let (spec, resolution, clear, sealed): (Value, Value, i64, Value) = conn
+                .query_row(
+                    "SELECT j.spec_json, j.resolution_json, c.rounds_participated, \
+                     c.participation FROM jobs j, clients c WHERE j.job_id = 'j'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .unwrap();
+            for v in [&spec, &resolution, &sealed] {
+                assert!(
+                    matches!(v, Value::Blob(b) if b.starts_with(b"FSE1")),
+                    "{v:?}"
+                );
+            }
+            assert_eq!(clear, 0);
+            // Rewrite j's definition in clear, with the noise off.
+            let mut bad = job("j").spec;
+            bad.disable_noise = true;
+            conn.execute(
+                "UPDATE jobs SET spec_json = ?1 WHERE job_id = 'j'",
+                [serde_json::to_string(&bad).unwrap()],
+            )
+            .unwrap();
+        }
+        assert!(matches!(s.job("j"), Err(StoreError::Encryption(_))));
+        // k's sealed definition copied onto j: bound to k, refused.
+        s.conn()
+            .execute_batch(
+                "UPDATE jobs SET spec_json = (SELECT spec_json FROM jobs WHERE job_id = 'k') \
+                 WHERE job_id = 'j'",
+            )
+            .unwrap();
+        let e = s.jobs().unwrap_err();
+        assert!(e.to_string().contains("authentication failed"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn data_dir_and_database_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        let s = SqliteStore::open(&dir).unwrap();
+        s.insert_job(&job("j"), &version(0, 0)).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        assert!(wal.exists());
+        assert_eq!(mode(&wal), 0o600);
+        drop(s);
+        // Loose modes on an existing directory and database are tightened.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.join(DB_FILE), std::fs::Permissions::from_mode(0o644))
+            .unwrap();
+        drop(SqliteStore::open(&dir).unwrap());
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
     }
 
     #[test]

@@ -22,7 +22,7 @@ pub mod pld;
 pub mod rdp;
 pub mod zcdp;
 
-pub use self::pld::PldAccountant;
+pub use self::pld::{PldAccountant, PldEpsilon};
 pub use self::rdp::{
     DEFAULT_ORDERS, RdpAccountant, delta_from_rdp, epsilon_from_rdp, rdp_poisson_gaussian,
 };

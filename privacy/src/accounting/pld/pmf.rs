@@ -1,345 +1,267 @@
-//! Discrete privacy loss distributions on the grid `h·ℤ`: FFT composition,
-//! pessimistic tail truncation, and the `ε(δ)` / `δ(ε)` read-outs.
+//! Discrete privacy loss distributions on the grid `h·ℤ`, held *exponentially
+//! tilted*: composition, truncation with error accounting, and the
+//! `ε(δ)` / `δ(ε)` read-outs with a rigorous bound.
+//!
+//! # Tilting
+//!
+//! A PLD `p` (the law of the loss `L` under `P`) is stored as
+//! `p̃_l = p_l·e^{λl}/Z`, normalised to total mass 1, with `ln Z` kept in
+//! [`Pmf::log_norm`]: `p_l = p̃_l·exp(ln Z − λl)`. Tilting commutes with
+//! convolution (`(a*b)~ = ã*b̃`, `Z_{a*b} = Z_a Z_b`), so compositions are
+//! computed on tilted vectors. With `λ` chosen so the tilted composition is
+//! centred near the ε of interest (module `tilt`), the masses that decide
+//! `δ(ε)` are of order 1 in the tilted vector instead of order δ, and the
+//! FFT's round-off, which is relative to the bulk of the vector, becomes
+//! negligible against them: an L1 error `e` of the tilted vector changes
+//! `δ(ε') = Σ_{l>ε'} p_l(1 − e^{ε'−l})` by at most `e·exp(ln Z − λε')` for
+//! every `ε' ≥ ε`, and `exp(ln Z − λε)` is the Chernoff bound on `δ(ε)`,
+//! within a small factor of δ itself at the saddle point.
+//!
+//! # Error accounting (rigorous)
+//!
+//! [`Pmf::err`] bounds the L1 distance between the stored tilted vector and
+//! the exact composition (in real arithmetic) of the discretised rounds,
+//! normalised by the same factors: every FFT adds its a-priori bound (module
+//! `fft`), errors of the inputs propagate as `e_a + e_b + e_a·e_b`, and
+//! entries cut from the tails are counted as error (so truncation needs no
+//! pessimistic move: dropping tilted mass `m` changes δ by at most
+//! `m·exp(ln Z − λε)`). Mass at `+∞` (the discretisation's tail beyond its
+//! grid) is kept untilted in [`Pmf::inf_mass`]. The read-outs add
+//! `err·exp(ln Z − λε)` to δ, so `δ(ε)` reported is an upper bound on the
+//! discretised composition, itself an upper bound on the true one.
 
-use std::sync::Arc;
+use super::fft::{Convolver, U};
 
-use rustfft::num_complex::Complex;
-use rustfft::{Fft, FftPlanner};
-
-/// A privacy loss distribution (the law of `L = ln(dP/dQ)` under `P`),
-/// discretised on `h·ℤ`: mass `probs[i]` at loss `(offset + i)·h`, plus mass
-/// `inf_mass` at `L = +∞` (outputs that identify the pair outright).
+/// A tilted privacy loss distribution on `h·ℤ` (see the module docs).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Pmf {
+    /// Grid index of `probs[0]`.
     pub(crate) offset: i64,
+    /// Tilted masses `p̃`, total ≈ 1.
     pub(crate) probs: Vec<f64>,
+    /// Tilt `λ ≥ 0`.
+    pub(crate) lambda: f64,
+    /// `ln Z`: untilted `p_l = p̃_l·exp(log_norm − λl)`.
+    pub(crate) log_norm: f64,
+    /// Untilted mass at `L = +∞`.
     pub(crate) inf_mass: f64,
-    /// Estimate of the FFT round-off in `probs`: the sum over the
-    /// convolutions that built it of the L1 size of the round-off each
-    /// introduced (an L1 quantity, so it also sizes the round-off in any
-    /// `δ(ε)` read from them). A squaring counts its input's round-off once:
-    /// round-off is zero-mean noise that later convolutions average rather
-    /// than add coherently, so this is an estimate, not a worst-case bound.
-    pub(crate) roundoff: f64,
+    /// Bound on the L1 error of `probs`.
+    pub(crate) err: f64,
+}
+
+fn loss(h: f64, offset: i64, i: usize) -> f64 {
+    (offset + i as i64) as f64 * h
 }
 
 impl Pmf {
-    /// Pessimistic truncation of both tails: the lower tail's mass moves *up*
-    /// to the first kept point (losses only grow, so δ(ε) only grows), the
-    /// upper tail's mass goes to `+∞`. A tail is cut while its genuine mass
-    /// stays within `tau`; entries at the FFT round-off level `ν` (four times
-    /// the largest negative entry, which only round-off produces) are cut
-    /// regardless — their mass is still moved pessimistically, never dropped.
-    /// Negative entries are set to 0 first, and `ν·len` is added to
-    /// [`Pmf::roundoff`].
-    pub(crate) fn truncate(&mut self, tau: f64) {
-        if self.probs.iter().any(|p| !p.is_finite()) {
-            // Leave it for `check` to refuse; never zero a NaN silently.
-            return;
+    /// Tilts an untilted distribution (`probs` untilted, total finite mass
+    /// `1 − inf_mass`) by `λ`. The relative error of each tilted mass is at
+    /// most `(|λl|_max + 4)·u`, booked in [`Pmf::err`].
+    pub(crate) fn tilted(h: f64, offset: i64, probs: &[f64], inf_mass: f64, lambda: f64) -> Self {
+        let logs: Vec<f64> = probs
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| {
+                if p > 0.0 {
+                    p.ln() + lambda * loss(h, offset, i)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
+            .collect();
+        let top = logs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let mut out: Vec<f64> = logs.iter().map(|&w| (w - top).exp()).collect();
+        let s: f64 = out.iter().sum();
+        let (log_norm, s) = if s > 0.0 && top.is_finite() {
+            (top + s.ln(), s)
+        } else {
+            (f64::NEG_INFINITY, 1.0)
+        };
+        out.iter_mut().for_each(|x| *x /= s);
+        // Each tilted mass is exp(w − top)/s with w = ln p + λl: the absolute
+        // error of the exponent is at most 4u·(|ln p| + |λl| + |top|), the
+        // exponential and the division add 2u. (The error of s itself does
+        // not count: log_norm records the s actually divided by.)
+        let span = loss(h, offset, 0)
+            .abs()
+            .max(loss(h, offset, probs.len()).abs());
+        let ln_p_max = probs
+            .iter()
+            .filter(|p| **p > 0.0)
+            .map(|p| p.ln().abs())
+            .fold(0.0, f64::max);
+        let exponent = ln_p_max + lambda * span + if top.is_finite() { top.abs() } else { 0.0 };
+        Self {
+            offset,
+            probs: out,
+            lambda,
+            log_norm,
+            inf_mass,
+            err: (4.0 * exponent + 4.0) * U,
         }
-        let mut noise: f64 = 0.0;
+    }
+
+    /// Untilted mass of entry `i` (`probs[i] ≥ 0` assumed; negative → 0).
+    fn untilted(&self, h: f64, i: usize) -> f64 {
+        let p = self.probs[i];
+        if p <= 0.0 {
+            return 0.0;
+        }
+        (p.ln() + self.log_norm - self.lambda * loss(h, self.offset, i)).exp()
+    }
+
+    /// `exp(ln Z − λε)`: what one unit of tilted L1 error can change δ by at
+    /// any ε' ≥ ε.
+    fn error_weight(&self, eps: f64) -> f64 {
+        (self.log_norm - self.lambda * eps).exp()
+    }
+
+    /// Cuts each tail while the tilted mass cut stays within `tau` (per
+    /// side; callers allow at least the fresh FFT error bound, so entries at
+    /// the round-off level go), adding
+    /// what is cut to [`Pmf::err`]; sets negative entries (only round-off
+    /// produces them, and the exact values are ≥ 0) to 0.
+    pub(crate) fn truncate(&mut self, tau: f64) {
         for p in self.probs.iter_mut() {
             if *p < 0.0 {
-                noise = noise.max(-*p);
                 *p = 0.0;
             }
         }
-        let noise = 4.0 * noise;
         let n = self.probs.len();
-        self.roundoff += noise * n as f64;
-        let mut lo = 0;
-        let (mut lo_mass, mut lo_genuine) = (0.0, 0.0);
-        while lo + 1 < n {
-            let p = self.probs[lo];
-            let genuine = if p <= noise { 0.0 } else { p };
-            if lo_genuine + genuine > tau {
-                break;
-            }
-            lo_genuine += genuine;
-            lo_mass += p;
+        let (mut lo, mut cut) = (0, 0.0);
+        while lo + 1 < n && cut + self.probs[lo] <= tau {
+            cut += self.probs[lo];
             lo += 1;
         }
         let mut hi = n;
-        let (mut hi_mass, mut hi_genuine) = (0.0, 0.0);
-        while hi > lo + 1 {
-            let p = self.probs[hi - 1];
-            let genuine = if p <= noise { 0.0 } else { p };
-            if hi_genuine + genuine > tau {
-                break;
-            }
-            hi_genuine += genuine;
-            hi_mass += p;
+        let lo_cut = cut;
+        while hi > lo + 1 && cut - lo_cut + self.probs[hi - 1] <= tau {
+            cut += self.probs[hi - 1];
             hi -= 1;
         }
         if lo > 0 || hi < n {
             self.probs.truncate(hi);
             self.probs.drain(..lo);
             self.offset += lo as i64;
-            if let Some(first) = self.probs.first_mut() {
-                *first += lo_mass;
-            }
-            self.inf_mass += hi_mass;
+            self.err += cut;
         }
     }
 
-    /// `δ(ε) = P(L = ∞) + Σ_{l > ε} p_l (1 − e^{ε − l})`.
-    pub(crate) fn delta_for_epsilon(&self, h: f64, eps: f64) -> f64 {
+    /// Renormalises to total 1 (the factor goes into `log_norm`); refuses
+    /// non-finite values and totals far from 1 (a numerical breakdown).
+    pub(crate) fn normalise(&mut self) -> Result<(), String> {
+        if !self.inf_mass.is_finite() || self.probs.iter().any(|p| !p.is_finite()) {
+            return Err("non-finite probability mass".into());
+        }
+        let total: f64 = self.probs.iter().sum();
+        if !(total > 0.5 && total < 2.0) {
+            return Err(format!("tilted probability mass {total} is far from 1"));
+        }
+        self.probs.iter_mut().for_each(|p| *p /= total);
+        self.log_norm += total.ln();
+        self.err = self.err / total + 2.0 * U;
+        Ok(())
+    }
+
+    /// `δ(ε)` of the stored distribution without the error term.
+    fn delta_estimate(&self, h: f64, eps: f64) -> f64 {
         let mut d = self.inf_mass;
-        for (i, &p) in self.probs.iter().enumerate() {
-            let l = (self.offset + i as i64) as f64 * h;
+        for i in 0..self.probs.len() {
+            let l = loss(h, self.offset, i);
             if l > eps {
-                d += p * -(eps - l).exp_m1();
+                d += self.untilted(h, i) * -(eps - l).exp_m1();
             }
         }
-        d.min(1.0)
+        d
     }
 
-    /// Smallest `ε ≥ 0` with `δ(ε) ≤ delta` (exact for the discrete
-    /// distribution: δ is `A − e^ε B` between grid points); `∞` if the mass at
-    /// `+∞` alone exceeds `delta`.
+    /// Upper bound on `δ(ε)` (estimate plus the error term), at most 1.
+    pub(crate) fn delta_for_epsilon(&self, h: f64, eps: f64) -> f64 {
+        (self.delta_estimate(h, eps) + self.err * self.error_weight(eps)).min(1.0)
+    }
+
+    /// The part of [`Self::delta_for_epsilon`] that is the error bound.
+    pub(crate) fn error_term(&self, eps: f64) -> f64 {
+        self.err * self.error_weight(eps)
+    }
+
+    /// Smallest `ε ≥ 0` with [`Self::delta_for_epsilon`]`(ε) ≤ delta`; `∞` if
+    /// no ε qualifies.
     pub(crate) fn epsilon_for_delta(&self, h: f64, delta: f64) -> f64 {
         if self.inf_mass >= delta {
             return f64::INFINITY;
         }
-        let decay = (-h).exp();
         let n = self.probs.len();
-        // For ε in [l_{j−1}, l_j): δ(ε) = inf + A_j − e^{ε − l_j} C_j with
+        let top = loss(h, self.offset, n.saturating_sub(1));
+        let bound = |e: f64| self.err * self.error_weight(e);
+        // Above the grid only the mass at +∞ and the error term remain.
+        if self.inf_mass + bound(top) > delta {
+            if self.lambda <= 0.0 || self.err <= 0.0 {
+                return f64::INFINITY;
+            }
+            // inf + err·exp(ln Z − λε) = δ.
+            let e = (self.log_norm + self.err.ln() - (delta - self.inf_mass).ln()) / self.lambda;
+            return e.max(top).max(0.0);
+        }
+        let decay = (-h).exp();
+        // For ε in [l_{j−1}, l_j): δ̂(ε) = inf + A_j − e^{ε − l_j} C_j with
         // A_j = Σ_{i≥j} p_i and C_j = Σ_{i≥j} p_i e^{l_j − l_i} = p_j + e^{−h} C_{j+1}.
-        let mut a = 0.0;
-        let mut c = 0.0;
+        let (mut a, mut c) = (0.0, 0.0);
         for j in (0..n).rev() {
-            a += self.probs[j];
-            c = self.probs[j] + decay * c;
-            let at_left = self.inf_mass + a - decay * c; // δ(l_{j−1})
-            if at_left > delta || j == 0 {
-                let lj = (self.offset + j as i64) as f64 * h;
-                let num = self.inf_mass + a - delta;
-                if num <= 0.0 || c <= 0.0 {
-                    // Only possible at j = 0: δ(ε) ≤ delta for every ε.
-                    return 0.0;
+            let p = self.untilted(h, j);
+            a += p;
+            c = p + decay * c;
+            let lj = loss(h, self.offset, j);
+            let left = lj - h;
+            let f = |e: f64| self.inf_mass + a - (e - lj).exp() * c + bound(e);
+            if f(left) > delta || j == 0 {
+                if j == 0 && f(left) <= delta {
+                    // δ ≤ target already at the first grid point: the curve
+                    // below is 1 − e^ε-like; search down to 0.
+                    return self.below_grid(h, delta, lj - h).max(0.0);
                 }
-                let eps = lj + (num / c).ln();
-                return eps.max(0.0);
+                // Bisection on [left, lj]: f is decreasing, f(left) > δ ≥ f(lj).
+                let (mut lo, mut hi) = (left, lj);
+                for _ in 0..100 {
+                    let mid = 0.5 * (lo + hi);
+                    if mid <= lo || mid >= hi {
+                        break;
+                    }
+                    if f(mid) > delta {
+                        lo = mid;
+                    } else {
+                        hi = mid;
+                    }
+                }
+                return hi.max(0.0);
             }
         }
         0.0
     }
 
-    /// Refuses non-finite masses and totals more than `1e-3` away from 1
-    /// (a numerical breakdown), and charges any deficit below 1 to the mass
-    /// at `+∞`: truncation moves mass and never drops it, so a deficit can
-    /// only be round-off, and booking it at `+∞` keeps δ(ε) pessimistic
-    /// (surplus mass is pessimistic already).
-    pub(crate) fn settle(&mut self) -> Result<(), String> {
-        if !self.inf_mass.is_finite() || self.probs.iter().any(|p| !p.is_finite()) {
-            return Err("non-finite probability mass".into());
+    /// ε below the grid, where every finite mass lies above ε: δ(ε) =
+    /// inf + M − e^ε·Σ p_i e^{−l_i} + error term; bisection down to 0.
+    fn below_grid(&self, h: f64, delta: f64, upper: f64) -> f64 {
+        let f = |e: f64| self.delta_for_epsilon(h, e);
+        if upper <= 0.0 || f(0.0) <= delta {
+            return 0.0;
         }
-        let total = self.probs.iter().sum::<f64>() + self.inf_mass;
-        if (total - 1.0).abs() > 1e-3 {
-            return Err(format!("total probability mass {total} differs from 1"));
+        let (mut lo, mut hi) = (0.0, upper);
+        for _ in 0..100 {
+            let mid = 0.5 * (lo + hi);
+            if f(mid) > delta {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
         }
-        if total < 1.0 {
-            self.inf_mass += 1.0 - total;
-        }
-        Ok(())
-    }
-
-    /// Mean and variance of the finite part (normalised by its mass).
-    pub(crate) fn mean_var(&self, h: f64) -> (f64, f64) {
-        let mass: f64 = self.probs.iter().sum();
-        if mass <= 0.0 {
-            return (0.0, 0.0);
-        }
-        let mean = self
-            .probs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| p * (self.offset + i as i64) as f64 * h)
-            .sum::<f64>()
-            / mass;
-        let var = self
-            .probs
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let d = (self.offset + i as i64) as f64 * h - mean;
-                p * d * d
-            })
-            .sum::<f64>()
-            / mass;
-        (mean, var)
+        hi
     }
 }
 
-/// Smallest `2^a 3^b ≥ n` (sizes rustfft handles fastest).
-fn fft_size(n: usize) -> usize {
-    let mut best = n.next_power_of_two();
-    let mut p3 = 1usize;
-    while p3 < best {
-        let mut v = p3;
-        while v < n {
-            v *= 2;
-        }
-        best = best.min(v);
-        p3 *= 3;
-    }
-    best
-}
-
-/// FFT plans and buffers reused across the compositions of one accounting call.
-pub(crate) struct Convolver {
-    planner: FftPlanner<f64>,
-    scratch: Vec<Complex<f64>>,
-}
-
-impl Convolver {
-    pub(crate) fn new() -> Self {
-        Self {
-            planner: FftPlanner::new(),
-            scratch: Vec::new(),
-        }
-    }
-
-    fn plans(&mut self, len: usize) -> (Arc<dyn Fft<f64>>, Arc<dyn Fft<f64>>) {
-        let f = self.planner.plan_fft_forward(len);
-        let i = self.planner.plan_fft_inverse(len);
-        let need = f.get_inplace_scratch_len().max(i.get_inplace_scratch_len());
-        if self.scratch.len() < need {
-            self.scratch.resize(need, Complex::new(0.0, 0.0));
-        }
-        (f, i)
-    }
-
-    /// Spectrum of the real sequences `x` (real part) and `y` (imaginary part)
-    /// packed into one complex FFT of length `len`.
-    fn packed_spectrum(
-        &mut self,
-        fwd: &Arc<dyn Fft<f64>>,
-        len: usize,
-        x: &[f64],
-        y: &[f64],
-    ) -> Vec<Complex<f64>> {
-        let mut buf = vec![Complex::new(0.0, 0.0); len];
-        for (b, &v) in buf.iter_mut().zip(x) {
-            b.re = v;
-        }
-        for (b, &v) in buf.iter_mut().zip(y) {
-            b.im = v;
-        }
-        fwd.process_with_scratch(&mut buf, &mut self.scratch);
-        buf
-    }
-
-    /// Linear convolutions `a1 * b1` and `a2 * b2` of real sequences with two
-    /// forward FFTs and one inverse (or one forward and one inverse when
-    /// squaring), using the real/imaginary packing trick.
-    ///
-    /// Each sequence's largest entry (the "spike": e.g. the mass `(1 − q)^k`
-    /// of rounds in which the client was never sampled) is convolved exactly
-    /// and only the remainder goes through the FFT, so round-off scales with
-    /// the remainder's magnitude instead of the spike's.
-    pub(crate) fn convolve_pair(
-        &mut self,
-        a1: &[f64],
-        b1: &[f64],
-        a2: &[f64],
-        b2: &[f64],
-        squaring: bool,
-    ) -> (Vec<f64>, Vec<f64>) {
-        let n1 = a1.len() + b1.len() - 1;
-        let n2 = a2.len() + b2.len() - 1;
-        let len = fft_size(n1.max(n2));
-        let (fwd, inv) = self.plans(len);
-        let (sa1, ra1) = split_spike(a1);
-        let (sa2, ra2) = split_spike(a2);
-        let za = self.packed_spectrum(&fwd, len, &ra1, &ra2);
-        let (sb1, sb2, zb) = if squaring {
-            (sa1, sa2, None)
-        } else {
-            let (sb1, rb1) = split_spike(b1);
-            let (sb2, rb2) = split_spike(b2);
-            (sb1, sb2, Some(self.packed_spectrum(&fwd, len, &rb1, &rb2)))
-        };
-        let zb = zb.as_ref().unwrap_or(&za);
-        let half = Complex::new(0.5, 0.0);
-        let minus_half_i = Complex::new(0.0, -0.5);
-        let mut out = vec![Complex::new(0.0, 0.0); len];
-        for k in 0..len {
-            let nk = (len - k) % len;
-            // X1 = (Z[k] + conj Z[−k]) / 2, X2 = (Z[k] − conj Z[−k]) / (2i)
-            let (za_k, za_nk) = (za[k], za[nk].conj());
-            let (zb_k, zb_nk) = (zb[k], zb[nk].conj());
-            let a1k = (za_k + za_nk) * half;
-            let a2k = (za_k - za_nk) * minus_half_i;
-            let b1k = (zb_k + zb_nk) * half;
-            let b2k = (zb_k - zb_nk) * minus_half_i;
-            out[k] = a1k * b1k + Complex::new(0.0, 1.0) * (a2k * b2k);
-        }
-        inv.process_with_scratch(&mut out, &mut self.scratch);
-        let scale = 1.0 / len as f64;
-        let mut r1: Vec<f64> = out[..n1].iter().map(|c| c.re * scale).collect();
-        let mut r2: Vec<f64> = out[..n2].iter().map(|c| c.im * scale).collect();
-        add_spike_terms(&mut r1, sa1, &ra1, sb1, b1, squaring);
-        add_spike_terms(&mut r2, sa2, &ra2, sb2, b2, squaring);
-        (r1, r2)
-    }
-}
-
-/// Splits off the largest entry: `((index, value), rest with it zeroed)`.
-fn split_spike(x: &[f64]) -> ((usize, f64), Vec<f64>) {
-    let (mut idx, mut val) = (0, 0.0);
-    for (i, &v) in x.iter().enumerate() {
-        if v > val {
-            idx = i;
-            val = v;
-        }
-    }
-    let mut rest = x.to_vec();
-    if let Some(r) = rest.get_mut(idx) {
-        *r = 0.0;
-    }
-    ((idx, val), rest)
-}
-
-/// Adds the exact spike terms of `a * b` with `a = sa·e_i + ra` and
-/// `b = sb·e_j + rb` (`rb = b` with its spike zeroed): `sa·sb` at `i + j`,
-/// `sa·rb` shifted by `i`, `sb·ra` shifted by `j`.
-fn add_spike_terms(
-    out: &mut [f64],
-    (ia, sa): (usize, f64),
-    ra: &[f64],
-    (ib, sb): (usize, f64),
-    b: &[f64],
-    squaring: bool,
-) {
-    let rb_owned;
-    let rb: &[f64] = if squaring {
-        ra
-    } else {
-        let mut v = b.to_vec();
-        if let Some(x) = v.get_mut(ib) {
-            *x = 0.0;
-        }
-        rb_owned = v;
-        &rb_owned
-    };
-    if let Some(o) = out.get_mut(ia + ib) {
-        *o += sa * sb;
-    }
-    if sa != 0.0 {
-        for (o, &v) in out[ia..].iter_mut().zip(rb) {
-            *o += sa * v;
-        }
-    }
-    if sb != 0.0 {
-        for (o, &v) in out[ib..].iter_mut().zip(ra) {
-            *o += sb * v;
-        }
-    }
-}
-
-/// Composition of two PLDs (convolution of the finite parts; the `+∞` masses
-/// combine as `1 − (1 − a)(1 − b)`), for two independent pairs at once.
+/// Composition of two tilted PLDs with the same tilt (convolution of the
+/// finite parts; the `+∞` masses combine as `1 − (1 − a)(1 − b)`), for two
+/// independent pairs at once; then truncation to `tau` and renormalisation.
 pub(crate) fn compose_pair(
     conv: &mut Convolver,
     x: (&Pmf, &Pmf),
@@ -347,109 +269,87 @@ pub(crate) fn compose_pair(
     squaring: bool,
     tau: f64,
 ) -> Result<(Pmf, Pmf), String> {
-    let (p1, p2) = conv.convolve_pair(&x.0.probs, &y.0.probs, &x.1.probs, &y.1.probs, squaring);
-    let combine = |a: &Pmf, b: &Pmf, probs: Vec<f64>| {
-        let mut r = Pmf {
+    let r = conv.convolve_pair(&x.0.probs, &y.0.probs, &x.1.probs, &y.1.probs, squaring);
+    let combine = |a: &Pmf, b: &Pmf, probs: Vec<f64>, fft_err: f64| -> Result<Pmf, String> {
+        // Entries within the fresh round-off may go as well: cutting them at
+        // most doubles this step's error.
+        let tau = tau.max(fft_err);
+        if a.lambda != b.lambda {
+            return Err("composing PLDs with different tilts".into());
+        }
+        let mut p = Pmf {
             offset: a.offset + b.offset,
             probs,
+            lambda: a.lambda,
+            log_norm: a.log_norm + b.log_norm,
             inf_mass: 1.0 - (1.0 - a.inf_mass) * (1.0 - b.inf_mass),
-            roundoff: if squaring {
-                a.roundoff
-            } else {
-                a.roundoff + b.roundoff
-            },
+            err: a.err + b.err + a.err * b.err + fft_err,
         };
-        r.truncate(tau);
-        r
+        p.truncate(tau);
+        p.normalise()?;
+        Ok(p)
     };
-    let (mut a, mut b) = (combine(x.0, y.0, p1), combine(x.1, y.1, p2));
-    a.settle()?;
-    b.settle()?;
-    Ok((a, b))
+    Ok((
+        combine(x.0, y.0, r.first, r.first_error)?,
+        combine(x.1, y.1, r.second, r.second_error)?,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn naive(a: &[f64], b: &[f64]) -> Vec<f64> {
-        let mut r = vec![0.0; a.len() + b.len() - 1];
-        for (i, x) in a.iter().enumerate() {
-            for (j, y) in b.iter().enumerate() {
-                r[i + j] += x * y;
+    fn untilted(probs: Vec<f64>, offset: i64, inf: f64) -> Pmf {
+        Pmf {
+            offset,
+            probs,
+            lambda: 0.0,
+            log_norm: 0.0,
+            inf_mass: inf,
+            err: 0.0,
+        }
+    }
+
+    #[test]
+    fn tilting_keeps_the_untilted_distribution() {
+        let h = 0.25;
+        let p = [0.1, 0.2, 0.3, 0.2, 0.1, 0.05, 0.05 - 1e-6];
+        for lambda in [0.0, 1.0, 7.5] {
+            let t = Pmf::tilted(h, -3, &p, 1e-6, lambda);
+            for (i, &want) in p.iter().enumerate() {
+                let got = t.untilted(h, i);
+                assert!(
+                    (got / want - 1.0).abs() < 1e-13,
+                    "λ={lambda} i={i}: {got} vs {want}"
+                );
+            }
+            let flat = untilted(p.to_vec(), -3, 1e-6);
+            for e in [0.0, 0.1, 0.4, 0.7] {
+                let (a, b) = (t.delta_estimate(h, e), flat.delta_estimate(h, e));
+                assert!((a - b).abs() < 1e-14, "λ={lambda} ε={e}: {a} vs {b}");
             }
         }
-        r
     }
 
     #[test]
-    fn packed_fft_convolution_matches_naive() {
-        let a1 = [0.1, 0.2, 0.3, 0.4];
-        let b1 = [0.5, 0.25, 0.25];
-        let a2 = [0.7, 0.3];
-        let b2 = [0.2, 0.2, 0.2, 0.2, 0.2];
-        let mut c = Convolver::new();
-        let (r1, r2) = c.convolve_pair(&a1, &b1, &a2, &b2, false);
-        for (x, y) in r1.iter().zip(naive(&a1, &b1)) {
-            assert!((x - y).abs() < 1e-15);
-        }
-        for (x, y) in r2.iter().zip(naive(&a2, &b2)) {
-            assert!((x - y).abs() < 1e-15);
-        }
-        let (s1, s2) = c.convolve_pair(&a1, &a1, &a2, &a2, true);
-        for (x, y) in s1.iter().zip(naive(&a1, &a1)) {
-            assert!((x - y).abs() < 1e-15);
-        }
-        for (x, y) in s2.iter().zip(naive(&a2, &a2)) {
-            assert!((x - y).abs() < 1e-15);
+    fn tilted_composition_equals_untilted() {
+        let h = 0.1;
+        let p = [0.05, 0.1, 0.5, 0.2, 0.1, 0.05];
+        let mut conv = Convolver::new();
+        let flat = untilted(p.to_vec(), -2, 0.0);
+        let tilt = Pmf::tilted(h, -2, &p, 0.0, 3.0);
+        let (f2, _) = compose_pair(&mut conv, (&flat, &flat), (&flat, &flat), true, 0.0).unwrap();
+        let (t2, _) = compose_pair(&mut conv, (&tilt, &tilt), (&tilt, &tilt), true, 0.0).unwrap();
+        assert_eq!(f2.offset, t2.offset);
+        for i in 0..f2.probs.len() {
+            let (a, b) = (f2.untilted(h, i), t2.untilted(h, i));
+            assert!((a - b).abs() <= 1e-12 * a.max(1e-300), "{i}: {a} vs {b}");
         }
     }
 
     #[test]
-    fn fft_sizes_are_smooth_and_large_enough() {
-        for n in [1, 2, 5, 17, 1000, 65_537, 100_000] {
-            let s = fft_size(n);
-            assert!(s >= n);
-            let mut m = s;
-            while m.is_multiple_of(2) {
-                m /= 2;
-            }
-            while m.is_multiple_of(3) {
-                m /= 3;
-            }
-            assert_eq!(m, 1, "{s}");
-        }
-    }
-
-    #[test]
-    fn truncation_is_pessimistic() {
-        let mut p = Pmf {
-            offset: -2,
-            probs: vec![1e-20, 1e-18, 0.5, 0.5 - 2e-18, 1e-18],
-            inf_mass: 0.0,
-            roundoff: 0.0,
-        };
-        let before_eps: Vec<f64> = [0.0, 0.1, 0.5]
-            .iter()
-            .map(|&e| p.delta_for_epsilon(0.1, e))
-            .collect();
-        p.truncate(1e-15);
-        assert_eq!(p.offset, 0);
-        assert_eq!(p.probs.len(), 2);
-        assert!(p.inf_mass > 0.0);
-        for (&e, b) in [0.0, 0.1, 0.5].iter().zip(before_eps) {
-            assert!(p.delta_for_epsilon(0.1, e) >= b - 1e-30);
-        }
-    }
-
-    #[test]
-    fn epsilon_inverts_delta() {
-        let p = Pmf {
-            offset: -3,
-            probs: vec![0.1, 0.2, 0.3, 0.2, 0.1, 0.05, 0.05 - 1e-6],
-            inf_mass: 1e-6,
-            roundoff: 0.0,
-        };
+    fn epsilon_inverts_delta_and_includes_the_error() {
+        let p = untilted(vec![0.1, 0.2, 0.3, 0.2, 0.1, 0.05, 0.05 - 1e-6], -3, 1e-6);
         let h = 0.25;
         for &d in &[0.3, 0.1, 0.01, 1e-4, 2e-6] {
             let e = p.epsilon_for_delta(h, d);
@@ -460,5 +360,19 @@ mod tests {
             assert!(p.delta_for_epsilon(h, e * 0.999 - 1e-9) > d || e == 0.0);
         }
         assert_eq!(p.epsilon_for_delta(h, 1e-7), f64::INFINITY);
+        let with_err = Pmf {
+            err: 1e-3,
+            ..p.clone()
+        };
+        assert!(with_err.epsilon_for_delta(h, 0.01) > p.epsilon_for_delta(h, 0.01));
+    }
+
+    #[test]
+    fn truncation_counts_what_it_cuts() {
+        let mut p = untilted(vec![1e-20, 1e-18, 0.5, 0.5 - 2e-18, 1e-18, -1e-19], -2, 0.0);
+        p.truncate(1e-15);
+        assert_eq!(p.offset, 0);
+        assert_eq!(p.probs.len(), 2);
+        assert!(p.err >= 2e-18 && p.err < 1e-17, "{}", p.err);
     }
 }

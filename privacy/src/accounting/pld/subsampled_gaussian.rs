@@ -32,12 +32,79 @@
 
 use crate::special::{gaussian_delta, log_add, norm_isf};
 
-use super::pmf::Pmf;
-
 /// Largest tail mass (lower side) and `δ` (upper side) left outside the grid
-/// of one round's loss; the accountant lowers it to `1e-16/T` for `T` rounds
-/// so that the `+∞` mass it creates stays below 1e-16 in total.
-pub(crate) const TAIL: f64 = 1e-18;
+/// of one round's loss; the accountant lowers it to `1e-19/T` for `T` rounds
+/// so that the `+∞` mass it creates stays below 1e-19 in total (1e-4 of the
+/// smallest δ the accountant answers for).
+pub(crate) const TAIL: f64 = 1e-20;
+
+/// One round's discretised, untilted PLD: mass `probs[i]` at loss
+/// `(offset + i)·h`, and `inf_mass` at `+∞`.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Base {
+    pub(crate) offset: i64,
+    pub(crate) probs: Vec<f64>,
+    pub(crate) inf_mass: f64,
+}
+
+impl Base {
+    /// Mean and variance of the finite part (normalised by its mass).
+    pub(crate) fn mean_var(&self, h: f64) -> (f64, f64) {
+        let mass: f64 = self.probs.iter().sum();
+        if mass <= 0.0 {
+            return (0.0, 0.0);
+        }
+        let at = |i: usize| (self.offset + i as i64) as f64 * h;
+        let mean = self
+            .probs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p * at(i))
+            .sum::<f64>()
+            / mass;
+        let var = self
+            .probs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p * (at(i) - mean).powi(2))
+            .sum::<f64>()
+            / mass;
+        (mean, var)
+    }
+
+    /// `ln Σ p_i e^{λ l_i}` over the finite part (the log-MGF of the loss).
+    pub(crate) fn log_mgf(&self, h: f64, lambda: f64) -> f64 {
+        let w = |i: usize, p: f64| p.ln() + lambda * (self.offset + i as i64) as f64 * h;
+        let top = self
+            .probs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(i, &p)| w(i, p))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let s: f64 = self
+            .probs
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| **p > 0.0)
+            .map(|(i, &p)| (w(i, p) - top).exp())
+            .sum();
+        top + s.ln()
+    }
+
+    /// `δ(ε)` of this discrete distribution (tests).
+    #[cfg(test)]
+    pub(crate) fn delta_for_epsilon(&self, h: f64, eps: f64) -> f64 {
+        let mut d = self.inf_mass;
+        for (i, &p) in self.probs.iter().enumerate() {
+            let l = (self.offset + i as i64) as f64 * h;
+            if l > eps {
+                d += p * -(eps - l).exp_m1();
+            }
+        }
+        d.min(1.0)
+    }
+}
 
 /// Which neighbouring direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +220,7 @@ pub(crate) fn discretise(
     h: f64,
     tail: f64,
     max_points: f64,
-) -> Option<Pmf> {
+) -> Option<Base> {
     let (lo, hi) = loss_range(q, z, dir, tail);
     if !(lo.is_finite() && hi.is_finite() && h > 0.0 && (hi - lo) / h < max_points) {
         return None;
@@ -227,11 +294,10 @@ pub(crate) fn discretise(
     if let Some(max) = probs.iter_mut().max_by(|a, b| a.total_cmp(b)) {
         *max = (*max + (1.0 - total)).max(0.0);
     }
-    Some(Pmf {
+    Some(Base {
         offset: i_lo,
         probs,
         inf_mass,
-        roundoff: 0.0,
     })
 }
 
