@@ -69,7 +69,7 @@ pub mod rpc;
 pub mod state;
 pub mod update;
 
-pub use data::{DataOptions, DataSource, LabelledLog};
+pub use data::{DataOptions, DataPipeline, DataSource, LabelledLog, SharedEnrichment};
 pub use error::{BuildError, ConnectionError, Error, RpcError};
 pub use events::{Event, HoldoutReport, TaskRef, TrainReport};
 pub use guard::{Basis, SkipReason};

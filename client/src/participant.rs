@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 
-use crate::data::{DataOptions, DataSource, LabelledLog, LocalStore, LogTail};
+use crate::data::{DataOptions, DataPipeline, DataSource, LabelledLog, LocalStore, LogTail};
 use crate::error::{BuildError, ConnectionError, Disposition, Error, RpcError};
 use crate::events::{Event, HoldoutReport, TaskRef, TrainReport};
 use crate::guard::{self, Assessment, PlannedRound, SkipReason};
@@ -305,6 +305,7 @@ impl ParticipantBuilder {
                 "must be at least 1",
             ));
         }
+        let pipeline = Arc::new(o.pipeline()?);
         let policy = self.policy.ok_or(BuildError::Missing {
             field: "privacy",
             hint: "the tenant's privacy policy, at least its ε cap",
@@ -347,7 +348,7 @@ impl ParticipantBuilder {
         let tails = match &data {
             DataSource::Files(files) => files
                 .iter()
-                .map(|f| LogTail::new(f.clone(), &self.data_options))
+                .map(|f| LogTail::new(f.clone(), &self.data_options, &pipeline))
                 .collect(),
             _ => Vec::new(),
         };
@@ -355,6 +356,7 @@ impl ParticipantBuilder {
             config: Arc::new(Config {
                 data,
                 data_options: self.data_options,
+                pipeline,
                 policy,
                 training: self.training,
                 seed: self.seed,
@@ -375,6 +377,7 @@ impl ParticipantBuilder {
 struct Config {
     data: DataSource,
     data_options: DataOptions,
+    pipeline: Arc<DataPipeline>,
     policy: PrivacyPolicy,
     training: TrainingLimits,
     seed: u64,
@@ -827,6 +830,7 @@ impl<'a> Runner<'a> {
                             tails.push(LogTail::new(
                                 LabelledLog { log, labels },
                                 &cfg2.data_options,
+                                &cfg2.pipeline,
                             ));
                         }
                     }

@@ -58,6 +58,8 @@ fn synth_then_sessions_reproduces_the_labelled_sessions() {
         "tenant-000.labels.jsonl",
         "tenant-001.log",
         "manifest.json",
+        "asn.tsv",
+        "crawler-ranges/googlebot.json",
     ] {
         assert!(dir.path().join(name).exists(), "{name}");
     }
@@ -90,6 +92,19 @@ fn synth_then_sessions_reproduces_the_labelled_sessions() {
     )
     .unwrap();
     assert_eq!(stats["malformed"], 3);
+    // Counted by reason and by client (a line's client when it got that far).
+    let by_reason = &stats["malformed_by_reason"];
+    assert_eq!(
+        (
+            by_reason["json"].as_u64(),
+            by_reason["invalid_utf8"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(by_reason["bad_field:time"].as_u64(), Some(1));
+    let top: Vec<(String, u64)> =
+        serde_json::from_value(stats["malformed_top_clients"].clone()).unwrap();
+    assert_eq!(top, vec![("-".to_string(), 2), ("1.2.3.4".to_string(), 1)]);
     assert_eq!(stats["sessions"].as_u64().unwrap() as usize, labels.len());
     assert_eq!(
         stats["lines"].as_u64().unwrap() as usize,
@@ -151,22 +166,50 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
         .save(&model)
         .unwrap();
 
+    // A real Googlebot (in the published ranges) and a fake one (outside).
     let log1 = dir.path().join("tenant-001.log");
+    let mut text = std::fs::read_to_string(&log1).unwrap();
+    for (ip, path) in [("66.249.66.7", "/a"), ("203.0.113.66", "/b")] {
+        for k in 0..3 {
+            text.push_str(&format!(
+                "{ip} - - [04/Mar/2024:12:00:0{k} +0000] \"GET {path}{k} HTTP/1.1\" 200 900 \"-\" \"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)\"\n"
+            ));
+        }
+    }
+    std::fs::write(&log1, text).unwrap();
+    let asn = dir.path().join("asn.tsv");
+    let google = dir.path().join("crawler-ranges/googlebot.json");
     let json = ok(&[
         "score",
         "--model",
         model.to_str().unwrap(),
         "--logs",
         log1.to_str().unwrap(),
+        "--asn-db",
+        asn.to_str().unwrap(),
+        "--crawler-ranges",
+        google.to_str().unwrap(),
         "--top",
         "4",
         "--json",
     ]);
-    let reports: Vec<serde_json::Value> = json
+    let all: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    let (reports, good): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r["list"] == "abuse");
     assert_eq!(reports.len(), 4);
+    // Good bots are listed apart; the verified crawler is one, never abuse;
+    // the fake Googlebot is not a good bot.
+    assert!(good.iter().all(|g| g["list"] == "good_bots"), "{good:?}");
+    let verified: Vec<&str> = good
+        .iter()
+        .filter(|g| g["good_bot"] == "verified_crawler")
+        .map(|g| g["ip"].as_str().unwrap())
+        .collect();
+    assert!(verified.contains(&"66.249.66.7"), "{good:?}");
+    assert!(good.iter().all(|g| g["ip"] != "203.0.113.66"), "{good:?}");
+    assert!(reports.iter().all(|r| r["ip"] != "66.249.66.7"));
     let probs: Vec<f64> = reports
         .iter()
         .map(|r| r["probability"].as_f64().unwrap())
@@ -193,6 +236,7 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     ]);
     assert!(text.starts_with("#1 "), "{text}");
     assert!(text.contains("      1. "), "{text}");
+    assert!(text.contains("Good bots (not abuse):"), "{text}");
 
     // Clear errors for a missing model and a model of the wrong width.
     let missing = client(&[

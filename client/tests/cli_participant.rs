@@ -193,7 +193,10 @@ async fn run_ledger_model_pull_and_score() {
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["version"], done.current_version);
     let file = fedsec_detector::model::ModelFile::load(&model).unwrap();
-    assert_eq!(file.spec.num_params(), 39);
+    assert_eq!(
+        file.spec.num_params(),
+        fedsec_detector::features::NUM_FEATURES + 1
+    );
     let out = bin()
         .args(["score", "--top", "3", "--model"])
         .arg(&model)

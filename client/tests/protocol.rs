@@ -572,8 +572,8 @@ async fn client_noise_mode_adds_the_tasks_noise_after_clipping() {
     let f = run_against(script).await;
     let s = f.script.lock().unwrap();
     assert_eq!(s.uploads.len(), 1);
-    // Clipped to C = 0.05, then N(0, 0.5²) per coordinate over 39 values:
-    // the norm is about 0.5·√39 ≈ 3.1, far above C.
+    // Clipped to C = 0.05, then N(0, 0.5²) per coordinate over 52 values:
+    // the norm is about 0.5·√52 ≈ 3.6, far above C.
     let norm = fedsec_privacy::l2_norm(&s.uploads[0].values).unwrap();
     assert!(norm > 1.5 && norm < 5.0, "{norm}");
     let trained = f

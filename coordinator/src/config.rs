@@ -1365,7 +1365,7 @@ mod tests {
         let j = &c.jobs[0];
         assert_eq!(j.noise_level(), NoiseLevel::TargetEpsilon(8.0));
         assert_eq!(j.budget(), Some(8.0));
-        assert_eq!(j.model.num_params(), 38 * 64 + 64 + 64 + 1);
+        assert_eq!(j.model.num_params(), 51 * 64 + 64 + 64 + 1);
         // Every default written in the example is the real default.
         let d = CoordinatorConfig::default();
         assert_eq!(

@@ -14,8 +14,9 @@ use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::logs::{LogFormat, ReaderConfig};
 use fedsec_detector::metrics;
 use fedsec_detector::model::{ModelFile, Scorer};
+use fedsec_detector::network::{CrawlerRangesFile, Enrichment};
 use fedsec_detector::session::SessionConfig;
-use fedsec_detector::synth::{join_labels, read_labels, tenant_file_names};
+use fedsec_detector::synth::{join_labels_with, read_labels, tenant_file_names};
 use fedsec_detector::train::{Optimizer, TrainConfig, apply_delta, train_local};
 use fedsec_proto::model::ModelSpec;
 
@@ -36,6 +37,20 @@ fn main() {
         Some("logistic") => ModelSpec::logistic(NUM_FEATURES as u32),
         _ => ModelSpec::mlp(NUM_FEATURES as u32, [32, 16]),
     };
+    // The directory's network files, as a tenant would configure them.
+    let asn_db = data.join(fedsec_detector::synth::ASN_DB_FILE);
+    let crawlers: Vec<CrawlerRangesFile> = ["googlebot.json", "bingbot.json"]
+        .iter()
+        .map(|f| data.join("crawler-ranges").join(f))
+        .filter(|f| f.exists())
+        .map(|file| CrawlerRangesFile {
+            file,
+            user_agent: None,
+        })
+        .collect();
+    let enrichment = std::sync::Arc::new(
+        Enrichment::load(asn_db.exists().then_some(asn_db.as_path()), &crawlers).unwrap(),
+    );
     let mut all = Dataset::new(NUM_FEATURES);
     for i in 0.. {
         let (log, labels) = tenant_file_names(i);
@@ -48,10 +63,11 @@ fn main() {
         ))
         .unwrap();
         let file = std::io::BufReader::new(std::fs::File::open(&log).unwrap());
-        let ls = join_labels(
+        let ls = join_labels_with(
             file,
             ReaderConfig::with_format(LogFormat::Auto),
             SessionConfig::default(),
+            enrichment.clone(),
             &labels,
         )
         .unwrap();

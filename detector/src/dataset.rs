@@ -1,6 +1,18 @@
 //! [`Dataset`]: a row-major feature matrix with 0/1 labels and an opaque tag
 //! per row (the synthetic generator stores the archetype there), plus seeded,
-//! stratified train/holdout splits.
+//! stratified train/holdout splits; and [`TrafficClass`], the three classes
+//! of traffic.
+//!
+//! **Three classes, one score.** Traffic is human, a good bot (crawlers that
+//! announce themselves, uptime monitors) or an abusive bot. The model scores
+//! *abuse*: label 1 is an abusive bot, 0 is a human or a good bot. Good bots
+//! are told apart from abuse by what they are — a crawler whose address is
+//! in its published ranges, a bot that names itself and behaves — which the
+//! features carry (`crawler_verified`, `ua_known_bot`, ...), and they are
+//! reported separately by `score` and by the class metrics
+//! ([`crate::metrics::class_report`]). A third output would need a wider
+//! model (the wire's `ModelSpec` has one logit) and would teach the shared
+//! model to reward a bot for *claiming* to be good.
 
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -42,7 +54,56 @@ pub enum DatasetError {
     Label(usize),
 }
 
-/// Feature rows with labels (1 = bot) and tags.
+/// The three classes of traffic.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TrafficClass {
+    /// A person.
+    Human,
+    /// A bot the site wants: announced crawlers, monitors.
+    GoodBot,
+    /// A bot abusing the site (the positive class of the model).
+    AbusiveBot,
+}
+
+impl TrafficClass {
+    /// All classes.
+    pub const ALL: [TrafficClass; 3] = [Self::Human, Self::GoodBot, Self::AbusiveBot];
+
+    /// Stable name (`human`, `good_bot`, `abusive_bot`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Human => "human",
+            Self::GoodBot => "good_bot",
+            Self::AbusiveBot => "abusive_bot",
+        }
+    }
+
+    /// The model's label: abusive bots are positive.
+    pub fn is_abuse(self) -> bool {
+        self == Self::AbusiveBot
+    }
+}
+
+impl std::str::FromStr for TrafficClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown class {s:?} (expected human, good_bot or abusive_bot)"))
+    }
+}
+
+impl std::fmt::Display for TrafficClass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Feature rows with labels (1 = abusive bot, the model's positive class) and tags.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
     dim: usize,
@@ -136,7 +197,7 @@ impl Dataset {
         &self.features
     }
 
-    /// Labels, 1.0 for bots.
+    /// Labels, 1.0 for abusive bots.
     pub fn labels(&self) -> &[f32] {
         &self.labels
     }
@@ -151,12 +212,12 @@ impl Dataset {
         &self.features[i * self.dim..(i + 1) * self.dim]
     }
 
-    /// Label of row `i`.
+    /// Label of row `i`: an abusive bot (the positive class).
     pub fn is_bot(&self, i: usize) -> bool {
         self.labels[i] == 1.0
     }
 
-    /// Number of bot rows.
+    /// Number of positive (abusive) rows.
     pub fn positives(&self) -> usize {
         self.labels.iter().filter(|&&y| y == 1.0).count()
     }

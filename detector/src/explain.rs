@@ -75,6 +75,7 @@ pub fn baseline_for(x: &[f32]) -> Vec<f32> {
             idx::USER_MISSING,
             idx::OUTCOME_MISSING,
             idx::ASN_MISSING,
+            idx::CRAWLER_RANGES_MISSING,
         ] {
             b[i] = x[i];
         }

@@ -25,6 +25,7 @@ pub mod features;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod network;
 pub mod paths;
 pub mod session;
 pub mod synth;

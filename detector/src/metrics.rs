@@ -3,7 +3,8 @@
 //! rate, and the confusion matrix at a threshold. Conventions follow
 //! scikit-learn (`roc_auc_score`, `average_precision_score`, `roc_curve`,
 //! `confusion_matrix` with `score >= threshold` as positive); the tests check
-//! values computed with scikit-learn 1.x.
+//! values computed with scikit-learn 1.x. [`class_report`] breaks an abuse
+//! score down by the three traffic classes.
 
 /// Why a metric is undefined.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,4 +224,126 @@ pub fn summary(scores: &[f32], labels: &[bool]) -> Result<Summary, MetricError> 
         recall_at_1pct_fpr: recall_at_fpr(scores, labels, 0.01)?,
         at_half: confusion(scores, labels, 0.5)?,
     })
+}
+
+/// How an abuse score treats each of the three classes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ClassReport {
+    /// ROC-AUC of abusive bots against everything else.
+    pub abuse_vs_rest_auc: f64,
+    /// ROC-AUC of abusive bots against humans only.
+    pub abuse_vs_human_auc: f64,
+    /// ROC-AUC of abusive bots against good bots only (NaN without good bots).
+    pub abuse_vs_good_bot_auc: f64,
+    /// The score threshold with at most 1 % of humans above it.
+    pub threshold_1pct_human_fpr: f64,
+    /// Share of abusive bots at or above that threshold.
+    pub abuse_recall: f64,
+    /// Share of good bots at or above it (flagged as abuse by mistake).
+    pub good_bot_flag_rate: f64,
+    /// Share of humans at or above it (≤ 1 %).
+    pub human_flag_rate: f64,
+    /// Rows per class: human, good bot, abusive bot.
+    pub counts: [usize; 3],
+}
+
+/// Breaks an abuse score down by class. Needs humans and abusive bots.
+pub fn class_report(
+    scores: &[f32],
+    classes: &[crate::dataset::TrafficClass],
+) -> Result<ClassReport, MetricError> {
+    use crate::dataset::TrafficClass as C;
+    let abuse: Vec<bool> = classes.iter().map(|c| c.is_abuse()).collect();
+    check(scores, &abuse)?;
+    let subset = |keep: C| {
+        let (s, l): (Vec<f32>, Vec<bool>) = scores
+            .iter()
+            .zip(classes)
+            .filter(|(_, c)| **c == C::AbusiveBot || **c == keep)
+            .map(|(s, c)| (*s, c.is_abuse()))
+            .unzip();
+        roc_auc(&s, &l)
+    };
+    let mut human: Vec<f32> = scores
+        .iter()
+        .zip(classes)
+        .filter(|(_, c)| **c == C::Human)
+        .map(|(s, _)| *s)
+        .collect();
+    if human.is_empty() {
+        return Err(MetricError::OneClass {
+            positives: abuse.iter().filter(|&&a| a).count(),
+            negatives: 0,
+        });
+    }
+    human.sort_by(|a, b| b.total_cmp(a));
+    // Smallest threshold with at most 1 % of humans at or above it: just
+    // above the score of the human at rank floor(1 % · n).
+    let k = human.len() / 100;
+    let threshold = f64::from(human[k]).next_up();
+    let share = |c: C| {
+        let (n, hit) = scores
+            .iter()
+            .zip(classes)
+            .filter(|(_, x)| **x == c)
+            .fold((0usize, 0usize), |(n, h), (s, _)| {
+                (n + 1, h + usize::from(f64::from(*s) >= threshold))
+            });
+        if n == 0 {
+            f64::NAN
+        } else {
+            hit as f64 / n as f64
+        }
+    };
+    let count = |c: C| classes.iter().filter(|x| **x == c).count();
+    Ok(ClassReport {
+        abuse_vs_rest_auc: roc_auc(scores, &abuse)?,
+        abuse_vs_human_auc: subset(C::Human)?,
+        abuse_vs_good_bot_auc: subset(C::GoodBot).unwrap_or(f64::NAN),
+        threshold_1pct_human_fpr: threshold,
+        abuse_recall: share(C::AbusiveBot),
+        good_bot_flag_rate: share(C::GoodBot),
+        human_flag_rate: share(C::Human),
+        counts: [count(C::Human), count(C::GoodBot), count(C::AbusiveBot)],
+    })
+}
+
+#[cfg(test)]
+mod class_tests {
+    use super::*;
+    use crate::dataset::TrafficClass as C;
+
+    #[test]
+    fn the_three_classes_are_reported_apart() {
+        // 200 humans at 0.00..0.199, 10 good bots at 0.9, 10 abusive at 0.5..0.95.
+        let mut scores = Vec::new();
+        let mut classes = Vec::new();
+        for i in 0..200 {
+            scores.push(i as f32 / 1000.0);
+            classes.push(C::Human);
+        }
+        for _ in 0..10 {
+            scores.push(0.9);
+            classes.push(C::GoodBot);
+        }
+        for i in 0..10 {
+            scores.push(0.5 + i as f32 * 0.05);
+            classes.push(C::AbusiveBot);
+        }
+        let r = class_report(&scores, &classes).unwrap();
+        assert_eq!(r.counts, [200, 10, 10]);
+        assert_eq!(r.abuse_vs_human_auc, 1.0);
+        // 2 humans (0.198, 0.199) may be above: threshold just above 0.198.
+        assert!(r.human_flag_rate <= 0.01);
+        assert_eq!(r.abuse_recall, 1.0);
+        assert_eq!(
+            r.good_bot_flag_rate, 1.0,
+            "every good bot scores like abuse here"
+        );
+        // abusive 0.5..0.95 vs good 0.9: 1 tie-ish above, 8 below.
+        assert!(r.abuse_vs_good_bot_auc < 0.3, "{}", r.abuse_vs_good_bot_auc);
+        assert!(r.abuse_vs_rest_auc < 1.0 && r.abuse_vs_rest_auc > r.abuse_vs_good_bot_auc);
+        let no_humans = class_report(&[0.1, 0.9], &[C::GoodBot, C::AbusiveBot]);
+        assert!(no_humans.is_err());
+    }
 }

@@ -53,10 +53,13 @@ fn labels_join_exactly_for_every_kind_and_layout() {
                 );
                 assert_eq!(r.reader.records as usize, t.summary.lines);
                 assert_eq!(ls.dataset.len(), r.sessions);
-                // Tags carry the archetype; the label agrees with it.
+                // Tags carry the archetype; the label (abuse) and the
+                // class agree with it.
+                assert_eq!(ls.classes.len(), ls.dataset.len());
                 for row in 0..ls.dataset.len() {
                     let a = Archetype::from_id(ls.dataset.tags()[row]).unwrap();
-                    assert_eq!(a.is_bot(), ls.dataset.is_bot(row));
+                    assert_eq!(a.class(), ls.classes[row]);
+                    assert_eq!(a.class().is_abuse(), ls.dataset.is_bot(row));
                 }
                 layouts.insert(
                     format!("{:?}", t.summary.profile.style)

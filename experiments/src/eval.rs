@@ -79,14 +79,17 @@ pub struct ArchetypeRecall {
     pub archetype: String,
     /// Whether it is a bot archetype.
     pub bot: bool,
+    /// Its traffic class (`human`, `good_bot`, `abusive_bot`).
+    pub class: String,
     /// Holdout sessions of the archetype.
     pub sessions: usize,
-    /// Share flagged (recall for bots, false-positive rate for humans).
+    /// Share flagged as abuse (recall for abusive bots, a false-positive
+    /// rate for humans and good bots).
     pub flagged: f64,
 }
 
 /// Flag rates per archetype at the threshold giving [`REPORT_FPR`] on the
-/// holdout humans. Archetypes absent from the holdout are left out.
+/// holdout's negatives (humans and good bots: the model scores abuse). Archetypes absent from the holdout are left out.
 pub fn archetype_recall(scores: &[f32], set: &HoldoutSet) -> Vec<ArchetypeRecall> {
     let t = threshold_at_fpr(scores, &set.labels, REPORT_FPR);
     let tags = set.data.tags();
@@ -101,6 +104,7 @@ pub fn archetype_recall(scores: &[f32], set: &HoldoutSet) -> Vec<ArchetypeRecall
             Some(ArchetypeRecall {
                 archetype: a.name().to_string(),
                 bot: a.is_bot(),
+                class: a.class().name().to_string(),
                 sessions: idx.len(),
                 flagged: flagged as f64 / idx.len() as f64,
             })

@@ -1,8 +1,12 @@
 //! `fedsec-client score`: score every session of a log with a model file and
-//! print the most bot-like ones with their top reasons in plain words.
+//! print the most abusive ones with their top reasons in plain words, then
+//! the good bots apart: verified crawlers (address in the crawler's
+//! published ranges) and bots that name themselves and score below the
+//! abuse threshold. A verified crawler is never in the abuse list; a bot
+//! that claims a crawler from an address outside its ranges is.
 //!
 //! Memory stays bounded: sessions are scored in batches as the sessionizer
-//! closes them, and only the current top N are kept for explanation.
+//! closes them, and only the current top N of each list are kept.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -10,13 +14,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fedsec_detector::explain::{Reason, baseline_for, explain, top_reasons};
-use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures};
-use fedsec_detector::logs::{LogFormat, LogReader, ReaderConfig};
+use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures, idx};
+use fedsec_detector::logs::LogReader;
 use fedsec_detector::model::{ModelFile, Scorer};
 use fedsec_detector::session::{Session, SessionConfig, Sessionizer, sessionize};
 use serde::Serialize;
 
-use super::{CliError, MalformedReporter, open_log};
+use super::{CliError, LogArgs, MalformedReporter, open_log};
 
 /// Arguments of `score`.
 #[derive(Debug, Args)]
@@ -27,12 +31,11 @@ pub(crate) struct ScoreArgs {
     /// Access log to read (`-` for standard input).
     #[arg(long)]
     logs: PathBuf,
-    /// How many of the most bot-like sessions to print.
+    /// How many of the most abusive sessions (and of the good bots) to print.
     #[arg(long, default_value_t = 10)]
     top: usize,
-    /// Log format: clf, json, or auto (per line).
-    #[arg(long, default_value = "auto")]
-    format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// Reasons per session.
     #[arg(long, default_value_t = 3)]
     reasons: usize,
@@ -42,6 +45,48 @@ pub(crate) struct ScoreArgs {
     /// Malformed lines reported individually before only counting.
     #[arg(long, default_value_t = 20)]
     report_malformed: u64,
+}
+
+/// Why a session is listed as a good bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum GoodBot {
+    /// Its user agent names a crawler and its address is in that crawler's ranges.
+    VerifiedCrawler,
+    /// It names itself a bot (not a crawler it fails to be) and scores below 0.5.
+    DeclaredBot,
+}
+
+impl GoodBot {
+    fn of(raw: &RawFeatures, p: f32) -> Option<Self> {
+        let r = &raw.0;
+        if r[idx::CRAWLER_VERIFIED] == 1.0 {
+            Some(Self::VerifiedCrawler)
+        } else if r[idx::UA_KNOWN_BOT] == 1.0 && r[idx::CRAWLER_SPOOFED] != 1.0 && p < 0.5 {
+            Some(Self::DeclaredBot)
+        } else {
+            None
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::VerifiedCrawler => "verified crawler",
+            Self::DeclaredBot => "declared bot",
+        }
+    }
+}
+
+/// A good bot kept for the report (the busiest first).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct GoodEntry {
+    requests: usize,
+    seq: Reverse<u64>,
+    key: String,
+    ip: String,
+    user_agent: String,
+    kind_verified: bool,
+    probability_bits: u32,
 }
 
 /// A session kept for the final report.
@@ -87,9 +132,12 @@ struct Ranker<'a> {
     top: usize,
     pending: Vec<(Session, features::SessionFeatures)>,
     heap: BinaryHeap<Reverse<Candidate>>,
+    good: BinaryHeap<Reverse<GoodEntry>>,
     seq: u64,
     scored: u64,
     flagged: u64,
+    verified_crawlers: u64,
+    declared_bots: u64,
     error: Option<String>,
 }
 
@@ -119,11 +167,32 @@ impl Ranker<'_> {
         };
         for ((s, f), p) in self.pending.drain(..).zip(probs) {
             self.scored += 1;
+            let seq = self.seq;
+            self.seq += 1;
+            if let Some(kind) = GoodBot::of(&f.raw, p) {
+                match kind {
+                    GoodBot::VerifiedCrawler => self.verified_crawlers += 1,
+                    GoodBot::DeclaredBot => self.declared_bots += 1,
+                }
+                if self.top > 0 {
+                    self.good.push(Reverse(GoodEntry {
+                        requests: s.requests.len(),
+                        seq: Reverse(seq),
+                        key: s.key.to_string(),
+                        ip: s.ip,
+                        user_agent: s.user_agent,
+                        kind_verified: kind == GoodBot::VerifiedCrawler,
+                        probability_bits: p.to_bits(),
+                    }));
+                    if self.good.len() > self.top {
+                        self.good.pop();
+                    }
+                }
+                continue;
+            }
             if p >= 0.5 {
                 self.flagged += 1;
             }
-            let seq = self.seq;
-            self.seq += 1;
             let better = match self.heap.peek() {
                 _ if self.heap.len() < self.top => true,
                 Some(Reverse(worst)) => (p, Reverse(seq)) > worst.rank_key(),
@@ -149,7 +218,19 @@ impl Ranker<'_> {
 }
 
 #[derive(Serialize)]
+struct GoodReport<'a> {
+    list: &'static str,
+    good_bot: GoodBot,
+    probability: f32,
+    session: &'a str,
+    ip: &'a str,
+    user_agent: &'a str,
+    requests: usize,
+}
+
+#[derive(Serialize)]
 struct Report<'a> {
+    list: &'static str,
     rank: usize,
     probability: f32,
     session: &'a str,
@@ -171,18 +252,23 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
         .into());
     }
     let scorer = Scorer::new(&model.spec, &model.weights)?;
+    let pipeline = args.log.pipeline()?;
     let input = open_log(&args.logs)?;
-    let mut reader = LogReader::new(input, ReaderConfig::with_format(args.format));
-    let mut sessionizer = Sessionizer::new(SessionConfig::default());
+    let mut reader = LogReader::new(input, pipeline.reader);
+    let mut sessionizer =
+        Sessionizer::with_enrichment(SessionConfig::default(), pipeline.enrichment);
     let mut malformed = MalformedReporter::new(args.report_malformed);
     let mut ranker = Ranker {
         scorer: &scorer,
         top: args.top,
         pending: Vec::new(),
         heap: BinaryHeap::new(),
+        good: BinaryHeap::new(),
         seq: 0,
         scored: 0,
         flagged: 0,
+        verified_crawlers: 0,
+        declared_bots: 0,
         error: None,
     };
     let stats = sessionize(
@@ -200,7 +286,9 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
         lines = stats.lines,
         malformed = stats.malformed,
         sessions = ranker.scored,
-        flagged_at_half = ranker.flagged,
+        abuse_at_half = ranker.flagged,
+        verified_crawlers = ranker.verified_crawlers,
+        declared_bots = ranker.declared_bots,
         model = %model.spec,
         "scored"
     );
@@ -213,6 +301,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
         let reasons = top_reasons(e, &c.values, &c.raw, args.reasons);
         if args.json {
             let report = Report {
+                list: "abuse",
                 rank: rank + 1,
                 probability: c.probability,
                 session: &c.key,
@@ -238,6 +327,43 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
             for (i, r) in reasons.iter().enumerate() {
                 println!("      {}. {}", i + 1, r.text);
             }
+        }
+    }
+    let mut good: Vec<GoodEntry> = ranker.good.into_iter().map(|Reverse(g)| g).collect();
+    good.sort_by(|a, b| b.cmp(a));
+    if !args.json {
+        println!(
+            "\nGood bots (not abuse): {} sessions of verified crawlers, {} of bots that name themselves",
+            ranker.verified_crawlers, ranker.declared_bots
+        );
+    }
+    for g in &good {
+        let kind = if g.kind_verified {
+            GoodBot::VerifiedCrawler
+        } else {
+            GoodBot::DeclaredBot
+        };
+        let p = f32::from_bits(g.probability_bits);
+        if args.json {
+            let r = GoodReport {
+                list: "good_bots",
+                good_bot: kind,
+                probability: p,
+                session: &g.key,
+                ip: &g.ip,
+                user_agent: &g.user_agent,
+                requests: g.requests,
+            };
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "  {:<16} p={p:.3}  {}  ({} requests, {}, {:?})",
+                kind.label(),
+                g.key,
+                g.requests,
+                g.ip,
+                g.user_agent
+            );
         }
     }
     Ok(())

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use fedsec_detector::features::{self, FEATURE_NAMES};
-use fedsec_detector::logs::{LogFormat, LogReader, ReaderConfig};
+use fedsec_detector::logs::LogReader;
 use fedsec_detector::session::{SessionConfig, Sessionizer, sessionize};
 
-use super::{CliError, MalformedReporter, open_log};
+use super::{CliError, LogArgs, MalformedReporter, open_log, top_malformed_clients};
 
 /// Arguments of `sessions`.
 #[derive(Debug, Args)]
@@ -16,9 +16,8 @@ pub(crate) struct SessionsArgs {
     /// Access log to read (`-` for standard input).
     #[arg(long)]
     logs: PathBuf,
-    /// Log format: clf, json, or auto (per line).
-    #[arg(long, default_value = "auto")]
-    format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     /// CSV to write: session, start_unix_ms, session_requests, then every feature.
     #[arg(long)]
     out: PathBuf,
@@ -30,16 +29,19 @@ pub(crate) struct SessionsArgs {
     report_malformed: u64,
 }
 
-/// Runs `sessions`; prints `{"lines":…, "malformed":…, "sessions":…}`.
+/// Runs `sessions`; prints `{"lines":…, "malformed":…, "malformed_by_reason":
+/// {…}, "malformed_top_clients": [[client, n], …], "sessions":…}`.
 pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
+    let pipeline = args.log.pipeline()?;
     let input = open_log(&args.logs)?;
     let mut writer = csv::Writer::from_path(&args.out)
         .map_err(|e| format!("--out {}: {e}", args.out.display()))?;
     let mut header = vec!["session", "start_unix_ms", "session_requests"];
     header.extend(FEATURE_NAMES);
     writer.write_record(&header)?;
-    let mut reader = LogReader::new(input, ReaderConfig::with_format(args.format));
-    let mut sessionizer = Sessionizer::new(SessionConfig::default());
+    let mut reader = LogReader::new(input, pipeline.reader);
+    let mut sessionizer =
+        Sessionizer::with_enrichment(SessionConfig::default(), pipeline.enrichment);
     let mut malformed = MalformedReporter::new(args.report_malformed);
     let mut sessions = 0u64;
     let mut write_error: Option<csv::Error> = None;
@@ -83,6 +85,8 @@ pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
         serde_json::json!({
             "lines": stats.lines,
             "malformed": stats.malformed,
+            "malformed_by_reason": stats.malformed_by_kind,
+            "malformed_top_clients": top_malformed_clients(&stats, 10),
             "sessions": sessions,
         })
     );

@@ -51,15 +51,19 @@ pub(crate) fn run(args: SynthArgs) -> Result<(), CliError> {
         .map_err(|e| format!("writing {}: {e}", args.out.display()))?;
     let mut sessions = 0usize;
     let mut bots = 0usize;
+    let mut abusive = 0usize;
     let mut lines = 0usize;
     for s in &summaries {
         let n: usize = s.sessions_by_archetype.values().sum();
-        let b: usize = s
-            .sessions_by_archetype
-            .iter()
-            .filter(|(name, _)| name.parse::<synth::Archetype>().is_ok_and(|a| a.is_bot()))
-            .map(|(_, c)| c)
-            .sum();
+        let count = |keep: &dyn Fn(synth::Archetype) -> bool| -> usize {
+            s.sessions_by_archetype
+                .iter()
+                .filter(|(name, _)| name.parse::<synth::Archetype>().is_ok_and(keep))
+                .map(|(_, c)| c)
+                .sum()
+        };
+        let b = count(&|a| a.is_bot());
+        let ab = count(&|a| a.class().is_abuse());
         tracing::info!(
             tenant = %s.profile.name,
             kind = s.profile.kind.name(),
@@ -70,6 +74,7 @@ pub(crate) fn run(args: SynthArgs) -> Result<(), CliError> {
         );
         sessions += n;
         bots += b;
+        abusive += ab;
         lines += s.lines;
     }
     println!(
@@ -78,6 +83,8 @@ pub(crate) fn run(args: SynthArgs) -> Result<(), CliError> {
             "tenants": summaries.len(),
             "sessions": sessions,
             "bot_sessions": bots,
+            "abusive_bot_sessions": abusive,
+            "good_bot_sessions": bots - abusive,
             "lines": lines,
             "out": args.out.display().to_string(),
         })

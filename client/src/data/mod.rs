@@ -2,10 +2,12 @@
 //! ([`DataSource`]), and the bounded in-memory store that keeps a local
 //! holdout set aside ([`LocalStore`]).
 //!
-//! Labels: training needs to know which sessions were bots. Log files come
-//! with a labels file of JSON lines `{"session": "<key>", "is_bot": bool}`
-//! (other fields are ignored, so the synthetic generator's labels files work
-//! as they are), where `<key>` is the detector's
+//! Labels: training needs to know which sessions were abusive bots. Log
+//! files come with a labels file of JSON lines `{"session": "<key>",
+//! "class": "human" | "good_bot" | "abusive_bot"}` (or `"is_abuse": bool`;
+//! a bare `"is_bot": bool` is read as abusive or not; other fields are
+//! ignored, so the synthetic generator's labels files work as they are),
+//! where `<key>` is the detector's
 //! [`SessionKey`](fedsec_detector::session::SessionKey) string; a host that
 //! labels sessions itself hands them in through the
 //! [`ParticipantHandle`](crate::ParticipantHandle).
@@ -14,16 +16,20 @@ mod tail;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fedsec_detector::dataset::Dataset;
 use fedsec_detector::features::NUM_FEATURES;
-use fedsec_detector::logs::LogFormat;
+use fedsec_detector::logs::{Cidr, ClientIpPolicy, JsonFields, ReaderConfig, RealIpHeader};
+use fedsec_detector::network::{CrawlerRangesFile, Enrichment};
 use fedsec_detector::session::SessionConfig;
+
+use crate::error::BuildError;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use tail::{FileStats, LogTail};
+pub use tail::{FileStats, LabelLine, LogTail};
 
 /// One log file and its labels file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,8 +74,26 @@ impl DataSource {
 /// How local data is read and kept.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DataOptions {
-    /// Log line format. Default auto-detect per line.
-    pub format: LogFormat,
+    /// Log syntax: `auto` (JSON lines or the CLF presets, per line), `json`,
+    /// a preset (`combined`, `main`, `common`, `vhost_combined`), or the
+    /// server's own format string in nginx `log_format` or Apache
+    /// `LogFormat` syntax. Default `auto`.
+    pub log_format: String,
+    /// Field names of JSON logs (default: the detector's names).
+    pub json_fields: JsonFields,
+    /// Proxies whose forwarding headers are believed (`None`: loopback and
+    /// private ranges; `Some(vec![])`: nobody).
+    pub trusted_proxies: Option<Vec<Cidr>>,
+    /// The header that names the client behind a trusted proxy.
+    pub real_ip_header: RealIpHeader,
+    /// AS database (MaxMind `.mmdb` or iptoasn TSV); `None`: ASes only as logged.
+    pub asn_db: Option<PathBuf>,
+    /// Crawler IP-range files (Google/Bing JSON format); empty: crawler
+    /// verification is missing.
+    pub crawler_ranges: Vec<CrawlerRangesFile>,
+    /// Network files already loaded (a host running several participants
+    /// shares one copy); when set, `asn_db` and `crawler_ranges` are ignored.
+    pub network: Option<SharedEnrichment>,
     /// Sessionizer limits. Default: the detector's defaults (30 min idle).
     pub sessions: SessionConfig,
     /// Share of examples kept aside as the local holdout. Default 0.2.
@@ -86,13 +110,80 @@ pub struct DataOptions {
 impl Default for DataOptions {
     fn default() -> Self {
         Self {
-            format: LogFormat::Auto,
+            log_format: "auto".into(),
+            json_fields: JsonFields::default(),
+            trusted_proxies: None,
+            real_ip_header: RealIpHeader::default(),
+            asn_db: None,
+            crawler_ranges: Vec::new(),
+            network: None,
             sessions: SessionConfig::default(),
             holdout_fraction: 0.2,
             max_examples: 200_000,
             min_examples: 20,
             rescan_interval: Duration::from_secs(10),
         }
+    }
+}
+
+/// Loaded network files shared between participants (equal when they are
+/// the same allocation).
+#[derive(Debug, Clone)]
+pub struct SharedEnrichment(pub Arc<Enrichment>);
+
+impl PartialEq for SharedEnrichment {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+/// What [`DataOptions`] compile to: the reader settings and the loaded
+/// network files, shared by every log the participant reads.
+#[derive(Debug, Clone)]
+pub struct DataPipeline {
+    /// Reader settings (format, JSON fields, client policy).
+    pub reader: ReaderConfig,
+    /// AS database and crawler ranges.
+    pub enrichment: Arc<Enrichment>,
+}
+
+impl DataOptions {
+    /// Compiles the log format and loads the network files; an error names
+    /// the key (`data.log_format`, `data.asn_db`, ...).
+    pub fn pipeline(&self) -> Result<DataPipeline, BuildError> {
+        let mut reader = ReaderConfig::from_log_format(&self.log_format)
+            .map_err(|e| BuildError::invalid("data.log_format", e.problem))?;
+        self.json_fields
+            .validate()
+            .map_err(|e| BuildError::invalid("data.json_fields", e))?;
+        reader.json_fields = Arc::new(self.json_fields.clone());
+        let mut policy = ClientIpPolicy {
+            header: self.real_ip_header,
+            ..ClientIpPolicy::default()
+        };
+        if let Some(t) = &self.trusted_proxies {
+            policy.trusted_proxies = t.clone();
+        }
+        reader.client_ip = Arc::new(policy);
+        if let Some(shared) = &self.network {
+            return Ok(DataPipeline {
+                reader,
+                enrichment: shared.0.clone(),
+            });
+        }
+        let asn = match &self.asn_db {
+            Some(p) => Some(
+                fedsec_detector::network::AsnDb::open(p)
+                    .map_err(|e| BuildError::invalid("data.asn_db", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let crawlers = fedsec_detector::network::CrawlerRanges::load(&self.crawler_ranges)
+            .map_err(|e| BuildError::invalid("data.crawler_ranges", e.to_string()))?;
+        Ok(DataPipeline {
+            reader,
+            enrichment: Arc::new(Enrichment { asn, crawlers }),
+        })
     }
 }
 

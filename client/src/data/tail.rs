@@ -14,11 +14,15 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use std::sync::Arc;
+
+use fedsec_detector::dataset::TrafficClass;
 use fedsec_detector::features::{self, NUM_FEATURES};
 use fedsec_detector::logs::{LineEvent, LogReader, ReaderConfig};
+use fedsec_detector::network::Enrichment;
 use fedsec_detector::session::{Session, Sessionizer};
 
-use super::{DataOptions, LabelledLog};
+use super::{DataOptions, DataPipeline, LabelledLog};
 
 /// Largest block read per step; a partial line longer than this is skipped.
 const READ_BLOCK: usize = 16 << 20;
@@ -44,10 +48,32 @@ pub struct FileStats {
     pub truncations: u64,
 }
 
-#[derive(serde::Deserialize)]
-struct LabelLine {
-    session: String,
-    is_bot: bool,
+/// One line of a labels file: the session key and its class. `class` wins,
+/// then `is_abuse`, then `is_bot` (read as "abusive"); other fields are
+/// ignored.
+#[derive(Debug, serde::Deserialize)]
+pub struct LabelLine {
+    /// Session key.
+    pub session: String,
+    /// `human`, `good_bot` or `abusive_bot`.
+    #[serde(default)]
+    pub class: Option<TrafficClass>,
+    /// Abusive or not.
+    #[serde(default)]
+    pub is_abuse: Option<bool>,
+    /// Older files: a bot to block.
+    #[serde(default)]
+    pub is_bot: Option<bool>,
+}
+
+impl LabelLine {
+    /// The training label (abusive bot), if the line has one.
+    pub fn abusive(&self) -> Option<bool> {
+        self.class
+            .map(TrafficClass::is_abuse)
+            .or(self.is_abuse)
+            .or(self.is_bot)
+    }
 }
 
 /// Bounded map whose oldest insertions go first.
@@ -101,6 +127,7 @@ impl<V> Bounded<V> {
 pub struct LogTail {
     files: LabelledLog,
     reader: ReaderConfig,
+    enrichment: Arc<Enrichment>,
     idle_timeout_ms: i64,
     sessionizer: Sessionizer,
     session_config: fedsec_detector::session::SessionConfig,
@@ -161,13 +188,17 @@ fn memchr_last_newline(buf: &[u8]) -> Option<usize> {
 
 impl LogTail {
     /// A tail positioned at the start of both files.
-    pub fn new(files: LabelledLog, options: &DataOptions) -> Self {
+    pub fn new(files: LabelledLog, options: &DataOptions, pipeline: &DataPipeline) -> Self {
         let cap = options.max_examples.max(1024);
         Self {
             files,
-            reader: ReaderConfig::with_format(options.format),
+            reader: pipeline.reader.clone(),
+            enrichment: pipeline.enrichment.clone(),
             idle_timeout_ms: options.sessions.idle_timeout_ms.max(1),
-            sessionizer: Sessionizer::new(options.sessions.clone()),
+            sessionizer: Sessionizer::with_enrichment(
+                options.sessions.clone(),
+                pipeline.enrichment.clone(),
+            ),
             session_config: options.sessions.clone(),
             log_offset: 0,
             labels_offset: 0,
@@ -230,15 +261,18 @@ impl LogTail {
                     continue;
                 }
                 self.stats.labels += 1;
-                match serde_json::from_slice::<LabelLine>(line) {
-                    Ok(l) => match self.pending.take(&l.session) {
+                let parsed = serde_json::from_slice::<LabelLine>(line)
+                    .ok()
+                    .and_then(|l| Some((l.abusive()?, l.session)));
+                match parsed {
+                    Some((abusive, session)) => match self.pending.take(&session) {
                         Some(x) => {
                             self.stats.labelled += 1;
-                            out.push((x, l.is_bot));
+                            out.push((x, abusive));
                         }
-                        None => self.stats.dropped += self.labels.insert(l.session, l.is_bot),
+                        None => self.stats.dropped += self.labels.insert(session, abusive),
                     },
-                    Err(_) => self.stats.malformed_labels += 1,
+                    None => self.stats.malformed_labels += 1,
                 }
             }
         }
@@ -255,7 +289,10 @@ impl LogTail {
                 self.stats.truncations += 1;
                 self.sessionizer.finish();
                 self.drain(&mut out);
-                self.sessionizer = Sessionizer::new(self.session_config.clone());
+                self.sessionizer = Sessionizer::with_enrichment(
+                    self.session_config.clone(),
+                    self.enrichment.clone(),
+                );
                 self.stream_clock = i64::MIN;
             }
             if bytes.is_empty() {
@@ -270,7 +307,10 @@ impl LogTail {
                         self.stream_clock = self.stream_clock.max(r.ts_ms);
                         self.sessionizer.push(&r);
                     }
-                    LineEvent::Malformed(_) => self.stats.malformed += 1,
+                    LineEvent::Malformed(m) => {
+                        self.stats.malformed += 1;
+                        self.sessionizer.note_malformed(m.client.as_deref());
+                    }
                 }
                 while let Some(s) = self.sessionizer.pop_closed() {
                     self.on_session(&s, &mut out);
@@ -327,7 +367,8 @@ mod tests {
             log: dir.path().join("a.log"),
             labels: dir.path().join("a.labels.jsonl"),
         };
-        let mut tail = LogTail::new(files.clone(), &DataOptions::default());
+        let o = DataOptions::default();
+        let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
         // Nothing exists yet.
         assert!(tail.poll(0).unwrap().is_empty());
         append(&files.log, &line("1.1.1.1", T0, "/a"));
@@ -379,7 +420,8 @@ mod tests {
         );
         append(&files.log, &line("9.9.9.9", T0, "/x"));
         append(&files.log, &line("9.9.9.9", T0, "/y"));
-        let mut tail = LogTail::new(files.clone(), &DataOptions::default());
+        let o = DataOptions::default();
+        let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
         let now = 1_709_546_400_000 + 86_400_000;
         tail.poll(now).unwrap();
         std::fs::write(&files.log, line("3.3.3.3", T0, "/z")).unwrap();

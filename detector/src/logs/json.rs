@@ -2,8 +2,8 @@
 //!
 //! | field | type | required |
 //! |---|---|---|
-//! | `ts` | RFC 3339 string, or Unix seconds (number; ≥ 10^11 means milliseconds) | yes |
-//! | `ip` | IP address string | yes |
+//! | `ts` | ISO 8601 / RFC 3339 string, Unix seconds as a string (`"1709543702.123"`, nginx `$msec`), or a number (seconds; ≥ 10^11 means milliseconds) | yes |
+//! | `ip` | client address (normalised as in [`client`](super::client)) or host name | yes |
 //! | `method` | string | yes |
 //! | `path` | string (query string and fragment are dropped) | yes |
 //! | `status` | integer 100–599 | yes |
@@ -14,8 +14,11 @@
 //! | `user` | string (normally a hash of the account name) | no |
 //! | `outcome` | string, e.g. `login_failure`, `payment_success` (see [`Outcome::parse`](super::Outcome::parse)) | no |
 //! | `asn` | integer or `"AS123"` string | no |
+//! | `xff`, `x_real_ip`, `cf_connecting_ip` | forwarding headers, believed only from a trusted proxy | no |
 //!
-//! Unknown fields are ignored; duplicate fields are an error.
+//! Unknown fields are ignored; duplicate fields are an error. Logs with
+//! other field names (nginx `escape=json` templates, Caddy, Traefik) are
+//! read through a [`JsonFields`] map instead (see [`super::json_map`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -23,7 +26,10 @@ use std::fmt;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::{LogRecord, MalformedReason, Method, Outcome, strip_query, time, valid_ip};
+use super::client::{ClientIpPolicy, Forwarded, parse_client};
+use super::{LogRecord, MalformedReason, Method, Outcome, strip_query, time};
+
+pub use super::json_map::JsonFields;
 
 /// `ts` as written: a string or a number.
 enum Ts<'a> {
@@ -123,6 +129,12 @@ struct Line<'a> {
     outcome: Option<Cow<'a, str>>,
     #[serde(default)]
     asn: Option<Asn>,
+    #[serde(borrow, default)]
+    xff: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    x_real_ip: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    cf_connecting_ip: Option<Cow<'a, str>>,
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -155,15 +167,77 @@ fn narrow<'a>(c: Cow<'a, str>, f: impl FnOnce(&str) -> &str) -> Cow<'a, str> {
     }
 }
 
-/// Parses one JSON line (without its newline).
+/// A `ts` string: ISO 8601, or Unix seconds written as text.
+pub(crate) fn parse_ts_text(s: &str) -> Result<(i64, i16), MalformedReason> {
+    let bad_ts = |e: MalformedReason| match e {
+        MalformedReason::BadField { detail, .. } => MalformedReason::bad("ts", detail),
+        other => other,
+    };
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let unit = if !s.contains('.') && s.len() >= 12 {
+            time::EpochUnit::Millis
+        } else {
+            time::EpochUnit::Seconds
+        };
+        return time::parse_epoch_text(s, unit).map_err(bad_ts);
+    }
+    time::parse_iso8601(s).map_err(bad_ts)
+}
+
+/// Parses one JSON line (without its newline) with the default client policy.
 pub fn parse_line(line: &str) -> Result<LogRecord<'_>, MalformedReason> {
-    let l: Line<'_> =
-        serde_json::from_str(line).map_err(|e| MalformedReason::Json(e.to_string()))?;
+    static POLICY: std::sync::OnceLock<ClientIpPolicy> = std::sync::OnceLock::new();
+    parse_line_with(line, POLICY.get_or_init(ClientIpPolicy::default)).map_err(|(e, _)| e)
+}
+
+/// Parses one JSON line with the default field names. On failure, also the
+/// client key if it was read.
+pub fn parse_line_with<'a>(
+    line: &'a str,
+    policy: &ClientIpPolicy,
+) -> Result<LogRecord<'a>, super::LineError<'a>> {
+    let l: Line<'a> =
+        serde_json::from_str(line).map_err(|e| (MalformedReason::Json(e.to_string()), None))?;
+    let peer = match &l.ip {
+        Cow::Borrowed(b) => parse_client(b).map_err(|e| (e, None))?,
+        Cow::Owned(o) => {
+            let c = parse_client(o).map_err(|e| (e, None))?;
+            super::client::Client {
+                key: Cow::Owned(c.key.into_owned()),
+                addr: c.addr,
+            }
+        }
+    };
+    let client = {
+        let fwd = Forwarded {
+            xff: l.xff.as_deref().filter(|s| *s != "-"),
+            x_real_ip: l.x_real_ip.as_deref().filter(|s| *s != "-"),
+            cf_connecting_ip: l.cf_connecting_ip.as_deref().filter(|s| *s != "-"),
+        };
+        let forwarded =
+            fwd.xff.is_some() || fwd.x_real_ip.is_some() || fwd.cf_connecting_ip.is_some();
+        if forwarded && peer.addr.is_some_and(|a| policy.is_trusted(a)) {
+            let c = policy.resolve(peer.clone(), fwd);
+            super::client::Client {
+                key: Cow::Owned(c.key.into_owned()),
+                addr: c.addr,
+            }
+        } else {
+            peer
+        }
+    };
+    let key = client.key.clone();
+    finish(l, client).map_err(|e| (e, Some(key)))
+}
+
+fn finish<'a>(
+    l: Line<'a>,
+    client: super::client::Client<'a>,
+) -> Result<LogRecord<'a>, MalformedReason> {
     let (ts_ms, utc_offset_min) = match &l.ts {
-        Ts::Text(s) => time::parse_rfc3339(s)?,
+        Ts::Text(s) => parse_ts_text(s)?,
         Ts::Number(v) => time::parse_unix_number(*v)?,
     };
-    valid_ip(&l.ip)?;
     let status = u16::try_from(l.status)
         .ok()
         .filter(|s| (100..=599).contains(s))
@@ -182,7 +256,8 @@ pub fn parse_line(line: &str) -> Result<LogRecord<'_>, MalformedReason> {
     Ok(LogRecord {
         ts_ms,
         utc_offset_min,
-        ip: l.ip,
+        ip: client.key,
+        addr: client.addr,
         method,
         path: narrow(l.path, strip_query),
         status,

@@ -1,19 +1,33 @@
 //! Access-log ingestion: one [`LogRecord`] per request line, read as a stream.
 //!
-//! This module owns the record type shared by every format, the per-line
-//! parsers ([`clf`] for nginx/Apache `combined` and nginx `main`, [`json`] for
-//! JSON lines), timestamp parsing ([`time`]) and the streaming
-//! [`LogReader`](reader::LogReader), which never holds more than one line in
-//! memory and reports malformed lines (with their line number and a reason)
-//! without stopping.
+//! This module owns the record type shared by every format, the line
+//! formats servers are configured with ([`format`]: nginx `log_format` and
+//! Apache `LogFormat` syntax and the presets; [`clf`] for the default
+//! combined/main pair), JSON lines with a field map ([`json`]), who the
+//! client is behind proxies ([`client`]), timestamp parsing ([`time`]) and
+//! the streaming [`LogReader`](reader::LogReader), which never holds more
+//! than one line in memory and reports malformed lines (with their line
+//! number, client and a reason) without stopping.
 
 pub mod clf;
+pub mod client;
+pub mod format;
 pub mod json;
+pub mod json_map;
 pub mod reader;
 pub mod time;
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
+pub use client::{Cidr, ClientIpPolicy, RealIpHeader};
+pub use reader::MAX_CLIENT_COUNTERS;
+
+/// A line that could not be read: the reason and, when the line was read
+/// that far, the client key (for per-client malformed counts).
+pub type LineError<'a> = (MalformedReason, Option<Cow<'a, str>>);
+pub use format::{FormatError, LineFormat};
+pub use json::JsonFields;
 pub use reader::{LineEvent, LogReader, MalformedLine, ReaderConfig, ReaderStats};
 
 /// Which syntax a log file uses.
@@ -164,10 +178,13 @@ pub struct LogRecord<'a> {
     pub ts_ms: i64,
     /// UTC offset of the timestamp as written, in minutes (local time = UTC + offset).
     pub utc_offset_min: i16,
-    /// Client IP address (validated). For CLF lines with an `X-Forwarded-For`
-    /// field, the right-most valid address in it (the one appended by the
-    /// proxy nearest the server, which the client cannot forge).
+    /// Client key: the client's address in canonical form (IPv4-mapped IPv6
+    /// as IPv4, brackets and ports removed), or the host name as logged.
+    /// Behind a trusted proxy, the client the forwarding header names (see
+    /// [`client`]).
     pub ip: Cow<'a, str>,
+    /// The client's address; `None` when the log names the client by host name.
+    pub addr: Option<IpAddr>,
     /// Request method.
     pub method: Method,
     /// Request path without query string or fragment (`-` if the request line
@@ -200,6 +217,7 @@ impl LogRecord<'_> {
             ts_ms: self.ts_ms,
             utc_offset_min: self.utc_offset_min,
             ip: Cow::Owned(self.ip.into_owned()),
+            addr: self.addr,
             method: self.method,
             path: Cow::Owned(self.path.into_owned()),
             status: self.status,
@@ -271,18 +289,6 @@ impl MalformedReason {
             field,
             detail: detail.into(),
         }
-    }
-}
-
-/// Validates an IP address token and returns it unchanged.
-pub(crate) fn valid_ip(s: &str) -> Result<&str, MalformedReason> {
-    if s.len() <= 45 && s.parse::<std::net::IpAddr>().is_ok() {
-        Ok(s)
-    } else {
-        Err(MalformedReason::bad(
-            "ip",
-            format!("{:?} is not an IP address", truncate(s, 64)),
-        ))
     }
 }
 

@@ -2,22 +2,36 @@
 //!
 //! It holds one line at a time (at most [`ReaderConfig::max_line_bytes`]; the
 //! bytes of a longer line are skipped without being stored), parses it in the
-//! configured [`LogFormat`], and yields either a record borrowed from that
-//! line or a [`MalformedLine`] with the 1-based line number and the reason.
-//! Malformed lines never stop the stream; only I/O errors do.
+//! configured syntax, and yields either a record borrowed from that line or
+//! a [`MalformedLine`] with the 1-based line number, the client (when the
+//! line got that far) and the reason. Malformed lines never stop the stream;
+//! only I/O errors do. They are counted by reason and by client (bounded).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 
-use super::{LogFormat, LogRecord, MalformedReason, clf, json};
+use super::client::ClientIpPolicy;
+use super::format::{FormatError, LineFormat};
+use super::json::JsonFields;
+use super::{LogFormat, LogRecord, MalformedReason, clf, json, json_map};
 
 /// Reader settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReaderConfig {
-    /// Line syntax (default [`LogFormat::Auto`]).
+    /// Line syntax (default [`LogFormat::Auto`]: JSON for lines starting
+    /// with `{`, otherwise the CLF presets; a configured `line_format`
+    /// replaces the presets).
     pub format: LogFormat,
+    /// A configured `log_format` (nginx or Apache syntax, or a preset).
+    pub line_format: Option<Arc<LineFormat>>,
+    /// Field names of JSON lines (default: the detector's names).
+    pub json_fields: Arc<JsonFields>,
+    /// Trusted proxies and the header that names the client behind them.
+    pub client_ip: Arc<ClientIpPolicy>,
     /// Longest accepted line in bytes, without its newline (default 32 KiB;
     /// nginx's default header buffers cap a request line at 8 KiB).
     pub max_line_bytes: usize,
@@ -27,6 +41,9 @@ impl Default for ReaderConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Auto,
+            line_format: None,
+            json_fields: Arc::new(JsonFields::default()),
+            client_ip: Arc::new(ClientIpPolicy::default()),
             max_line_bytes: 32 * 1024,
         }
     }
@@ -40,14 +57,32 @@ impl ReaderConfig {
             ..Self::default()
         }
     }
+
+    /// Settings from a `log_format` value: `auto`, `json`, `clf`, a preset
+    /// (`combined`, `main`, `common`, `vhost_combined`) or a format string
+    /// in nginx or Apache syntax.
+    pub fn from_log_format(spec: &str) -> Result<Self, FormatError> {
+        match spec {
+            "auto" => Ok(Self::with_format(LogFormat::Auto)),
+            "json" | "jsonl" => Ok(Self::with_format(LogFormat::Json)),
+            "clf" => Ok(Self::with_format(LogFormat::Clf)),
+            other => Ok(Self {
+                format: LogFormat::Clf,
+                line_format: Some(Arc::new(LineFormat::compile(other)?)),
+                ..Self::default()
+            }),
+        }
+    }
 }
 
-/// A rejected line: where and why.
+/// A rejected line: where, whose and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {reason}")]
 pub struct MalformedLine {
     /// 1-based line number in the input.
     pub line: u64,
+    /// The client key, when the line was read that far.
+    pub client: Option<String>,
     /// Why it was rejected.
     pub reason: MalformedReason,
 }
@@ -74,7 +109,14 @@ pub struct ReaderStats {
     pub malformed: u64,
     /// Malformed lines by [`MalformedReason::kind`].
     pub malformed_by_kind: BTreeMap<String, u64>,
+    /// Malformed lines by client key (`-` when the line had no readable
+    /// client); at most [`MAX_CLIENT_COUNTERS`] keys, later clients count
+    /// under `(other)`.
+    pub malformed_by_client: BTreeMap<String, u64>,
 }
+
+/// Most distinct clients [`ReaderStats::malformed_by_client`] keeps.
+pub const MAX_CLIENT_COUNTERS: usize = 10_000;
 
 /// Streaming access-log reader. See the [module docs](self).
 #[derive(Debug)]
@@ -84,6 +126,8 @@ pub struct LogReader<R> {
     buf: Vec<u8>,
     line_no: u64,
     stats: ReaderStats,
+    /// The preset that read the previous CLF line.
+    preset: usize,
 }
 
 impl LogReader<BufReader<File>> {
@@ -96,10 +140,30 @@ impl LogReader<BufReader<File>> {
     }
 }
 
-fn note_malformed(stats: &mut ReaderStats, line: u64, reason: MalformedReason) -> MalformedLine {
+fn note_malformed(
+    stats: &mut ReaderStats,
+    line: u64,
+    reason: MalformedReason,
+    client: Option<Cow<'_, str>>,
+) -> MalformedLine {
     stats.malformed += 1;
     *stats.malformed_by_kind.entry(reason.kind()).or_insert(0) += 1;
-    MalformedLine { line, reason }
+    let key = client.as_deref().unwrap_or("-");
+    if let Some(n) = stats.malformed_by_client.get_mut(key) {
+        *n += 1;
+    } else if stats.malformed_by_client.len() < MAX_CLIENT_COUNTERS {
+        stats.malformed_by_client.insert(key.to_string(), 1);
+    } else {
+        *stats
+            .malformed_by_client
+            .entry("(other)".to_string())
+            .or_insert(0) += 1;
+    }
+    MalformedLine {
+        line,
+        client: client.map(Cow::into_owned),
+        reason,
+    }
 }
 
 enum RawLine {
@@ -117,6 +181,7 @@ impl<R: BufRead> LogReader<R> {
             buf: Vec::with_capacity(1024),
             line_no: 0,
             stats: ReaderStats::default(),
+            preset: 0,
         }
     }
 
@@ -190,7 +255,7 @@ impl<R: BufRead> LogReader<R> {
                     self.stats.lines += 1;
                     let limit = self.config.max_line_bytes;
                     let reason = MalformedReason::TooLong { limit, len };
-                    let m = note_malformed(&mut self.stats, self.line_no, reason);
+                    let m = note_malformed(&mut self.stats, self.line_no, reason, None);
                     return Ok(Some(LineEvent::Malformed(m)));
                 }
                 RawLine::Line => {
@@ -209,7 +274,7 @@ impl<R: BufRead> LogReader<R> {
             Ok(t) => t,
             Err(e) => {
                 let reason = MalformedReason::InvalidUtf8(e.valid_up_to());
-                let m = note_malformed(&mut self.stats, line, reason);
+                let m = note_malformed(&mut self.stats, line, reason, None);
                 return Ok(Some(LineEvent::Malformed(m)));
             }
         };
@@ -218,19 +283,33 @@ impl<R: BufRead> LogReader<R> {
             LogFormat::Auto => LogFormat::Clf,
             f => f,
         };
-        let parsed = match format {
-            LogFormat::Json => json::parse_line(text),
-            _ => clf::parse_line(text),
+        let policy = &*self.config.client_ip;
+        let parsed = match (format, &self.config.line_format) {
+            (LogFormat::Json, _) if self.config.json_fields.is_default() => {
+                json::parse_line_with(text, policy)
+            }
+            (LogFormat::Json, _) => {
+                json_map::parse_line_mapped(text, &self.config.json_fields, policy)
+            }
+            (_, Some(f)) => f.parse(text, policy),
+            _ => match clf::parse_with_presets(text, policy, self.preset) {
+                Ok((rec, i)) => {
+                    self.preset = i;
+                    Ok(rec)
+                }
+                Err(e) => Err(e),
+            },
         };
         match parsed {
             Ok(rec) => {
                 self.stats.records += 1;
                 Ok(Some(LineEvent::Record(rec)))
             }
-            Err(reason) => Ok(Some(LineEvent::Malformed(note_malformed(
+            Err((reason, client)) => Ok(Some(LineEvent::Malformed(note_malformed(
                 &mut self.stats,
                 line,
                 reason,
+                client,
             )))),
         }
     }
@@ -332,6 +411,7 @@ mod tests {
         let config = ReaderConfig {
             format: LogFormat::Clf,
             max_line_bytes: line.len(),
+            ..ReaderConfig::default()
         };
         let mut reader = LogReader::new(BufReader::with_capacity(7, Cursor::new(input)), config);
         assert!(matches!(

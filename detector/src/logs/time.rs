@@ -140,6 +140,142 @@ pub fn parse_rfc3339(s: &str) -> Result<(i64, i16), MalformedReason> {
     Ok((ms, offset_min))
 }
 
+/// Parses ISO 8601 as servers write it: `2024-03-04T09:15:02+01:00`
+/// (nginx `$time_iso8601`), with or without fractional seconds, with `Z`,
+/// `±hh:mm`, `±hhmm` or `±hh`, and a `T` or a space between date and time.
+/// Returns (Unix ms, UTC offset in minutes).
+pub fn parse_iso8601(s: &str) -> Result<(i64, i16), MalformedReason> {
+    let bad = || {
+        MalformedReason::bad(
+            "time",
+            format!("{:?} is not an ISO 8601 timestamp", super::truncate(s, 40)),
+        )
+    };
+    let b = s.as_bytes();
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let year = i64::from(digits(&b[0..4]).ok_or_else(bad)?);
+    let month = digits(&b[5..7]).ok_or_else(bad)?;
+    let day = digits(&b[8..10]).ok_or_else(bad)?;
+    let hour = digits(&b[11..13]).ok_or_else(bad)?;
+    let minute = digits(&b[14..16]).ok_or_else(bad)?;
+    let second = digits(&b[17..19]).ok_or_else(bad)?;
+    let mut i = 19;
+    let mut millis = 0u32;
+    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                millis = millis * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 || n > 9 {
+            return Err(bad());
+        }
+        for _ in n..3 {
+            millis *= 10;
+        }
+    }
+    let offset_min: i64 = match &b[i..] {
+        b"Z" | b"z" => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] => {
+            let (h, m) = match rest {
+                [h1, h2] => (digits(&[*h1, *h2]), Some(0)),
+                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => {
+                    (digits(&[*h1, *h2]), digits(&[*m1, *m2]))
+                }
+                _ => return Err(bad()),
+            };
+            let (h, m) = (h.ok_or_else(bad)?, m.ok_or_else(bad)?);
+            if h > 23 || m > 59 {
+                return Err(bad());
+            }
+            let v = i64::from(h * 60 + m);
+            if *sign == b'-' { -v } else { v }
+        }
+        _ => return Err(bad()),
+    };
+    if !(1..=12).contains(&month)
+        || year < 1970
+        || day == 0
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    let second = second.min(59);
+    let local_s =
+        days_from_civil(year, month, day) * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    let utc_s = local_s - offset_min * 60;
+    if !(0..=MAX_UNIX_S).contains(&utc_s) {
+        return Err(bad());
+    }
+    Ok((utc_s * 1000 + i64::from(millis), offset_min as i16))
+}
+
+/// Which unit an epoch timestamp field is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpochUnit {
+    /// Seconds, optionally with a fraction (nginx `$msec`, Apache `%{sec}t`).
+    Seconds,
+    /// Milliseconds (Apache `%{msec}t`).
+    Millis,
+    /// Microseconds (Apache `%{usec}t`).
+    Micros,
+}
+
+/// Parses an epoch timestamp written as text (`1709543702.123`,
+/// `1709543702123`). The offset is UTC.
+pub fn parse_epoch_text(s: &str, unit: EpochUnit) -> Result<(i64, i16), MalformedReason> {
+    let bad = || {
+        MalformedReason::bad(
+            "time",
+            format!("{:?} is not a Unix timestamp", super::truncate(s, 40)),
+        )
+    };
+    let (int, frac) = match s.split_once('.') {
+        Some((i, f)) if unit == EpochUnit::Seconds => (i, f),
+        Some(_) => return Err(bad()),
+        None => (s, ""),
+    };
+    if int.is_empty()
+        || int.len() > 18
+        || !int.bytes().all(|c| c.is_ascii_digit())
+        || frac.len() > 9
+        || !frac.bytes().all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let v: i64 = int.parse().map_err(|_| bad())?;
+    let ms = match unit {
+        EpochUnit::Seconds => {
+            let mut f = 0i64;
+            for (k, c) in frac.bytes().take(3).enumerate() {
+                f += i64::from(c - b'0') * [100, 10, 1][k];
+            }
+            v.checked_mul(1000).ok_or_else(bad)? + f
+        }
+        EpochUnit::Millis => v,
+        EpochUnit::Micros => v / 1000,
+    };
+    if !(0..=MAX_UNIX_S * 1000).contains(&ms) {
+        return Err(bad());
+    }
+    Ok((ms, 0))
+}
+
 /// Interprets a numeric JSON `ts`: Unix seconds (fractions allowed), or Unix
 /// milliseconds when ≥ [`MILLIS_THRESHOLD`]. The offset is UTC.
 pub fn parse_unix_number(v: f64) -> Result<(i64, i16), MalformedReason> {
@@ -363,6 +499,74 @@ mod tests {
         for d in [-800_000i64, -1, 0, 59, 60, 11_016, 2_932_896] {
             let (y, m, dd) = civil_from_days(d);
             assert_eq!(days_from_civil(y, m, dd), d);
+        }
+    }
+
+    #[test]
+    fn iso8601_as_servers_write_it() {
+        let want = (971_211_336_000, -420);
+        for s in [
+            "2000-10-10T13:55:36-07:00",
+            "2000-10-10T13:55:36-0700",
+            "2000-10-10T13:55:36-07",
+            "2000-10-10 13:55:36-07:00",
+        ] {
+            assert_eq!(parse_iso8601(s), Ok(want), "{s}");
+        }
+        assert_eq!(
+            parse_iso8601("2000-10-10T20:55:36.25Z"),
+            Ok((971_211_336_250, 0))
+        );
+        assert_eq!(
+            parse_iso8601("2000-10-10T20:55:36.123456789+00:00"),
+            Ok((971_211_336_123, 0))
+        );
+        for s in [
+            "2000-10-10T13:55:36",
+            "2000-13-10T13:55:36Z",
+            "2000-02-30T13:55:36Z",
+            "2000-10-10T13:55:36.Z",
+            "2000-10-10T13:55:36+7",
+            "2000-10-10T13:55:36+07:0",
+            "10/Oct/2000:13:55:36 -0700",
+            "",
+        ] {
+            assert!(parse_iso8601(s).is_err(), "{s}");
+        }
+        // Agrees with the RFC 3339 parser where both apply.
+        assert_eq!(
+            parse_iso8601("2024-03-04T09:15:02.125+01:00"),
+            parse_rfc3339("2024-03-04T09:15:02.125+01:00").map_err(|_| unreachable!())
+        );
+    }
+
+    #[test]
+    fn epoch_text() {
+        assert_eq!(
+            parse_epoch_text("971211336.250", EpochUnit::Seconds),
+            Ok((971_211_336_250, 0))
+        );
+        assert_eq!(
+            parse_epoch_text("971211336", EpochUnit::Seconds),
+            Ok((971_211_336_000, 0))
+        );
+        assert_eq!(
+            parse_epoch_text("971211336250", EpochUnit::Millis),
+            Ok((971_211_336_250, 0))
+        );
+        assert_eq!(
+            parse_epoch_text("971211336250999", EpochUnit::Micros),
+            Ok((971_211_336_250, 0))
+        );
+        for (s, u) in [
+            ("", EpochUnit::Seconds),
+            ("-5", EpochUnit::Seconds),
+            ("1.2.3", EpochUnit::Seconds),
+            ("12.5", EpochUnit::Millis),
+            ("99999999999999999", EpochUnit::Seconds),
+            ("1e9", EpochUnit::Seconds),
+        ] {
+            assert!(parse_epoch_text(s, u).is_err(), "{s}");
         }
     }
 

@@ -221,30 +221,38 @@ pub(crate) enum Network {
     Datacenter,
 }
 
-const RESIDENTIAL_FIRST_OCTETS: &[u8] = &[
+pub(crate) const RESIDENTIAL_FIRST_OCTETS: &[u8] = &[
     24, 47, 67, 68, 69, 71, 73, 76, 79, 81, 82, 84, 86, 87, 90, 92, 95, 98, 108, 109, 151, 174,
     176, 178, 184, 212, 213, 217,
 ];
-const MOBILE_FIRST_OCTETS: &[u8] = &[37, 46, 80, 88, 89, 94, 102, 105, 115, 117, 166, 172, 223];
-const DATACENTER_FIRST_OCTETS: &[u8] = &[
+pub(crate) const MOBILE_FIRST_OCTETS: &[u8] =
+    &[37, 46, 80, 88, 89, 94, 102, 105, 115, 117, 166, 172, 223];
+pub(crate) const DATACENTER_FIRST_OCTETS: &[u8] = &[
     3, 13, 18, 34, 35, 44, 52, 54, 104, 138, 139, 142, 143, 157, 159, 161, 164, 165, 167, 188, 195,
 ];
 
 /// Residential ISPs, mobile carriers and hosting providers (AS numbers).
-const RESIDENTIAL_ASNS: &[u32] = &[
+pub(crate) const RESIDENTIAL_ASNS: &[u32] = &[
     7922, 3320, 3215, 2856, 7018, 701, 20115, 6830, 5089, 1136, 3352, 12322,
 ];
-const MOBILE_ASNS: &[u32] = &[21928, 22394, 6167, 12430, 3209, 25135, 45609];
-const DATACENTER_ASNS: &[u32] = &[
+pub(crate) const MOBILE_ASNS: &[u32] = &[21928, 22394, 6167, 12430, 3209, 25135, 45609];
+pub(crate) const DATACENTER_ASNS: &[u32] = &[
     16509, 14061, 24940, 15169, 8075, 16276, 63949, 20473, 45102, 396982,
 ];
 
-/// A public-looking IPv4 (or, for 12 % of residential/mobile, IPv6) address.
+/// A public-looking IPv4 (or, for 12 % of residential/mobile, IPv6) address
+/// (residential IPv6 in 2a02:1000–7fff, mobile in 2a02:8000–ffff; see
+/// [`super::netplan`]).
 pub(crate) fn ip<R: Rng + ?Sized>(rng: &mut R, net: Network) -> String {
     if net != Network::Datacenter && rng.random_bool(0.12) {
+        let block = if net == Network::Mobile {
+            0x8000..0xffffu32
+        } else {
+            0x1000..0x7fffu32
+        };
         return format!(
             "2a02:{:x}:{:x}:{:x}::{:x}",
-            rng.random_range(0x1000..0xffffu32),
+            rng.random_range(block),
             rng.random_range(0..0xffffu32),
             rng.random_range(0..0xffffu32),
             rng.random_range(1..0xffffu32)
@@ -260,18 +268,6 @@ pub(crate) fn ip<R: Rng + ?Sized>(rng: &mut R, net: Network) -> String {
         rng.random_range(0..=255u8),
         rng.random_range(0..=255u8),
         rng.random_range(1..=254u8)
-    )
-}
-
-/// An AS number of the network kind.
-pub(crate) fn asn<R: Rng + ?Sized>(rng: &mut R, net: Network) -> u32 {
-    *pick(
-        rng,
-        match net {
-            Network::Residential => RESIDENTIAL_ASNS,
-            Network::Mobile => MOBILE_ASNS,
-            Network::Datacenter => DATACENTER_ASNS,
-        },
     )
 }
 

@@ -2,19 +2,22 @@
 //! sessions the sessionizer finds in the tenant's log.
 //!
 //! One JSON object per line: `{"session": "<SessionKey>", "archetype":
-//! "<name>", "is_bot": true|false, "requests": <n>}`. The key is the
+//! "<name>", "class": "human|good_bot|abusive_bot", "is_bot": true|false,
+//! "requests": <n>}` (`is_bot`: automated, good or not). The key is the
 //! [`SessionKey`](crate::session::SessionKey) string the sessionizer produces
 //! for the session (its identity and first timestamp as written in the log).
 
 use std::collections::HashMap;
 use std::io::{self, BufRead};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::Archetype;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, TrafficClass};
 use crate::features::{self, NUM_FEATURES, RawFeatures};
 use crate::logs::{LogReader, ReaderConfig, ReaderStats};
+use crate::network::Enrichment;
 use crate::session::{SessionConfig, Sessionizer, sessionize};
 
 /// One line of a labels file.
@@ -25,7 +28,11 @@ pub struct LabelRecord {
     pub session: String,
     /// Archetype name (see [`Archetype::name`]).
     pub archetype: String,
-    /// Ground truth: automated traffic.
+    /// Traffic class (`human`, `good_bot`, `abusive_bot`); files written
+    /// before classes existed lack it and get the archetype's class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<TrafficClass>,
+    /// Ground truth: automated traffic (good or abusive).
     pub is_bot: bool,
     /// Requests the generator wrote for the session.
     pub requests: usize,
@@ -53,6 +60,19 @@ pub enum LabelError {
         /// The key.
         session: String,
     },
+}
+
+impl LabelRecord {
+    /// The record's class: as written, else its archetype's, else (an
+    /// unknown archetype) abusive for a bot and human otherwise.
+    pub fn traffic_class(&self) -> TrafficClass {
+        self.class
+            .unwrap_or_else(|| match self.archetype.parse::<Archetype>() {
+                Ok(a) => a.class(),
+                Err(_) if self.is_bot => TrafficClass::AbusiveBot,
+                Err(_) => TrafficClass::Human,
+            })
+    }
 }
 
 /// Reads a labels file into a map keyed by session key.
@@ -108,9 +128,11 @@ impl JoinReport {
 /// Labelled sessions of one log.
 #[derive(Debug, Clone, Default)]
 pub struct LabelledSessions {
-    /// Features, labels, and the archetype id as the row tag
-    /// ([`Archetype::id`], `u32::MAX` for an unknown name).
+    /// Features, labels (1 = abusive bot), and the archetype id as the row
+    /// tag ([`Archetype::id`], `u32::MAX` for an unknown name).
     pub dataset: Dataset,
+    /// Class of each row.
+    pub classes: Vec<TrafficClass>,
     /// Session key of each row.
     pub keys: Vec<String>,
     /// Raw features of each row.
@@ -119,11 +141,29 @@ pub struct LabelledSessions {
     pub report: JoinReport,
 }
 
-/// Sessionizes `logs` and joins each session with its label.
+/// Sessionizes `logs` and joins each session with its label (no network
+/// files: ASes only as logged, crawler checks missing).
 pub fn join_labels<R: BufRead>(
     logs: R,
     reader: ReaderConfig,
     sessions: SessionConfig,
+    labels: &HashMap<String, LabelRecord>,
+) -> io::Result<LabelledSessions> {
+    join_labels_with(
+        logs,
+        reader,
+        sessions,
+        Arc::new(Enrichment::default()),
+        labels,
+    )
+}
+
+/// [`join_labels`] with the tenant's network files.
+pub fn join_labels_with<R: BufRead>(
+    logs: R,
+    reader: ReaderConfig,
+    sessions: SessionConfig,
+    enrichment: Arc<Enrichment>,
     labels: &HashMap<String, LabelRecord>,
 ) -> io::Result<LabelledSessions> {
     let mut out = LabelledSessions {
@@ -132,7 +172,7 @@ pub fn join_labels<R: BufRead>(
     };
     let mut used = 0usize;
     let mut reader = LogReader::new(logs, reader);
-    let mut sessionizer = Sessionizer::new(sessions);
+    let mut sessionizer = Sessionizer::with_enrichment(sessions, enrichment);
     let stats = sessionize(
         &mut reader,
         &mut sessionizer,
@@ -151,14 +191,16 @@ pub fn join_labels<R: BufRead>(
                         .archetype
                         .parse::<Archetype>()
                         .map_or(u32::MAX, |a| a.id());
+                    let class = label.traffic_class();
                     // Features are finite by construction.
                     if out
                         .dataset
-                        .push_tagged(&f.values, label.is_bot, tag)
+                        .push_tagged(&f.values, class.is_abuse(), tag)
                         .is_ok()
                     {
                         out.keys.push(key);
                         out.raw.push(f.raw);
+                        out.classes.push(class);
                     }
                 }
                 None => out.report.unlabelled += 1,

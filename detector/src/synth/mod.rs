@@ -24,10 +24,12 @@
 //! each other (and so be merged by the sessionizer) are re-drawn, which keeps
 //! the label join exact; [`labels::join_labels`] reports any mismatch.
 
+mod archetype;
 pub mod labels;
 
 mod agents;
 mod behavior;
+pub mod netplan;
 mod render;
 mod site;
 
@@ -41,179 +43,17 @@ use rand_distr::multi::Dirichlet;
 use rand_distr::{Beta, Distribution};
 use serde::{Deserialize, Serialize};
 
-pub use labels::{JoinReport, LabelRecord, LabelledSessions, join_labels, read_labels};
+pub use archetype::{Archetype, BOT_PRIORS, HUMAN_MIX, TenantKind};
+pub use labels::{
+    JoinReport, LabelRecord, LabelledSessions, join_labels, join_labels_with, read_labels,
+};
 pub use render::{ClfFlavour, LineStyle};
 
 use crate::logs::{LogFormat, ReaderConfig, clf, json};
 use crate::session::{SessionConfig, SessionIdentity, SessionKey};
 use agents::{lognormal, pick, pick_weighted};
-use behavior::{SimSession, TenantCtx, simulate};
+use behavior::{CampaignPool, SimSession, TenantCtx, simulate};
 use site::Site;
-
-/// Kinds of tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TenantKind {
-    /// An online shop.
-    Ecommerce,
-    /// Online banking.
-    Bank,
-    /// A SaaS product's marketing site and login.
-    Saas,
-    /// A JSON API behind mobile apps.
-    Api,
-}
-
-impl TenantKind {
-    /// All kinds, in tenant-index order.
-    pub const ALL: [TenantKind; 4] = [Self::Ecommerce, Self::Bank, Self::Saas, Self::Api];
-
-    /// Stable name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ecommerce => "ecommerce",
-            Self::Bank => "bank",
-            Self::Saas => "saas",
-            Self::Api => "api",
-        }
-    }
-}
-
-/// Behavioural archetypes of sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Archetype {
-    /// A person with a browser (or the tenant's app).
-    HumanBrowser,
-    /// Hard negative: people behind an office/carrier NAT, without cookies or
-    /// cache, referers stripped, often aging browsers, some power users.
-    HumanNat,
-    /// Hard negative: people using remote browser isolation (headless Chrome
-    /// in a data centre) with human timing.
-    HumanHeadless,
-    /// Search-engine, SEO, AI and preview crawlers.
-    BenignCrawler,
-    /// Uptime monitors.
-    UptimeMonitor,
-    /// Scripts with library or fake agents walking the catalogue fast.
-    SimpleScraper,
-    /// Browser agents, rotating residential IPs, human-ish timing.
-    AdvancedScraper,
-    /// Many logins with leaked credentials (≥ 98 % failures), burst or low-and-slow.
-    CredentialStuffer,
-    /// Many passwords against one account.
-    BruteForcer,
-    /// Many small payments with stolen cards, mostly declined.
-    CardTester,
-    /// Hammering hot products and the cart at drop time.
-    Scalper,
-    /// Ad clicks that land and leave.
-    ClickFraud,
-    /// Probing for vulnerable paths.
-    VulnScanner,
-}
-
-impl Archetype {
-    /// Every archetype.
-    pub const ALL: [Archetype; 13] = [
-        Self::HumanBrowser,
-        Self::HumanNat,
-        Self::HumanHeadless,
-        Self::BenignCrawler,
-        Self::UptimeMonitor,
-        Self::SimpleScraper,
-        Self::AdvancedScraper,
-        Self::CredentialStuffer,
-        Self::BruteForcer,
-        Self::CardTester,
-        Self::Scalper,
-        Self::ClickFraud,
-        Self::VulnScanner,
-    ];
-    /// Human archetypes.
-    pub const HUMANS: [Archetype; 3] = [Self::HumanBrowser, Self::HumanNat, Self::HumanHeadless];
-    /// Bot archetypes (the Dirichlet's components, in order).
-    pub const BOTS: [Archetype; 10] = [
-        Self::BenignCrawler,
-        Self::UptimeMonitor,
-        Self::SimpleScraper,
-        Self::AdvancedScraper,
-        Self::CredentialStuffer,
-        Self::BruteForcer,
-        Self::CardTester,
-        Self::Scalper,
-        Self::ClickFraud,
-        Self::VulnScanner,
-    ];
-
-    /// Automated traffic?
-    pub fn is_bot(self) -> bool {
-        !Self::HUMANS.contains(&self)
-    }
-
-    /// Stable name (labels files, tables).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::HumanBrowser => "human_browser",
-            Self::HumanNat => "human_nat_no_cache",
-            Self::HumanHeadless => "human_headless_rbi",
-            Self::BenignCrawler => "benign_crawler",
-            Self::UptimeMonitor => "uptime_monitor",
-            Self::SimpleScraper => "simple_scraper",
-            Self::AdvancedScraper => "advanced_scraper",
-            Self::CredentialStuffer => "credential_stuffer",
-            Self::BruteForcer => "brute_forcer",
-            Self::CardTester => "card_tester",
-            Self::Scalper => "scalper",
-            Self::ClickFraud => "click_fraud",
-            Self::VulnScanner => "vuln_scanner",
-        }
-    }
-
-    /// Position in [`Archetype::ALL`] (the dataset row tag).
-    pub fn id(self) -> u32 {
-        Self::ALL.iter().position(|&a| a == self).unwrap_or(0) as u32
-    }
-
-    /// Inverse of [`id`](Self::id).
-    pub fn from_id(id: u32) -> Option<Self> {
-        Self::ALL.get(id as usize).copied()
-    }
-}
-
-impl std::str::FromStr for Archetype {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .iter()
-            .copied()
-            .find(|a| a.name() == s)
-            .ok_or_else(|| format!("unknown archetype {s:?}"))
-    }
-}
-
-impl std::fmt::Display for Archetype {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Bot archetype prior per tenant kind, in [`Archetype::BOTS`] order.
-pub const BOT_PRIORS: [[f64; 10]; 4] = [
-    // crawler monitor simple advanced stuffer brute card scalper click scanner
-    [2.0, 1.0, 2.0, 12.0, 1.5, 0.5, 1.5, 2.0, 5.0, 1.0], // e-commerce
-    [1.5, 1.0, 0.5, 6.0, 4.0, 1.0, 1.0, 0.1, 1.5, 1.5],  // bank
-    [1.5, 1.5, 1.0, 6.0, 3.0, 1.0, 1.5, 0.1, 2.5, 1.0],  // SaaS
-    [0.2, 1.5, 2.0, 8.0, 3.0, 1.0, 1.5, 2.0, 0.1, 1.5],  // API
-];
-
-/// Human archetype shares per tenant kind, in [`Archetype::HUMANS`] order.
-pub const HUMAN_MIX: [[f64; 3]; 4] = [
-    [0.90, 0.07, 0.03],
-    [0.82, 0.14, 0.04],
-    [0.86, 0.10, 0.04],
-    [0.94, 0.05, 0.01],
-];
 
 /// UTC offsets (minutes) tenants are drawn from.
 pub const UTC_OFFSETS: [i16; 10] = [-480, -300, -180, 0, 60, 120, 330, 480, 540, 600];
@@ -468,6 +308,30 @@ pub fn write_tenant(
             (a, a + rng.random_range(3_600_000..5 * 3_600_000))
         })
         .collect();
+    let campaign_pools: Vec<CampaignPool> = campaigns
+        .iter()
+        .map(|_| CampaignPool {
+            prefixes: (0..rng.random_range(2..6))
+                .map(|_| {
+                    let a = *agents::pick(&mut rng, agents::RESIDENTIAL_FIRST_OCTETS);
+                    [a, rng.random_range(0..=255u8), rng.random_range(0..=255u8)]
+                })
+                .collect(),
+            user_agents: (0..rng.random_range(1..4))
+                .map(|_| {
+                    let behind = rng.random_range(0..3);
+                    agents::browser_ua(
+                        &mut rng,
+                        cfg.start_unix_ms,
+                        agents::Device::Desktop,
+                        behind,
+                        false,
+                    )
+                })
+                .collect(),
+        })
+        .collect();
+    let targeted_accounts: Vec<String> = (0..3).map(|_| agents::hex_id(&mut rng)).collect();
     let expected_nat = profile.sessions as f64 * (1.0 - profile.bot_share) * profile.human_mix[1];
     let nat_pool: Vec<String> = (0..((expected_nat / 12.0).round() as usize).max(3))
         .map(|_| agents::ip(&mut rng, agents::Network::Residential))
@@ -486,6 +350,8 @@ pub fn write_tenant(
         nat_pool: &nat_pool,
         drops: &drops,
         campaigns: &campaigns,
+        campaign_pools: &campaign_pools,
+        targeted_accounts: &targeted_accounts,
     };
 
     let mut sessions: Vec<SimSession> = Vec::with_capacity(profile.sessions);
@@ -558,6 +424,7 @@ pub fn write_tenant(
         let rec = LabelRecord {
             session: key.unwrap_or_default(),
             archetype: s.archetype.name().to_string(),
+            class: Some(s.archetype.class()),
             is_bot: s.archetype.is_bot(),
             requests: s.requests.len(),
         };
@@ -623,14 +490,17 @@ pub fn generate_tenant(cfg: &SynthConfig, index: usize) -> io::Result<GeneratedT
 }
 
 impl GeneratedTenant {
-    /// Sessionizes the log and joins the labels (default reader and sessionizer settings).
+    /// Sessionizes the log and joins the labels (default reader and
+    /// sessionizer settings, the synthetic Internet's AS plan and crawler
+    /// ranges as the tenant's network files: [`netplan::enrichment`]).
     pub fn labelled_sessions(&self) -> io::Result<LabelledSessions> {
         let labels = read_labels(self.labels.as_slice())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        join_labels(
+        join_labels_with(
             self.log.as_slice(),
             ReaderConfig::with_format(LogFormat::Auto),
             SessionConfig::default(),
+            netplan::enrichment(),
             &labels,
         )
     }
@@ -644,8 +514,13 @@ pub fn tenant_file_names(index: usize) -> (String, String) {
     )
 }
 
-/// Writes every tenant's log and labels into `dir` (created if missing) and
-/// a `manifest.json` with the configuration and each tenant's summary.
+/// File name of the synthetic AS database [`write_dir`] writes.
+pub const ASN_DB_FILE: &str = "asn.tsv";
+
+/// Writes every tenant's log and labels into `dir` (created if missing),
+/// the synthetic Internet's network files ([`ASN_DB_FILE`],
+/// `crawler-ranges/{googlebot,bingbot}.json`) and a `manifest.json` with the
+/// configuration and each tenant's summary.
 pub fn write_dir(cfg: &SynthConfig, dir: &Path) -> io::Result<Vec<TenantSummary>> {
     cfg.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -659,15 +534,34 @@ pub fn write_dir(cfg: &SynthConfig, dir: &Path) -> io::Result<Vec<TenantSummary>
         log.flush()?;
         labels.flush()?;
     }
+    // The tenants' network files: the AS database and crawler ranges of the
+    // synthetic Internet (`data.asn_db`, `data.crawler_ranges`).
+    std::fs::write(dir.join(ASN_DB_FILE), netplan::asn_tsv())?;
+    std::fs::create_dir_all(dir.join("crawler-ranges"))?;
+    std::fs::write(
+        dir.join("crawler-ranges/googlebot.json"),
+        netplan::GOOGLEBOT_JSON,
+    )?;
+    std::fs::write(
+        dir.join("crawler-ranges/bingbot.json"),
+        netplan::BINGBOT_JSON,
+    )?;
     #[derive(Serialize)]
     struct Manifest<'a> {
         generator: &'static str,
         config: &'a SynthConfig,
+        asn_db: &'static str,
+        crawler_ranges: [&'static str; 2],
         tenants: &'a [TenantSummary],
     }
     let manifest = Manifest {
         generator: concat!("fedsec-detector ", env!("CARGO_PKG_VERSION")),
         config: cfg,
+        asn_db: ASN_DB_FILE,
+        crawler_ranges: [
+            "crawler-ranges/googlebot.json",
+            "crawler-ranges/bingbot.json",
+        ],
         tenants: &out,
     };
     let mut f = io::BufWriter::new(std::fs::File::create(dir.join("manifest.json"))?);

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use fedsec_detector::dataset::Dataset;
 use fedsec_detector::logs::{LogFormat, ReaderConfig, clf, json};
 use fedsec_detector::session::SessionConfig;
-use fedsec_detector::synth::{self, SynthConfig, join_labels, read_labels, tenant_file_names};
+use fedsec_detector::synth::{
+    self, SynthConfig, join_labels_with, netplan, read_labels, tenant_file_names,
+};
 
 use crate::data::TenantData;
 use crate::error::{Error, Result};
@@ -81,10 +83,11 @@ fn sessions(log: &[u8], labels: &[u8], tenant: usize) -> Result<Dataset> {
         tenant,
         message: e.to_string(),
     })?;
-    let ls = join_labels(
+    let ls = join_labels_with(
         log,
         ReaderConfig::with_format(LogFormat::Auto),
         SessionConfig::default(),
+        netplan::enrichment(),
         &labels,
     )
     .map_err(|e| Error::Synth {

@@ -15,7 +15,7 @@
 //! Model size: client-level DP needs the noise on the averaged update,
 //! ‖N(0, (z·C)² I_d)‖ / m ≈ z·C·√d / m, to stay below C. With the defaults
 //! (m = 60, z ≈ 2.5 for ε = 3 over 50 rounds) that allows √d < 24; the demo
-//! trains an MLP 38 → 8 → 1 with d = 321 parameters (noise ≈ 0.74·C).
+//! trains an MLP 51 → 8 → 1 with d = 425 parameters (noise ≈ 0.86·C).
 
 pub mod data;
 pub mod report;
@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use fedsec_client::{
-    DataOptions, DataSource, Event, LabelledLog, Participant, PrivacyPolicy, Timing,
+    DataOptions, DataSource, Event, LabelledLog, Participant, PrivacyPolicy, SharedEnrichment,
+    Timing,
 };
 use fedsec_coordinator::config::{
     ClippingSpec, LocalOptimizerKind, ServerOptimizerSpec, TrainingSpec,
@@ -358,6 +359,10 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
                 holdout_fraction: 0.0,
                 min_examples: 10,
                 rescan_interval: Duration::from_secs(3600),
+                // The synthetic Internet's AS plan and crawler ranges, loaded once.
+                network: Some(SharedEnrichment(
+                    fedsec_detector::synth::netplan::enrichment(),
+                )),
                 ..DataOptions::default()
             })
             .policy(PrivacyPolicy::new(cfg.epsilon + 1.0, cfg.delta))

@@ -123,7 +123,11 @@ pub fn write(o: &DemoOutcome, holdout: &HoldoutSet) -> Result<()> {
             format!(
                 "{}{} (n={})",
                 r.archetype,
-                if r.bot { "" } else { " [human]" },
+                match r.class.as_str() {
+                    "abusive_bot" => "",
+                    "good_bot" => " [good bot]",
+                    _ => " [human]",
+                },
                 r.sessions
             )
         })
@@ -143,7 +147,7 @@ pub fn write(o: &DemoOutcome, holdout: &HoldoutSet) -> Result<()> {
         (900, 620),
         &BarChart {
             title: "Per-archetype recall at 1 % false-positive rate".into(),
-            caption: "share of each archetype's held-out sessions flagged; for [human] archetypes it is a false-positive rate"
+            caption: "share of each archetype's held-out sessions flagged as abuse; for [human] and [good bot] archetypes it is a false-positive rate"
                 .into(),
             categories: cats,
             groups: vec![
@@ -297,7 +301,7 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
         ],
         &rows,
     );
-    s += "\n## Per-archetype recall\n\nAt the threshold that flags 1 % of held-out human sessions.\n\n";
+    s += "\n## Per-archetype recall\n\nAt the threshold that flags 1 % of held-out non-abusive sessions (humans and good bots; the model scores abuse).\n\n";
     let rows: Vec<Vec<String>> = o
         .recall_federated
         .iter()
@@ -309,7 +313,7 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
                 .map_or(f64::NAN, |c| c.flagged);
             vec![
                 r.archetype.clone(),
-                if r.bot { "bot".into() } else { "human".into() },
+                r.class.replace('_', " "),
                 r.sessions.to_string(),
                 f3(r.flagged),
                 f3(c),
@@ -319,7 +323,7 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
     s += &markdown_table(
         &[
             "archetype",
-            "kind",
+            "class",
             "held-out sessions",
             "flagged (federated)",
             "flagged (centralised)",

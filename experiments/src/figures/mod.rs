@@ -84,10 +84,10 @@ pub struct Setup {
 pub const DELTA: f64 = 1e-6;
 /// Target ε of the fixed-budget experiments (and the demo).
 pub const TARGET_EPSILON: f64 = 3.0;
-/// Hidden units of the MLP every experiment trains (d = 38·8 + 8 + 8 + 1 = 321).
+/// Hidden units of the MLP every experiment trains (d = 51·8 + 8 + 8 + 1 = 425).
 pub const HIDDEN: u32 = 8;
 
-/// The model: MLP 38 → 8 → 1.
+/// The model: MLP 51 → 8 → 1.
 pub fn model() -> ModelSpec {
     ModelSpec::mlp(NUM_FEATURES as u32, [HIDDEN])
 }

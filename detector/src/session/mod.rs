@@ -15,12 +15,23 @@
 //! Each session is identified by a [`SessionKey`]: its identity plus the
 //! timestamp of its first request. The synthetic generator writes the same key
 //! into its labels file, which makes the join between logs and labels exact.
+//!
+//! Every request also goes into the cross-session [`Windows`], and when a
+//! session closes its [`SessionContext`] is read from them: what its client,
+//! prefix, user agent, accounts and AS did in the hour before it ended, and
+//! whether it is a verified crawler ([`crate::network`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use crate::logs::{LogRecord, Method, Outcome};
+use crate::logs::{Action, LogRecord, Method, Outcome};
+use crate::network::{CrawlerCheck, Enrichment, WindowConfig, WindowCounts, WindowEvent, Windows};
 use crate::paths::{self, PathInfo};
+
+/// Most distinct accounts remembered per session.
+pub const MAX_SESSION_ACCOUNTS: usize = 16;
 
 /// Sessionizer limits.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,6 +45,8 @@ pub struct SessionConfig {
     /// Most requests kept per session (default 10 000); the next request
     /// starts a new session ([`CloseReason::RequestCap`]).
     pub max_requests_per_session: usize,
+    /// Cross-session windows (their `lag_ms` is set to the idle timeout).
+    pub windows: WindowConfig,
 }
 
 impl Default for SessionConfig {
@@ -42,6 +55,7 @@ impl Default for SessionConfig {
             idle_timeout_ms: 30 * 60 * 1000,
             max_open_sessions: 100_000,
             max_requests_per_session: 10_000,
+            windows: WindowConfig::default(),
         }
     }
 }
@@ -135,13 +149,43 @@ impl Request {
     }
 }
 
+/// What the cross-session windows and the tenant's network files say about
+/// a session, read when it closed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SessionContext {
+    /// Window counts over the hour before the session's end.
+    pub counts: WindowCounts,
+    /// Verified-crawler verdict.
+    pub crawler: CrawlerCheck,
+    /// Crawler ranges were supplied.
+    pub crawler_ranges_loaded: bool,
+}
+
+impl Default for SessionContext {
+    fn default() -> Self {
+        Self {
+            counts: WindowCounts::default(),
+            crawler: CrawlerCheck::Unknown,
+            crawler_ranges_loaded: false,
+        }
+    }
+}
+
 /// A closed session.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     /// Identity and start.
     pub key: SessionKey,
-    /// Client IP of the first request.
+    /// Client key of the first request (address, or host name).
     pub ip: String,
+    /// Client address of the first request (`None` for a host name).
+    pub addr: Option<IpAddr>,
+    /// Autonomous system (logged, or from the tenant's database).
+    pub asn: Option<u32>,
+    /// Hashes of the distinct accounts seen (at most [`MAX_SESSION_ACCOUNTS`]).
+    pub accounts: Vec<u64>,
+    /// Cross-session context, read at close.
+    pub context: SessionContext,
     /// User agent of the first request.
     pub user_agent: String,
     /// Requests in arrival order.
@@ -152,7 +196,7 @@ pub struct Session {
     pub saw_user: bool,
     /// Some request carried an `outcome` field.
     pub saw_outcome: bool,
-    /// Some request carried an `asn`.
+    /// An AS is known for some request (logged or from the database).
     pub saw_asn: bool,
     /// Why it was closed.
     pub close_reason: CloseReason,
@@ -193,15 +237,40 @@ pub struct Sessionizer {
     key_buf: String,
     closed: VecDeque<Session>,
     open_count: usize,
+    windows: Windows,
+    enrichment: Arc<Enrichment>,
+}
+
+fn login_flags(r: &Request) -> (bool, bool) {
+    let login = match r.outcome.and_then(|o| o.action) {
+        Some(a) => a == Action::Login,
+        None => r.path.login,
+    };
+    let failed = login
+        && match r.outcome {
+            Some(o) => !o.success,
+            None => r.status >= 400,
+        };
+    (login, failed)
 }
 
 impl Sessionizer {
-    /// A sessionizer with the given limits (values below 1 are raised to 1).
-    pub fn new(mut config: SessionConfig) -> Self {
+    /// A sessionizer with the given limits (values below 1 are raised to 1)
+    /// and no network files.
+    pub fn new(config: SessionConfig) -> Self {
+        Self::with_enrichment(config, Arc::new(Enrichment::default()))
+    }
+
+    /// A sessionizer that looks up ASes and crawler ranges in `enrichment`.
+    pub fn with_enrichment(mut config: SessionConfig, enrichment: Arc<Enrichment>) -> Self {
         config.idle_timeout_ms = config.idle_timeout_ms.max(1);
         config.max_open_sessions = config.max_open_sessions.max(1);
         config.max_requests_per_session = config.max_requests_per_session.max(1);
+        config.windows.lag_ms = config.idle_timeout_ms;
+        let windows = Windows::new(config.windows.clone());
         Self {
+            windows,
+            enrichment,
             config,
             index: HashMap::new(),
             slots: Vec::new(),
@@ -240,10 +309,35 @@ impl Sessionizer {
         self.closed.drain(..)
     }
 
+    /// The cross-session windows.
+    pub fn windows(&self) -> &Windows {
+        &self.windows
+    }
+
+    /// Counts a malformed line against its client (the stream clock's time).
+    pub fn note_malformed(&mut self, client: Option<&str>) {
+        if let Some(c) = client {
+            self.windows.note_malformed(c);
+        }
+    }
+
     /// Adds one request; may close sessions (idle, capped or evicted).
     pub fn push(&mut self, rec: &LogRecord<'_>) {
         let ts = rec.ts_ms;
         self.now_ms = self.now_ms.max(ts);
+        let request = Request::from_record(rec);
+        let asn = self.enrichment.asn_of(rec.asn, rec.addr);
+        let (login, login_failed) = login_flags(&request);
+        self.windows.push(&WindowEvent {
+            ts_ms: ts,
+            client: &rec.ip,
+            addr: rec.addr,
+            user_agent: &rec.user_agent,
+            user: rec.user.as_deref(),
+            asn,
+            login,
+            login_failed,
+        });
         self.key_buf.clear();
         match &rec.session_id {
             Some(id) => {
@@ -257,7 +351,6 @@ impl Sessionizer {
                 self.key_buf.push_str(&rec.user_agent);
             }
         }
-        let request = Request::from_record(rec);
         if let Some(&slot) = self.index.get(self.key_buf.as_str()) {
             let (expired, full) = match &self.slots[slot] {
                 Some(open) => (
@@ -277,7 +370,11 @@ impl Sessionizer {
                 s.saw_session_id |= rec.session_id.is_some();
                 s.saw_user |= rec.user.is_some();
                 s.saw_outcome |= rec.outcome_present;
-                s.saw_asn |= rec.asn.is_some();
+                s.saw_asn |= asn.is_some();
+                if s.asn.is_none() {
+                    s.asn = asn;
+                }
+                note_account(&mut s.accounts, rec.user.as_deref());
                 self.expire();
                 return;
             }
@@ -285,11 +382,11 @@ impl Sessionizer {
         if self.open_count >= self.config.max_open_sessions {
             self.evict_one();
         }
-        self.open_new(rec, request);
+        self.open_new(rec, request, asn);
         self.expire();
     }
 
-    fn open_new(&mut self, rec: &LogRecord<'_>, request: Request) {
+    fn open_new(&mut self, rec: &LogRecord<'_>, request: Request, asn: Option<u32>) {
         let identity = match &rec.session_id {
             Some(id) => SessionIdentity::SessionId(id.to_string()),
             None => SessionIdentity::IpUa {
@@ -303,14 +400,20 @@ impl Sessionizer {
                 identity,
             },
             ip: rec.ip.to_string(),
+            addr: rec.addr,
+            asn,
+            accounts: Vec::new(),
+            context: SessionContext::default(),
             user_agent: rec.user_agent.to_string(),
             requests: vec![request],
             saw_session_id: rec.session_id.is_some(),
             saw_user: rec.user.is_some(),
             saw_outcome: rec.outcome_present,
-            saw_asn: rec.asn.is_some(),
+            saw_asn: asn.is_some(),
             close_reason: CloseReason::EndOfInput,
         };
+        let mut session = session;
+        note_account(&mut session.accounts, rec.user.as_deref());
         let generation = self.next_generation;
         self.next_generation += 1;
         let map_key: Box<str> = self.key_buf.as_str().into();
@@ -342,6 +445,18 @@ impl Sessionizer {
             self.open_count -= 1;
             let mut s = open.session;
             s.close_reason = reason;
+            s.context = SessionContext {
+                counts: self.windows.query(
+                    s.end_ms(),
+                    &s.ip,
+                    s.addr,
+                    &s.user_agent,
+                    &s.accounts,
+                    s.asn,
+                ),
+                crawler: self.enrichment.crawlers.check(&s.user_agent, s.addr),
+                crawler_ranges_loaded: !self.enrichment.crawlers.is_empty(),
+            };
             self.closed.push_back(s);
         }
     }
@@ -400,6 +515,15 @@ impl Sessionizer {
     }
 }
 
+fn note_account(accounts: &mut Vec<u64>, user: Option<&str>) {
+    if let Some(u) = user {
+        let h = paths::fnv1a(u.as_bytes());
+        if accounts.len() < MAX_SESSION_ACCOUNTS && !accounts.contains(&h) {
+            accounts.push(h);
+        }
+    }
+}
+
 /// Reads a whole log: every record goes through `sessionizer`, every closed
 /// session (including those open at the end) to `on_session`, every
 /// malformed line to `on_malformed`. Returns the reader's counters.
@@ -413,7 +537,10 @@ pub fn sessionize<R: std::io::BufRead>(
     while let Some(ev) = reader.next_event()? {
         match ev {
             LineEvent::Record(r) => sessionizer.push(&r),
-            LineEvent::Malformed(m) => on_malformed(&m),
+            LineEvent::Malformed(m) => {
+                sessionizer.note_malformed(m.client.as_deref());
+                on_malformed(&m)
+            }
         }
         while let Some(s) = sessionizer.pop_closed() {
             on_session(s);
@@ -433,127 +560,4 @@ impl Default for Sessionizer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::borrow::Cow;
-
-    fn rec(ts_s: i64, ip: &str, ua: &str, sid: Option<&str>) -> LogRecord<'static> {
-        LogRecord {
-            ts_ms: ts_s * 1000,
-            utc_offset_min: 0,
-            ip: Cow::Owned(ip.into()),
-            method: Method::Get,
-            path: Cow::Borrowed("/"),
-            status: 200,
-            bytes: 10,
-            referer: Cow::Borrowed(""),
-            user_agent: Cow::Owned(ua.into()),
-            session_id: sid.map(|s| Cow::Owned(s.into())),
-            user: None,
-            outcome: None,
-            outcome_present: false,
-            asn: None,
-        }
-    }
-
-    fn all(s: &mut Sessionizer) -> Vec<Session> {
-        s.finish();
-        s.drain_closed().collect()
-    }
-
-    #[test]
-    fn keys_and_idle_timeout() {
-        let mut s = Sessionizer::default();
-        s.push(&rec(0, "1.1.1.1", "a", None));
-        s.push(&rec(10, "1.1.1.1", "b", None)); // other UA: other session
-        s.push(&rec(1800, "1.1.1.1", "a", None)); // exactly 30 min: same session
-        s.push(&rec(20, "2.2.2.2", "a", Some("x")));
-        s.push(&rec(30, "3.3.3.3", "c", Some("x"))); // same sid, other IP: same session
-        assert_eq!(s.open_sessions(), 3);
-        s.push(&rec(3601, "1.1.1.1", "a", None)); // 1801 s after: new session
-        let sessions = all(&mut s);
-        let mut summary: Vec<(String, usize)> = sessions
-            .iter()
-            .map(|x| (x.key.to_string(), x.requests.len()))
-            .collect();
-        summary.sort();
-        let a = format!("{:016x}", paths::fnv1a(b"a"));
-        let b = format!("{:016x}", paths::fnv1a(b"b"));
-        assert_eq!(
-            summary,
-            vec![
-                (format!("ipua:0:1.1.1.1:{a}"), 2),
-                (format!("ipua:10000:1.1.1.1:{b}"), 1),
-                (format!("ipua:3601000:1.1.1.1:{a}"), 1),
-                ("sid:20000:x".to_string(), 2),
-            ]
-        );
-    }
-
-    #[test]
-    fn idle_sessions_are_flushed_as_time_passes() {
-        let mut s = Sessionizer::default();
-        for i in 0..1000 {
-            s.push(&rec(
-                i,
-                &format!("10.0.{}.{}", i / 256, i % 256),
-                "ua",
-                None,
-            ));
-        }
-        assert_eq!(s.open_sessions(), 1000);
-        assert_eq!(s.closed_len(), 0);
-        // A request 31 minutes after the first ones flushes the early sessions.
-        s.push(&rec(1000 + 1801, "9.9.9.9", "ua", None));
-        assert_eq!(s.closed_len(), 1000);
-        assert_eq!(s.open_sessions(), 1);
-        assert!(
-            s.drain_closed()
-                .all(|x| x.close_reason == CloseReason::Idle)
-        );
-        s.flush_idle(1_000_000_000);
-        assert_eq!(s.open_sessions(), 0);
-    }
-
-    #[test]
-    fn memory_bounds() {
-        let mut s = Sessionizer::new(SessionConfig {
-            max_open_sessions: 10,
-            max_requests_per_session: 3,
-            ..SessionConfig::default()
-        });
-        for i in 0..7 {
-            s.push(&rec(i, "1.1.1.1", "ua", None));
-        }
-        for i in 0..20 {
-            s.push(&rec(10, &format!("10.0.0.{i}"), "ua", None));
-            assert!(s.open_sessions() <= 10);
-        }
-        let sessions = all(&mut s);
-        let capped: Vec<_> = sessions
-            .iter()
-            .filter(|x| x.close_reason == CloseReason::RequestCap)
-            .collect();
-        assert_eq!(capped.len(), 2);
-        assert!(capped.iter().all(|x| x.requests.len() == 3));
-        let evicted = sessions
-            .iter()
-            .filter(|x| x.close_reason == CloseReason::Evicted)
-            .count();
-        assert_eq!(evicted, 11);
-        let total: usize = sessions.iter().map(|x| x.requests.len()).sum();
-        assert_eq!(total, 27);
-    }
-
-    #[test]
-    fn late_requests_of_an_idle_session_start_a_new_one() {
-        let mut s = Sessionizer::default();
-        s.push(&rec(0, "1.1.1.1", "a", None));
-        s.push(&rec(5000, "2.2.2.2", "a", None));
-        // Out-of-order line for the first identity, far in the past relative to
-        // the clock: the first session was already flushed.
-        s.push(&rec(100, "1.1.1.1", "a", None));
-        let sessions = all(&mut s);
-        assert_eq!(sessions.len(), 3);
-    }
-}
+mod tests;

@@ -8,7 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use fedsec_detector::logs::LogFormat;
+use fedsec_detector::logs::{Cidr, JsonFields, RealIpHeader};
+use fedsec_detector::network::CrawlerRangesFile;
 use fedsec_proto::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
@@ -94,9 +95,30 @@ pub struct DataConfig {
     /// Only sessions handed in by an embedding host (not useful for the CLI).
     #[serde(default)]
     pub host: bool,
-    /// `auto` (default), `clf` or `json`.
+    /// Log syntax: `auto` (default), `json`, `clf`, a preset (`combined`,
+    /// `main`, `common`, `vhost_combined`) or the server's format string in
+    /// nginx `log_format` / Apache `LogFormat` syntax.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    /// Field names of JSON logs (`[data.json_fields]`; default the
+    /// detector's own names).
     #[serde(default)]
-    pub format: LogFormat,
+    pub json_fields: JsonFields,
+    /// CIDRs of proxies whose forwarding headers are believed. Default:
+    /// loopback and private ranges; `[]` trusts nobody.
+    #[serde(default = "default_trusted_proxies")]
+    pub trusted_proxies: Vec<Cidr>,
+    /// Header naming the client behind a trusted proxy: `x_forwarded_for`
+    /// (default), `x_real_ip`, `cf_connecting_ip`.
+    #[serde(default)]
+    pub real_ip_header: RealIpHeader,
+    /// AS database: a MaxMind `.mmdb` or an iptoasn TSV. Default none.
+    #[serde(default)]
+    pub asn_db: Option<PathBuf>,
+    /// Crawler IP-range files: `[{ file = "googlebot.json" }, { file =
+    /// "bingbot.json", user_agent = "bingbot" }]`. Default none.
+    #[serde(default)]
+    pub crawler_ranges: Vec<CrawlerRangesFile>,
     /// Share of examples kept aside as the local holdout. Default 0.2.
     #[serde(default = "default_holdout")]
     pub holdout_fraction: f64,
@@ -114,6 +136,12 @@ pub struct DataConfig {
     pub session_idle_timeout_ms: i64,
 }
 
+fn default_trusted_proxies() -> Vec<Cidr> {
+    fedsec_detector::logs::ClientIpPolicy::default().trusted_proxies
+}
+fn default_log_format() -> String {
+    "auto".into()
+}
 fn default_log_suffix() -> String {
     ".log".into()
 }
@@ -271,6 +299,12 @@ impl ClientConfig {
         if let Some(d) = &mut self.data.watch_dir {
             fix(d);
         }
+        if let Some(p) = &mut self.data.asn_db {
+            fix(p);
+        }
+        for c in &mut self.data.crawler_ranges {
+            fix(&mut c.file);
+        }
     }
 
     /// Checks values that do not need the file system; the error names the key.
@@ -296,6 +330,12 @@ impl ClientConfig {
                 "data.rescan_interval_ms",
                 "must be at least 1",
             ));
+        }
+        if let Err(e) = fedsec_detector::logs::ReaderConfig::from_log_format(&d.log_format) {
+            return Err(ConfigError::invalid("data.log_format", e.problem));
+        }
+        if let Err(e) = d.json_fields.validate() {
+            return Err(ConfigError::invalid("data.json_fields", e));
         }
         if d.session_idle_timeout_ms < 1000 {
             return Err(ConfigError::invalid(
@@ -343,26 +383,37 @@ impl ClientConfig {
         }
     }
 
+    /// The `[data]` reading and keeping options.
+    pub fn data_options(&self) -> DataOptions {
+        let d = &self.data;
+        DataOptions {
+            log_format: d.log_format.clone(),
+            json_fields: d.json_fields.clone(),
+            trusted_proxies: Some(d.trusted_proxies.clone()),
+            real_ip_header: d.real_ip_header,
+            asn_db: d.asn_db.clone(),
+            crawler_ranges: d.crawler_ranges.clone(),
+            network: None,
+            sessions: fedsec_detector::session::SessionConfig {
+                idle_timeout_ms: d.session_idle_timeout_ms,
+                ..Default::default()
+            },
+            holdout_fraction: d.holdout_fraction,
+            max_examples: d.max_examples,
+            min_examples: d.min_examples,
+            rescan_interval: Duration::from_millis(d.rescan_interval_ms),
+        }
+    }
+
     /// A participant builder with everything from this file.
     pub fn builder(&self) -> ParticipantBuilder {
-        let d = &self.data;
         let t = &self.timing;
         let ms = Duration::from_millis;
         let mut b = crate::Participant::builder()
             .endpoint(&self.endpoint)
             .tls_files(self.tls.clone())
             .data(self.data_source())
-            .data_options(DataOptions {
-                format: d.format,
-                sessions: fedsec_detector::session::SessionConfig {
-                    idle_timeout_ms: d.session_idle_timeout_ms,
-                    ..Default::default()
-                },
-                holdout_fraction: d.holdout_fraction,
-                max_examples: d.max_examples,
-                min_examples: d.min_examples,
-                rescan_interval: ms(d.rescan_interval_ms),
-            })
+            .data_options(self.data_options())
             .policy(self.privacy.clone())
             .training_limits(self.training.clone())
             .state_dir(&self.state_dir)
@@ -383,120 +434,4 @@ impl ClientConfig {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MINIMAL: &str = r#"
-endpoint = "https://localhost:7443"
-[tls]
-ca = "pki/ca.pem"
-cert = "pki/clients/client-0001.pem"
-key = "pki/clients/client-0001.key"
-[data]
-watch_dir = "logs"
-[privacy]
-max_epsilon = 8.0
-"#;
-
-    #[test]
-    fn minimal_config_gets_the_documented_defaults() {
-        let c = ClientConfig::from_toml_str(MINIMAL).unwrap();
-        assert_eq!(c.state_dir, PathBuf::from("fedsec-client-state"));
-        assert_eq!(c.job, None);
-        assert_eq!(c.privacy.delta, 1e-5);
-        assert_eq!(c.privacy.min_noise_multiplier, 0.5);
-        assert!(c.privacy.refuse_noise_disabled && c.privacy.amplification);
-        assert_eq!(c.privacy.accountant, crate::AccountantKind::Pld);
-        assert_eq!(c.data.holdout_fraction, 0.2);
-        assert_eq!(c.data.min_examples, 20);
-        assert_eq!(c.data.log_suffix, ".log");
-        assert_eq!(c.timing, TimingConfig::default());
-        assert_eq!(c.data_source(), DataSource::watch_dir("logs"));
-    }
-
-    #[test]
-    fn errors_name_the_key() {
-        let cases = [
-            (
-                MINIMAL.replace("max_epsilon = 8.0", "max_epsilon = -1.0"),
-                "privacy.max_epsilon",
-            ),
-            (MINIMAL.replace("https://", "http://"), "endpoint"),
-            (
-                MINIMAL.replace("watch_dir = \"logs\"", "watch_dir = \"logs\"\nhost = true"),
-                "data",
-            ),
-            (
-                format!("{MINIMAL}\n[timing]\nrpc_timeout_ms = 0\n"),
-                "timing.rpc_timeout_ms",
-            ),
-            (
-                format!("{MINIMAL}\n[training]\nmax_local_epochs = 0\n"),
-                "training.max_local_epochs",
-            ),
-        ];
-        for (text, key) in cases {
-            let e = ClientConfig::from_toml_str(&text).unwrap_err();
-            assert_eq!(e.key(), Some(key), "{e}");
-        }
-        // Unknown keys and missing required keys: the parser names them.
-        let e = ClientConfig::from_toml_str(&format!("{MINIMAL}\nbogus = 1\n")).unwrap_err();
-        assert!(e.to_string().contains("bogus"), "{e}");
-        let e = ClientConfig::from_toml_str(&MINIMAL.replace("max_epsilon = 8.0", "")).unwrap_err();
-        assert!(e.to_string().contains("max_epsilon"), "{e}");
-    }
-
-    #[test]
-    fn the_example_file_parses_and_states_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("client.example.toml");
-        let c = ClientConfig::load(&path).unwrap();
-        assert_eq!(c.job.as_deref(), Some("bot-detector"));
-        assert_eq!(c.privacy.max_epsilon, 8.0);
-        // Uncommenting every commented default must not change anything.
-        let text = std::fs::read_to_string(&path).unwrap();
-        let uncommented: String = text
-            .lines()
-            .map(|l| {
-                let t = l.trim_start();
-                let is_key = t.starts_with("# ")
-                    && t[2..].split_once(" = ").is_some_and(|(k, _)| {
-                        !k.contains(' ') && k.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_')
-                    });
-                if is_key
-                    && !t.contains("files =")
-                    && !t.contains("max_clip_norm")
-                    && !t.contains("max_local_epochs")
-                    && !t.contains("max_steps")
-                    && !t.contains("max_examples_per_round")
-                {
-                    format!("{}\n", &t[2..])
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        let active = |t: &str| {
-            t.lines()
-                .filter(|l| !l.trim_start().starts_with('#') && l.contains(" = "))
-                .count()
-        };
-        assert!(
-            active(&uncommented) >= active(&text) + 20,
-            "the defaults were uncommented"
-        );
-        let d = ClientConfig::from_toml_str(&uncommented).unwrap();
-        let plain = ClientConfig::from_toml_str(&text).unwrap();
-        assert_eq!(d, plain, "{uncommented}");
-    }
-
-    #[test]
-    fn relative_paths_follow_the_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("client.toml");
-        std::fs::write(&p, MINIMAL).unwrap();
-        let c = ClientConfig::load(&p).unwrap();
-        assert_eq!(c.tls.ca, dir.path().join("pki/ca.pem"));
-        assert_eq!(c.state_dir, dir.path().join("fedsec-client-state"));
-        assert_eq!(c.data.watch_dir, Some(dir.path().join("logs")));
-    }
-}
+mod tests;
