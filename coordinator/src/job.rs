@@ -367,8 +367,8 @@ async fn step(
     // contributions to the sum, whose rounding the sensitivity carries.
     let current = job.current();
     let clip_norm = current.clip_norm;
-    let population = engine.clients.selectable();
-    let max_summands = population.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
+    let selectable = engine.clients.selectable();
+    let max_summands = selectable.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
     let planned = job.planned_charge(round, &res, clip_norm, max_summands);
     let mut history = status.charges.clone();
     history.push(planned);
@@ -402,7 +402,7 @@ async fn step(
         let id = job_id.clone();
         engine.db(move |s| s.next_attempt(&id, round)).await?
     };
-    let selected: HashSet<String> = population
+    let selected: HashSet<String> = selectable
         .into_iter()
         .filter(|c| {
             engine
