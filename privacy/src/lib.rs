@@ -31,7 +31,10 @@ pub use adaptive::{
     AdaptiveClipState, AdaptiveError, effective_noise_multiplier, update_noise_multiplier,
 };
 pub use calibrate::{CalibrationError, calibrate_noise_multiplier, max_rounds};
-pub use clip::{ClipError, ClipOutcome, Measured, clip_and_accumulate, clip_in_place, l2_norm};
+pub use clip::{
+    ClipError, ClipOutcome, Measured, accumulation_inflation, clip_and_accumulate, clip_in_place,
+    l2_norm,
+};
 pub use noise::{
     DiscreteGaussianNoise, GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian, SimulationGaussian,
 };
