@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedsec_privacy::{AdaptiveClipState, EmpiricalAudit, GaussianNoise, RoundCharge};
+use fedsec_privacy::{
+    AdaptiveClipState, EmpiricalAudit, GaussianNoise, RoundCharge, accumulation_inflation,
+};
 use fedsec_proto::tensor::{TensorDigest, digest, le_bytes};
 use fedsec_proto::v1;
 use tokio::sync::{Notify, watch};
@@ -258,9 +260,20 @@ impl JobRuntime {
         }
     }
 
-    fn planned_charge(&self, round: u64, res: &Resolution, clip_norm: f64) -> RoundCharge {
+    /// The round's charge before it opens. The accounted sensitivity is
+    /// `C` plus the noise source's grid inflation plus the rounding of the
+    /// `f64` sum of at most `max_summands` contributions
+    /// ([`accumulation_inflation`]).
+    fn planned_charge(
+        &self,
+        round: u64,
+        res: &Resolution,
+        clip_norm: f64,
+        max_summands: u64,
+    ) -> RoundCharge {
         let inflation = if self.noise_enabled() {
             lock(&self.noise).sensitivity_inflation(self.dim)
+                + accumulation_inflation(clip_norm, max_summands)
         } else {
             0.0
         };
@@ -349,10 +362,14 @@ async fn step(
         return Ok(Flow::Stop);
     }
 
-    // 1. Plan.
+    // 1. Plan. The cohort is drawn from this snapshot of the selectable
+    // clients, so with the inserted canaries it bounds the number of
+    // contributions to the sum, whose rounding the sensitivity carries.
     let current = job.current();
     let clip_norm = current.clip_norm;
-    let planned = job.planned_charge(round, &res, clip_norm);
+    let selectable = engine.clients.selectable();
+    let max_summands = selectable.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
+    let planned = job.planned_charge(round, &res, clip_norm, max_summands);
     let mut history = status.charges.clone();
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
@@ -385,9 +402,7 @@ async fn step(
         let id = job_id.clone();
         engine.db(move |s| s.next_attempt(&id, round)).await?
     };
-    let selected: HashSet<String> = engine
-        .clients
-        .selectable()
+    let selected: HashSet<String> = selectable
         .into_iter()
         .filter(|c| {
             engine
@@ -527,6 +542,11 @@ async fn step(
     }
 
     // 5. Release.
+    if accepted > max_summands {
+        return Err(Error::Internal(format!(
+            "{accepted} updates accepted from a cohort drawn out of {max_summands}"
+        )));
+    }
     let clipped_fraction = closed.sum.clipped_fraction();
     let within_clip = closed.sum.within_clip();
     let sum = closed.sum.into_sum();
