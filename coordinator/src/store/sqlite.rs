@@ -588,6 +588,40 @@ impl Store for SqliteStore {
         Ok(conn.last_insert_rowid() as u64)
     }
 
+    fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let mut deleted = 0usize;
+        // By count: keep the newest `max_rows` (ids only grow: AUTOINCREMENT).
+        let newest: Option<i64> = tx
+            .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
+            .map_err(db)?;
+        if let Some(newest) = newest {
+            let cut = newest.saturating_sub(i64::try_from(max_rows).unwrap_or(i64::MAX));
+            deleted += tx
+                .execute("DELETE FROM audit WHERE id <= ?1", [cut])
+                .map_err(db)?;
+        }
+        // By age: events are appended in time order, so everything before
+        // the oldest event young enough goes. The scan stops at that event:
+        // its cost is the number of rows deleted.
+        let first_kept: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM audit WHERE unix_ms >= ?1 ORDER BY id LIMIT 1",
+                [before_unix_ms],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(db)?;
+        deleted += match first_kept {
+            Some(id) => tx.execute("DELETE FROM audit WHERE id < ?1", [id]),
+            None => tx.execute("DELETE FROM audit", []),
+        }
+        .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(deleted as u64)
+    }
+
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         let conn = self.conn();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);

@@ -340,3 +340,39 @@ fn audit_is_newest_first_and_filtered() {
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].event.detail, "2");
 }
+
+#[test]
+fn audit_retention_keeps_the_newest_rows_and_drops_old_ones() {
+    let s = SqliteStore::in_memory().unwrap();
+    for i in 0..50i64 {
+        s.append_audit(&NewAuditEvent {
+            unix_ms: 1000 + i,
+            kind: "k".into(),
+            job_id: String::new(),
+            client_id: String::new(),
+            detail: i.to_string(),
+        })
+        .unwrap();
+    }
+    // Row cap: 50 rows, keep 30.
+    assert_eq!(s.prune_audit(0, 30).unwrap(), 20);
+    let left = s.audit_events(None, 100).unwrap();
+    assert_eq!(left.len(), 30);
+    assert_eq!(left.last().unwrap().event.detail, "20", "the oldest kept");
+    // Age: everything before 1040 goes.
+    assert_eq!(s.prune_audit(1040, 1_000_000).unwrap(), 20);
+    assert_eq!(s.audit_events(None, 100).unwrap().len(), 10);
+    assert_eq!(s.prune_audit(1040, 1_000_000).unwrap(), 0, "idempotent");
+    // Nothing young enough: all go; ids keep growing afterwards.
+    assert_eq!(s.prune_audit(i64::MAX, 1_000_000).unwrap(), 10);
+    let id = s
+        .append_audit(&NewAuditEvent {
+            unix_ms: 1,
+            kind: "k".into(),
+            job_id: String::new(),
+            client_id: String::new(),
+            detail: String::new(),
+        })
+        .unwrap();
+    assert_eq!(id, 51);
+}
