@@ -431,8 +431,8 @@ pub struct PldEpsilon {
     pub error_delta: f64,
     /// Whether the PLD's error bound would have taken more than
     /// [`MAX_ERROR_SHARE`] of δ, so that ε is the RDP accountant's (a valid,
-    /// looser bound). Not seen in the tested range (q ≥ 1e-5, T ≤ 10⁶,
-    /// δ ≥ 1e-15); shown by the CLI when it happens.
+    /// looser bound), judged at the reported ε (see `discrete_epsilon`).
+    /// `budget epsilon` in the CLI says when it happens.
     pub rdp_fallback: bool,
 }
 
