@@ -134,3 +134,27 @@ fn a_non_binding_direction_is_judged_at_the_answer() {
     assert!(d.error_delta < 1e-4 * 1e-5, "{d:?}");
     assert!((d.epsilon / 0.3376 - 1.0).abs() < 1e-3, "{d:?}");
 }
+
+#[test]
+fn a_large_tilt_on_a_wide_support_costs_little_error() {
+    // The add direction of q = 0.001, z = 0.5, T = 1 at δ = 1e-5: support
+    // [−9.6, 0.001], tilt at its maximum (1e6). Charging every entry the
+    // exponent error of the farthest one booked err ≈ 4.3e-9; weighted by
+    // mass it is ~1e-12. (At that direction's own ε the error term is still
+    // most of δ whatever err is: with λ = 1e6 the weight exp(ln Z − λε)
+    // grows e^(λh) per grid step, so the ε found is where it reaches δ. That
+    // direction does not decide the answer, where the term is ~0; see
+    // `a_non_binding_direction_is_judged_at_the_answer`.)
+    let m = Mechanism {
+        sampling_rate: 0.001,
+        noise_multiplier: 0.5,
+    };
+    let rounds = rounds_of(&[(m, 1)]);
+    let h = choose_interval(&rounds).unwrap();
+    let tilts = choose_tilts(&rounds, Target::Delta(1e-5)).unwrap();
+    let Ok((_, add)) = compose_plan(&rounds, h, tilts) else {
+        panic!("composition failed");
+    };
+    assert!(add.lambda > 1e5, "{}", add.lambda);
+    assert!(add.err < 1e-11, "{}", add.err);
+}
