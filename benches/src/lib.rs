@@ -94,6 +94,8 @@ pub fn bench_config(data_dir: &std::path::Path) -> CoordinatorConfig {
     };
     config.metrics.enabled = false;
     config.rate_limits.enabled = false;
+    // Every bench client connects from 127.0.0.1.
+    config.limits.max_pending_handshakes_per_address = config.limits.max_pending_handshakes;
     config
 }
 

@@ -5,8 +5,8 @@
 //! which of its pieces a job uses and converts results to the wire types.
 
 use fedsec_privacy::{
-    EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant, PrivacyReceipt,
-    RoundCharge, SimulationGaussian,
+    DiscreteGaussianNoise, EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant,
+    PrivacyReceipt, RoundCharge, SimulationGaussian,
 };
 use fedsec_proto::v1;
 use serde::{Deserialize, Serialize};
@@ -18,10 +18,12 @@ pub const NO_NOISE_MECHANISM: &str = "NONE: noise disabled by a [dangerous] test
      the published models carry NO differential-privacy guarantee";
 
 /// A fresh noise source of the given kind. Simulation noise is seeded from
-/// the operating system (it is only allowed under `[dangerous]`).
+/// the operating system (it is only allowed under `[dangerous]`); the
+/// discrete source keys itself from the operating system at first use.
 pub fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
     match kind {
         NoiseKind::OpenDp => Box::new(OpenDpGaussian::new()),
+        NoiseKind::Discrete => Box::new(DiscreteGaussianNoise::default()),
         NoiseKind::Simulation => Box::new(SimulationGaussian::seeded(rand::random())),
     }
 }

@@ -14,6 +14,7 @@ use crate::config::JobSpec;
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::Error;
 use crate::export::{ExportInfo, to_safetensors};
+use crate::fields;
 use crate::job::{JobRuntime, Published, f32s_from_le};
 use crate::store::{ClientRecord, ClientStatus, JobState, LedgerKind, LedgerRecord};
 
@@ -79,6 +80,7 @@ impl AdminApi {
     }
 
     fn job_rt(&self, job_id: &str) -> Result<Arc<JobRuntime>, Error> {
+        fields::job_id("job_id", job_id)?;
         self.engine
             .job(job_id)
             .ok_or_else(|| Error::NotFound(format!("no job {job_id:?}")))
@@ -194,6 +196,11 @@ impl AdminApi {
         reason: &str,
         kind: &str,
     ) -> Result<v1::ClientInfo, Error> {
+        fields::client_id("client_id", client_id)?;
+        fields::reason("reason", reason)?;
+        // Store write and mirror under one lock: status changes reach memory
+        // in the order they were stored, and no Register can undo them.
+        let _order = self.engine.clients.status_lock.lock().await;
         if self.engine.clients.status(client_id) == Some(ClientStatus::Revoked)
             && status != ClientStatus::Revoked
         {
@@ -207,7 +214,7 @@ impl AdminApi {
             .db(move |s| s.set_client_status(&id, status, &r))
             .await?
             .ok_or_else(|| Error::NotFound(format!("no client {client_id:?}")))?;
-        self.engine.clients.upsert(&record);
+        self.engine.clients.set_status(&record);
         tracing::info!(client = client_id, status = status.as_str(), actor = %self.actor, reason, "client status changed");
         self.engine
             .audit(kind, "", client_id, format!("by {}: {reason}", self.actor))
@@ -289,6 +296,7 @@ impl AdminApi {
         reason: &str,
     ) -> Result<v1::Job, Error> {
         let job = self.job_rt(job_id)?;
+        fields::reason("reason", reason)?;
         let _guard = job.commit_lock.lock().await;
         if job.current().version == version {
             return Err(Error::FailedPrecondition(format!(
@@ -392,6 +400,9 @@ impl AdminApi {
         job_id: Option<&str>,
         limit: usize,
     ) -> Result<Vec<v1::AuditEvent>, Error> {
+        if let Some(j) = job_id {
+            fields::job_id("job_id", j)?;
+        }
         let limit = if limit == 0 { 100 } else { limit.min(10_000) };
         let job = job_id.map(str::to_owned);
         let events = self

@@ -66,6 +66,8 @@ impl ConfigError {
 
 type CResult<T = ()> = Result<T, ConfigError>;
 
+pub use crate::limits::{LimitsConfig, RateLimitsConfig};
+
 /// The coordinator's configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +103,13 @@ pub struct CoordinatorConfig {
     /// Storage options (encryption at rest).
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Directory of the files jobs may name as `init_weights_path`: only
+    /// regular files inside it (after resolving symlinks) are read, at most
+    /// `limits.max_init_weights_bytes`. A relative `init_weights_path` in
+    /// `CreateJob` is resolved against it. Default none: no job may use
+    /// `init_weights_path`.
+    #[serde(default)]
+    pub init_weights_dir: Option<PathBuf>,
     /// Unsafe settings for tests and simulations. Absent by default; its
     /// presence is logged at start and at every round of a job that uses it.
     #[serde(default)]
@@ -132,6 +141,7 @@ impl Default for CoordinatorConfig {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             storage: StorageConfig::default(),
+            init_weights_dir: None,
             dangerous: None,
             jobs: Vec::new(),
         }
@@ -180,204 +190,6 @@ impl Default for MetricsConfig {
             bearer_token_file: None,
             tls: false,
         }
-    }
-}
-
-/// Resource limits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsConfig {
-    /// Uploads decoded at the same time, across all jobs. Each holds one
-    /// decode buffer of the model's size (4 bytes per parameter); further
-    /// uploads wait (HTTP/2 flow control holds their bytes back). Default 8.
-    #[serde(default = "default_max_concurrent_uploads")]
-    pub max_concurrent_uploads: usize,
-    /// Longest silence between two messages of one upload before it is cut
-    /// off, in ms. Default 30000.
-    #[serde(default = "default_upload_message_timeout_ms")]
-    pub upload_message_timeout_ms: u64,
-    /// Time a peer gets to complete its TLS handshake, in ms. Default 10000.
-    #[serde(default = "default_handshake_timeout_ms")]
-    pub handshake_timeout_ms: u64,
-    /// Concurrent HTTP/2 streams per connection. Default 64.
-    #[serde(default = "default_max_streams")]
-    pub max_concurrent_streams_per_connection: u32,
-    /// HTTP/2 flow-control window per stream, in bytes: how much an upload
-    /// may send before the coordinator reads it. Every upload waiting for a
-    /// decode buffer holds about this much memory, so it bounds the
-    /// per-client part of the coordinator's memory; larger windows buy some
-    /// throughput (see the README). Default 65535 (the HTTP/2 default).
-    #[serde(default = "default_window")]
-    pub http2_stream_window_bytes: u32,
-    /// HTTP/2 flow-control window per connection, in bytes (clients use one
-    /// connection each). Default 65535.
-    #[serde(default = "default_window")]
-    pub http2_connection_window_bytes: u32,
-}
-
-fn default_max_concurrent_uploads() -> usize {
-    8
-}
-fn default_upload_message_timeout_ms() -> u64 {
-    30_000
-}
-fn default_handshake_timeout_ms() -> u64 {
-    10_000
-}
-fn default_max_streams() -> u32 {
-    64
-}
-fn default_window() -> u32 {
-    65_535
-}
-
-impl Default for LimitsConfig {
-    fn default() -> Self {
-        Self {
-            max_concurrent_uploads: default_max_concurrent_uploads(),
-            upload_message_timeout_ms: default_upload_message_timeout_ms(),
-            handshake_timeout_ms: default_handshake_timeout_ms(),
-            max_concurrent_streams_per_connection: default_max_streams(),
-            http2_stream_window_bytes: default_window(),
-            http2_connection_window_bytes: default_window(),
-        }
-    }
-}
-
-/// Per-identity rate limits: one token bucket per authenticated identity
-/// (tenant + client from the client certificate, or admin name) and per
-/// call class. A call over its bucket is refused with `RESOURCE_EXHAUSTED`
-/// and a retry-after hint; nothing accepted is lost. The defaults are far
-/// above what a client following the coordinator's `retry_after_ms` sends.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitsConfig {
-    /// Enforce the limits. Default `true`.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Sustained `Register` calls per identity per minute. Default 60.
-    #[serde(default = "default_register_per_minute")]
-    pub register_per_minute: f64,
-    /// `Register` calls an idle identity may make at once. Default 20.
-    #[serde(default = "default_register_burst")]
-    pub register_burst: u32,
-    /// Sustained `GetTask` polls per identity per `poll_interval_ms` (the
-    /// interval the coordinator tells clients to poll at). Default 4.
-    #[serde(default = "default_get_task_per_poll_interval")]
-    pub get_task_per_poll_interval: f64,
-    /// `GetTask` polls an idle identity may make at once. Default 60.
-    #[serde(default = "default_burst")]
-    pub get_task_burst: u32,
-    /// Sustained `GetModel` downloads per identity per minute. Default 600.
-    #[serde(default = "default_per_minute")]
-    pub get_model_per_minute: f64,
-    /// `GetModel` downloads an idle identity may start at once. Default 60.
-    #[serde(default = "default_burst")]
-    pub get_model_burst: u32,
-    /// Sustained `SubmitUpdate` attempts per identity per minute. Default 600.
-    #[serde(default = "default_per_minute")]
-    pub submit_update_per_minute: f64,
-    /// `SubmitUpdate` attempts an idle identity may start at once. Default 60.
-    #[serde(default = "default_burst")]
-    pub submit_update_burst: u32,
-    /// Sustained Admin-service calls per admin identity per minute (admins
-    /// have their own bucket). Default 6000.
-    #[serde(default = "default_admin_per_minute")]
-    pub admin_per_minute: f64,
-    /// Admin-service calls an idle admin may make at once. Default 600.
-    #[serde(default = "default_admin_burst")]
-    pub admin_burst: u32,
-    /// At most one `rate_limited` audit event per identity and call class
-    /// in this window, in ms (every refusal is still counted in the
-    /// metrics). Default 60000.
-    #[serde(default = "default_audit_window_ms")]
-    pub audit_window_ms: u64,
-}
-
-fn default_register_per_minute() -> f64 {
-    60.0
-}
-fn default_register_burst() -> u32 {
-    20
-}
-fn default_get_task_per_poll_interval() -> f64 {
-    4.0
-}
-fn default_per_minute() -> f64 {
-    600.0
-}
-fn default_burst() -> u32 {
-    60
-}
-fn default_admin_per_minute() -> f64 {
-    6000.0
-}
-fn default_admin_burst() -> u32 {
-    600
-}
-fn default_audit_window_ms() -> u64 {
-    60_000
-}
-
-impl Default for RateLimitsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            register_per_minute: default_register_per_minute(),
-            register_burst: default_register_burst(),
-            get_task_per_poll_interval: default_get_task_per_poll_interval(),
-            get_task_burst: default_burst(),
-            get_model_per_minute: default_per_minute(),
-            get_model_burst: default_burst(),
-            submit_update_per_minute: default_per_minute(),
-            submit_update_burst: default_burst(),
-            admin_per_minute: default_admin_per_minute(),
-            admin_burst: default_admin_burst(),
-            audit_window_ms: default_audit_window_ms(),
-        }
-    }
-}
-
-impl RateLimitsConfig {
-    fn validate(&self) -> CResult {
-        for (key, rate) in [
-            ("register_per_minute", self.register_per_minute),
-            (
-                "get_task_per_poll_interval",
-                self.get_task_per_poll_interval,
-            ),
-            ("get_model_per_minute", self.get_model_per_minute),
-            ("submit_update_per_minute", self.submit_update_per_minute),
-            ("admin_per_minute", self.admin_per_minute),
-        ] {
-            if !(rate.is_finite() && (0.001..=1e7).contains(&rate)) {
-                return Err(ConfigError::invalid(
-                    format!("rate_limits.{key}"),
-                    format!("must be in 0.001..=10000000 (got {rate})"),
-                ));
-            }
-        }
-        for (key, burst) in [
-            ("register_burst", self.register_burst),
-            ("get_task_burst", self.get_task_burst),
-            ("get_model_burst", self.get_model_burst),
-            ("submit_update_burst", self.submit_update_burst),
-            ("admin_burst", self.admin_burst),
-        ] {
-            if burst == 0 {
-                return Err(ConfigError::invalid(
-                    format!("rate_limits.{key}"),
-                    "must be at least 1",
-                ));
-            }
-        }
-        if !(1_000..=86_400_000).contains(&self.audit_window_ms) {
-            return Err(ConfigError::invalid(
-                "rate_limits.audit_window_ms",
-                format!("must be in 1000..=86400000 (got {})", self.audit_window_ms),
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -455,6 +267,9 @@ impl CoordinatorConfig {
         if let Some(t) = &mut self.metrics.bearer_token_file {
             fix(t);
         }
+        if let Some(d) = &mut self.init_weights_dir {
+            fix(d);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.ca);
             fix(&mut tls.cert);
@@ -520,52 +335,7 @@ impl CoordinatorConfig {
                 format!("must be in 10..=3600000 (got {})", self.poll_interval_ms),
             ));
         }
-        let l = &self.limits;
-        if !(1..=4096).contains(&l.max_concurrent_uploads) {
-            return Err(ConfigError::invalid(
-                "limits.max_concurrent_uploads",
-                format!("must be in 1..=4096 (got {})", l.max_concurrent_uploads),
-            ));
-        }
-        if l.upload_message_timeout_ms < 100 {
-            return Err(ConfigError::invalid(
-                "limits.upload_message_timeout_ms",
-                format!("must be at least 100 (got {})", l.upload_message_timeout_ms),
-            ));
-        }
-        if l.handshake_timeout_ms < 100 {
-            return Err(ConfigError::invalid(
-                "limits.handshake_timeout_ms",
-                format!("must be at least 100 (got {})", l.handshake_timeout_ms),
-            ));
-        }
-        // RFC 9113: windows are at most 2^31 - 1; a connection window cannot
-        // be set below the initial 65535; tiny stream windows only stall uploads.
-        for (key, v, min) in [
-            (
-                "limits.http2_stream_window_bytes",
-                l.http2_stream_window_bytes,
-                16_384,
-            ),
-            (
-                "limits.http2_connection_window_bytes",
-                l.http2_connection_window_bytes,
-                65_535,
-            ),
-        ] {
-            if !(min..=(1 << 31) - 1).contains(&v) {
-                return Err(ConfigError::invalid(
-                    key,
-                    format!("must be in {min}..=2147483647 (got {v})"),
-                ));
-            }
-        }
-        if l.max_concurrent_streams_per_connection == 0 {
-            return Err(ConfigError::invalid(
-                "limits.max_concurrent_streams_per_connection",
-                "must be at least 1",
-            ));
-        }
+        self.limits.validate()?;
         self.validate_metrics()?;
         self.rate_limits.validate()?;
         if let Some(k) = &self.storage.encryption_key_file
@@ -573,6 +343,14 @@ impl CoordinatorConfig {
         {
             return Err(ConfigError::invalid(
                 "storage.encryption_key_file",
+                "must not be empty when set",
+            ));
+        }
+        if let Some(d) = &self.init_weights_dir
+            && d.as_os_str().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "init_weights_dir",
                 "must not be empty when set",
             ));
         }
@@ -593,6 +371,12 @@ impl CoordinatorConfig {
                 ));
             }
             job.validate(&key, &dangerous)?;
+            if job.init_weights_path.is_some() && self.init_weights_dir.is_none() {
+                return Err(ConfigError::invalid(
+                    format!("{key}.init_weights_path"),
+                    "set init_weights_dir (the directory initial-weight files must be in) to use it",
+                ));
+            }
         }
         Ok(())
     }
@@ -1009,13 +793,16 @@ impl JobSpec {
             return Err(ConfigError::invalid(
                 k("id"),
                 format!(
-                    "{:?} is not a valid id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})",
-                    self.id
+                    "{} is not a valid id ([A-Za-z0-9][A-Za-z0-9._-]{{0,63}})",
+                    crate::fields::shown(&self.id)
                 ),
             ));
         }
-        if self.name.len() > 256 {
-            return Err(ConfigError::invalid(k("name"), "longer than 256 bytes"));
+        if self.name.len() > crate::fields::MAX_NAME_BYTES {
+            return Err(ConfigError::invalid(
+                k("name"),
+                format!("longer than {} bytes", crate::fields::MAX_NAME_BYTES),
+            ));
         }
         self.model
             .validate()
@@ -1163,13 +950,23 @@ impl JobSpec {
                 ),
             ));
         }
-        if let Some(p) = &self.init_weights_path
-            && p.as_os_str().is_empty()
-        {
-            return Err(ConfigError::invalid(
-                k("init_weights_path"),
-                "must not be empty when set",
-            ));
+        if let Some(p) = &self.init_weights_path {
+            if p.as_os_str().is_empty() {
+                return Err(ConfigError::invalid(
+                    k("init_weights_path"),
+                    "must not be empty when set",
+                ));
+            }
+            if p.as_os_str().len() > crate::fields::MAX_PATH_BYTES {
+                return Err(ConfigError::invalid(
+                    k("init_weights_path"),
+                    format!(
+                        "{} bytes, the limit is {}",
+                        p.as_os_str().len(),
+                        crate::fields::MAX_PATH_BYTES
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -1332,6 +1129,16 @@ impl JobSpec {
                 },
                 momentum: o.momentum,
             };
+        }
+        if msg.noise_source.len() > crate::fields::MAX_NOISE_SOURCE_BYTES {
+            return Err(ConfigError::invalid(
+                "config.noise_source",
+                format!(
+                    "{} bytes, the limit is {} (expected \"opendp\" or \"simulation\")",
+                    msg.noise_source.len(),
+                    crate::fields::MAX_NOISE_SOURCE_BYTES
+                ),
+            ));
         }
         spec.noise_source = if msg.noise_source.is_empty() {
             NoiseKind::default()
@@ -1549,6 +1356,22 @@ mod tests {
             )),
             "jobs[0].population_drift"
         );
+    }
+
+    #[test]
+    fn init_weights_paths_need_init_weights_dir() {
+        let with_path = MINIMAL.replace(
+            "sampling_rate = 0.1",
+            "sampling_rate = 0.1\ninit_weights_path = \"w.safetensors\"",
+        );
+        assert_eq!(invalid_key(&with_path), "jobs[0].init_weights_path");
+        let with_dir = with_path.replacen(
+            "admins = [\"ops\"]",
+            "admins = [\"ops\"]\ninit_weights_dir = \"weights\"",
+            1,
+        );
+        let c = CoordinatorConfig::from_toml_str(&with_dir).unwrap();
+        assert_eq!(c.init_weights_dir.as_deref(), Some(Path::new("weights")));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! registry and the running jobs, plus the operations the gRPC services and
 //! the embedding API share (job creation, state changes, audit events).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -17,12 +17,15 @@ use crate::aggregate::DecodePool;
 use crate::config::{DangerousConfig, JobSpec};
 use crate::error::{Error, RejectReason};
 use crate::job::{JobRuntime, Published, drive};
+use crate::listener::Connections;
 use crate::metrics::Metrics;
-use crate::ratelimit::{Decision, RateLimits, RpcClass};
+use crate::ratelimit::RateLimits;
+use crate::registry::ClientRegistry;
 use crate::selection::Sampler;
+use crate::shares::Shares;
 use crate::store::{
-    ClientRecord, ClientStatus, JobRecord, JobState, ModelVersionRecord, NewAuditEvent, Store,
-    StoreError, StoreResult, VersionInfo,
+    ClientRecord, JobRecord, JobState, ModelVersionRecord, NewAuditEvent, Store, StoreError,
+    StoreResult, VersionInfo,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -39,149 +42,18 @@ pub(crate) struct Settings {
     pub(crate) poll_interval: Duration,
     pub(crate) upload_message_timeout: Duration,
     pub(crate) rate_limit_audit_window: Duration,
+    pub(crate) download_timeout: Duration,
+    pub(crate) init_weights_dir: Option<std::path::PathBuf>,
+    pub(crate) max_init_weights_bytes: u64,
+    pub(crate) audit_retention: AuditRetention,
     pub(crate) dangerous: DangerousConfig,
 }
 
-#[derive(Debug, Clone)]
-struct ClientEntry {
-    tenant_id: String,
-    status: ClientStatus,
-    reason: String,
-    last_seen: i64,
-    dirty: bool,
-}
-
-/// Registered clients, mirrored from the store for fast authorisation.
-/// Last-seen times are kept here and flushed to the store periodically.
-#[derive(Debug, Default)]
-pub(crate) struct ClientRegistry {
-    inner: RwLock<HashMap<String, ClientEntry>>,
-}
-
-impl ClientRegistry {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, ClientEntry>> {
-        self.inner.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, ClientEntry>> {
-        self.inner.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Mirrors a stored record.
-    pub(crate) fn upsert(&self, r: &ClientRecord) {
-        self.write().insert(
-            r.identity.client_id.clone(),
-            ClientEntry {
-                tenant_id: r.identity.tenant_id.clone(),
-                status: r.status,
-                reason: r.status_reason.clone(),
-                last_seen: r.last_seen_unix_ms,
-                dirty: false,
-            },
-        );
-    }
-
-    /// Number of registered identities.
-    pub(crate) fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    /// The status of a client id, if registered.
-    pub(crate) fn status(&self, client_id: &str) -> Option<ClientStatus> {
-        self.read().get(client_id).map(|e| e.status)
-    }
-
-    /// Refuses revoked identities and client ids bound to another tenant,
-    /// before registration.
-    pub(crate) fn check_can_register(&self, id: &ClientIdentity) -> Result<(), Error> {
-        match self.read().get(&id.client_id) {
-            Some(e) if e.tenant_id != id.tenant_id => Err(Error::rejected(
-                RejectReason::TenantMismatch,
-                format!(
-                    "client id {:?} is registered to another tenant",
-                    id.client_id
-                ),
-            )),
-            Some(e) if e.status == ClientStatus::Revoked => Err(Error::rejected(
-                RejectReason::Revoked,
-                format!(
-                    "client identity {:?} is revoked: {}",
-                    id.client_id, e.reason
-                ),
-            )),
-            _ => Ok(()),
-        }
-    }
-
-    /// Authorises a call of a registered, active client and records it as seen.
-    pub(crate) fn authorize(&self, id: &ClientIdentity) -> Result<(), Error> {
-        let mut map = self.write();
-        let Some(e) = map.get_mut(&id.client_id) else {
-            return Err(Error::rejected(
-                RejectReason::Unregistered,
-                format!(
-                    "client {:?} is not registered; call Register first",
-                    id.client_id
-                ),
-            ));
-        };
-        if e.tenant_id != id.tenant_id {
-            return Err(Error::rejected(
-                RejectReason::TenantMismatch,
-                format!(
-                    "client id {:?} is registered to another tenant",
-                    id.client_id
-                ),
-            ));
-        }
-        match e.status {
-            ClientStatus::Active => {}
-            ClientStatus::Quarantined => {
-                return Err(Error::rejected(
-                    RejectReason::Quarantined,
-                    format!("client {:?} is quarantined: {}", id.client_id, e.reason),
-                ));
-            }
-            ClientStatus::Revoked => {
-                return Err(Error::rejected(
-                    RejectReason::Revoked,
-                    format!(
-                        "client identity {:?} is revoked: {}",
-                        id.client_id, e.reason
-                    ),
-                ));
-            }
-        }
-        e.last_seen = crate::engine::now_unix_ms();
-        e.dirty = true;
-        Ok(())
-    }
-
-    /// Tenants with at least one active client identity, sorted: the
-    /// population sampled each round (the privacy unit is the tenant).
-    pub(crate) fn selectable_tenants(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .read()
-            .values()
-            .filter(|e| e.status == ClientStatus::Active)
-            .map(|e| e.tenant_id.clone())
-            .collect();
-        v.sort();
-        v.dedup();
-        v
-    }
-
-    /// Last-seen times changed since the previous call.
-    pub(crate) fn take_dirty(&self) -> Vec<(String, i64)> {
-        let mut map = self.write();
-        map.iter_mut()
-            .filter(|(_, e)| e.dirty)
-            .map(|(id, e)| {
-                e.dirty = false;
-                (id.clone(), e.last_seen)
-            })
-            .collect()
-    }
+/// How much of the audit log is kept.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AuditRetention {
+    pub(crate) max_rows: u64,
+    pub(crate) max_age: Duration,
 }
 
 /// The coordinator's shared state.
@@ -193,6 +65,8 @@ pub(crate) struct Engine {
     pub(crate) clients: ClientRegistry,
     pub(crate) settings: Settings,
     pub(crate) limits: RateLimits,
+    pub(crate) shares: Arc<Shares>,
+    pub(crate) connections: Arc<Connections>,
     jobs: RwLock<BTreeMap<String, Arc<JobRuntime>>>,
     shutdown: watch::Sender<bool>,
     killed: Arc<AtomicBool>,
@@ -205,15 +79,26 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// What an [`Engine`] is built from, besides its store and metrics.
+pub(crate) struct EngineParts {
+    pub(crate) sampler: Arc<dyn Sampler>,
+    pub(crate) pool: DecodePool,
+    pub(crate) settings: Settings,
+    pub(crate) limits: RateLimits,
+    pub(crate) shares: Arc<Shares>,
+    pub(crate) connections: Arc<Connections>,
+}
+
 impl Engine {
-    pub(crate) fn new(
-        store: Arc<dyn Store>,
-        metrics: Arc<Metrics>,
-        sampler: Arc<dyn Sampler>,
-        pool: DecodePool,
-        settings: Settings,
-        limits: RateLimits,
-    ) -> Self {
+    pub(crate) fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, parts: EngineParts) -> Self {
+        let EngineParts {
+            sampler,
+            pool,
+            settings,
+            limits,
+            shares,
+            connections,
+        } = parts;
         Self {
             store,
             metrics,
@@ -222,6 +107,8 @@ impl Engine {
             clients: ClientRegistry::default(),
             settings,
             limits,
+            shares,
+            connections,
             jobs: RwLock::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
             killed: Arc::new(AtomicBool::new(false)),
@@ -328,74 +215,19 @@ impl Engine {
             .push(handle);
     }
 
-    /// Appends an audit event; failures are logged, not returned.
+    /// Appends an audit event; failures are logged, not returned. Events a
+    /// caller causes go through [`Self::audit_by`] (the row budget).
     pub(crate) async fn audit(&self, kind: &str, job_id: &str, client_id: &str, detail: String) {
         let event = NewAuditEvent {
             unix_ms: now_unix_ms(),
             kind: kind.to_owned(),
             job_id: job_id.to_owned(),
             client_id: client_id.to_owned(),
-            detail,
+            detail: crate::fields::audit_detail(detail),
         };
         if let Err(e) = self.db(move |s| s.append_audit(&event)).await {
             tracing::error!(error = %e, kind, "cannot write an audit event");
         }
-    }
-
-    /// Takes a token of `identity`'s bucket for `class`; over the limit, the
-    /// call is refused (`RESOURCE_EXHAUSTED` with a retry-after hint),
-    /// counted, and the first refusal per identity, class and audit window
-    /// is logged and audited (in the background: refusals must stay cheap).
-    pub(crate) fn throttle(
-        self: &Arc<Self>,
-        class: RpcClass,
-        identity: &str,
-        client_id: &str,
-    ) -> Result<(), Error> {
-        let Decision::Limited { retry_after, audit } = self.limits.check(class, identity) else {
-            return Ok(());
-        };
-        let bucket = self.limits.bucket(class);
-        let rate = bucket.per_second();
-        let limit = if rate >= 1.0 {
-            format!("{rate:.1}/s sustained, burst {}", bucket.burst)
-        } else {
-            format!("{:.1}/min sustained, burst {}", rate * 60.0, bucket.burst)
-        };
-        let err = Error::RateLimited {
-            rpc: class.name(),
-            identity: identity.to_owned(),
-            limit,
-            retry_after_ms: u64::try_from(retry_after.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-        };
-        self.metrics.rejected(RejectReason::RateLimited);
-        self.metrics.rate_limited(class.name());
-        if audit {
-            let window_s = self.settings.rate_limit_audit_window.as_secs();
-            tracing::warn!(rpc = class.name(), identity, error = %err, "rate limited (further refusals of this identity and call are counted, not logged, for {window_s} s)");
-            let detail = format!(
-                "{err}; further {} refusals of this identity in the next {window_s} s are only counted (fedsec_rate_limited_total)",
-                class.name()
-            );
-            let (engine, client_id) = (self.clone(), client_id.to_owned());
-            tokio::spawn(async move {
-                engine.audit("rate_limited", "", &client_id, detail).await;
-            });
-        }
-        Err(err)
-    }
-
-    /// Counts and audits a rejection, and returns it for the caller.
-    pub(crate) async fn reject(&self, err: Error, job_id: &str, client_id: &str) -> Error {
-        if let Some(reason) = err.reject_reason() {
-            self.metrics.rejected(reason);
-            tracing::info!(reason = reason.label(), job = job_id, client = client_id, error = %err, "rejected");
-            self.audit("update_rejected", job_id, client_id, err.to_string())
-                .await;
-        }
-        err
     }
 
     /// Registers (or refreshes) a client.
@@ -417,7 +249,9 @@ impl Engine {
                 }
                 other => other,
             })?;
-        self.clients.upsert(&record);
+        // Never the status: an admin action may have changed it since the
+        // store returned this record.
+        self.clients.registered(&record);
         self.metrics.set_registered_clients(self.clients.len());
         if new {
             tracing::info!(client = %id.client_id, tenant = %id.tenant_id, software, "client registered");
@@ -454,15 +288,23 @@ impl Engine {
         }
         let weights = match &spec.init_weights_path {
             Some(path) => {
+                let Some(dir) = self.settings.init_weights_dir.clone() else {
+                    return Err(crate::config::ConfigError::invalid(
+                        "config.init_weights_path",
+                        "this coordinator reads no initial-weight files (init_weights_dir is not set)",
+                    )
+                    .into());
+                };
                 let (model, path) = (spec.model.clone(), path.clone());
+                let max = self.settings.max_init_weights_bytes;
                 tokio::task::spawn_blocking(move || {
-                    crate::export::read_initial_weights(&model, &path)
+                    crate::export::read_initial_weights(&model, &dir, &path, max)
                 })
                 .await
                 .map_err(|e| Error::Internal(format!("weights task: {e}")))?
                 .map_err(|e| {
                     Error::Config(crate::config::ConfigError::invalid(
-                        "init_weights_path",
+                        "config.init_weights_path",
                         e.to_string(),
                     ))
                 })?
@@ -598,57 +440,4 @@ async fn check_accountant_feasible(spec: &JobSpec) -> Result<(), Error> {
             format!("the accountant cannot bound ε of the job's final round {rounds} at δ = {delta}: {e}"),
         ))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn record(id: &str, status: ClientStatus) -> ClientRecord {
-        ClientRecord {
-            identity: ClientIdentity::new("t", id).unwrap(),
-            status,
-            status_reason: "why".into(),
-            registered_unix_ms: 0,
-            last_seen_unix_ms: 0,
-            rounds_participated: 0,
-            software: String::new(),
-        }
-    }
-
-    #[test]
-    fn only_tenants_with_an_active_identity_are_selectable_and_only_active_clients_authorised() {
-        let r = ClientRegistry::default();
-        r.upsert(&record("b", ClientStatus::Active));
-        r.upsert(&record("a", ClientStatus::Active));
-        r.upsert(&record("q", ClientStatus::Quarantined));
-        r.upsert(&record("x", ClientStatus::Revoked));
-        // Every identity above is of tenant "t": one selectable tenant.
-        assert_eq!(r.selectable_tenants(), vec!["t"]);
-        let mut other = record("z", ClientStatus::Active);
-        other.identity = ClientIdentity::new("u", "z").unwrap();
-        r.upsert(&other);
-        let mut blocked = record("y", ClientStatus::Quarantined);
-        blocked.identity = ClientIdentity::new("v", "y").unwrap();
-        r.upsert(&blocked);
-        assert_eq!(r.selectable_tenants(), vec!["t", "u"]);
-        let id = |c: &str| ClientIdentity::new("t", c).unwrap();
-        assert!(r.authorize(&id("a")).is_ok());
-        let reason = |c: &str| r.authorize(&id(c)).unwrap_err().reject_reason();
-        assert_eq!(reason("q"), Some(RejectReason::Quarantined));
-        assert_eq!(reason("x"), Some(RejectReason::Revoked));
-        assert_eq!(reason("nobody"), Some(RejectReason::Unregistered));
-        let other_tenant = ClientIdentity::new("u", "a").unwrap();
-        assert_eq!(
-            r.authorize(&other_tenant).unwrap_err().reject_reason(),
-            Some(RejectReason::TenantMismatch)
-        );
-        assert_eq!(
-            r.check_can_register(&id("x")).unwrap_err().reject_reason(),
-            Some(RejectReason::Revoked)
-        );
-        // Authorised calls mark the client as seen, once.
-        assert_eq!(r.take_dirty().len(), 1);
-        assert!(r.take_dirty().is_empty());
-    }
 }

@@ -50,6 +50,11 @@ pub enum RejectReason {
     Unauthenticated,
     /// The identity exceeded its rate limit for this call.
     RateLimited,
+    /// The identity used up a share: concurrent streams of this call, bytes
+    /// in flight, or audit rows stored per hour.
+    ShareExhausted,
+    /// A caller that is not a listed admin called the Admin service.
+    AdminRefused,
 }
 
 impl RejectReason {
@@ -74,6 +79,8 @@ impl RejectReason {
             Self::TenantMismatch => "tenant_mismatch",
             Self::Unauthenticated => "unauthenticated",
             Self::RateLimited => "rate_limited",
+            Self::ShareExhausted => "share_exhausted",
+            Self::AdminRefused => "admin_refused",
         }
     }
 
@@ -87,15 +94,17 @@ impl RejectReason {
             Self::StaleRound | Self::StaleBaseVersion | Self::Unregistered => {
                 Code::FailedPrecondition
             }
-            Self::NotSelected | Self::Quarantined | Self::Revoked | Self::TenantMismatch => {
-                Code::PermissionDenied
-            }
+            Self::NotSelected
+            | Self::Quarantined
+            | Self::Revoked
+            | Self::TenantMismatch
+            | Self::AdminRefused => Code::PermissionDenied,
             Self::Duplicate => Code::AlreadyExists,
             Self::InProgress => Code::Aborted,
             Self::DigestMismatch => Code::DataLoss,
             Self::StreamError => Code::Cancelled,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::RateLimited => Code::ResourceExhausted,
+            Self::RateLimited | Self::ShareExhausted => Code::ResourceExhausted,
         }
     }
 }
@@ -123,6 +132,21 @@ pub enum Error {
         /// The limit, for the message (e.g. `2/s sustained, burst 60`).
         limit: String,
         /// Earliest retry that would be allowed, in ms.
+        retry_after_ms: u64,
+    },
+    /// The caller's identity used up one of its shares (concurrent streams
+    /// of a call, bytes in flight, audit rows per hour).
+    #[error(
+        "share_exhausted: {identity} has {what} (limit {limit}); retry after {retry_after_ms} ms"
+    )]
+    ShareExhausted {
+        /// The identity (`tenant/client` or `admin:name`).
+        identity: String,
+        /// What is used up, e.g. `4 GetModel streams open`.
+        what: String,
+        /// The limit, for the message.
+        limit: String,
+        /// Suggested wait before retrying, in ms.
         retry_after_ms: u64,
     },
     /// The configuration (file or a job definition) is invalid.
@@ -190,6 +214,7 @@ impl Error {
         match self {
             Self::Rejected { reason, .. } => Some(*reason),
             Self::RateLimited { .. } => Some(RejectReason::RateLimited),
+            Self::ShareExhausted { .. } => Some(RejectReason::ShareExhausted),
             _ => None,
         }
     }
@@ -207,7 +232,8 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::Rejected { reason, detail } => Status::new(reason.code(), detail),
-            e @ Error::RateLimited { retry_after_ms, .. } => {
+            e @ (Error::RateLimited { retry_after_ms, .. }
+            | Error::ShareExhausted { retry_after_ms, .. }) => {
                 let mut status = Status::resource_exhausted(e.to_string());
                 // Machine-readable hint next to the message (ASCII metadata).
                 status

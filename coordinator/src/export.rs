@@ -9,7 +9,7 @@
 //! same digest `GetModel` sends).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use fedsec_proto::model::ModelSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -34,6 +34,15 @@ pub enum ExportError {
         /// Tensor name.
         name: String,
         /// What is wrong.
+        problem: String,
+    },
+    /// The file may not be read (outside the allowed directory, not a
+    /// regular file, too large).
+    #[error("{path}: {problem}")]
+    Refused {
+        /// The path as given.
+        path: std::path::PathBuf,
+        /// Why.
         problem: String,
     },
     /// The file could not be read.
@@ -144,12 +153,86 @@ pub fn from_safetensors(
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
-/// Reads initial weights for `spec` from a safetensors file; rejects NaN/Inf.
-pub fn read_initial_weights(spec: &ModelSpec, path: &Path) -> Result<Vec<f32>, ExportError> {
-    let bytes = std::fs::read(path).map_err(|source| ExportError::Read {
+/// Extra bytes an initial-weights file may have beyond its 4 bytes per
+/// parameter (the safetensors header and metadata).
+pub const INIT_WEIGHTS_HEADER_BYTES: u64 = 1 << 20;
+
+/// The file `path` names inside `dir`: relative paths are resolved against
+/// `dir`; after resolving symlinks the file must be inside `dir` and a
+/// regular file (no device, FIFO, directory or socket).
+pub fn resolve_initial_weights(dir: &Path, path: &Path) -> Result<PathBuf, ExportError> {
+    let refuse = |problem: String| ExportError::Refused {
+        path: path.to_owned(),
+        problem,
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| refuse(format!("init_weights_dir {}: {e}", dir.display())))?;
+    let joined = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        dir.join(path)
+    };
+    let real = joined.canonicalize().map_err(|e| refuse(e.to_string()))?;
+    if !real.starts_with(&dir) {
+        return Err(refuse(format!(
+            "not inside init_weights_dir {}",
+            dir.display()
+        )));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| refuse(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(refuse("not a regular file".into()));
+    }
+    Ok(real)
+}
+
+/// Reads initial weights for `spec` from the safetensors file `path` names
+/// inside `dir` ([`resolve_initial_weights`]), reading at most
+/// `min(max_bytes, 4·params + INIT_WEIGHTS_HEADER_BYTES)` bytes; rejects
+/// NaN/Inf.
+pub fn read_initial_weights(
+    spec: &ModelSpec,
+    dir: &Path,
+    path: &Path,
+    max_bytes: u64,
+) -> Result<Vec<f32>, ExportError> {
+    use std::io::Read;
+    let real = resolve_initial_weights(dir, path)?;
+    let cap =
+        max_bytes.min((spec.num_params() as u64).saturating_mul(4) + INIT_WEIGHTS_HEADER_BYTES);
+    let read_err = |source| ExportError::Read {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    let file = std::fs::File::open(&real).map_err(read_err)?;
+    // Checked again on the open file: it may have been swapped since.
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(ExportError::Refused {
+            path: path.to_owned(),
+            problem: "not a regular file".into(),
+        });
+    }
+    if meta.len() > cap {
+        return Err(ExportError::Refused {
+            path: path.to_owned(),
+            problem: format!(
+                "{} bytes, more than the {cap} a file for this model may have",
+                meta.len()
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > cap {
+        return Err(ExportError::Refused {
+            path: path.to_owned(),
+            problem: format!("more than the {cap} bytes a file for this model may have"),
+        });
+    }
     let (w, _) = from_safetensors(spec, &bytes)?;
     if let Some(i) = w.iter().position(|x| !x.is_finite()) {
         return Err(ExportError::Tensor {

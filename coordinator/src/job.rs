@@ -29,7 +29,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use fedsec_privacy::{AdaptiveClipState, EmpiricalAudit, GaussianNoise, RoundCharge};
+use fedsec_privacy::{
+    AdaptiveClipState, EmpiricalAudit, GaussianNoise, RoundCharge, accumulation_inflation,
+};
 use fedsec_proto::tensor::{TensorDigest, digest, le_bytes};
 use fedsec_proto::v1;
 use tokio::sync::{Notify, watch};
@@ -276,9 +278,20 @@ impl JobRuntime {
         }
     }
 
-    fn planned_charge(&self, round: u64, res: &Resolution, clip_norm: f64) -> RoundCharge {
+    /// The round's charge before it opens. The accounted sensitivity is
+    /// `C` plus the noise source's grid inflation plus the rounding of the
+    /// `f64` sum of at most `max_summands` contributions
+    /// ([`accumulation_inflation`]).
+    fn planned_charge(
+        &self,
+        round: u64,
+        res: &Resolution,
+        clip_norm: f64,
+        max_summands: u64,
+    ) -> RoundCharge {
         let inflation = if self.noise_enabled() {
             lock(&self.noise).sensitivity_inflation(self.dim)
+                + accumulation_inflation(clip_norm, max_summands)
         } else {
             0.0
         };
@@ -370,10 +383,15 @@ async fn step(
         return Ok(Flow::Stop);
     }
 
-    // 1. Plan.
+    // 1. Plan. The cohort is drawn from this snapshot of the selectable
+    // tenants (those with an active identity); each sends at most one
+    // update, so with the inserted canaries the snapshot bounds the number
+    // of contributions to the sum, whose rounding the sensitivity carries.
     let current = job.current();
     let clip_norm = current.clip_norm;
-    let planned = job.planned_charge(round, &res, clip_norm);
+    let selectable = engine.clients.selectable_tenants();
+    let max_summands = selectable.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
+    let planned = job.planned_charge(round, &res, clip_norm, max_summands);
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
     let receipt = match tokio::task::spawn_blocking(move || Receipt::plan(history, delta, noise_on))
@@ -398,16 +416,16 @@ async fn step(
         return Ok(Flow::Stop);
     }
 
-    // 2. Select: each tenant independently with probability q, keyed on
-    // the tenant id (all of a tenant's identities are one unit).
+    // 2. Select: each tenant of the plan-time snapshot independently with
+    // probability q, keyed on the tenant id (all of a tenant's identities
+    // are one unit).
     let job_id = job.id().to_owned();
-    let tenants = engine.clients.selectable_tenants();
-    check_population(engine, job, tenants.len() as u64).await;
+    check_population(engine, job, selectable.len() as u64).await;
     let attempt = {
         let id = job_id.clone();
         engine.db(move |s| s.next_attempt(&id, round)).await?
     };
-    let selected: HashSet<String> = tenants
+    let selected: HashSet<String> = selectable
         .into_iter()
         .filter(|t| {
             engine
@@ -518,6 +536,11 @@ async fn step(
     }
     // 5. Release, whatever the number of reports: the decision above
     // depends only on data-independent facts.
+    if accepted > max_summands {
+        return Err(Error::Internal(format!(
+            "{accepted} updates accepted from a cohort drawn out of {max_summands}"
+        )));
+    }
     let clipped_fraction = closed.sum.clipped_fraction();
     let within_clip = closed.sum.within_clip();
     let sum = closed.sum.into_sum();

@@ -35,7 +35,10 @@
 //! Modules, by what they own:
 //!
 //! - [`config`]: the TOML configuration and job definitions, validation.
+//! - [`limits`]: the `[limits]` and `[rate_limits]` tables (every bound on
+//!   one identity or connection).
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
+//! - [`fields`]: bounds on every string and bytes field callers send.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite).
 //! - [`selection`]: Poisson cohort sampling by keyed hash.
 //! - [`aggregate`]: the streaming f64 sum and bounded decode buffers.
@@ -48,6 +51,14 @@
 //! - [`service`]: the tonic `Coordinator` and `Admin` services.
 //! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
 //! - [`ratelimit`]: per-identity token buckets per call class.
+//! - `registry`: registered clients and their status, mirrored from the store.
+//! - [`shares`]: per-identity concurrent calls and bytes in flight.
+//! - `gate`: the tower layer every call passes (refused identities,
+//!   health throttling, per-identity call shares).
+//! - [`listener`]: the TLS listener (connection and handshake caps,
+//!   connections that can be closed).
+//! - `refusals`: how a caller is refused and what a refusal may store.
+//! - `housekeeping`: periodic flushing, limiter sweeps and audit retention.
 //! - [`export`]: safetensors export and import.
 //! - [`server`]: start-up, crash recovery, serving and shutdown.
 
@@ -59,14 +70,22 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod export;
+pub mod fields;
+mod gate;
+mod housekeeping;
 pub mod job;
+pub mod limits;
+pub mod listener;
 pub mod metrics;
 pub mod ratelimit;
+mod refusals;
+mod registry;
 pub mod release;
 pub mod round;
 pub mod selection;
 pub mod server;
 pub mod service;
+pub mod shares;
 pub mod store;
 
 pub use admin::AdminApi;

@@ -21,6 +21,9 @@
 //! | `fedsec_rate_limited_total` | counter | `rpc` (calls refused by a per-identity rate limit) |
 //! | `fedsec_rate_limiter_identities` | gauge | — ((identity, call class) buckets tracked after the last sweep) |
 //! | `fedsec_metrics_unauthorized_total` | counter | — (`/metrics` requests refused for a missing or wrong bearer token) |
+//! | `fedsec_connections` | gauge | `state` (`handshaking`, `open`) |
+//! | `fedsec_connections_refused_total` | counter | `reason` (a connection cap, `handshake_timeout`, `handshake_failed`) |
+//! | `fedsec_connections_closed_total` | counter | `reason` (`refused_identity_flood`, `download_deadline`) |
 
 use std::sync::atomic::AtomicU64;
 
@@ -60,6 +63,11 @@ struct ReasonLabel {
     reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: String,
+}
+
 type FGauge = Gauge<f64, AtomicU64>;
 type HistFamily = Family<JobLabel, Histogram, fn() -> Histogram>;
 
@@ -86,6 +94,9 @@ pub struct Metrics {
     metrics_unauthorized: Counter,
     rate_limited: Family<RpcLabel, Counter>,
     rate_limiter_identities: Gauge,
+    connections: Family<StateLabel, Gauge>,
+    connections_refused: Family<ReasonLabel, Counter>,
+    connections_closed: Family<ReasonLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -196,10 +207,31 @@ impl Metrics {
             "(identity, call class) buckets the rate limiter tracks after its last sweep",
             rate_limiter_identities.clone(),
         );
+        let connections = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "connections",
+            "Connections handshaking and open",
+            connections.clone(),
+        );
+        let connections_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections closed at accept or during the handshake, by reason",
+            connections_refused.clone(),
+        );
+        let connections_closed = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Open connections the coordinator closed, by reason",
+            connections_closed.clone(),
+        );
         Self {
             registry,
             rate_limited,
             rate_limiter_identities,
+            connections,
+            connections_refused,
+            connections_closed,
             rounds,
             round_duration,
             participants,
@@ -345,6 +377,53 @@ impl Metrics {
     pub fn set_rate_limiter_identities(&self, n: usize) {
         self.rate_limiter_identities
             .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Connections handshaking and open now.
+    pub fn set_connections(&self, handshaking: usize, open: usize) {
+        for (state, n) in [("handshaking", handshaking), ("open", open)] {
+            self.connections
+                .get_or_create(&StateLabel {
+                    state: state.into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A connection refused at accept or during its handshake.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Connections refused for `reason` so far.
+    pub fn connections_refused(&self, reason: &str) -> u64 {
+        self.connections_refused
+            .get(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    /// An open connection the coordinator closed.
+    pub fn connection_closed(&self, reason: &str) {
+        self.connections_closed
+            .get_or_create(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Connections closed for `reason` so far.
+    pub fn connections_closed(&self, reason: &str) -> u64 {
+        self.connections_closed
+            .get(&ReasonLabel {
+                reason: reason.into(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     /// Rejections counted for `reason` so far.

@@ -11,7 +11,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock, DefaultClock, Reference};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
@@ -31,16 +31,26 @@ pub enum RpcClass {
     SubmitUpdate,
     /// Every `Admin` call.
     Admin,
+    /// `grpc.health.v1` and server-reflection calls.
+    Health,
+    /// Calls of a revoked or quarantined identity refused by the gate; over
+    /// this bucket its connection is closed.
+    Refused,
 }
+
+/// Number of call classes.
+const CLASSES: usize = 7;
 
 impl RpcClass {
     /// All classes, in index order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; CLASSES] = [
         Self::Register,
         Self::GetTask,
         Self::GetModel,
         Self::SubmitUpdate,
         Self::Admin,
+        Self::Health,
+        Self::Refused,
     ];
 
     /// The RPC name, also the `rpc` label of `fedsec_rate_limited_total`.
@@ -51,6 +61,8 @@ impl RpcClass {
             Self::GetModel => "GetModel",
             Self::SubmitUpdate => "SubmitUpdate",
             Self::Admin => "Admin",
+            Self::Health => "Health",
+            Self::Refused => "Refused",
         }
     }
 
@@ -78,8 +90,8 @@ pub enum Decision {
 type Keyed<C> =
     RateLimiter<String, DashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 type AuditKeyed<C> = RateLimiter<
-    (RpcClass, String),
-    DashMapStateStore<(RpcClass, String)>,
+    (&'static str, String),
+    DashMapStateStore<(&'static str, String)>,
     C,
     NoOpMiddleware<<C as Clock>::Instant>,
 >;
@@ -107,8 +119,8 @@ impl Bucket {
     }
 }
 
-/// The buckets of every class as configured (`None` = not limited).
-pub fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; 5] {
+/// The buckets of every class as configured.
+pub fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; CLASSES] {
     let per_minute = |n: f64| Duration::from_secs_f64(60.0 / n);
     [
         Bucket {
@@ -131,14 +143,23 @@ pub fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; 5
             period: per_minute(config.admin_per_minute),
             burst: config.admin_burst,
         },
+        Bucket {
+            period: per_minute(config.health_per_minute),
+            burst: config.health_burst,
+        },
+        Bucket {
+            period: per_minute(config.refused_per_minute),
+            burst: config.refused_burst,
+        },
     ]
 }
 
 /// Keyed token buckets for every class, and the audit throttle.
 pub struct RateLimits<C: Clock = DefaultClock> {
-    buckets: [Bucket; 5],
-    limiters: Option<[Keyed<C>; 5]>,
+    buckets: [Bucket; CLASSES],
+    limiters: Option<[Keyed<C>; CLASSES]>,
     audit: AuditKeyed<C>,
+    rows: RowBudget<C>,
     clock: C,
 }
 
@@ -174,8 +195,14 @@ impl<C: Clock + Clone> RateLimits<C> {
             buckets,
             limiters,
             audit: RateLimiter::new(audit_quota, DashMapStateStore::default(), clock.clone()),
+            rows: RowBudget::new(config, clock.clone()),
             clock,
         }
+    }
+
+    /// The audit-row budget of identities.
+    pub fn rows(&self) -> &RowBudget<C> {
+        &self.rows
     }
 
     /// Takes one token of `identity`'s `class` bucket, if there is one.
@@ -188,9 +215,15 @@ impl<C: Clock + Clone> RateLimits<C> {
             Ok(()) => Decision::Allowed,
             Err(not_until) => Decision::Limited {
                 retry_after: not_until.wait_time_from(self.clock.now()),
-                audit: self.audit.check_key(&(class, key)).is_ok(),
+                audit: self.audit.check_key(&(class.name(), key)).is_ok(),
             },
         }
+    }
+
+    /// Whether this is the first refusal of `identity` for `what` in the
+    /// audit window (refusals other than rate limits, e.g. exhausted shares).
+    pub fn first_in_window(&self, what: &'static str, identity: &str) -> bool {
+        self.audit.check_key(&(what, identity.to_owned())).is_ok()
     }
 
     /// The configured bucket of `class`.
@@ -209,6 +242,7 @@ impl<C: Clock + Clone> RateLimits<C> {
     pub fn sweep(&self) -> usize {
         self.audit.retain_recent();
         self.audit.shrink_to_fit();
+        self.rows.sweep();
         let mut n = 0;
         for l in self.limiters.iter().flatten() {
             l.retain_recent();
@@ -221,6 +255,101 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// (identity, class) entries tracked now (the buckets only).
     pub fn tracked(&self) -> usize {
         self.limiters.iter().flatten().map(|l| l.len()).sum()
+    }
+}
+
+/// Audit rows each identity may cause per hour (`rate_limits.audit_rows_per_hour`).
+///
+/// Rejections, refused Admin calls and rate-limit notices an identity causes
+/// are stored as audit events; each takes a token of its identity's row
+/// bucket. With no token left the event is not stored, the call is answered
+/// `RESOURCE_EXHAUSTED` with the time until the next token, and until then
+/// the identity's calls that may store rows (`Register`, `SubmitUpdate`,
+/// `Admin`) are refused at once ([`RowBudget::exhausted_for`]).
+pub struct RowBudget<C: Clock = DefaultClock> {
+    per_hour: u32,
+    limiter: Option<Keyed<C>>,
+    until: std::sync::Mutex<std::collections::HashMap<String, C::Instant>>,
+    clock: C,
+}
+
+impl<C: Clock> std::fmt::Debug for RowBudget<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowBudget")
+            .field("per_hour", &self.per_hour)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock + Clone> RowBudget<C> {
+    fn new(config: &RateLimitsConfig, clock: C) -> Self {
+        let per_hour = config.audit_rows_per_hour;
+        let limiter = (config.enabled && per_hour > 0).then(|| {
+            let burst = NonZeroU32::new(per_hour).unwrap_or(NonZeroU32::MIN);
+            let quota = Quota::with_period(Duration::from_secs(3600) / per_hour.max(1))
+                .unwrap_or_else(|| Quota::per_hour(burst))
+                .allow_burst(burst);
+            RateLimiter::new(quota, DashMapStateStore::default(), clock.clone())
+        });
+        Self {
+            per_hour,
+            limiter,
+            until: std::sync::Mutex::new(std::collections::HashMap::new()),
+            clock,
+        }
+    }
+
+    /// Rows an identity may cause per hour (0: unlimited).
+    pub fn per_hour(&self) -> u32 {
+        if self.limiter.is_some() {
+            self.per_hour
+        } else {
+            0
+        }
+    }
+
+    fn until(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, C::Instant>> {
+        self.until.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a row token of `identity`; `Err(wait)` if none is left.
+    pub fn take(&self, identity: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.check_key(&identity.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let now = self.clock.now();
+                let wait = not_until.wait_time_from(now);
+                self.until()
+                    .insert(identity.to_owned(), not_until.earliest_possible());
+                Err(wait)
+            }
+        }
+    }
+
+    /// How long `identity` must wait before a call that may store rows is
+    /// admitted again, if its budget is used up.
+    pub fn exhausted_for(&self, identity: &str) -> Option<Duration> {
+        let now = self.clock.now();
+        let mut until = self.until();
+        let at = *until.get(identity)?;
+        if at > now {
+            Some(at.duration_since(now).into())
+        } else {
+            until.remove(identity);
+            None
+        }
+    }
+
+    fn sweep(&self) {
+        let now = self.clock.now();
+        self.until().retain(|_, at| *at > now);
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use fedsec_privacy::{ClipError, Measured};
 use fedsec_proto::v1;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::aggregate::{AddError, Added, RoundSum};
@@ -79,6 +79,8 @@ pub struct OpenRound {
     state: Mutex<State>,
     /// Signalled when every selected client has been accepted.
     pub all_reported: Notify,
+    /// Turns `true` when the round closes (uploads in progress are cut off).
+    closed: watch::Sender<bool>,
 }
 
 /// What closing a round hands to the release step.
@@ -165,7 +167,14 @@ impl OpenRound {
                 rejected: 0,
             }),
             all_reported: Notify::new(),
+            closed: watch::channel(false).0,
         }
+    }
+
+    /// Resolves once the round is closed.
+    pub async fn closed(&self) {
+        let mut rx = self.closed.subscribe();
+        let _ = rx.wait_for(|closed| *closed).await;
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -318,6 +327,7 @@ impl OpenRound {
             return None;
         }
         st.open = false;
+        self.closed.send_replace(true);
         let sum = std::mem::replace(&mut st.sum, RoundSum::new(0));
         Some(Closed {
             sum,

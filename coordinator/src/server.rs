@@ -22,14 +22,17 @@ use tokio::task::JoinHandle;
 use crate::admin::AdminApi;
 use crate::aggregate::DecodePool;
 use crate::config::{ConfigError, CoordinatorConfig};
-use crate::engine::{Engine, Settings};
+use crate::engine::{AuditRetention, Engine, EngineParts, Settings};
 use crate::error::Error;
+use crate::gate::GateLayer;
 use crate::job::{JobRuntime, Published};
+use crate::listener::{ConnLimits, Connections};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::selection::{KEY_NAME, KeyedPoissonSampler};
 use crate::service::admin::AdminService;
 use crate::service::coordinator::CoordinatorService;
+use crate::shares::{ShareLimits, Shares};
 use crate::store::Store;
 use crate::store::seal::AtRestKey;
 use crate::store::sqlite::SqliteStore;
@@ -123,9 +126,6 @@ impl Coordinator {
         tls: ServerTls,
     ) -> Result<RunningCoordinator, Error> {
         config.validate()?;
-        fedsec_proto::tls::install_default_crypto_provider();
-        let lock = lock_data_dir(&config.data_dir)?;
-        let data_dir = config.data_dir.clone();
         let key =
             match &config.storage.encryption_key_file {
                 Some(path) => Some(AtRestKey::load(path).map_err(|e| {
@@ -134,14 +134,44 @@ impl Coordinator {
                 None => None,
             };
         let encrypted = key.is_some();
+        let lock = lock_data_dir(&config.data_dir)?;
         let store: Arc<dyn Store> = {
-            let dir = data_dir.clone();
+            let dir = config.data_dir.clone();
             Arc::new(
                 tokio::task::spawn_blocking(move || SqliteStore::open_with_key(&dir, key))
                     .await
                     .map_err(|e| Error::Internal(format!("store task: {e}")))??,
             )
         };
+        if encrypted {
+            tracing::info!(
+                "model versions, ledger charges and secrets are sealed at rest (ChaCha20-Poly1305)"
+            );
+        }
+        Self::start_locked(config, tls, store, lock).await
+    }
+
+    /// Starts a coordinator on a store the caller opened (e.g. one wrapping
+    /// the SQLite store to inject faults or delays in tests). The data
+    /// directory is still locked; `config.storage` is ignored.
+    pub async fn start_with_store(
+        config: CoordinatorConfig,
+        tls: ServerTls,
+        store: Arc<dyn Store>,
+    ) -> Result<RunningCoordinator, Error> {
+        config.validate()?;
+        let lock = lock_data_dir(&config.data_dir)?;
+        Self::start_locked(config, tls, store, lock).await
+    }
+
+    async fn start_locked(
+        config: CoordinatorConfig,
+        tls: ServerTls,
+        store: Arc<dyn Store>,
+        lock: File,
+    ) -> Result<RunningCoordinator, Error> {
+        fedsec_proto::tls::install_default_crypto_provider();
+        let data_dir = config.data_dir.clone();
         let key = {
             let s = store.clone();
             tokio::task::spawn_blocking(move || {
@@ -150,11 +180,6 @@ impl Coordinator {
             .await
             .map_err(|e| Error::Internal(format!("store task: {e}")))??
         };
-        if encrypted {
-            tracing::info!(
-                "model versions, ledger charges and secrets are sealed at rest (ChaCha20-Poly1305)"
-            );
-        }
         let metrics = Arc::new(Metrics::new());
         let dangerous = config.dangerous();
         if config.dangerous.is_some() {
@@ -167,11 +192,19 @@ impl Coordinator {
         if config.admins.is_empty() {
             tracing::warn!("no admins configured: the Admin service refuses every caller");
         }
+        let l = &config.limits;
         let settings = Settings {
             admins: config.admins.iter().cloned().collect::<HashSet<_>>(),
             poll_interval: Duration::from_millis(config.poll_interval_ms),
-            upload_message_timeout: Duration::from_millis(config.limits.upload_message_timeout_ms),
+            upload_message_timeout: Duration::from_millis(l.upload_message_timeout_ms),
             rate_limit_audit_window: Duration::from_millis(config.rate_limits.audit_window_ms),
+            download_timeout: Duration::from_millis(l.download_timeout_ms),
+            init_weights_dir: config.init_weights_dir.clone(),
+            max_init_weights_bytes: l.max_init_weights_bytes,
+            audit_retention: AuditRetention {
+                max_rows: l.audit_max_rows,
+                max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
+            },
             dangerous,
         };
         let limits = RateLimits::new(
@@ -181,13 +214,39 @@ impl Coordinator {
         if !limits.enabled() {
             tracing::warn!("rate limits are disabled (rate_limits.enabled = false)");
         }
+        let shares = Shares::new(ShareLimits {
+            streams: [
+                l.max_unary_calls_per_identity,
+                l.max_downloads_per_identity,
+                l.max_uploads_per_identity,
+                l.max_admin_calls_per_identity,
+                l.max_other_calls_per_identity,
+            ],
+            bytes_in_flight: l.max_bytes_in_flight_per_identity,
+        });
+        let connections = Connections::new(
+            ConnLimits {
+                max_connections: l.max_connections,
+                max_connections_per_address: l.max_connections_per_address,
+                max_pending_handshakes: l.max_pending_handshakes,
+                max_pending_handshakes_per_address: l.max_pending_handshakes_per_address,
+                max_connections_per_identity: l.max_connections_per_identity,
+                handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+            },
+            metrics.clone(),
+        );
+        crate::housekeeping::warn_if_few_descriptors(l.max_connections);
         let engine = Arc::new(Engine::new(
             store,
             metrics.clone(),
-            Arc::new(KeyedPoissonSampler::new(&key)),
-            DecodePool::new(config.limits.max_concurrent_uploads),
-            settings,
-            limits,
+            EngineParts {
+                sampler: Arc::new(KeyedPoissonSampler::new(&key)),
+                pool: DecodePool::new(l.max_concurrent_uploads),
+                settings,
+                limits,
+                shares,
+                connections,
+            },
         ));
 
         match launch(&engine, &config, tls).await {
@@ -307,15 +366,20 @@ async fn launch(
         AdminApi::new(engine.clone(), "admin"),
     ))
     .max_decoding_message_size(MAX_ADMIN_MESSAGE_BYTES);
-    let tls = tls.with_handshake_timeout(Duration::from_millis(config.limits.handshake_timeout_ms));
-    let incoming = tls.incoming(listener);
+    let incoming =
+        crate::listener::incoming(listener, tls.rustls_config(), engine.connections.clone());
     let mut rx = engine.shutdown_signal();
+    let l = &config.limits;
     let server = tonic::transport::Server::builder()
-        .initial_stream_window_size(Some(config.limits.http2_stream_window_bytes))
-        .initial_connection_window_size(Some(config.limits.http2_connection_window_bytes))
-        .max_concurrent_streams(Some(config.limits.max_concurrent_streams_per_connection))
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .initial_stream_window_size(Some(l.http2_stream_window_bytes))
+        .initial_connection_window_size(Some(l.http2_connection_window_bytes))
+        .max_concurrent_streams(Some(l.max_concurrent_streams_per_connection))
+        .http2_max_header_list_size(Some(l.http2_max_header_list_bytes))
+        .http2_max_pending_accept_reset_streams(Some(l.http2_max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(l.http2_max_local_error_reset_streams))
+        .http2_keepalive_interval(Some(Duration::from_millis(l.http2_keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(l.http2_keepalive_timeout_ms)))
+        .layer(GateLayer::new(engine.clone()))
         .add_service(health)
         .add_service(reflection)
         .add_service(coordinator)
@@ -325,25 +389,8 @@ async fn launch(
         });
     let server = tokio::spawn(server);
 
-    let flusher = {
-        let engine = engine.clone();
-        let mut rx = engine.shutdown_signal();
-        tokio::spawn(async move {
-            loop {
-                let stop = tokio::select! {
-                    () = tokio::time::sleep(Duration::from_secs(5)) => false,
-                    r = rx.wait_for(|s| *s) => { drop(r); true }
-                };
-                if stop {
-                    return;
-                }
-                engine.flush_last_seen().await;
-                // Forget identities whose buckets are full again (bounded memory).
-                let tracked = engine.limits.sweep();
-                engine.metrics.set_rate_limiter_identities(tracked);
-            }
-        })
-    };
+    crate::housekeeping::prune_audit(engine).await;
+    let flusher = crate::housekeeping::spawn(engine.clone());
     engine.metrics.set_registered_clients(engine.clients.len());
     tracing::info!(%local_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), jobs = engine.jobs().len(), "coordinator started");
     engine
@@ -425,7 +472,7 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
             .await;
     }
     for c in engine.db(|s| s.clients()).await? {
-        engine.clients.upsert(&c);
+        engine.clients.load(&c);
     }
     for record in engine.db(|s| s.jobs()).await? {
         let id = record.id().to_owned();

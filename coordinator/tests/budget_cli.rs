@@ -44,6 +44,8 @@ const ABADI: &[&str] = &[
 fn epsilon_of_the_abadi_setting() {
     let pld = json(ABADI);
     assert_eq!(pld["accountant"], "pld");
+    // The PLD bound answered (not its RDP fallback), and the output says so.
+    assert_eq!(pld["rdp_fallback"], false, "{pld}");
     assert!((num(&pld, "epsilon") - 0.947).abs() < 0.005, "{pld}");
     assert_eq!(num(&pld, "delta"), 1e-5);
     assert_eq!(num(&pld, "rounds"), 10_000.0);
@@ -52,6 +54,7 @@ fn epsilon_of_the_abadi_setting() {
     rdp_args.extend(["--accountant", "rdp"]);
     let rdp = json(&rdp_args);
     assert_eq!(rdp["accountant"], "rdp");
+    assert_eq!(rdp["rdp_fallback"], false, "{rdp}");
     assert!((num(&rdp, "epsilon") - 1.0355).abs() < 0.001, "{rdp}");
     assert!(rdp["accountant_version"].as_str().unwrap().contains("rdp"));
 

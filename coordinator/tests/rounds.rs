@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use fedsec_privacy::{PrivacyReceipt, RoundCharge};
+use fedsec_privacy::{GaussianNoise, PrivacyReceipt, RoundCharge};
 use fedsec_proto::v1::{self, get_task_response};
 use support::{Harness, job, norm};
 
@@ -182,9 +182,15 @@ async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
     assert_eq!(parsed.rounds.len(), 2);
     assert!(receipt.epsilon_pld > 0.0 && receipt.epsilon_pld.is_finite());
     assert_eq!(receipt.epsilon_pld, ledger[1].epsilon_pld);
+    // C plus the grid inflation plus the rounding of the f64 sum over at
+    // most the two selectable tenants (issue 14, point 4; one update per
+    // tenant, issue 13).
+    let grid = fedsec_privacy::OpenDpGaussian::new().sensitivity_inflation(4);
+    let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 2);
+    assert!(sum_rounding > 0.0);
     for charge in &parsed.rounds {
         assert_eq!(charge.noise_multiplier, 2.0);
-        assert!(charge.sensitivity >= 1.0, "C plus the grid inflation");
+        assert_eq!(charge.sensitivity, 1.0 + (grid + sum_rounding));
         assert_eq!(charge.expected_cohort, 2.0, "q × declared population");
     }
     assert!(w.iter().all(|x| x.is_finite()));

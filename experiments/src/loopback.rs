@@ -34,5 +34,7 @@ pub fn dev_coordinator(work: &Path, clients: usize) -> Result<(DevPkiManifest, C
         ..CoordinatorConfig::default()
     };
     config.metrics.enabled = false;
+    // Every client of the one-process demo connects from 127.0.0.1 at once.
+    config.limits.max_pending_handshakes_per_address = config.limits.max_pending_handshakes;
     Ok((pki, config))
 }

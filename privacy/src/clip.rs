@@ -17,8 +17,9 @@
 //! When `ñ > C` the vector is multiplied by `s = (C/ñ)(1 − m)`:
 //! - [`clip_and_accumulate`] (and [`Measured::clip_into`]) keeps the products
 //!   in `f64` and uses `m = 2γ_n + 2⁻⁵⁰`, so the contribution added to the
-//!   accumulator has norm `≤ C` exactly (up to the `f64` rounding of the
-//!   accumulator itself, which is the aggregation's, not the clipping's);
+//!   accumulator has norm `≤ C` exactly; the `f64` rounding of the
+//!   accumulator itself (the sum across clients) is carried by
+//!   [`accumulation_inflation`] in the accounted sensitivity;
 //! - [`clip_in_place`] rounds each product back to `f32` (relative error
 //!   `≤ 2⁻²⁴`) and uses `m = 2γ_n + 2⁻²³`, so the clipped `f32` vector has norm
 //!   `≤ C` and `≥ C(1 − 2⁻²² − 4γ_n)`.
@@ -127,6 +128,37 @@ pub fn within_threshold(clip_norm: f64, n: usize) -> f64 {
     clip_norm * (1.0 - norm_rounding_bound(n) - 2.0 * U)
 }
 
+/// Extra L2 sensitivity, on top of `clip_norm`, from rounding the `f64` sum
+/// of at most `max_summands` contributions of norm `≤ clip_norm` each (the
+/// coordinator's running sum: one `acc[i] += x_i` per contribution, in any
+/// order, starting from zero).
+///
+/// Per coordinate, recursive summation of `n` terms satisfies
+/// `|ŝ − s| ≤ γ_n Σ|x_ij|` with `γ_n = n·u/(1 − n·u)` (Higham, *Accuracy and
+/// Stability*, §4.2; it holds for a fused multiply-add too, one rounding of
+/// the exact addend). In L2 over coordinates, by Minkowski's inequality,
+/// `‖ŝ − s‖ ≤ γ_n Σ_i ‖x_i‖ ≤ n·γ_n·C`. Two neighbouring cohorts, each of at
+/// most `n` contributions, have exact sums at most `C` apart, so their
+/// computed sums are at most `C + 2n·γ_n·C` apart: this returns
+/// `2n·γ_n·C`, rounded up. The relative size is `≈ 2n²·2⁻⁵³`: 2.2e-10 for
+/// `n = 10³`, 2.2e-6 for `10⁵`, 2.2e-4 for `10⁶`. Infinite (no bound) once
+/// `n·u ≥ 1/64`, i.e. beyond `2⁴⁷` contributions.
+pub fn accumulation_inflation(clip_norm: f64, max_summands: u64) -> f64 {
+    if max_summands <= 1 {
+        // Zero or one contribution: adding to the zero accumulator is exact.
+        return 0.0;
+    }
+    let n = max_summands as f64; // exact below 2⁵³, rounded up by the margin below above it
+    let nu = n * U;
+    if nu >= 1.0 / 64.0 {
+        return f64::INFINITY;
+    }
+    let gamma = nu / (1.0 - nu);
+    // Five roundings of at most `u` each (`1 − nu`, `/`, and three `·`):
+    // the factor `(1 + 8u)` covers them.
+    2.0 * n * gamma * clip_norm * (1.0 + 8.0 * U)
+}
+
 /// Clips `v` in place to L2 norm at most `clip_norm` and returns the pre-clip
 /// norm. Vectors whose computed norm proves them inside the ball
 /// ([`within_threshold`]) are not modified. On error `v` is left untouched.
@@ -225,6 +257,59 @@ pub fn clip_and_accumulate(
 mod tests {
     use super::*;
 
+    /// Neighbouring cohorts whose computed `f64` sums are more than `C`
+    /// apart: `C = 1`; cohort A adds 2¹⁶ halves (exactly 2¹⁵), then 2¹⁵
+    /// contributions of 2⁻³⁸ = ½ ulp(2¹⁵), each lost to round-half-even;
+    /// cohort B is A plus one client of `1 − 2⁻²⁴`, arriving with the small
+    /// ones first, which then add up exactly. Every contribution is left
+    /// untouched by the clipping; the sums differ by `1 + 2⁻²⁴ > C`, within
+    /// `C + accumulation_inflation(C, n)`.
+    #[test]
+    fn the_f64_sum_across_clients_is_covered_by_the_accumulation_inflation() {
+        let c = 1.0;
+        let half = [0.5f32];
+        let small = [2f32.powi(-38)];
+        let x = [1.0f32 - 2f32.powi(-24)];
+        let add = |acc: &mut [f64], v: &[f32]| {
+            let out = clip_and_accumulate(v, c, acc).unwrap();
+            assert!(!out.clipped, "{v:?} must be inside the ball as sent");
+        };
+        let mut a = [0.0f64];
+        for _ in 0..1 << 16 {
+            add(&mut a, &half);
+        }
+        for _ in 0..1 << 15 {
+            add(&mut a, &small);
+        }
+        let mut b = [0.0f64];
+        for _ in 0..1 << 15 {
+            add(&mut b, &small);
+        }
+        for _ in 0..1 << 16 {
+            add(&mut b, &half);
+        }
+        add(&mut b, &x);
+        let n = (1u64 << 16) + (1 << 15) + 1;
+        let apart = (b[0] - a[0]).abs();
+        assert_eq!(apart, 1.0 + 2f64.powi(-24));
+        assert!(apart > c, "the computed sums are more than C apart");
+        let bound = c + accumulation_inflation(c, n);
+        assert!(apart <= bound, "{apart} > {bound}");
+    }
+
+    #[test]
+    fn accumulation_inflation_values() {
+        assert_eq!(accumulation_inflation(1.0, 0), 0.0);
+        assert_eq!(accumulation_inflation(1.0, 1), 0.0);
+        let r = accumulation_inflation(1.0, 1000);
+        assert!((2.0 * 1000.0 * 1000.0 * U..2.3e-10).contains(&r), "{r}");
+        assert!((accumulation_inflation(3.0, 1000) / r - 3.0).abs() < 1e-12);
+        let m = accumulation_inflation(1.0, 1_000_000);
+        assert!((2.2e-4..2.3e-4).contains(&m), "{m}");
+        assert_eq!(accumulation_inflation(1.0, 1 << 47), f64::INFINITY);
+        assert_eq!(accumulation_inflation(1.0, u64::MAX), f64::INFINITY);
+    }
+
     #[test]
     fn norm_of_simple_vectors() {
         assert_eq!(l2_norm(&[]).ok(), Some(0.0));
@@ -292,24 +377,29 @@ mod tests {
 
     /// The issue's example: a computed norm of exactly C is not proof of
     /// being inside. Before the threshold this vector was added unscaled.
+    /// The issue puts `v[8j] = 2⁻²⁷` over the whole vector, which computes to
+    /// 1.0 with the portable 8-lane kernel; the AVX2 kernel sums each quarter
+    /// in its own stream, where the small squares add up exactly, so here
+    /// they fill the first quarter only: every kernel adds each of them into
+    /// `v[0]`'s lane, where `1 + 2⁻⁵⁴` rounds to 1.
     #[test]
     fn a_computed_norm_of_c_is_not_proof_of_being_inside() {
         let d = 1 << 20;
         let mut v = vec![0.0f32; d];
         v[0] = 1.0;
-        for j in 1..d / 8 {
+        for j in 1..d / 32 {
             v[8 * j] = 2f32.powi(-27);
         }
-        // True ‖v‖² = 1 + (2¹⁷ − 1)·2⁻⁵⁴ > 1, exactly.
+        // True ‖v‖² = 1 + (2¹⁵ − 1)·2⁻⁵⁴ > 1, exactly.
         let computed = l2_norm(&v).unwrap();
-        assert!(computed <= 1.0 + 1e-15, "{computed}");
+        assert_eq!(computed, 1.0);
         let mut acc = vec![0.0f64; d];
         let out = clip_and_accumulate(&v, 1.0, &mut acc).unwrap();
         assert!(out.clipped && out.scale < 1.0, "{out:?}");
         // Exact squared norm of the contribution (the squares of scale·2⁻²⁷ and
         // scale are sums of few exact terms here): ≤ 1.
         let s = out.scale;
-        let tail = (d / 8 - 1) as f64 * (s * 2f64.powi(-27)).powi(2);
+        let tail = (d / 32 - 1) as f64 * (s * 2f64.powi(-27)).powi(2);
         assert!(acc[0] == s && s * s + tail <= 1.0, "{s}");
         let mut w = v.clone();
         clip_in_place(&mut w, 1.0).unwrap();

@@ -3,7 +3,8 @@
 //! - [`clip`]: L2 norms and clipping of `f32` updates (f64 accumulation,
 //!   NaN/∞ rejected), and the coordinator's fused clip-and-accumulate.
 //! - [`noise`]: Gaussian noise sources — opendp's exact discrete Gaussian
-//!   (default, production) and a seeded simulation sampler.
+//!   (default, production), fedsec's fast exact discrete Gaussian
+//!   (production, integer output) and a seeded simulation sampler.
 //! - [`accounting`]: RDP and PLD accountants for the Poisson-subsampled
 //!   Gaussian under add/remove-one-client, and the zCDP route through opendp.
 //! - [`calibrate`]: noise multiplier for a target ε; rounds for a noise level.
@@ -30,8 +31,13 @@ pub use adaptive::{
     AdaptiveClipState, AdaptiveError, effective_noise_multiplier, update_noise_multiplier,
 };
 pub use calibrate::{CalibrationError, calibrate_noise_multiplier, max_rounds};
-pub use clip::{ClipError, ClipOutcome, Measured, clip_and_accumulate, clip_in_place, l2_norm};
-pub use noise::{GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian, SimulationGaussian};
+pub use clip::{
+    ClipError, ClipOutcome, Measured, accumulation_inflation, clip_and_accumulate, clip_in_place,
+    l2_norm,
+};
+pub use noise::{
+    DiscreteGaussianNoise, GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian, SimulationGaussian,
+};
 pub use receipt::{EmpiricalAudit, PrivacyReceipt, ReceiptError, RoundCharge, compose};
 
 /// Version of this crate, recorded in receipts through the accountants' versions.

@@ -47,7 +47,8 @@ pub struct RoundCharge {
     pub noise_multiplier: f64,
     /// Clip norm `C`.
     pub clip_norm: f64,
-    /// L2 sensitivity accounted: `C` plus the sampler's grid inflation.
+    /// L2 sensitivity accounted: `C` plus the sampler's grid inflation plus
+    /// the rounding bound of the `f64` sum ([`crate::clip::accumulation_inflation`]).
     pub sensitivity: f64,
     /// Stddev `σ_b` of the noise on the adaptive-clipping count; 0 = fixed clipping.
     pub count_stddev: f64,

@@ -11,7 +11,9 @@
 //! 5 % error in σ or a shifted mean.
 #![allow(clippy::unwrap_used)]
 
-use fedsec_privacy::noise::{GaussianNoise, NoiseKind, OpenDpGaussian, SimulationGaussian};
+use fedsec_privacy::noise::{
+    DiscreteGaussianNoise, GaussianNoise, NoiseKind, OpenDpGaussian, SimulationGaussian,
+};
 
 /// Significance level of every assertion.
 const ALPHA: f64 = 1e-9;
@@ -129,6 +131,18 @@ fn simulation_source_is_gaussian() {
         let mut src = SimulationGaussian::seeded(seed);
         assert_eq!(src.kind(), NoiseKind::Simulation);
         let mut x = vec![3.5; 1_000_000];
+        src.add_noise(&mut x, sd).unwrap();
+        check_gaussian(&x, 3.5, sd);
+    }
+}
+
+#[test]
+fn discrete_source_is_gaussian() {
+    // Seeded, deterministic; 200,000 draws per σ on several threads.
+    for (seed, sd) in [(1u64, 1.0), (2, 0.05), (3, 37.0)] {
+        let mut src = DiscreteGaussianNoise::seeded(seed);
+        assert_eq!(src.kind(), NoiseKind::Discrete);
+        let mut x = vec![3.5; 200_000];
         src.add_noise(&mut x, sd).unwrap();
         check_gaussian(&x, 3.5, sd);
     }

@@ -95,6 +95,10 @@ fn check(select: impl Fn(&Row) -> bool) {
         100.0 * worst.0,
         100.0 * worst.1
     );
-    // Measured: only q = 1e-5, z = 0.5, T = 100 at δ ≤ 1e-9 falls back.
+    // q = 1e-5, z = 0.5, T = 100 at δ ≤ 1e-9 (3 rows) fell back while the
+    // error share was judged at each direction's own ε; since it is judged at
+    // the reported ε they answer by PLD (checked one by one: +0.03 %,
+    // +0.01 %, −0.18 %). The all-rows run has not been repeated since, so
+    // the limit stays at what was measured.
     assert!(fallbacks <= 3, "{fallbacks} RDP fallbacks");
 }

@@ -1,6 +1,14 @@
 //! Tensors on the wire: little-endian f32 bytes in chunks of at most
 //! [`MAX_CHUNK_BYTES`], with a SHA-256 digest of the whole payload.
 //!
+//! The chunking rule a receiver enforces is the one the `.proto` states:
+//! every chunk is a whole number of f32 values, at most [`MAX_CHUNK_BYTES`]
+//! (1 MiB), and at least [`MIN_CHUNK_BYTES`] (64 KiB) unless it is the
+//! chunk that completes the tensor. Any sender chunking at a fixed size
+//! between 64 KiB and 1 MiB therefore satisfies it for every dimension, and
+//! a tensor of `d` values arrives in at most `⌈4d / 65536⌉` chunks: a sender
+//! trickling tiny (or empty) chunks is refused at its first such chunk.
+//!
 //! Encoding borrows the caller's slice (no copy on little-endian hosts until
 //! the chunk is handed to the transport); decoding writes each chunk straight
 //! into a caller-provided `&mut [f32]` while hashing it, so a receiver needs
@@ -19,6 +27,16 @@ pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
 /// Number of f32 values in a full chunk.
 pub const CHUNK_VALUES: usize = MAX_CHUNK_BYTES / 4;
+
+/// Smallest chunk a receiver accepts, except the chunk that completes the
+/// tensor (which may be shorter): 64 KiB.
+pub const MIN_CHUNK_BYTES: usize = 64 << 10;
+
+/// Most chunks a conforming sender needs for a tensor of `dim` values:
+/// `⌈4·dim / MIN_CHUNK_BYTES⌉` (at least 1 for a non-empty tensor).
+pub fn max_chunks(dim: usize) -> usize {
+    dim.saturating_mul(4).div_ceil(MIN_CHUNK_BYTES)
+}
 
 /// Length of a digest in bytes.
 pub const DIGEST_LEN: usize = 32;
@@ -57,11 +75,18 @@ pub enum TensorError {
         /// Values received.
         received: usize,
     },
-    /// More chunks than the limit for this dimension.
-    #[error("tensor arrived in more than {max} chunks")]
-    TooManyChunks {
-        /// The chunk limit.
-        max: usize,
+    /// A chunk below [`MIN_CHUNK_BYTES`] (empty ones included) that does
+    /// not complete the tensor.
+    #[error(
+        "tensor chunk of {len} bytes is below the {min}-byte minimum and does not complete the tensor ({remaining} bytes remain); chunk at 64 KiB to 1 MiB"
+    )]
+    ChunkTooSmall {
+        /// Length of the offending chunk in bytes.
+        len: usize,
+        /// The minimum.
+        min: usize,
+        /// Bytes of the tensor still missing after this chunk.
+        remaining: usize,
     },
     /// A digest that is not 32 bytes long.
     #[error("digest is {len} bytes, expected {DIGEST_LEN}")]
@@ -105,13 +130,6 @@ pub fn le_bytes(values: &[f32]) -> Bytes {
     }
 }
 
-/// Default chunk limit for a tensor of `dim` values: twice the number of full
-/// chunks it needs, plus 8, so honest senders never hit it and a sender
-/// trickling tiny chunks is cut off early.
-pub fn default_max_chunks(dim: usize) -> usize {
-    2 * dim.div_ceil(CHUNK_VALUES) + 8
-}
-
 /// Decodes chunks of one tensor into a caller-provided buffer, hashing as it goes.
 ///
 /// ```
@@ -131,27 +149,23 @@ pub struct TensorDecoder<'a> {
     dst: &'a mut [f32],
     filled: usize,
     chunks: usize,
-    max_chunks: usize,
     hasher: Sha256,
 }
 
 impl<'a> TensorDecoder<'a> {
-    /// A decoder filling `dst`, whose length is the declared dimension, with the
-    /// [`default_max_chunks`] limit.
+    /// A decoder filling `dst`, whose length is the declared dimension.
     pub fn new(dst: &'a mut [f32]) -> Self {
-        let max_chunks = default_max_chunks(dst.len());
-        Self::with_max_chunks(dst, max_chunks)
-    }
-
-    /// A decoder filling `dst` that accepts at most `max_chunks` chunks.
-    pub fn with_max_chunks(dst: &'a mut [f32], max_chunks: usize) -> Self {
         Self {
             dst,
             filled: 0,
             chunks: 0,
-            max_chunks,
             hasher: Sha256::new(),
         }
+    }
+
+    /// Number of chunks accepted so far (at most [`max_chunks`] of the dimension).
+    pub fn chunks(&self) -> usize {
+        self.chunks
     }
 
     /// Number of values received so far.
@@ -160,6 +174,11 @@ impl<'a> TensorDecoder<'a> {
     }
 
     /// Appends one chunk. On error nothing of this chunk is written.
+    ///
+    /// Refused: a chunk over [`MAX_CHUNK_BYTES`], not a whole number of f32
+    /// values, past the declared dimension (any chunk, even an empty one,
+    /// after the tensor is complete), or below [`MIN_CHUNK_BYTES`] without
+    /// completing the tensor.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), TensorError> {
         if chunk.len() > MAX_CHUNK_BYTES {
             return Err(TensorError::ChunkTooLarge {
@@ -170,19 +189,21 @@ impl<'a> TensorDecoder<'a> {
         if !chunk.len().is_multiple_of(4) {
             return Err(TensorError::UnalignedChunk { len: chunk.len() });
         }
-        if self.chunks >= self.max_chunks {
-            return Err(TensorError::TooManyChunks {
-                max: self.max_chunks,
-            });
-        }
         let n = chunk.len() / 4;
         let end = self
             .filled
             .checked_add(n)
-            .filter(|&end| end <= self.dst.len())
+            .filter(|&end| end <= self.dst.len() && self.filled < self.dst.len())
             .ok_or(TensorError::TooLong {
                 declared: self.dst.len(),
             })?;
+        if chunk.len() < MIN_CHUNK_BYTES && end < self.dst.len() {
+            return Err(TensorError::ChunkTooSmall {
+                len: chunk.len(),
+                min: MIN_CHUNK_BYTES,
+                remaining: (self.dst.len() - end) * 4,
+            });
+        }
         let dst = &mut self.dst[self.filled..end];
         if cfg!(target_endian = "little") {
             bytemuck::cast_slice_mut::<f32, u8>(dst).copy_from_slice(chunk);
@@ -283,15 +304,51 @@ mod tests {
         }
 
         #[test]
-        fn roundtrip_any_chunking(v in proptest::collection::vec(-1e6f32..1e6, 1..2000), cut in 0usize..2000) {
-            let cut = cut.min(v.len());
+        fn roundtrip_any_chunking_between_64_kib_and_1_mib(
+            len in 1usize..200_000,
+            chunk_values in (MIN_CHUNK_BYTES / 4)..=CHUNK_VALUES,
+            seed in any::<u64>(),
+        ) {
+            let v = pseudo_random(len, seed);
             let mut out = vec![0f32; v.len()];
             let mut dec = TensorDecoder::new(&mut out);
-            dec.push(&le_bytes(&v[..cut])).unwrap();
-            dec.push(&le_bytes(&v[cut..])).unwrap();
+            for c in v.chunks(chunk_values) {
+                dec.push(&le_bytes(c)).unwrap();
+            }
+            prop_assert!(dec.chunks() <= max_chunks(len));
             dec.finish(&digest(&v)).unwrap();
             prop_assert_eq!(bits(&out), bits(&v));
         }
+    }
+
+    #[test]
+    fn every_fixed_chunking_from_64_kib_to_1_mib_is_accepted_at_every_size() {
+        let sizes = [1usize, 16_383, 16_384, 16_385, 262_145, 1_000_003];
+        let chunk_bytes = [
+            MIN_CHUNK_BYTES,
+            MIN_CHUNK_BYTES + 4,
+            100_000,
+            256 << 10,
+            MAX_CHUNK_BYTES - 4,
+            MAX_CHUNK_BYTES,
+        ];
+        for (i, &d) in sizes.iter().enumerate() {
+            let v = pseudo_random(d, i as u64);
+            for &cb in &chunk_bytes {
+                let mut out = vec![0f32; d];
+                let mut dec = TensorDecoder::new(&mut out);
+                for c in v.chunks(cb / 4) {
+                    dec.push(&le_bytes(c))
+                        .unwrap_or_else(|e| panic!("d = {d}, chunk {cb}: {e}"));
+                }
+                assert!(dec.chunks() <= max_chunks(d), "d = {d}, chunk {cb}");
+                dec.finish(&digest(&v)).unwrap();
+                assert_eq!(bits(&out), bits(&v), "d = {d}, chunk {cb}");
+            }
+        }
+        assert_eq!(max_chunks(1), 1);
+        assert_eq!(max_chunks(16_384), 1);
+        assert_eq!(max_chunks(16_385), 2);
     }
 
     #[test]
@@ -320,56 +377,68 @@ mod tests {
 
     #[test]
     fn too_many_values_are_rejected_without_writing() {
-        let mut out = vec![7f32; 3];
+        let m = MIN_CHUNK_BYTES / 4;
+        let mut out = vec![7f32; m + 3];
         let mut dec = TensorDecoder::new(&mut out);
-        dec.push(&le_bytes(&[1.0, 2.0])).unwrap();
+        dec.push(&le_bytes(&vec![1.0; m])).unwrap();
         assert_eq!(
-            dec.push(&le_bytes(&[3.0, 4.0])),
-            Err(TensorError::TooLong { declared: 3 })
+            dec.push(&le_bytes(&[3.0; 4])),
+            Err(TensorError::TooLong { declared: m + 3 })
         );
-        assert_eq!(dec.received(), 2);
+        assert_eq!(dec.received(), m);
         drop(dec);
-        assert_eq!(out, vec![1.0, 2.0, 7.0]);
+        assert_eq!(out[m - 1..], [1.0, 7.0, 7.0, 7.0]);
     }
 
     #[test]
     fn too_few_values_are_rejected() {
-        let v = [1.0f32, 2.0];
-        let mut out = vec![0f32; 3];
+        let v = vec![1.0f32; MIN_CHUNK_BYTES / 4];
+        let mut out = vec![0f32; v.len() + 1];
         let mut dec = TensorDecoder::new(&mut out);
         dec.push(&le_bytes(&v)).unwrap();
         assert_eq!(
             dec.finish(&digest(&v)),
             Err(TensorError::TooShort {
-                declared: 3,
-                received: 2
+                declared: v.len() + 1,
+                received: v.len()
             })
         );
     }
 
     #[test]
-    fn too_many_chunks_are_rejected() {
-        let mut out = vec![0f32; 100];
-        let mut dec = TensorDecoder::with_max_chunks(&mut out, 3);
-        for _ in 0..3 {
-            dec.push(&le_bytes(&[1.0])).unwrap();
-        }
-        assert_eq!(
-            dec.push(&le_bytes(&[1.0])),
-            Err(TensorError::TooManyChunks { max: 3 })
-        );
-        // The default limit stops a sender trickling one value per chunk.
+    fn small_chunks_that_do_not_complete_the_tensor_are_rejected() {
+        // A trickle of tiny chunks is refused at its first chunk...
         let mut out = vec![0f32; 100];
         let mut dec = TensorDecoder::new(&mut out);
-        let err = (0..100)
-            .map(|_| dec.push(&le_bytes(&[1.0])))
-            .find_map(Result::err);
         assert_eq!(
-            err,
-            Some(TensorError::TooManyChunks {
-                max: default_max_chunks(100)
+            dec.push(&le_bytes(&[1.0])),
+            Err(TensorError::ChunkTooSmall {
+                len: 4,
+                min: MIN_CHUNK_BYTES,
+                remaining: 396
             })
         );
+        // ... and so is an empty one.
+        assert!(matches!(
+            dec.push(&[]),
+            Err(TensorError::ChunkTooSmall { len: 0, .. })
+        ));
+        assert_eq!(dec.received(), 0);
+        // A short chunk that completes the tensor is its last chunk: fine.
+        dec.push(&le_bytes(&[1.0; 100])).unwrap();
+        // Nothing may follow a complete tensor, not even an empty chunk.
+        assert_eq!(dec.push(&[]), Err(TensorError::TooLong { declared: 100 }));
+        // A large tensor: full chunks, then a short one that does not complete it.
+        let d = 3 * CHUNK_VALUES;
+        let mut out = vec![0f32; d];
+        let mut dec = TensorDecoder::new(&mut out);
+        dec.push(&vec![0u8; MAX_CHUNK_BYTES]).unwrap();
+        dec.push(&vec![0u8; MIN_CHUNK_BYTES]).unwrap();
+        assert!(matches!(
+            dec.push(&vec![0u8; MIN_CHUNK_BYTES - 4]),
+            Err(TensorError::ChunkTooSmall { .. })
+        ));
+        assert_eq!(dec.chunks(), 2);
     }
 
     #[test]

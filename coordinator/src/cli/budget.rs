@@ -188,12 +188,23 @@ fn eps_at(acct: &dyn Accountant, q: f64, z: f64, t: u64, delta: f64) -> Result<f
 
 fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
     let acct = a.common.accountant.accountant();
-    let eps = eps_at(acct, a.q, a.z, a.rounds, a.common.delta)?;
+    let (eps, rdp_fallback) = match a.common.accountant {
+        AccountantChoice::Pld => {
+            let m = Mechanism {
+                sampling_rate: a.q,
+                noise_multiplier: a.z,
+            };
+            let d = PldAccountant.epsilon_detailed(&[(m, a.rounds)], a.common.delta)?;
+            (d.epsilon, d.rdp_fallback)
+        }
+        AccountantChoice::Rdp => (eps_at(acct, a.q, a.z, a.rounds, a.common.delta)?, false),
+    };
     Ok(if a.common.json {
         json!({
             "command": "epsilon",
             "accountant": acct.name(),
             "accountant_version": acct.version(),
+            "rdp_fallback": rdp_fallback,
             "q": a.q,
             "z": a.z,
             "rounds": a.rounds,
@@ -204,15 +215,27 @@ fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
     } else {
         format!(
             "After {} rounds with sampling rate q = {} and noise multiplier z = {}, the job is \
-             (ε = {}, δ = {})-differentially private for each client ({} accountant, add/remove one client).",
+             (ε = {}, δ = {})-differentially private for each client ({}, add/remove one client).",
             a.rounds,
             a.q,
             a.z,
             fmt_eps(eps),
             fmt_delta(a.common.delta),
-            a.common.accountant.label()
+            answered_by(a.common.accountant, rdp_fallback)
         )
     })
+}
+
+/// Which accountant answered, for the human sentence: the PLD accountant
+/// hands the question to RDP when its own error bound would take more than
+/// 1 % of δ, and the sentence must not credit PLD with RDP's looser value.
+fn answered_by(choice: AccountantChoice, rdp_fallback: bool) -> String {
+    if rdp_fallback {
+        "RDP accountant: the PLD accountant's own error bound would take more than 1 % of δ here"
+            .to_string()
+    } else {
+        format!("{} accountant", choice.label())
+    }
 }
 
 /// `z` rounded *up* to four significant digits: printing it must not
@@ -352,6 +375,15 @@ fn fmt_eps(e: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sentence_names_the_accountant_that_answered() {
+        assert_eq!(answered_by(AccountantChoice::Pld, false), "PLD accountant");
+        assert_eq!(answered_by(AccountantChoice::Rdp, false), "RDP accountant");
+        let fallback = answered_by(AccountantChoice::Pld, true);
+        assert!(fallback.starts_with("RDP accountant: "), "{fallback}");
+        assert!(!fallback.starts_with("PLD"), "{fallback}");
+    }
 
     #[test]
     fn shown_z_is_rounded_up() {

@@ -28,12 +28,14 @@ use fedsec_proto::tls::ClientIdentity;
 
 use super::JobRuntime;
 use crate::aggregate::DecodePool;
-use crate::config::{DangerousConfig, JobSpec, RateLimitsConfig};
-use crate::engine::{Engine, Settings};
+use crate::config::{DangerousConfig, JobSpec, LimitsConfig, RateLimitsConfig};
+use crate::engine::{AuditRetention, Engine, EngineParts, Settings};
+use crate::listener::{ConnLimits, Connections};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
 use crate::round::Claim;
 use crate::selection::KeyedPoissonSampler;
+use crate::shares::{ShareLimits, Shares};
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
     AttemptClose, AttemptRecord, AttemptState, AuditRecord, ClientRecord, ClientStatus, JobRecord,
@@ -157,6 +159,9 @@ impl Store for LeanStore {
     fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<u64> {
         self.0.append_audit(event)
     }
+    fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
+        self.0.prune_audit(before_unix_ms, max_rows)
+    }
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.0.audit_events(job_id, limit)
     }
@@ -164,22 +169,55 @@ impl Store for LeanStore {
 
 fn engine(key: &[u8]) -> Arc<Engine> {
     let poll = Duration::from_millis(20);
+    let l = LimitsConfig::default();
+    let metrics = Arc::new(Metrics::new());
+    let connections = Connections::new(
+        ConnLimits {
+            max_connections: l.max_connections,
+            max_connections_per_address: l.max_connections_per_address,
+            max_pending_handshakes: l.max_pending_handshakes,
+            max_pending_handshakes_per_address: l.max_pending_handshakes_per_address,
+            max_connections_per_identity: l.max_connections_per_identity,
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+        },
+        metrics.clone(),
+    );
     Arc::new(Engine::new(
         Arc::new(LeanStore(SqliteStore::in_memory().unwrap())),
-        Arc::new(Metrics::new()),
-        Arc::new(KeyedPoissonSampler::new(key)),
-        DecodePool::new(4),
-        Settings {
-            admins: HashSet::new(),
-            poll_interval: poll,
-            upload_message_timeout: Duration::from_secs(5),
-            rate_limit_audit_window: Duration::from_secs(60),
-            dangerous: DangerousConfig {
-                allow_simulation_noise: false,
-                allow_disabled_noise: true,
+        metrics,
+        EngineParts {
+            sampler: Arc::new(KeyedPoissonSampler::new(key)),
+            pool: DecodePool::new(4),
+            settings: Settings {
+                admins: HashSet::new(),
+                poll_interval: poll,
+                upload_message_timeout: Duration::from_secs(5),
+                rate_limit_audit_window: Duration::from_secs(60),
+                download_timeout: Duration::from_millis(l.download_timeout_ms),
+                init_weights_dir: None,
+                max_init_weights_bytes: l.max_init_weights_bytes,
+                audit_retention: AuditRetention {
+                    max_rows: l.audit_max_rows,
+                    max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
+                },
+                dangerous: DangerousConfig {
+                    allow_simulation_noise: false,
+                    allow_disabled_noise: true,
+                },
             },
+            limits: RateLimits::new(&RateLimitsConfig::default(), poll),
+            shares: Shares::new(ShareLimits {
+                streams: [
+                    l.max_unary_calls_per_identity,
+                    l.max_downloads_per_identity,
+                    l.max_uploads_per_identity,
+                    l.max_admin_calls_per_identity,
+                    l.max_other_calls_per_identity,
+                ],
+                bytes_in_flight: l.max_bytes_in_flight_per_identity,
+            }),
+            connections,
         },
-        RateLimits::new(&RateLimitsConfig::default(), poll),
     ))
 }
 

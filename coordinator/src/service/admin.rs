@@ -1,6 +1,13 @@
 //! `fedsec.v1.Admin`: callable only with an admin certificate whose name is
 //! listed in the configuration's `admins`. Thin: authorisation, then
 //! [`crate::admin::AdminApi`].
+//!
+//! Every refused call is counted and audited (`admin_refused`, naming the
+//! caller and the method): a tenant's certificate, an admin name not in
+//! `admins`, a certificate without identity. Those audit rows take the
+//! caller's row budget (`rate_limits.audit_rows_per_hour`): past it the
+//! caller gets `RESOURCE_EXHAUSTED` and nothing more is stored. Rate-limited
+//! admin calls are audited once per identity and window.
 
 use std::sync::Arc;
 
@@ -17,7 +24,8 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::AdminApi;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, RejectReason};
+use crate::listener::identity_key;
 use crate::ratelimit::RpcClass;
 
 /// The administration service.
@@ -32,25 +40,53 @@ impl AdminService {
         Self { engine, api }
     }
 
-    /// The admin API acting as the caller, if the caller is a listed admin.
-    fn authorize<T>(&self, req: &Request<T>) -> Result<AdminApi, Status> {
+    /// The admin API acting as the caller, if the caller is a listed admin;
+    /// a refusal is counted and audited.
+    async fn authorize<T>(&self, req: &Request<T>, method: &str) -> Result<AdminApi, Status> {
         self.engine.check_alive()?;
-        match PeerIdentity::of_request(req) {
+        let (err, key, client_id) = match PeerIdentity::of_request(req) {
             Ok(PeerIdentity::Admin { name }) if self.engine.settings.admins.contains(&name) => {
                 self.engine
                     .throttle(RpcClass::Admin, &format!("admin:{name}"), "")?;
-                Ok(self.api.acting_as(format!("admin {name}")))
+                return Ok(self.api.acting_as(format!("admin {name}")));
             }
-            Ok(PeerIdentity::Admin { name }) => Err(Error::PermissionDenied(format!(
-                "admin identity {name:?} is not listed in the coordinator's admins"
-            ))
-            .into()),
-            Ok(other) => Err(Error::PermissionDenied(format!(
-                "{other} may not call the Admin service"
-            ))
-            .into()),
-            Err(e) => Err(Status::unauthenticated(e.to_string())),
+            Ok(id) => {
+                let why = match &id {
+                    PeerIdentity::Admin { name } => {
+                        format!("admin identity {name:?} is not listed in the coordinator's admins")
+                    }
+                    PeerIdentity::Client(_) => format!("{id} may not call the Admin service"),
+                };
+                let client_id = match &id {
+                    PeerIdentity::Client(c) => c.client_id.clone(),
+                    PeerIdentity::Admin { .. } => String::new(),
+                };
+                (
+                    Error::rejected(RejectReason::AdminRefused, why),
+                    identity_key(&id),
+                    client_id,
+                )
+            }
+            Err(e) => (
+                Error::rejected(RejectReason::Unauthenticated, e.to_string()),
+                req.remote_addr()
+                    .map_or_else(|| "peer:unknown".to_owned(), |a| format!("peer:{}", a.ip())),
+                String::new(),
+            ),
+        };
+        if let Some(reason) = err.reject_reason() {
+            self.engine.metrics.rejected(reason);
         }
+        tracing::info!(identity = %key, method, error = %err, "Admin call refused");
+        let detail = format!("Admin/{method} refused for {key}: {err}");
+        if let Err(exhausted) = self
+            .engine
+            .audit_by(&key, "admin_refused", "", &client_id, detail)
+            .await
+        {
+            return Err(exhausted.into());
+        }
+        Err(err.into())
     }
 }
 
@@ -62,7 +98,7 @@ impl Admin for AdminService {
         &self,
         request: Request<CreateJobRequest>,
     ) -> Result<Response<Job>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "CreateJob").await?;
         let config = request
             .into_inner()
             .config
@@ -71,7 +107,7 @@ impl Admin for AdminService {
     }
 
     async fn get_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "GetJob").await?;
         Ok(Response::new(api.job(&request.get_ref().job_id)?))
     }
 
@@ -79,19 +115,19 @@ impl Admin for AdminService {
         &self,
         request: Request<ListJobsRequest>,
     ) -> Result<Response<ListJobsResponse>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ListJobs").await?;
         Ok(Response::new(ListJobsResponse { jobs: api.jobs() }))
     }
 
     async fn pause_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "PauseJob").await?;
         Ok(Response::new(
             api.pause_job(&request.get_ref().job_id).await?,
         ))
     }
 
     async fn resume_job(&self, request: Request<JobRef>) -> Result<Response<Job>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ResumeJob").await?;
         Ok(Response::new(
             api.resume_job(&request.get_ref().job_id).await?,
         ))
@@ -101,7 +137,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListClientsRequest>,
     ) -> Result<Response<ListClientsResponse>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ListClients").await?;
         Ok(Response::new(ListClientsResponse {
             clients: api.clients().await?,
         }))
@@ -111,7 +147,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ClientActionRequest>,
     ) -> Result<Response<ClientInfo>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "QuarantineClient").await?;
         let r = request.get_ref();
         Ok(Response::new(
             api.quarantine_client(&r.client_id, &r.reason).await?,
@@ -122,7 +158,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ClientActionRequest>,
     ) -> Result<Response<ClientInfo>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ReleaseClient").await?;
         let r = request.get_ref();
         Ok(Response::new(
             api.release_client(&r.client_id, &r.reason).await?,
@@ -133,7 +169,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ClientActionRequest>,
     ) -> Result<Response<ClientInfo>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "RevokeClient").await?;
         let r = request.get_ref();
         Ok(Response::new(
             api.revoke_client(&r.client_id, &r.reason).await?,
@@ -144,7 +180,7 @@ impl Admin for AdminService {
         &self,
         request: Request<JobRef>,
     ) -> Result<Response<ListLedgerResponse>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ListLedger").await?;
         Ok(Response::new(ListLedgerResponse {
             entries: api.ledger(&request.get_ref().job_id).await?,
         }))
@@ -154,7 +190,7 @@ impl Admin for AdminService {
         &self,
         request: Request<JobRef>,
     ) -> Result<Response<ListModelsResponse>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ListModels").await?;
         Ok(Response::new(ListModelsResponse {
             versions: api.models(&request.get_ref().job_id).await?,
         }))
@@ -164,7 +200,7 @@ impl Admin for AdminService {
         &self,
         request: Request<RollbackModelRequest>,
     ) -> Result<Response<Job>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "RollbackModel").await?;
         let r = request.get_ref();
         Ok(Response::new(
             api.rollback(&r.job_id, r.version, &r.reason).await?,
@@ -177,7 +213,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ExportModelRequest>,
     ) -> Result<Response<Self::ExportModelStream>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ExportModel").await?;
         let r = request.get_ref();
         let file = bytes::Bytes::from(api.export(&r.job_id, r.version).await?);
         let mut chunks = Vec::with_capacity(file.len() / MAX_CHUNK_BYTES + 1);
@@ -196,7 +232,7 @@ impl Admin for AdminService {
         &self,
         request: Request<ListAuditEventsRequest>,
     ) -> Result<Response<ListAuditEventsResponse>, Status> {
-        let api = self.authorize(&request)?;
+        let api = self.authorize(&request, "ListAuditEvents").await?;
         let r = request.get_ref();
         let job = (!r.job_id.is_empty()).then_some(r.job_id.as_str());
         Ok(Response::new(ListAuditEventsResponse {

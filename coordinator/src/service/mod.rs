@@ -5,3 +5,5 @@
 
 pub mod admin;
 pub mod coordinator;
+pub mod download;
+mod upload;

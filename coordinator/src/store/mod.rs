@@ -12,6 +12,7 @@
 //! ([`Store::commit_round`]); ledger sequence numbers are 1-based and
 //! gap-free per job; model version numbers increase by one.
 
+pub mod fault;
 pub mod seal;
 pub mod sqlite;
 
@@ -495,6 +496,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends an audit event; returns its id.
     fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<u64>;
+    /// Deletes audit events older than `before_unix_ms`, and the oldest
+    /// ones beyond the newest `max_rows`; returns how many were deleted.
+    fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
     /// Audit events, newest first.
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
 }

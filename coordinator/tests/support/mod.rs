@@ -333,3 +333,68 @@ pub fn encrypt_at_rest(c: &mut CoordinatorConfig) {
     }
     c.storage.encryption_key_file = Some(key);
 }
+
+/// A channel for `tenant/client_id` with the HTTP/2 defaults (64 KiB
+/// windows) instead of `ClientTls::channel`'s large ones: what a minimal
+/// attacker uses, and what keeps data the server pushes from piling up in
+/// the test process.
+pub fn small_window_channel(
+    pki: &LoopbackPki,
+    tenant: &str,
+    client_id: &str,
+    endpoint: &str,
+) -> Channel {
+    let tls = pki.client_tls(tenant, client_id).unwrap();
+    raw_channel(tls.rustls_config(), endpoint)
+}
+
+/// A channel over `config` (TLS 1.3 with a client certificate) with the
+/// HTTP/2 default windows.
+pub fn raw_channel(config: Arc<rustls::ClientConfig>, endpoint: &str) -> Channel {
+    let port: u16 = endpoint.rsplit(':').next().unwrap().parse().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let connect = tower::service_fn(move |_: http::Uri| {
+        let connector = connector.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let tls = connector.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+        }
+    });
+    tonic::transport::Endpoint::from_shared(format!("http://localhost:{port}"))
+        .unwrap()
+        .connect_with_connector_lazy(connect)
+}
+
+/// Resident set size of this process, in bytes (from `/proc/self/status`).
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// TCP sockets the server side holds (accepted, with a file descriptor)
+/// on local `port` from peer address `peer_ip` (from `/proc/net/tcp`: a
+/// connection still in the kernel's accept queue has inode 0).
+pub fn accepted_sockets(port: u16, peer_ip: std::net::Ipv4Addr) -> usize {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let peer_hex = format!("{:08X}", u32::from_le_bytes(peer_ip.octets()));
+    text.lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (local, remote, state, inode) = (f[1], f[2], f[3], f[9]);
+            // 01 = ESTABLISHED
+            local.ends_with(&format!(":{port:04X}"))
+                && remote.starts_with(&peer_hex)
+                && state == "01"
+                && inode != "0"
+        })
+        .count()
+}

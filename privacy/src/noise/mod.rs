@@ -1,10 +1,15 @@
 //! Gaussian noise sources: the trait the coordinator adds central noise
-//! through, and its two implementations.
+//! through, and its three implementations.
 //!
 //! - [`OpenDpGaussian`] (the default, production-safe): opendp's exact
 //!   discrete Gaussian on a `2^k` grid, randomness from OpenSSL's
 //!   `RAND_priv_bytes`. Floating-point safe: no Mironov-style attack on the
 //!   low-order bits of floating-point samples.
+//! - [`DiscreteGaussianNoise`] (production-safe, ~200× faster than opendp):
+//!   fedsec's own exact discrete Gaussian on the same grid ([`discrete`]),
+//!   integer arithmetic only, ChaCha20 keyed from the operating system,
+//!   filled on all cores; also gives the noise as integers in grid units
+//!   ([`NoiseBuffer`], [`NoisePlan`]).
 //! - [`SimulationGaussian`]: `rand_distr`'s normal sampler on a seeded ChaCha
 //!   stream, ~100× faster, reproducible, and **not safe for production** (its
 //!   floating-point samples leak through their low-order bits, and a seeded
@@ -17,9 +22,14 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod discrete;
+mod discrete_source;
 mod opendp;
 mod simulation;
 
+pub use self::discrete_source::{
+    CHUNK_LEN, DiscreteGaussianNoise, GRID_EXPONENTS, NoiseBuffer, NoisePlan, SMOOTHING_VARIANCE,
+};
 pub use self::opendp::{DEFAULT_GRID_EXPONENT, OpenDpGaussian};
 pub use self::simulation::SimulationGaussian;
 
@@ -31,6 +41,8 @@ pub enum NoiseKind {
     #[default]
     #[serde(rename = "opendp")]
     OpenDp,
+    /// fedsec's exact discrete Gaussian with ChaCha20 keyed from the OS.
+    Discrete,
     /// Seeded floating-point normal sampler for simulations only.
     Simulation,
 }
@@ -38,13 +50,14 @@ pub enum NoiseKind {
 impl NoiseKind {
     /// Whether this source may be used to publish models to real tenants.
     pub fn is_production_safe(&self) -> bool {
-        matches!(self, NoiseKind::OpenDp)
+        matches!(self, NoiseKind::OpenDp | NoiseKind::Discrete)
     }
 
-    /// The configuration / wire name: `"opendp"` or `"simulation"`.
+    /// The configuration / wire name: `"opendp"`, `"discrete"` or `"simulation"`.
     pub fn as_str(&self) -> &'static str {
         match self {
             NoiseKind::OpenDp => "opendp",
+            NoiseKind::Discrete => "discrete",
             NoiseKind::Simulation => "simulation",
         }
     }
@@ -61,6 +74,7 @@ impl FromStr for NoiseKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "opendp" => Ok(NoiseKind::OpenDp),
+            "discrete" => Ok(NoiseKind::Discrete),
             "simulation" => Ok(NoiseKind::Simulation),
             other => Err(NoiseError::UnknownKind(other.to_string())),
         }
@@ -79,9 +93,42 @@ pub enum NoiseError {
         /// Position of the first offending value.
         index: usize,
     },
-    /// The grid exponent is outside what opendp supports for `f64`.
-    #[error("grid exponent {0} is outside [-1074, 64]")]
+    /// The grid exponent is outside what the source supports (opendp:
+    /// `[−1074, 64]`; the discrete source: `[−64, 16]`).
+    #[error("grid exponent {0} is outside the range this noise source supports")]
     InvalidGridExponent(i32),
+    /// The standard deviation is too small or too large for the discrete
+    /// source on its grid (`σ/2^k` must lie in `[2^−8, 2^56]`).
+    #[error(
+        "noise standard deviation {stddev} is outside what the discrete sampler supports on the \
+         grid 2^{grid_exponent} (σ/2^k must lie in [2^-8, 2^56])"
+    )]
+    StddevOutOfRange {
+        /// The standard deviation asked for.
+        stddev: f64,
+        /// The source's grid exponent.
+        grid_exponent: i32,
+    },
+    /// The value at `index` is too large for the noise grid (`|v|/2^k ≥ 2^62`).
+    #[error("value {index} is too large for the noise grid")]
+    GridOverflow {
+        /// Position of the first offending value.
+        index: usize,
+    },
+    /// A noise buffer was applied to a vector of another length.
+    #[error("noise buffer holds {expected} values, the vector has {got}")]
+    LengthMismatch {
+        /// Length of the noise buffer.
+        expected: usize,
+        /// Length of the vector.
+        got: usize,
+    },
+    /// The operating system's random number generator failed.
+    #[error("operating-system randomness unavailable: {0}")]
+    Entropy(String),
+    /// The discrete sampler could not be set up or a worker failed.
+    #[error("discrete sampler: {0}")]
+    Sampler(String),
     /// opendp refused to build or run the mechanism.
     #[error("opendp {variant}: {message}")]
     OpenDp {
@@ -91,7 +138,7 @@ pub enum NoiseError {
         message: String,
     },
     /// An unknown noise source name in configuration.
-    #[error("unknown noise source {0:?} (expected \"opendp\" or \"simulation\")")]
+    #[error("unknown noise source {0:?} (expected \"opendp\", \"discrete\" or \"simulation\")")]
     UnknownKind(String),
 }
 
@@ -123,13 +170,18 @@ mod tests {
 
     #[test]
     fn kind_names_round_trip() {
-        for k in [NoiseKind::OpenDp, NoiseKind::Simulation] {
+        for k in [
+            NoiseKind::OpenDp,
+            NoiseKind::Discrete,
+            NoiseKind::Simulation,
+        ] {
             assert_eq!(k.to_string().parse::<NoiseKind>(), Ok(k));
             let json = serde_json::to_string(&k).unwrap();
             assert_eq!(json, format!("\"{k}\""));
             assert_eq!(serde_json::from_str::<NoiseKind>(&json).unwrap(), k);
         }
         assert!(NoiseKind::OpenDp.is_production_safe());
+        assert!(NoiseKind::Discrete.is_production_safe());
         assert!(!NoiseKind::Simulation.is_production_safe());
         assert_eq!(NoiseKind::default(), NoiseKind::OpenDp);
         assert!("gaussian".parse::<NoiseKind>().is_err());
