@@ -6,7 +6,7 @@
 //!
 //! 1. **Plan**: [`fedsec_round::plan`] — the round's charge (sensitivity `C`
 //!    plus the noise source's grid inflation plus the `f64` sum's rounding
-//!    bound for N summands) and ε after it, by the same accountants the
+//!    bound for N summands, where the coordinator uses `limits.max_tenants`) and ε after it, by the same accountants the
 //!    coordinator's receipts use. The job's z comes from
 //!    [`fedsec_round::resolve`] (calibrated by PLD for a target ε).
 //! 2. **Select**: each tenant independently with probability

@@ -4,9 +4,9 @@
 //! after it (PLD and RDP), bit for bit.
 //!
 //! The coordinator side is real: a coordinator on loopback with mutual TLS,
-//! eight tenants registered over gRPC (so the plan-time snapshot, and with it
-//! the sum's rounding bound, is the simulator's population), a job calibrated
-//! to a target ε, run to completion. Nobody uploads: every round is released
+//! `limits.max_tenants` = 8 (the public bound the sum's rounding is sized
+//! for; the simulator sizes it for its population of 8), eight tenants
+//! registered over gRPC, a job calibrated to a target ε, run to completion. Nobody uploads: every round is released
 //! whatever its realised cohort, so the ledger does not depend on reports.
 #![allow(clippy::unwrap_used)]
 
@@ -91,6 +91,7 @@ async fn coordinator_ledger(spec: JobSpec) -> Vec<v1::LedgerEntry> {
     };
     let mut config = config;
     config.metrics.enabled = false;
+    config.limits.max_tenants = TENANTS as u64;
     let running = Coordinator::start_with_tls(config, pki.server_tls().clone())
         .await
         .unwrap();

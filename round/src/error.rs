@@ -55,7 +55,9 @@ pub enum RoundError {
     #[error("adaptive clipping without noise")]
     AdaptiveWithoutNoise,
     /// More updates were accepted than the plan's bound on summands.
-    #[error("{accepted} updates accepted from a cohort drawn out of {max_summands}")]
+    #[error(
+        "{accepted} updates accepted, more than the {max_summands} the sum-rounding bound covers"
+    )]
     TooManySummands {
         /// Updates in the sum.
         accepted: u64,

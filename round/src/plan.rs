@@ -28,8 +28,10 @@ pub struct PlanInput {
     /// The noise source's grid inflation of the sensitivity at the model's
     /// dimension (`GaussianNoise::sensitivity_inflation`; 0 without noise).
     pub source_inflation: f64,
-    /// A bound on the number of updates the sum may hold (the selectable
-    /// units plus any canaries): the `f64` sum's rounding bound depends on it.
+    /// A public bound on the number of updates the sum may hold (the
+    /// coordinator's `limits.max_tenants` plus any canaries; never a count of
+    /// who registered, which the receipt would reveal): the `f64` sum's
+    /// rounding bound depends on it.
     pub max_summands: u64,
     /// δ of the guarantee.
     pub delta: f64,
