@@ -150,9 +150,10 @@ fn a_large_tilt_on_a_wide_support_costs_little_error() {
         noise_multiplier: 0.5,
     };
     let rounds = rounds_of(&[(m, 1)]);
-    let h = choose_interval(&rounds).unwrap();
-    let tilts = choose_tilts(&rounds, Target::Delta(1e-5)).unwrap();
-    let Ok((_, add)) = compose_plan(&rounds, h, tilts) else {
+    let coarse = Coarse::new(&rounds).unwrap();
+    let h = choose_interval(&rounds, &coarse).unwrap();
+    let tilts = Tilts::new(&rounds, &coarse).choose(Target::Delta(1e-5));
+    let Ok((_, _, add)) = compose(&rounds, h, tilts, true) else {
         panic!("composition failed");
     };
     assert!(add.lambda > 1e5, "{}", add.lambda);
