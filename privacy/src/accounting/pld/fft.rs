@@ -42,7 +42,7 @@ const ETA: f64 = 8.0 * U;
 const ERROR_SAFETY: f64 = 2.0;
 
 /// Smallest `2^k` or `3·2^k` that is `≥ n`: lengths rustfft transforms
-/// fast, few enough (two per octave, ≤ 33 % padding) that the lengths of
+/// fast, few enough (two per octave, < 50 % padding) that the lengths of
 /// one call repeat across calls and their plans stay cached (module
 /// `plans`; every `2^a 3^b` length would pad less but needs ~10 plans of
 /// 10⁵–10⁶ points per call, each costing more than its transforms).
@@ -471,10 +471,29 @@ mod tests {
     }
 
     #[test]
+    fn a_band_is_split_off_only_while_it_pays() {
+        // A spike holding most of the norm: the band takes it and the rest's
+        // norm drops by far more than BAND_MIN_GAIN.
+        let spiky = seq(3001, 5, true);
+        let s = split_band(&spiky);
+        assert!(!s.band.0.is_empty() && s.band.0.len() <= BAND);
+        assert!(s.l2 * 10.0 < l2(&spiky), "{} vs {}", s.l2, l2(&spiky));
+        assert_eq!(s.rest.iter().filter(|v| **v == 0.0).count(), s.band.0.len());
+        // A spread-out sequence: 128 entries hold too little of the norm.
+        let flat = seq(3001, 6, false);
+        let f = split_band(&flat);
+        assert!(f.band.0.is_empty());
+        assert!(matches!(f.rest, Cow::Borrowed(_)));
+        assert_eq!(f.l2, l2(&flat));
+    }
+
+    #[test]
     fn fft_sizes_are_smooth_and_large_enough() {
         for n in [1, 2, 5, 17, 1000, 65_537, 100_000] {
             let s = fft_size(n);
             assert!(s >= n);
+            // Less than half of padding (two lengths per octave).
+            assert!(2 * s < 3 * n.max(2), "{n}: {s}");
             let mut m = s;
             while m.is_multiple_of(2) {
                 m /= 2;

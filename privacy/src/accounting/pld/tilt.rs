@@ -18,9 +18,10 @@ pub(crate) enum Target {
     Epsilon(f64),
 }
 
-/// Smallest and largest tilt searched.
+/// Smallest tilt searched.
 const LAMBDA_MIN: f64 = 1e-4;
-const LAMBDA_MAX: f64 = 1e6;
+/// Largest tilt searched.
+pub(crate) const LAMBDA_MAX: f64 = 1e6;
 
 /// The log-MGF `K(λ)` of a composition in one direction, from each group's
 /// coarse base (with its grid interval) and round count.
