@@ -65,12 +65,20 @@ async fn setup(dim: usize) -> Bench {
         .unwrap();
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
-        let ctls = pki.client_tls("bench", &format!("c{i:03}")).unwrap();
+        // One tenant per client: the privacy unit (one update per tenant and round).
+        let ctls = pki
+            .client_tls(&format!("t{i:03}"), &format!("c{i:03}"))
+            .unwrap();
         let mut c = CoordinatorClient::new(ctls.channel(&running.endpoint()).unwrap());
         c.register(RegisterRequest::default()).await.unwrap();
         clients.push(c);
     }
-    let mut spec = JobSpec::new("bench", ModelSpec::logistic(dim as u32 - 1), 1.0);
+    let mut spec = JobSpec::new(
+        "bench",
+        ModelSpec::logistic(dim as u32 - 1),
+        1.0,
+        CLIENTS as u64,
+    );
     spec.rounds = 1_000_000;
     spec.min_clients = CLIENTS as u32;
     spec.round_deadline_ms = 3_600_000;

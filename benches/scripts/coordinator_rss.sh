@@ -31,7 +31,7 @@ LOADGEN=target/release/examples/loadgen
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 max_clients=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -1)
-"$BIN" certs init --out "$work/pki" --clients "$max_clients" --tenants t1,t2,t3 >/dev/null
+"$BIN" certs init --out "$work/pki" --clients "$max_clients" >/dev/null   # one tenant per client
 
 rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 
@@ -68,7 +68,7 @@ id = "rss"
 model = { kind = "logistic", input_dim = $((DIM - 1)) }
 sampling_rate = 1.0
 rounds = $ROUNDS
-min_clients = $n
+population = $n
 round_deadline_ms = 3600000
 noise_source = "$NOISE"
 noise_multiplier = 1.0

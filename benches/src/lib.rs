@@ -142,8 +142,9 @@ impl BenchCoordinator {
             .expect("coordinator");
         let mut clients = Vec::with_capacity(n);
         for i in 0..n {
+            // One tenant per client: the privacy unit (one update per tenant and round).
             let ctls = pki
-                .client_tls("bench", &format!("c{i:04}"))
+                .client_tls(&format!("t{i:04}"), &format!("c{i:04}"))
                 .expect("client TLS");
             let mut c = CoordinatorClient::new(ctls.channel(&running.endpoint()).expect("channel"))
                 .max_decoding_message_size(64 << 20);
@@ -152,7 +153,7 @@ impl BenchCoordinator {
                 .expect("register");
             clients.push(c);
         }
-        let mut spec = JobSpec::new(JOB, ModelSpec::logistic(dim as u32 - 1), 1.0);
+        let mut spec = JobSpec::new(JOB, ModelSpec::logistic(dim as u32 - 1), 1.0, n as u64);
         spec.rounds = 1_000_000;
         spec.min_clients = n as u32;
         spec.round_deadline_ms = 3_600_000;

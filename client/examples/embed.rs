@@ -236,7 +236,8 @@ async fn main() {
     while admin.clients().await.unwrap().len() < 3 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let mut job = JobSpec::new(JOB, ModelSpec::mlp(NUM_FEATURES as u32, [16]), 1.0);
+    // Sized for the three tenants (the privacy unit), each in every round.
+    let mut job = JobSpec::new(JOB, ModelSpec::mlp(NUM_FEATURES as u32, [16]), 1.0, 3);
     job.rounds = 4;
     job.min_clients = 2;
     job.round_deadline_ms = 5_000;

@@ -5,7 +5,11 @@
 //! An entry is written (durably, see [`crate::state::write_atomic`]) *before*
 //! the update is submitted, so a crash after the submission can never leave
 //! a contribution unrecorded. Its status is updated afterwards (accepted,
-//! rejected); the guard counts every entry whatever its status.
+//! rejected); the guard counts every entry whatever its status. A task
+//! served again (the same job, round and attempt after a restart, or with
+//! another base version) gets a new entry and a new nonce — one more step
+//! for the guard — unless the update is byte-identical to a recorded one
+//! (same base version and SHA-256), which is a resend of that contribution.
 //!
 //! The file is never silently reset: an unreadable ledger is an error, because
 //! starting from an empty one would under-count what the tenant has spent.
@@ -111,6 +115,10 @@ pub struct LedgerEntry {
     pub recorded_unix_ms: i64,
     /// The upload's nonce (hex), reused if the upload is retried.
     pub nonce: String,
+    /// SHA-256 (hex) of the uploaded update; empty in entries written before
+    /// it was recorded.
+    #[serde(default)]
+    pub update_sha256: String,
     /// Outcome.
     pub status: EntryStatus,
     /// Details of the outcome (e.g. the rejection message).
@@ -224,11 +232,31 @@ impl LedgerFile {
         self.entries.iter().filter(move |e| e.job_id == job_id)
     }
 
-    /// The entry for a round attempt, if recorded.
+    /// The first entry for a round attempt, if recorded.
     pub fn find(&self, job_id: &str, round: u64, attempt: u32) -> Option<&LedgerEntry> {
         self.entries
             .iter()
             .find(|e| e.job_id == job_id && e.round == round && e.attempt == attempt)
+    }
+
+    /// The entry recording exactly this update for this round attempt (same
+    /// base version and update digest), whose upload may be resent as is.
+    pub fn find_identical(
+        &self,
+        job_id: &str,
+        round: u64,
+        attempt: u32,
+        base_version: u64,
+        update_sha256: &str,
+    ) -> Option<&LedgerEntry> {
+        self.entries.iter().find(|e| {
+            e.job_id == job_id
+                && e.round == round
+                && e.attempt == attempt
+                && e.base_version == base_version
+                && !e.update_sha256.is_empty()
+                && e.update_sha256 == update_sha256
+        })
     }
 }
 
@@ -318,18 +346,24 @@ impl Ledger {
         self.update(|f| f.entries.push(entry))
     }
 
-    /// Sets the outcome of a recorded contribution.
+    /// Sets the outcome of the contribution uploaded with `nonce` (hex) for
+    /// a round attempt.
     pub fn set_status(
         &mut self,
         job_id: &str,
         round: u64,
         attempt: u32,
+        nonce: &str,
         status: EntryStatus,
         detail: &str,
     ) -> Result<(), LedgerError> {
         self.update(|f| {
             for e in &mut f.entries {
-                if e.job_id == job_id && e.round == round && e.attempt == attempt {
+                if e.job_id == job_id
+                    && e.round == round
+                    && e.attempt == attempt
+                    && e.nonce == nonce
+                {
                     e.status = status;
                     e.detail = detail.to_owned();
                 }
@@ -368,6 +402,7 @@ mod tests {
             client_noise_stddev: 0.0,
             recorded_unix_ms: 1,
             nonce: "00".into(),
+            update_sha256: String::new(),
             status: EntryStatus::Recorded,
             detail: String::new(),
             epsilon_after: Some(1.5),
@@ -385,7 +420,11 @@ mod tests {
         e.sampling_rate = 0.1 + 0.2; // not exactly representable in decimal
         e.noise_multiplier = std::f64::consts::PI;
         l.record(e.clone()).unwrap();
-        l.set_status("j", 1, 1, EntryStatus::Accepted, "").unwrap();
+        l.set_status("j", 1, 1, "00", EntryStatus::Accepted, "")
+            .unwrap();
+        // Another nonce of the same attempt is another entry: untouched.
+        l.set_status("j", 1, 1, "ff", EntryStatus::Rejected, "x")
+            .unwrap();
         let back = Ledger::open(&p).unwrap();
         assert_eq!(back.file().entries.len(), 1);
         let got = &back.file().entries[0];

@@ -1098,12 +1098,24 @@ impl<'a> Runner<'a> {
             );
             return Ok(());
         }
+        // The tenant's floors on what one update may be computed from.
+        let examples = cfg
+            .training
+            .max_examples_per_round
+            .map_or(train.len(), |k| k.min(train.len()));
+        let train_cfg = match guard::check_training(&cfg.policy, prepared.train.clone(), examples) {
+            Ok(c) => c,
+            Err(reason) => {
+                self.skip(&tref, reason);
+                return Ok(());
+            }
+        };
         // 4. The guard.
         let bound = cfg.job_id.as_deref() == Some(task.job_id.as_str());
         let history = model
             .receipt
             .as_ref()
-            .filter(|_| bound && cfg.policy.amplification)
+            .filter(|_| bound && cfg.policy.trust_coordinator_sampling)
             .map(history_of);
         let assessment = {
             let policy = cfg.policy.clone();
@@ -1127,7 +1139,7 @@ impl<'a> Runner<'a> {
             Some(Ok(Ok(a))) => a,
         };
         if bound
-            && cfg.policy.amplification
+            && cfg.policy.trust_coordinator_sampling
             && let Some(why) = &assessment.amplified_unavailable
         {
             self.p.emit(Event::Warning {
@@ -1142,7 +1154,6 @@ impl<'a> Runner<'a> {
         let trained = {
             let spec = prepared.spec.clone();
             let weights = model.weights.clone();
-            let train_cfg = prepared.train.clone();
             let seed = training_seed(cfg.seed, &tref);
             let max_examples = cfg.training.max_examples_per_round;
             let (clip, noise) = (task.clip_norm, prepared.noise_stddev);
@@ -1181,11 +1192,22 @@ impl<'a> Runner<'a> {
             self.skip(&tref, SkipReason::DeadlinePassed);
             return Ok(());
         }
-        // 6. Record in the tenant's ledger, durably, before anything is sent.
+        // 6. Record in the tenant's ledger, durably, before anything is sent:
+        // a new entry (one more step for the guard) unless this exact update
+        // was recorded for this round attempt before (a resend after a
+        // restart; the same bytes reveal nothing new). A task served again
+        // with another base version or other data is a new contribution.
+        let update_sha256 = hex::encode(fedsec_proto::tensor::digest(&trained.update));
         let existing = self
             .p
             .ledger_file()?
-            .find(&task.job_id, task.round, task.attempt)
+            .find_identical(
+                &task.job_id,
+                task.round,
+                task.attempt,
+                task.base_version,
+                &update_sha256,
+            )
             .cloned();
         let nonce_hex = match existing {
             Some(e) => e.nonce,
@@ -1204,6 +1226,7 @@ impl<'a> Runner<'a> {
                     client_noise_stddev: prepared.noise_stddev,
                     recorded_unix_ms: now_unix_ms(),
                     nonce: hex::encode(nonce),
+                    update_sha256,
                     status: EntryStatus::Recorded,
                     detail: String::new(),
                     epsilon_after: Some(assessment.epsilon).filter(|e| e.is_finite()),
@@ -1221,12 +1244,13 @@ impl<'a> Runner<'a> {
         let nonce = hex::decode(&nonce_hex).unwrap_or_else(|_| nonce_hex.clone().into_bytes());
         // 7. Upload, retrying transient failures with the same nonce.
         let messages = update_messages(&task, &nonce, &trained.update, trained.within_clip);
-        self.submit(&tref, &messages, deadline).await
+        self.submit(&tref, &nonce_hex, &messages, deadline).await
     }
 
     async fn submit(
         &mut self,
         tref: &TaskRef,
+        nonce_hex: &str,
         messages: &[v1::SubmitUpdateRequest],
         deadline: Instant,
     ) -> Result<(), Error> {
@@ -1244,9 +1268,10 @@ impl<'a> Runner<'a> {
             let e = match got {
                 Ok(resp) => {
                     let (job, round, attempt) = (tref.job_id.clone(), tref.round, tref.attempt);
+                    let nonce = nonce_hex.to_owned();
                     self.p
                         .with_ledger(move |l| {
-                            l.set_status(&job, round, attempt, EntryStatus::Accepted, "")
+                            l.set_status(&job, round, attempt, &nonce, EntryStatus::Accepted, "")
                         })
                         .await?;
                     self.p.emit(Event::Submitted {
@@ -1261,10 +1286,17 @@ impl<'a> Runner<'a> {
             match e.disposition() {
                 Disposition::Definitive => {
                     let (job, round, attempt) = (tref.job_id.clone(), tref.round, tref.attempt);
-                    let detail = e.message.clone();
+                    let (nonce, detail) = (nonce_hex.to_owned(), e.message.clone());
                     self.p
                         .with_ledger(move |l| {
-                            l.set_status(&job, round, attempt, EntryStatus::Rejected, &detail)
+                            l.set_status(
+                                &job,
+                                round,
+                                attempt,
+                                &nonce,
+                                EntryStatus::Rejected,
+                                &detail,
+                            )
                         })
                         .await?;
                     self.p.emit(Event::SubmitRejected {
@@ -1285,10 +1317,11 @@ impl<'a> Runner<'a> {
             let delay = backoff.fail_at_least(&mut self.rng, e.retry_after);
             if Instant::now() + delay >= deadline {
                 let (job, round, attempt) = (tref.job_id.clone(), tref.round, tref.attempt);
+                let nonce = nonce_hex.to_owned();
                 let detail = format!("deadline passed while retrying: {}", e.message);
                 self.p
                     .with_ledger(move |l| {
-                        l.set_status(&job, round, attempt, EntryStatus::Recorded, &detail)
+                        l.set_status(&job, round, attempt, &nonce, EntryStatus::Recorded, &detail)
                     })
                     .await?;
                 self.skip(tref, SkipReason::DeadlinePassed);

@@ -1,6 +1,7 @@
 //! What the tenant allows: its privacy policy (ε cap at its own δ, floors and
-//! ceilings on the task's mechanism, which accountant) and the limits it puts
-//! on local training. Pure values and their validation; the guard
+//! ceilings on the task's mechanism and on the training it asks for, which
+//! accountant, whether to trust the coordinator's sampling) and the limits it
+//! puts on local training. Pure values and their validation; the guard
 //! ([`crate::guard`]) applies them.
 
 use fedsec_privacy::{Accountant, PldAccountant, RdpAccountant};
@@ -63,13 +64,31 @@ pub struct PrivacyPolicy {
     /// Accountant of the decision. Default PLD.
     #[serde(default)]
     pub accountant: AccountantKind,
-    /// Use privacy amplification by subsampling for the job the participant
-    /// is bound to (it then counts every round of that job at its sampling
-    /// rate q, not only the rounds it joined). Valid when the coordinator
-    /// keeps the cohort secret; set `false` if an adversary may learn which
-    /// rounds this tenant took part in. Default `true`.
-    #[serde(default = "yes")]
-    pub amplification: bool,
+    /// Trust the coordinator's sampling: that it selects this tenant in each
+    /// round independently with the probability q its tasks state, and keeps
+    /// the cohort secret. Only then may the guard use the amplified basis
+    /// for the job the participant is bound to. A client cannot check
+    /// either (the coordinator decides which rounds it hears of), so the
+    /// default is `false`: the participation basis, valid whatever the
+    /// coordinator does.
+    #[serde(default)]
+    pub trust_coordinator_sampling: bool,
+    /// Tasks whose minibatch is smaller are refused: one update should never
+    /// be the gradient of a handful of sessions (the coordinator sees each
+    /// update before noise). Default 16.
+    #[serde(default = "default_min_batch")]
+    pub min_batch_size: u32,
+    /// Tasks whose update would be computed from fewer distinct local
+    /// training examples (steps × batch size, or all local examples if
+    /// fewer) are refused. Default 32.
+    #[serde(default = "default_min_examples_per_update")]
+    pub min_examples_per_update: usize,
+    /// Ceiling on learning rate × local steps: the client caps its local
+    /// steps at ⌊this / learning rate⌋ (how far one round of local training
+    /// may move the model towards memorising local sessions), and refuses a
+    /// task whose learning rate alone exceeds it. Default 100.
+    #[serde(default = "default_max_lr_steps")]
+    pub max_learning_rate_steps: f64,
 }
 
 fn default_delta() -> f64 {
@@ -77,6 +96,15 @@ fn default_delta() -> f64 {
 }
 fn default_min_z() -> f64 {
     0.5
+}
+fn default_min_batch() -> u32 {
+    16
+}
+fn default_min_examples_per_update() -> usize {
+    32
+}
+fn default_max_lr_steps() -> f64 {
+    100.0
 }
 fn yes() -> bool {
     true
@@ -92,7 +120,10 @@ impl PrivacyPolicy {
             max_clip_norm: None,
             refuse_noise_disabled: true,
             accountant: AccountantKind::Pld,
-            amplification: true,
+            trust_coordinator_sampling: false,
+            min_batch_size: default_min_batch(),
+            min_examples_per_update: default_min_examples_per_update(),
+            max_learning_rate_steps: default_max_lr_steps(),
         }
     }
 
@@ -123,6 +154,24 @@ impl PrivacyPolicy {
             return bad(
                 "privacy.max_clip_norm",
                 format!("must be a finite number > 0 (got {c})"),
+            );
+        }
+        if self.min_batch_size == 0 {
+            return bad("privacy.min_batch_size", "must be at least 1".into());
+        }
+        if self.min_examples_per_update == 0 {
+            return bad(
+                "privacy.min_examples_per_update",
+                "must be at least 1".into(),
+            );
+        }
+        if !(self.max_learning_rate_steps > 0.0 && self.max_learning_rate_steps.is_finite()) {
+            return bad(
+                "privacy.max_learning_rate_steps",
+                format!(
+                    "must be a finite number > 0 (got {})",
+                    self.max_learning_rate_steps
+                ),
             );
         }
         Ok(())
@@ -214,6 +263,27 @@ mod tests {
                     ..PrivacyPolicy::new(1.0, 1e-5)
                 },
                 "privacy.max_clip_norm",
+            ),
+            (
+                PrivacyPolicy {
+                    min_batch_size: 0,
+                    ..PrivacyPolicy::new(1.0, 1e-5)
+                },
+                "privacy.min_batch_size",
+            ),
+            (
+                PrivacyPolicy {
+                    min_examples_per_update: 0,
+                    ..PrivacyPolicy::new(1.0, 1e-5)
+                },
+                "privacy.min_examples_per_update",
+            ),
+            (
+                PrivacyPolicy {
+                    max_learning_rate_steps: f64::INFINITY,
+                    ..PrivacyPolicy::new(1.0, 1e-5)
+                },
+                "privacy.max_learning_rate_steps",
             ),
         ] {
             match p.validate() {

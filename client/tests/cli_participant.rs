@@ -116,7 +116,7 @@ async fn run_ledger_model_pull_and_score() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    admin.create_job(job("cli", 1.0, 1.0, 2)).await.unwrap();
+    admin.create_job(job("cli", 1.0, 1.0, 2, 2)).await.unwrap();
     let done = admin
         .wait_for_job("cli", T, |j| j.state == v1::JobState::Completed as i32)
         .await

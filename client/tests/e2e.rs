@@ -30,7 +30,12 @@ async fn five_clients_three_rounds_ledgers_match_the_coordinator() {
                 .client_tls(&format!("tenant-{i}"), &format!("client-{i}"))
                 .unwrap(),
             DataSource::Files(vec![files.clone()]),
-            PrivacyPolicy::new(50.0, 1e-5),
+            // These tenants trust the coordinator's sampling, so the guard
+            // can be checked against the coordinator's own ε.
+            PrivacyPolicy {
+                trust_coordinator_sampling: true,
+                ..PrivacyPolicy::new(50.0, 1e-5)
+            },
             &state,
             i as u64,
         )
@@ -52,7 +57,7 @@ async fn five_clients_three_rounds_ledgers_match_the_coordinator() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let mut spec = job("e2e", 0.8, 1.0, 3);
+    let mut spec = job("e2e", 0.8, 1.0, 3, 5);
     spec.min_clients = 2;
     admin.create_job(spec).await.unwrap();
     let done = admin

@@ -47,7 +47,7 @@ async fn a_round_past_the_tenant_cap_is_skipped_and_the_job_goes_on() {
         let p = builder(
             &h.endpoint(),
             h.pki
-                .client_tls("tenant-g", &format!("client-{i}"))
+                .client_tls(&format!("tenant-g{i}"), &format!("client-{i}"))
                 .unwrap(),
             DataSource::Files(vec![files.clone()]),
             policy,
@@ -67,7 +67,7 @@ async fn a_round_past_the_tenant_cap_is_skipped_and_the_job_goes_on() {
         assert!(tokio::time::Instant::now() < until);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut spec = job("capped", 1.0, 1.0, 3);
+    let mut spec = job("capped", 1.0, 1.0, 3, 2);
     spec.round_deadline_ms = 1_500;
     admin.create_job(spec).await.unwrap();
     let done = admin
@@ -154,7 +154,7 @@ async fn a_task_below_the_noise_floor_is_refused_and_shutdown_is_prompt() {
     .await;
     let admin = h.running().admin();
     admin
-        .create_job(job("thin-noise", 1.0, 0.3, 2))
+        .create_job(job("thin-noise", 1.0, 0.3, 2, 1))
         .await
         .unwrap();
     let e = wait_for(&mut rx, "the refusal", |e| {

@@ -25,7 +25,7 @@ async fn clients_carry_on_through_a_stop_and_a_crash_of_the_coordinator() {
         let p = builder(
             &h.endpoint(),
             h.pki
-                .client_tls("tenant-r", &format!("client-{i}"))
+                .client_tls(&format!("tenant-r{i}"), &format!("client-{i}"))
                 .unwrap(),
             DataSource::Files(vec![files.clone()]),
             PrivacyPolicy::new(100.0, 1e-5),
@@ -48,7 +48,7 @@ async fn clients_carry_on_through_a_stop_and_a_crash_of_the_coordinator() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut spec = job("restart", 1.0, 1.0, 5);
+    let mut spec = job("restart", 1.0, 1.0, 5, 3);
     spec.min_clients = 3;
     admin.create_job(spec).await.unwrap();
 
@@ -98,7 +98,7 @@ async fn clients_carry_on_through_a_stop_and_a_crash_of_the_coordinator() {
     );
     for (i, path) in ledgers.iter().enumerate() {
         let file = Ledger::read(path).unwrap();
-        // q = 1 and min_clients = 3: every committed round has every client.
+        // q = 1 and three tenants: every committed round has every client.
         let mut joined = check_ledger_against(&file, &coord, &attempts);
         joined.sort_unstable();
         assert_eq!(joined, vec![1, 2, 3, 4, 5], "client {i}");

@@ -104,7 +104,84 @@ pub fn audit_to_proto(a: &EmpiricalAudit) -> v1::EmpiricalAudit {
     }
 }
 
+/// A round history's ε before the receipt's JSON and wire form are built:
+/// the round driver plans with it (is the next round within the budget?)
+/// and builds the published receipt once, at commit, with the commit time
+/// stamped ([`PlannedReceipt::with_last_round`]). Each receipt holds the
+/// whole history, so building it once per round instead of twice halves
+/// the driver's O(rounds) serialisation per round.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedReceipt {
+    /// ε (PLD) stated; +∞ without noise.
+    pub epsilon_pld: f64,
+    /// ε (RDP) stated; +∞ without noise.
+    pub epsilon_rdp: f64,
+    body: Body,
+}
+
+impl PlannedReceipt {
+    /// The published receipt: the planned one with its last round replaced
+    /// by `charge` (same mechanism and round, so ε is unchanged — typically
+    /// the planned charge with its commit time).
+    pub fn with_last_round(self, charge: RoundCharge) -> Result<Receipt, Error> {
+        match self.body {
+            Body::Dp(mut r) => {
+                if let Some(last) = r.rounds.last_mut() {
+                    if last.mechanism() != charge.mechanism() || last.round != charge.round {
+                        return Err(Error::Internal(
+                            "stamped charge differs from the planned one".into(),
+                        ));
+                    }
+                    *last = charge;
+                }
+                Receipt::from_receipt(&r)
+            }
+            Body::NoGuarantee(mut r) => {
+                if let Some(last) = r.rounds.last_mut() {
+                    *last = charge;
+                }
+                let json = serde_json::to_string(&r)
+                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                Ok(Receipt::from_no_guarantee(r, json))
+            }
+        }
+    }
+}
+
 impl Receipt {
+    /// ε of a round history at `delta` (as [`Receipt::compute`] states it),
+    /// without building the receipt's JSON and wire form yet.
+    pub fn plan(
+        rounds: Vec<RoundCharge>,
+        delta: f64,
+        noise_enabled: bool,
+    ) -> Result<PlannedReceipt, Error> {
+        if noise_enabled {
+            let r = PrivacyReceipt::compute(rounds, delta)
+                .map_err(|e| Error::Privacy(format!("cannot compute the privacy receipt: {e}")))?;
+            Ok(PlannedReceipt {
+                epsilon_pld: r.epsilon_pld,
+                epsilon_rdp: r.epsilon_rdp,
+                body: Body::Dp(r),
+            })
+        } else {
+            Ok(PlannedReceipt {
+                epsilon_pld: f64::INFINITY,
+                epsilon_rdp: f64::INFINITY,
+                body: Body::NoGuarantee(NoGuaranteeReceipt {
+                    mechanism: NO_NOISE_MECHANISM.into(),
+                    neighbouring: fedsec_privacy::receipt::NEIGHBOURING.into(),
+                    delta,
+                    epsilon_pld: None,
+                    epsilon_rdp: None,
+                    rounds,
+                    accountant_versions: Vec::new(),
+                    empirical_audit: None,
+                }),
+            })
+        }
+    }
+
     /// The receipt for a job's round history at `delta`: ε by PLD and RDP,
     /// or, for a job without noise, an explicit no-guarantee statement.
     pub fn compute(
@@ -295,6 +372,25 @@ mod tests {
         assert_eq!(stamped.proto.rounds[1].committed_unix_ms, 99);
         let empty = Receipt::compute(vec![], 1e-5, true).unwrap();
         assert_eq!(empty.epsilon_pld, 0.0);
+        // Planning then stamping is the same receipt, built once.
+        for noise in [true, false] {
+            let planned = Receipt::plan(vec![charge(1), charge(2)], 1e-5, noise).unwrap();
+            let direct = Receipt::compute(vec![charge(1), charge(2)], 1e-5, noise).unwrap();
+            assert_eq!(planned.epsilon_pld.to_bits(), direct.epsilon_pld.to_bits());
+            let stamp = RoundCharge {
+                committed_unix_ms: 99,
+                ..charge(2)
+            };
+            assert_eq!(
+                planned.clone().with_last_round(stamp).unwrap(),
+                direct.with_last_round(stamp).unwrap()
+            );
+            let other = RoundCharge {
+                noise_multiplier: 3.0,
+                ..charge(2)
+            };
+            assert_eq!(planned.with_last_round(other).is_err(), noise);
+        }
     }
 
     #[test]

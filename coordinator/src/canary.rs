@@ -14,9 +14,10 @@
 //!   rate as real clients; `#` cannot occur in a certificate's client id),
 //!   and a selected canary's update `C·u_i` is re-clipped and added to the
 //!   round's sum before noise, exactly like a client's. Canaries count in
-//!   nothing that divides or decides: the denominator stays the fixed
-//!   expected cohort `q·N` of real clients, and `min_clients`, participant
-//!   counts and the adaptive-clipping count see only real clients;
+//!   nothing that divides: the denominator stays the fixed expected cohort
+//!   `q × population` of real tenants, and participant counts and the
+//!   adaptive-clipping count see only real clients (no release decision
+//!   looks at a count at all);
 //! - canaries `k..2k` are **unseen**: drawn from the same distribution and
 //!   never inserted (the null sample).
 //!

@@ -148,17 +148,31 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// The Prometheus `/metrics` HTTP endpoint.
+/// The Prometheus `/metrics` HTTP endpoint. Its round-level counts
+/// (participants per round, rejections) are for the platform team, inside
+/// the trust boundary: they are not noised, so the endpoint must never be
+/// public.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Serve `/metrics`. Default `true`.
     #[serde(default = "yes")]
     pub enabled: bool,
-    /// Listen address (plain HTTP; keep it on a private interface).
-    /// Default `127.0.0.1:9464`; port 0 picks a free port.
+    /// Listen address. Default `127.0.0.1:9464` (loopback only); port 0
+    /// picks a free port. Any other address needs `bearer_token_file`.
     #[serde(default = "default_metrics_listen")]
     pub listen: SocketAddr,
+    /// File holding the bearer token scrapers must send
+    /// (`Authorization: Bearer <token>`): at least 32 characters, the file
+    /// not readable by group or others. The token is never logged. Default
+    /// none (loopback only).
+    #[serde(default)]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Serve `/metrics` over TLS 1.3 with the gRPC server's certificate and
+    /// key (`tls.cert`, `tls.key`; no client certificate), so the token
+    /// never crosses the network in clear. Default `false`.
+    #[serde(default)]
+    pub tls: bool,
 }
 
 fn yes() -> bool {
@@ -173,6 +187,8 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: default_metrics_listen(),
+            bearer_token_file: None,
+            tls: false,
         }
     }
 }
@@ -248,6 +264,9 @@ impl CoordinatorConfig {
         if let Some(k) = &mut self.storage.encryption_key_file {
             fix(k);
         }
+        if let Some(t) = &mut self.metrics.bearer_token_file {
+            fix(t);
+        }
         if let Some(d) = &mut self.init_weights_dir {
             fix(d);
         }
@@ -261,6 +280,33 @@ impl CoordinatorConfig {
                 fix(p);
             }
         }
+    }
+
+    /// `/metrics` stays on loopback unless a bearer token protects it.
+    fn validate_metrics(&self) -> CResult {
+        let m = &self.metrics;
+        if !m.enabled {
+            return Ok(());
+        }
+        if let Some(t) = &m.bearer_token_file
+            && t.as_os_str().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "metrics.bearer_token_file",
+                "must not be empty when set",
+            ));
+        }
+        if !m.listen.ip().is_loopback() && m.bearer_token_file.is_none() {
+            return Err(ConfigError::invalid(
+                "metrics.bearer_token_file",
+                format!(
+                    "required when metrics.listen ({}) is not a loopback address: the metrics \
+                     carry exact per-round counts and must never be public",
+                    m.listen
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The dangerous settings in force (all `false` without a `[dangerous]` section).
@@ -290,6 +336,7 @@ impl CoordinatorConfig {
             ));
         }
         self.limits.validate()?;
+        self.validate_metrics()?;
         self.rate_limits.validate()?;
         if let Some(k) = &self.storage.encryption_key_file
             && k.as_os_str().is_empty()
@@ -498,14 +545,28 @@ pub struct JobSpec {
     /// Rounds to run (the budget may stop the job earlier). Default 100.
     #[serde(default = "default_rounds")]
     pub rounds: u64,
-    /// Poisson sampling rate q in (0, 1]. One of `sampling_rate` and
-    /// `expected_cohort` is required.
+    /// Number of tenants N the job is sized for: a declared, public
+    /// parameter (the privacy unit is the tenant). The fixed denominator is
+    /// `q × population`; it never depends on who registered or reported.
+    /// Required for new jobs (jobs stored before it existed keep the count
+    /// registered when they started).
+    #[serde(default)]
+    pub population: Option<u64>,
+    /// Poisson sampling rate q in (0, 1] of each tenant. One of
+    /// `sampling_rate` and `expected_cohort` is required.
     #[serde(default)]
     pub sampling_rate: Option<f64>,
-    /// Expected cohort size m: q = m / N with N the registered clients when
-    /// the job starts (the job waits for N ≥ m).
+    /// Expected cohort size m: q = m / `population`.
     #[serde(default)]
     pub expected_cohort: Option<u32>,
+    /// Relative drift of the registered tenant count from `population`
+    /// above which the coordinator warns (log, audit event and the
+    /// `fedsec_population_drift` metric). Privacy does not depend on it (q
+    /// is each tenant's inclusion probability whatever the count); the
+    /// fixed denominator only fits the data when the population is right.
+    /// Default 0.2.
+    #[serde(default = "default_population_drift")]
+    pub population_drift: f64,
     /// Clipping.
     #[serde(default)]
     pub clipping: ClippingSpec,
@@ -521,12 +582,22 @@ pub struct JobSpec {
     /// Hard ε budget (PLD) at `delta`. Default: `target_epsilon` if set, else none.
     #[serde(default)]
     pub epsilon_budget: Option<f64>,
-    /// Rounds with fewer accepted reports are abandoned. Default 2.
+    /// Smallest *expected* cohort `q × population` the job may be created
+    /// with (a data-independent check; rounds are released whatever their
+    /// realised cohort, including 0 reports). Default 2.
     #[serde(default = "default_min_clients")]
     pub min_clients: u32,
     /// Time a round stays open for submissions, in ms. Default 60000.
     #[serde(default = "default_deadline_ms")]
     pub round_deadline_ms: u64,
+    /// Close every round at its deadline, even when every selected tenant
+    /// has already reported. Then a new version's publication time does not
+    /// depend on who was selected or how fast they were (a timing channel
+    /// the accountant does not cover), at the price of rounds that always
+    /// last `round_deadline_ms`. Default `false` (close as soon as the whole
+    /// cohort reported).
+    #[serde(default)]
+    pub close_at_deadline: bool,
     /// Local training.
     #[serde(default)]
     pub training: TrainingSpec,
@@ -553,9 +624,15 @@ fn default_delta() -> f64 {
 fn default_min_clients() -> u32 {
     2
 }
+fn default_population_drift() -> f64 {
+    0.2
+}
 fn default_deadline_ms() -> u64 {
     60_000
 }
+
+/// Largest declared population.
+pub const MAX_POPULATION: u64 = 1_000_000_000;
 
 /// Default noise multiplier when neither z nor a target ε is given.
 pub const DEFAULT_NOISE_MULTIPLIER: f64 = 1.0;
@@ -609,8 +686,14 @@ fn momentum_range(key: &str, v: f64) -> CResult {
 }
 
 impl JobSpec {
-    /// A job with every default and the given model and sampling rate.
-    pub fn new(id: impl Into<String>, model: ModelSpec, sampling_rate: f64) -> Self {
+    /// A job with every default, the given model, sampling rate q and
+    /// declared population (tenants).
+    pub fn new(
+        id: impl Into<String>,
+        model: ModelSpec,
+        sampling_rate: f64,
+        population: u64,
+    ) -> Self {
         Self {
             id: id.into(),
             name: String::new(),
@@ -618,8 +701,10 @@ impl JobSpec {
             init_seed: 0,
             init_weights_path: None,
             rounds: default_rounds(),
+            population: Some(population),
             sampling_rate: Some(sampling_rate),
             expected_cohort: None,
+            population_drift: default_population_drift(),
             clipping: ClippingSpec::default(),
             noise_multiplier: None,
             target_epsilon: None,
@@ -627,6 +712,7 @@ impl JobSpec {
             epsilon_budget: None,
             min_clients: default_min_clients(),
             round_deadline_ms: default_deadline_ms(),
+            close_at_deadline: false,
             training: TrainingSpec::default(),
             server_optimizer: ServerOptimizerSpec::default(),
             noise_source: NoiseKind::default(),
@@ -651,6 +737,16 @@ impl JobSpec {
             (Some(q), None) => Sampling::Rate(q),
             (None, None) => Sampling::Rate(1.0),
         }
+    }
+
+    /// The sampling rate q and the expected cohort `q × population` (the
+    /// fixed denominator) for a declared population; `None` without one.
+    pub fn cohort(&self) -> Option<(f64, f64)> {
+        let n = self.population? as f64;
+        Some(match self.sampling() {
+            Sampling::Rate(q) => (q, q * n),
+            Sampling::Cohort(m) => (f64::from(m) / n, f64::from(m)),
+        })
     }
 
     /// The noise choice (call after [`validate`](Self::validate)).
@@ -790,9 +886,7 @@ impl JobSpec {
         if let Some(b) = self.epsilon_budget {
             positive_finite(&k("epsilon_budget"), b)?;
         }
-        if self.min_clients == 0 {
-            return Err(ConfigError::invalid(k("min_clients"), "must be at least 1"));
-        }
+        self.validate_population(&k)?;
         if !(50..=86_400_000).contains(&self.round_deadline_ms) {
             return Err(ConfigError::invalid(
                 k("round_deadline_ms"),
@@ -877,6 +971,55 @@ impl JobSpec {
         Ok(())
     }
 
+    /// The declared population, the expected cohort and `min_clients`:
+    /// data-independent checks, done when the job is created.
+    fn validate_population(&self, k: &dyn Fn(&str) -> String) -> CResult {
+        let Some(n) = self.population else {
+            return Err(ConfigError::invalid(
+                k("population"),
+                "required: the number of tenants the job is sized for (public; the fixed \
+                 denominator is sampling_rate × population)",
+            ));
+        };
+        if !(1..=MAX_POPULATION).contains(&n) {
+            return Err(ConfigError::invalid(
+                k("population"),
+                format!("must be in 1..={MAX_POPULATION} (got {n})"),
+            ));
+        }
+        if let Some(m) = self.expected_cohort
+            && u64::from(m) > n
+        {
+            return Err(ConfigError::invalid(
+                k("expected_cohort"),
+                format!("{m} is more than the population of {n} tenants (q would exceed 1)"),
+            ));
+        }
+        if !(self.population_drift.is_finite() && self.population_drift > 0.0) {
+            return Err(ConfigError::invalid(
+                k("population_drift"),
+                format!("must be > 0 (got {})", self.population_drift),
+            ));
+        }
+        if self.min_clients == 0 {
+            return Err(ConfigError::invalid(k("min_clients"), "must be at least 1"));
+        }
+        if let Some((q, cohort)) = self.cohort()
+            && cohort < f64::from(self.min_clients)
+        {
+            return Err(ConfigError::invalid(
+                k("min_clients"),
+                format!(
+                    "the expected cohort q × population = {q} × {n} = {cohort} is below \
+                     min_clients = {} (min_clients is the smallest expected cohort a job may \
+                     have; every round is released whatever its realised cohort)",
+                    self.min_clients
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Reads a job from the Admin API's `JobConfig`, filling defaults for
     /// zero/empty fields, and validates it (keys are prefixed `config.`).
     pub fn from_proto(msg: &v1::JobConfig, dangerous: &DangerousConfig) -> CResult<Self> {
@@ -886,7 +1029,7 @@ impl JobSpec {
             .ok_or_else(|| ConfigError::invalid("config.model_spec", "required"))?;
         let model = ModelSpec::from_proto(model)
             .map_err(|e| ConfigError::invalid("config.model_spec", e.to_string()))?;
-        let mut spec = Self::new(msg.job_id.clone(), model, 1.0);
+        let mut spec = Self::new(msg.job_id.clone(), model, 1.0, 0);
         spec.name = msg.name.clone();
         spec.init_seed = msg.init_seed;
         spec.init_weights_path =
@@ -936,9 +1079,14 @@ impl JobSpec {
         if msg.min_clients != 0 {
             spec.min_clients = msg.min_clients;
         }
+        spec.population = (msg.population != 0).then_some(msg.population);
+        if msg.population_drift != 0.0 {
+            spec.population_drift = msg.population_drift;
+        }
         if msg.round_deadline_ms != 0 {
             spec.round_deadline_ms = msg.round_deadline_ms;
         }
+        spec.close_at_deadline = msg.close_at_deadline;
         if let Some(t) = &msg.training {
             let d = TrainingSpec::default();
             spec.training = TrainingSpec {
@@ -1042,7 +1190,10 @@ impl JobSpec {
             delta: self.delta,
             epsilon_budget: self.epsilon_budget.unwrap_or(0.0),
             min_clients: self.min_clients,
+            population: self.population.unwrap_or(0),
+            population_drift: self.population_drift,
             round_deadline_ms: self.round_deadline_ms,
+            close_at_deadline: self.close_at_deadline,
             training: Some(self.training_proto()),
             server_optimizer: Some(v1::ServerOptimizer {
                 learning_rate: self.server_optimizer.learning_rate,
@@ -1089,6 +1240,7 @@ mod tests {
         [[jobs]]
         id = "bots"
         model = { kind = "mlp", input_dim = 25, hidden = [64] }
+        population = 50
         sampling_rate = 0.1
     "#;
 
@@ -1113,6 +1265,9 @@ mod tests {
         assert_eq!(j.clipping.clip_norm, 1.0);
         assert_eq!(j.delta, 1e-5);
         assert_eq!(j.min_clients, 2);
+        assert_eq!(j.population, Some(50));
+        assert_eq!(j.population_drift, 0.2);
+        assert_eq!(j.cohort(), Some((0.1, 5.0)));
         assert_eq!(j.round_deadline_ms, 60_000);
         assert_eq!(j.noise_source, NoiseKind::OpenDp);
         assert_eq!(j.noise_level(), NoiseLevel::Multiplier(1.0));
@@ -1165,6 +1320,45 @@ mod tests {
     }
 
     #[test]
+    fn population_is_declared_and_min_clients_bounds_the_expected_cohort() {
+        let without = MINIMAL.replace("population = 50\n", "");
+        let e = CoordinatorConfig::from_toml_str(&without).unwrap_err();
+        assert_eq!(e.key(), Some("jobs[0].population"));
+        assert!(e.to_string().contains("required"), "{e}");
+        assert_eq!(
+            invalid_key(&MINIMAL.replace("population = 50", "population = 0")),
+            "jobs[0].population"
+        );
+        // q × population = 0.1 × 50 = 5: min_clients 5 is fine, 6 is not.
+        let with_min = |m: u32| {
+            MINIMAL.replace(
+                "sampling_rate = 0.1",
+                &format!("sampling_rate = 0.1\nmin_clients = {m}"),
+            )
+        };
+        assert!(CoordinatorConfig::from_toml_str(&with_min(5)).is_ok());
+        let e = CoordinatorConfig::from_toml_str(&with_min(6)).unwrap_err();
+        assert_eq!(e.key(), Some("jobs[0].min_clients"));
+        assert!(e.to_string().contains("expected cohort"), "{e}");
+        assert_eq!(invalid_key(&with_min(0)), "jobs[0].min_clients");
+        // An expected cohort fixes q = m / population.
+        let cohort = MINIMAL.replace("sampling_rate = 0.1", "expected_cohort = 10");
+        let c = CoordinatorConfig::from_toml_str(&cohort).unwrap();
+        assert_eq!(c.jobs[0].cohort(), Some((0.2, 10.0)));
+        assert_eq!(
+            invalid_key(&MINIMAL.replace("sampling_rate = 0.1", "expected_cohort = 51")),
+            "jobs[0].expected_cohort"
+        );
+        assert_eq!(
+            invalid_key(&MINIMAL.replace(
+                "sampling_rate = 0.1",
+                "sampling_rate = 0.1\npopulation_drift = 0.0"
+            )),
+            "jobs[0].population_drift"
+        );
+    }
+
+    #[test]
     fn init_weights_paths_need_init_weights_dir() {
         let with_path = MINIMAL.replace(
             "sampling_rate = 0.1",
@@ -1199,9 +1393,21 @@ mod tests {
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.rate_limits, d.rate_limits);
         assert_eq!(c.storage, d.storage);
+        // ... and every [limits] key is written out, not left to its default.
+        let example = include_str!("../coordinator.example.toml");
+        let limits = toml::to_string(&d.limits).unwrap();
+        for key in limits.lines().filter_map(|l| l.split(" = ").next()) {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "the example config does not list limits.{key}"
+            );
+        }
         assert_eq!(j.clipping, ClippingSpec::default());
         assert_eq!(j.training, TrainingSpec::default());
         assert_eq!(j.server_optimizer, ServerOptimizerSpec::default());
+        assert_eq!(j.population_drift, default_population_drift());
+        assert_eq!(j.min_clients, default_min_clients());
+        assert_eq!(j.population, Some(300));
     }
 
     #[test]
@@ -1244,6 +1450,41 @@ mod tests {
         );
         let e = CoordinatorConfig::from_toml_str(&with("rate_limits = { burst = 3 }")).unwrap_err();
         assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    }
+
+    #[test]
+    fn remote_metrics_need_a_bearer_token() {
+        let with = |extra: &str| {
+            MINIMAL.replacen(
+                "admins = [\"ops\"]",
+                &format!("admins = [\"ops\"]\n{extra}"),
+                1,
+            )
+        };
+        assert_eq!(
+            invalid_key(&with("metrics = { listen = \"0.0.0.0:9464\" }")),
+            "metrics.bearer_token_file"
+        );
+        let c = CoordinatorConfig::from_toml_str(&with(
+            "metrics = { listen = \"0.0.0.0:9464\", bearer_token_file = \"m.token\", tls = true }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.metrics.bearer_token_file.as_deref(),
+            Some(Path::new("m.token"))
+        );
+        assert!(c.metrics.tls);
+        // Loopback needs nothing; a disabled endpoint needs nothing.
+        assert!(
+            CoordinatorConfig::from_toml_str(&with("metrics = { listen = \"127.0.0.1:1\" }"))
+                .is_ok()
+        );
+        assert!(
+            CoordinatorConfig::from_toml_str(&with(
+                "metrics = { enabled = false, listen = \"0.0.0.0:1\" }"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
@@ -1290,10 +1531,22 @@ mod tests {
         let msg = v1::JobConfig {
             model_spec: Some(ModelSpec::logistic(4).to_proto()),
             sampling: Some(v1::job_config::Sampling::ExpectedCohort(10)),
+            population: 40,
             ..Default::default()
         };
         let spec = JobSpec::from_proto(&msg, &DangerousConfig::default()).unwrap();
         assert_eq!(spec.rounds, 100);
+        assert_eq!(spec.population, Some(40));
+        assert_eq!(spec.population_drift, 0.2);
+        let e = JobSpec::from_proto(
+            &v1::JobConfig {
+                population: 0,
+                ..msg.clone()
+            },
+            &DangerousConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(e.key(), Some("config.population"));
         assert_eq!(spec.sampling(), Sampling::Cohort(10));
         assert_eq!(spec.delta, 1e-5);
         let bad = v1::JobConfig {

@@ -7,12 +7,16 @@
 //!
 //! 1. **plan** — ε after this round by the accountants; past the budget the
 //!    job ends `BUDGET_EXHAUSTED` (past `rounds`, `COMPLETED`);
-//! 2. **select** — Poisson sampling by keyed hash over registered,
-//!    non-quarantined clients, with a fresh attempt number per attempt;
-//! 3. **collect** until the deadline or until every selected client reported;
-//! 4. **close**; fewer than `min_clients` reports (or a pause, rollback or
-//!    shutdown) abandons the attempt: nothing released, nothing charged, the
-//!    next attempt gets a fresh cohort;
+//! 2. **select** — Poisson sampling by keyed hash over the *tenants* with
+//!    an active client identity (the privacy unit is the tenant), with a
+//!    fresh attempt number per attempt;
+//! 3. **collect** until the deadline or until every selected tenant reported;
+//! 4. **close** — the round is released whatever its realised cohort (0 or
+//!    1 reports included): the noisy sum over the fixed denominator is
+//!    private at any count, so no release decision looks at a count. Only a
+//!    data-independent interruption (pause, rollback, shutdown; a crash
+//!    leaves the attempt open) abandons the attempt: nothing released,
+//!    nothing charged, the next attempt gets a fresh cohort;
 //! 5. **release** — noise, fixed denominator, server optimiser ([`crate::release`]);
 //! 6. **commit** the ledger entry and the model version in ONE transaction;
 //! 7. **publish** in memory — only after the commit.
@@ -35,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::accounting::{Receipt, audit_to_proto, noise_source};
 use crate::canary::CanarySet;
-use crate::config::{JobSpec, Sampling};
+use crate::config::JobSpec;
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::Error;
 use crate::release::{AdaptivePlan, NoisePlan, ServerOpt, release};
@@ -127,12 +131,20 @@ pub struct JobRuntime {
     round: RwLock<Option<Arc<OpenRound>>>,
     /// Wakes the driver (pause, resume, rollback, new clients, shutdown).
     pub wake: Notify,
+    /// Signalled (one stored permit) each time the driver opens a round
+    /// attempt; lets an in-process observer react without polling.
+    pub opened: Notify,
     /// Serialises round commits with pause and rollback.
     pub commit_lock: tokio::sync::Mutex<()>,
     noise: Arc<Mutex<Box<dyn GaussianNoise>>>,
     /// Canaries of an audited job.
     pub canaries: Option<CanarySet>,
     audit: Mutex<Option<EmpiricalAudit>>,
+    /// Whether the registered tenant count is currently outside the
+    /// declared population's drift band (warned once per crossing).
+    drifted: std::sync::atomic::AtomicBool,
+    /// Tenants with an active identity when the last round opened.
+    registered_tenants: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for JobRuntime {
@@ -170,10 +182,13 @@ impl JobRuntime {
             model: RwLock::new(Arc::new(current)),
             round: RwLock::new(None),
             wake: Notify::new(),
+            opened: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
             noise: Arc::new(Mutex::new(noise_source(record.spec.noise_source))),
             canaries: CanarySet::of_job(&record.spec),
             audit: Mutex::new(None),
+            drifted: std::sync::atomic::AtomicBool::new(false),
+            registered_tenants: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -257,6 +272,9 @@ impl JobRuntime {
             created_unix_ms: self.created_unix_ms,
             audit: self.audit().as_ref().map(audit_to_proto),
             clip_norm: current.clip_norm,
+            registered_tenants: self
+                .registered_tenants
+                .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -348,14 +366,17 @@ async fn step(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Flow, Error> {
     let res = match resolve(engine, job).await {
-        Ok(Some(res)) => res,
-        Ok(None) => return Ok(Flow::Wait(engine.settings.poll_interval)),
+        Ok(res) => res,
         Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
         Err(e) => return Err(e),
     };
-    let status = job.status();
-    let round = status.rounds_completed + 1;
-    if status.rounds_completed >= job.spec.rounds {
+    // One copy of the charge history per round (it becomes the planned one).
+    let (rounds_completed, spent_pld, mut history) = {
+        let s = lock(&job.status);
+        (s.rounds_completed, s.epsilon_pld, s.charges.clone())
+    };
+    let round = rounds_completed + 1;
+    if rounds_completed >= job.spec.rounds {
         run_audit(engine, job).await?;
         let reason = format!("ran all {} rounds", job.spec.rounds);
         engine.finish_job(job, JobState::Completed, &reason).await;
@@ -363,31 +384,35 @@ async fn step(
     }
 
     // 1. Plan. The cohort is drawn from this snapshot of the selectable
-    // clients, so with the inserted canaries it bounds the number of
-    // contributions to the sum, whose rounding the sensitivity carries.
+    // tenants (those with an active identity); each sends at most one
+    // update. The sum's rounding, which the sensitivity carries, is bounded
+    // for the public, enforced `limits.max_tenants` plus the job's inserted
+    // canaries, never for a count of tenants: the receipt states C′, and a
+    // C′ sized from who registered would reveal how many did.
     let current = job.current();
     let clip_norm = current.clip_norm;
-    let selectable = engine.clients.selectable();
-    let max_summands = selectable.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
+    let selectable = engine.clients.selectable_tenants();
+    let max_summands = engine
+        .settings
+        .max_tenants
+        .saturating_add(job.canaries.map_or(0, |c| u64::from(c.inserted)));
     let planned = job.planned_charge(round, &res, clip_norm, max_summands);
-    let mut history = status.charges.clone();
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
-    let receipt =
-        match tokio::task::spawn_blocking(move || Receipt::compute(history, delta, noise_on))
-            .await
-            .map_err(|e| Error::Internal(format!("accounting task: {e}")))?
-        {
-            Ok(r) => r,
-            Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
-            Err(e) => return Err(e),
-        };
+    let receipt = match tokio::task::spawn_blocking(move || Receipt::plan(history, delta, noise_on))
+        .await
+        .map_err(|e| Error::Internal(format!("accounting task: {e}")))?
+    {
+        Ok(r) => r,
+        Err(e @ Error::Privacy(_)) => return pause_on_accountant_error(engine, job, e).await,
+        Err(e) => return Err(e),
+    };
     if let Some(budget) = job.spec.budget()
         && receipt.epsilon_pld > budget
     {
         let reason = format!(
             "round {round} would bring ε to {:.4} > budget {budget} (δ = {delta}); {:.4} spent",
-            receipt.epsilon_pld, status.epsilon_pld
+            receipt.epsilon_pld, spent_pld
         );
         run_audit(engine, job).await?;
         engine
@@ -396,18 +421,21 @@ async fn step(
         return Ok(Flow::Stop);
     }
 
-    // 2. Select.
+    // 2. Select: each tenant of the plan-time snapshot independently with
+    // probability q, keyed on the tenant id (all of a tenant's identities
+    // are one unit).
     let job_id = job.id().to_owned();
+    check_population(engine, job, selectable.len() as u64).await;
     let attempt = {
         let id = job_id.clone();
         engine.db(move |s| s.next_attempt(&id, round)).await?
     };
     let selected: HashSet<String> = selectable
         .into_iter()
-        .filter(|c| {
+        .filter(|t| {
             engine
                 .sampler
-                .selected(&job_id, round, attempt, c, res.sampling_rate)
+                .selected(&job_id, round, attempt, t, res.sampling_rate)
         })
         .collect();
     let deadline_ms = job.spec.round_deadline_ms;
@@ -433,19 +461,6 @@ async fn step(
         tracing::warn!(job = %job_id, round, "DANGEROUS: this job publishes WITHOUT noise; its models carry no privacy guarantee");
     } else if !job.spec.noise_source.is_production_safe() {
         tracing::warn!(job = %job_id, round, source = %job.spec.noise_source, "DANGEROUS: this job uses a noise source that is not floating-point safe");
-    }
-    if (selected.len() as u64) < u64::from(job.spec.min_clients) {
-        let note = format!(
-            "only {} client(s) selected, fewer than min_clients = {}",
-            selected.len(),
-            job.spec.min_clients
-        );
-        abandon(engine, job, round, attempt, 0, 0, &note).await?;
-        let wait = engine
-            .settings
-            .poll_interval
-            .min(Duration::from_millis(deadline_ms));
-        return Ok(Flow::Wait(wait));
     }
     let task = v1::Task {
         job_id: job_id.clone(),
@@ -484,6 +499,7 @@ async fn step(
         task,
     ));
     job.set_round(Some(open.clone()));
+    job.opened.notify_one();
     tracing::info!(job = %job_id, round, attempt, selected = open.selected.len(), deadline_ms, base_version = current.version, "round opened");
 
     // 3. Collect.
@@ -491,7 +507,7 @@ async fn step(
     let cause = loop {
         tokio::select! {
             () = tokio::time::sleep_until(open.deadline) => break CloseCause::Deadline,
-            () = open.all_reported.notified() => {
+            () = open.all_reported.notified(), if !job.spec.close_at_deadline => {
                 if open.all_in() { break CloseCause::AllReported; }
             }
             () = job.wake.notified() => {
@@ -523,28 +539,11 @@ async fn step(
             Ok(Flow::Continue)
         };
     }
-    if accepted < u64::from(job.spec.min_clients) {
-        let note = format!(
-            "{accepted} update(s) accepted, fewer than min_clients = {}",
-            job.spec.min_clients
-        );
-        abandon(
-            engine,
-            job,
-            round,
-            attempt,
-            accepted,
-            closed.rejected,
-            &note,
-        )
-        .await?;
-        return Ok(Flow::Continue);
-    }
-
-    // 5. Release.
+    // 5. Release, whatever the number of reports: the decision above
+    // depends only on data-independent facts.
     if accepted > max_summands {
         return Err(Error::Internal(format!(
-            "{accepted} updates accepted from a cohort drawn out of {max_summands}"
+            "{accepted} updates accepted, more than the {max_summands} the sum-rounding bound covers"
         )));
     }
     let clipped_fraction = closed.sum.clipped_fraction();
@@ -617,6 +616,7 @@ async fn step(
         ..planned
     };
     let receipt = receipt.with_last_round(charge)?;
+    let (epsilon_pld, epsilon_rdp) = (receipt.epsilon_pld, receipt.epsilon_rdp);
     let bytes = le_bytes(&released.weights);
     let sha256 = digest(&released.weights);
     let momentum_bytes = released.momentum.as_deref().map(|m| le_bytes(m).to_vec());
@@ -665,15 +665,15 @@ async fn step(
         bytes,
         momentum: released.momentum,
         clip_norm: released.next_clip_norm,
-        receipt: receipt.clone(),
+        receipt,
         created_unix_ms: now,
     });
     {
         let mut s = lock(&job.status);
         s.rounds_completed = round;
         s.charges.push(charge);
-        s.epsilon_pld = receipt.epsilon_pld;
-        s.epsilon_rdp = receipt.epsilon_rdp;
+        s.epsilon_pld = epsilon_pld;
+        s.epsilon_rdp = epsilon_rdp;
     }
     drop(guard);
     engine.metrics.round_committed(
@@ -681,8 +681,8 @@ async fn step(
         started.elapsed().as_secs_f64(),
         accepted,
         clipped_fraction,
-        receipt.epsilon_pld,
-        receipt.epsilon_rdp,
+        epsilon_pld,
+        epsilon_rdp,
     );
     tracing::info!(
         job = %job_id,
@@ -693,15 +693,15 @@ async fn step(
         participants = accepted,
         rejected = closed.rejected,
         clipped_fraction = format_args!("{clipped_fraction:.3}"),
-        epsilon = format_args!("{:.4}", receipt.epsilon_pld),
-        epsilon_rdp = format_args!("{:.4}", receipt.epsilon_rdp),
+        epsilon = format_args!("{:.4}", epsilon_pld),
+        epsilon_rdp = format_args!("{:.4}", epsilon_rdp),
         delta,
         next_clip_norm = released.next_clip_norm,
         canaries = canaries_added,
         "round committed: {accepted} participant(s), {} rejected, {:.0}% clipped, ε so far {:.4} (δ = {delta})",
         closed.rejected,
         clipped_fraction * 100.0,
-        receipt.epsilon_pld,
+        epsilon_pld,
     );
     Ok(Flow::Continue)
 }
@@ -838,6 +838,61 @@ fn audit_statistics(
     Ok(stats)
 }
 
+/// Relative drift of the registered tenant count from the declared
+/// population: `(registered − population) / population`.
+pub fn population_drift(population: u64, registered_tenants: u64) -> f64 {
+    (registered_tenants as f64 - population as f64) / (population.max(1) as f64)
+}
+
+/// Compares the registered tenants with the declared population before each
+/// round: the metric always, a warning (log and audit event) when the drift
+/// first exceeds the job's `population_drift`, and a note when it is back
+/// within it. Privacy does not depend on this (q is each tenant's inclusion
+/// probability whatever the count); the fixed denominator q × population
+/// only matches the expected number of reports when the population is right.
+async fn check_population(engine: &Engine, job: &JobRuntime, registered_tenants: u64) {
+    use std::sync::atomic::Ordering;
+    let Some(population) = job.spec.population else {
+        return;
+    };
+    job.registered_tenants
+        .store(registered_tenants, Ordering::Relaxed);
+    let drift = population_drift(population, registered_tenants);
+    engine.metrics.set_population(job.id(), population, drift);
+    let outside = drift.abs() > job.spec.population_drift;
+    if job.drifted.swap(outside, Ordering::SeqCst) == outside {
+        return;
+    }
+    if outside {
+        engine.metrics.population_drift_warning(job.id());
+        let detail = format!(
+            "{registered_tenants} tenant(s) registered, the job is sized for population = \
+             {population} (drift {:+.1}% > ±{:.1}%): the fixed denominator q × population no \
+             longer matches the expected number of reports, so each released update is scaled \
+             by about {:.2}; privacy is unaffected",
+            drift * 100.0,
+            job.spec.population_drift * 100.0,
+            registered_tenants as f64 / population as f64,
+        );
+        tracing::warn!(
+            job = job.id(),
+            population,
+            registered_tenants,
+            drift,
+            "registered tenants drift from the declared population: {detail}"
+        );
+        engine.audit("population_drift", job.id(), "", detail).await;
+    } else {
+        tracing::info!(
+            job = job.id(),
+            population,
+            registered_tenants,
+            drift,
+            "registered tenants are back within the declared population's drift band"
+        );
+    }
+}
+
 /// A running job never fails on an accountant error: nothing is released
 /// (no round is open yet), the job is paused with the reason, and an admin
 /// may resume it once the cause is fixed.
@@ -908,41 +963,30 @@ async fn abandon(
 }
 
 /// Fixes q, the expected cohort and the noise multipliers when the job
-/// starts; `None` while too few clients are registered.
-async fn resolve(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<Option<Resolution>, Error> {
-    if let Some(r) = job.status().resolution {
-        return Ok(Some(r));
+/// starts: from the job's declared parameters only (q and the public
+/// `population`), never from who has registered, so the job starts at once.
+/// Re-checks `min_clients` against the expected cohort (jobs stored by an
+/// older coordinator were never checked); a job without a population that
+/// never started cannot be run and fails with a clear reason.
+async fn resolve(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<Resolution, Error> {
+    if let Some(r) = lock(&job.status).resolution {
+        return Ok(r);
     }
     let spec = &job.spec;
-    let n = engine.clients.selectable().len() as u64;
-    let min = u64::from(spec.min_clients).max(1);
-    let (q, cohort) = match spec.sampling() {
-        Sampling::Rate(q) => {
-            if n < min {
-                tracing::info!(
-                    job = job.id(),
-                    registered = n,
-                    needed = min,
-                    "waiting for clients to register"
-                );
-                return Ok(None);
-            }
-            (q, q * n as f64)
-        }
-        Sampling::Cohort(m) => {
-            let need = u64::from(m).max(min);
-            if n < need {
-                tracing::info!(
-                    job = job.id(),
-                    registered = n,
-                    needed = need,
-                    "waiting for clients to register"
-                );
-                return Ok(None);
-            }
-            (f64::from(m) / n as f64, f64::from(m))
-        }
+    let n = engine.clients.selectable_tenants().len() as u64;
+    let Some((q, cohort)) = spec.cohort() else {
+        return Err(Error::FailedPrecondition(format!(
+            "job {:?} has no declared population (it was created by an older coordinator and \
+             never started); create it again with `population` set",
+            job.id()
+        )));
     };
+    if cohort < f64::from(spec.min_clients) {
+        return Err(Error::FailedPrecondition(format!(
+            "the expected cohort q × population = {cohort} is below min_clients = {}",
+            spec.min_clients
+        )));
+    }
     let count_stddev = if spec.clipping.adaptive {
         if spec.clipping.count_stddev > 0.0 {
             spec.clipping.count_stddev
@@ -990,17 +1034,10 @@ async fn resolve(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<Option<R
         engine.db(move |s| s.set_job_resolution(&id, &res)).await?;
     }
     lock(&job.status).resolution = Some(res);
-    if cohort < f64::from(spec.min_clients) {
-        tracing::warn!(
-            job = job.id(),
-            expected_cohort = cohort,
-            min_clients = spec.min_clients,
-            "the expected cohort is below min_clients: most rounds will be abandoned"
-        );
-    }
     tracing::info!(
         job = job.id(),
-        registered = n,
+        population = spec.population,
+        registered_tenants = n,
         sampling_rate = q,
         expected_cohort = cohort,
         noise_multiplier = z,
@@ -1014,9 +1051,13 @@ async fn resolve(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<Option<R
             job.id(),
             "",
             format!(
-                "q = {q}, expected cohort = {cohort}, N = {n}, z = {z}, z_update = {z_delta}, count stddev = {count_stddev}"
+                "q = {q}, expected cohort = {cohort} (declared population {}, {n} tenant(s) registered), z = {z}, z_update = {z_delta}, count stddev = {count_stddev}",
+                spec.population.unwrap_or(0)
             ),
         )
         .await;
-    Ok(Some(res))
+    Ok(res)
 }
+
+#[cfg(test)]
+mod tests;

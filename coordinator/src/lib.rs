@@ -25,7 +25,7 @@
 //! let running = Coordinator::start(config).await?;
 //! let job = running
 //!     .admin()
-//!     .create_job(JobSpec::new("bots", ModelSpec::mlp(25, [64]), 0.1))
+//!     .create_job(JobSpec::new("bots", ModelSpec::mlp(25, [64]), 0.1, 200))
 //!     .await?;
 //! println!("job {} on {}", job.job_id, running.endpoint());
 //! running.shutdown().await?;

@@ -1,4 +1,7 @@
-//! Prometheus metrics and the small HTTP server exposing them at `/metrics`.
+//! Prometheus metrics and the small HTTP server exposing them at `/metrics`
+//! ([`http`]: loopback by default, a bearer token and TLS for remote
+//! scraping). The metrics carry exact round-level counts for the platform
+//! team, inside the trust boundary; they are never to be public.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -12,14 +15,16 @@
 //! | `fedsec_received_bytes_total` | counter | — (update payload bytes) |
 //! | `fedsec_uploads_in_progress` | gauge | — (decode buffers in use) |
 //! | `fedsec_registered_clients` | gauge | — |
+//! | `fedsec_population` | gauge | `job` (declared tenants the job is sized for) |
+//! | `fedsec_population_drift` | gauge | `job` ((registered tenants − population) / population, before each round) |
+//! | `fedsec_population_drift_warnings_total` | counter | `job` (times the drift left the job's `population_drift` band) |
 //! | `fedsec_rate_limited_total` | counter | `rpc` (calls refused by a per-identity rate limit) |
 //! | `fedsec_rate_limiter_identities` | gauge | — ((identity, call class) buckets tracked after the last sweep) |
+//! | `fedsec_metrics_unauthorized_total` | counter | — (`/metrics` requests refused for a missing or wrong bearer token) |
 //! | `fedsec_connections` | gauge | `state` (`handshaking`, `open`) |
 //! | `fedsec_connections_refused_total` | counter | `reason` (a connection cap, `handshake_timeout`, `handshake_failed`) |
 //! | `fedsec_connections_closed_total` | counter | `reason` (`refused_identity_flood`, `download_deadline`) |
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -28,9 +33,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
-use crate::error::{Error, RejectReason};
+use crate::error::RejectReason;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct JobLabel {
@@ -84,6 +88,10 @@ pub struct Metrics {
     received_bytes: Counter,
     uploads_in_progress: Gauge,
     registered_clients: Gauge,
+    population: Family<JobLabel, Gauge>,
+    population_drift: Family<JobLabel, FGauge>,
+    population_drift_warnings: Family<JobLabel, Counter>,
+    metrics_unauthorized: Counter,
     rate_limited: Family<RpcLabel, Counter>,
     rate_limiter_identities: Gauge,
     connections: Family<StateLabel, Gauge>,
@@ -163,6 +171,30 @@ impl Metrics {
             "Registered client identities",
             registered_clients.clone(),
         );
+        let population = Family::<JobLabel, Gauge>::default();
+        registry.register(
+            "population",
+            "Declared number of tenants the job is sized for",
+            population.clone(),
+        );
+        let population_drift = Family::<JobLabel, FGauge>::default();
+        registry.register(
+            "population_drift",
+            "Relative drift of the registered tenants from the declared population",
+            population_drift.clone(),
+        );
+        let population_drift_warnings = Family::<JobLabel, Counter>::default();
+        registry.register(
+            "population_drift_warnings",
+            "Times the registered tenants drifted out of the job's population_drift band",
+            population_drift_warnings.clone(),
+        );
+        let metrics_unauthorized = Counter::default();
+        registry.register(
+            "metrics_unauthorized",
+            "Requests to /metrics refused for a missing or wrong bearer token",
+            metrics_unauthorized.clone(),
+        );
         let rate_limited = Family::<RpcLabel, Counter>::default();
         registry.register(
             "rate_limited",
@@ -210,7 +242,39 @@ impl Metrics {
             received_bytes,
             uploads_in_progress,
             registered_clients,
+            population,
+            population_drift,
+            population_drift_warnings,
+            metrics_unauthorized,
         }
+    }
+
+    /// A `/metrics` request refused for its bearer token.
+    pub fn metrics_unauthorized(&self) {
+        self.metrics_unauthorized.inc();
+    }
+
+    /// A job's declared population and the registered tenants' drift from it.
+    pub fn set_population(&self, job: &str, population: u64, drift: f64) {
+        let j = JobLabel { job: job.into() };
+        self.population
+            .get_or_create(&j)
+            .set(i64::try_from(population).unwrap_or(i64::MAX));
+        self.population_drift.get_or_create(&j).set(drift);
+    }
+
+    /// The registered tenants drifted out of a job's band.
+    pub fn population_drift_warning(&self, job: &str) {
+        self.population_drift_warnings
+            .get_or_create(&JobLabel { job: job.into() })
+            .inc();
+    }
+
+    /// Drift warnings of a job so far.
+    pub fn population_drift_warnings(&self, job: &str) -> u64 {
+        self.population_drift_warnings
+            .get(&JobLabel { job: job.into() })
+            .map_or(0, |c| c.get())
     }
 
     /// A committed round.
@@ -380,41 +444,9 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown` resolves.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
-    use axum::http::header::CONTENT_TYPE;
-    use axum::routing::get;
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move {
-                (
-                    [(
-                        CONTENT_TYPE,
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    )],
-                    metrics.encode(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io("metrics server", e))
-}
+pub mod http;
 
-/// Binds the metrics listener.
-pub(crate) async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("cannot bind the metrics address {addr}"), e))
-}
+pub(crate) use http::{bind, serve};
 
 #[cfg(test)]
 mod tests {
@@ -432,6 +464,8 @@ mod tests {
         m.set_registered_clients(3);
         m.rate_limited("GetTask");
         m.set_rate_limiter_identities(5);
+        m.set_population("j", 40, -0.25);
+        m.population_drift_warning("j");
         let text = m.encode();
         for needle in [
             "fedsec_rounds_total{job=\"j\",outcome=\"committed\"} 1",
@@ -446,6 +480,9 @@ mod tests {
             "fedsec_registered_clients 3",
             "fedsec_rate_limited_total{rpc=\"GetTask\"} 1",
             "fedsec_rate_limiter_identities 5",
+            "fedsec_population{job=\"j\"} 40",
+            "fedsec_population_drift{job=\"j\"} -0.25",
+            "fedsec_population_drift_warnings_total{job=\"j\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle:?} in\n{text}");
         }

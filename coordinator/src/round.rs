@@ -1,9 +1,13 @@
 //! One open round attempt: its cohort, deadline, running sum and the
-//! one-submission-per-client bookkeeping.
+//! one-submission-per-tenant bookkeeping.
 //!
-//! The round's mutable state sits behind one short-held mutex. An upload
-//! first *claims* its client's slot (rejecting duplicates and concurrent
-//! uploads), decodes outside the lock, then *accepts* under the lock, which
+//! The privacy unit is the tenant: the cohort is a set of tenant ids, and a
+//! tenant contributes at most one update per round, whichever of its client
+//! identities sends it (a second identity of the same tenant is refused
+//! with ALREADY_EXISTS). The round's mutable state sits behind one
+//! short-held mutex. An upload first *claims* its tenant's slot (rejecting
+//! duplicates and concurrent uploads), decodes outside the lock, then
+//! *accepts* under the lock, which
 //! re-checks that the round is still open and adds the re-clipped update to
 //! the sum. Closing the round takes the state under the same lock, so an
 //! update is either in the released sum or its sender got an error — never
@@ -21,13 +25,20 @@ use tokio::time::Instant;
 use crate::aggregate::{AddError, Added, RoundSum};
 use crate::error::{Error, RejectReason};
 
-/// Where one client's submission stands in this attempt.
+/// Who is sending a tenant's submission: the client identity and its nonce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Sender {
+    client_id: String,
+    nonce: Vec<u8>,
+}
+
+/// Where one tenant's submission stands in this attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Slot {
     /// Being received.
-    InProgress(Vec<u8>),
+    InProgress(Sender),
     /// Added to the sum.
-    Accepted(Vec<u8>),
+    Accepted(Sender),
 }
 
 /// Mutable state of an open round.
@@ -35,7 +46,9 @@ enum Slot {
 struct State {
     open: bool,
     sum: RoundSum,
+    /// By tenant id.
     slots: HashMap<String, Slot>,
+    /// Client identities whose updates were accepted (one per tenant).
     participants: Vec<String>,
     rejected: u64,
 }
@@ -59,7 +72,7 @@ pub struct OpenRound {
     pub deadline_unix_ms: i64,
     /// Opening time, Unix ms.
     pub opened_unix_ms: i64,
-    /// Selected client ids.
+    /// Selected tenant ids (the cohort; the privacy unit is the tenant).
     pub selected: HashSet<String>,
     /// The task handed to selected clients (`remaining_ms` filled per call).
     pub task: v1::Task,
@@ -75,7 +88,8 @@ pub struct OpenRound {
 pub struct Closed {
     /// The sum and its counters.
     pub sum: RoundSum,
-    /// Accepted clients, in acceptance order.
+    /// Client identities whose updates were accepted, in acceptance order
+    /// (at most one per tenant).
     pub participants: Vec<String>,
     /// Rejected submissions.
     pub rejected: u64,
@@ -90,12 +104,12 @@ pub enum Claim {
     AlreadyAccepted,
 }
 
-/// A client's claimed slot; freed on drop unless [`OpenRound::accept`] succeeded.
+/// A tenant's claimed slot; freed on drop unless [`OpenRound::accept`] succeeded.
 #[derive(Debug)]
 pub struct ClaimGuard {
     round: Arc<OpenRound>,
-    client_id: String,
-    nonce: Vec<u8>,
+    tenant_id: String,
+    sender: Sender,
     done: bool,
 }
 
@@ -112,8 +126,8 @@ impl Drop for ClaimGuard {
             return;
         }
         let mut st = self.round.lock();
-        if st.slots.get(&self.client_id) == Some(&Slot::InProgress(self.nonce.clone())) {
-            st.slots.remove(&self.client_id);
+        if st.slots.get(&self.tenant_id) == Some(&Slot::InProgress(self.sender.clone())) {
+            st.slots.remove(&self.tenant_id);
         }
     }
 }
@@ -172,9 +186,9 @@ impl OpenRound {
         Instant::now() < self.deadline && self.lock().open
     }
 
-    /// Whether the client's update has been accepted in this attempt.
-    pub fn has_accepted(&self, client_id: &str) -> bool {
-        matches!(self.lock().slots.get(client_id), Some(Slot::Accepted(_)))
+    /// Whether the tenant's update has been accepted in this attempt.
+    pub fn has_accepted(&self, tenant_id: &str) -> bool {
+        matches!(self.lock().slots.get(tenant_id), Some(Slot::Accepted(_)))
     }
 
     /// Accepted updates so far.
@@ -182,7 +196,7 @@ impl OpenRound {
         self.lock().sum.accepted()
     }
 
-    /// Whether every selected client has been accepted.
+    /// Whether every selected tenant has been accepted.
     pub fn all_in(&self) -> bool {
         !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
     }
@@ -202,19 +216,44 @@ impl OpenRound {
         )
     }
 
-    /// Claims the client's slot for an upload with `nonce`.
-    pub fn claim(self: &Arc<Self>, client_id: &str, nonce: &[u8]) -> Result<Claim, Error> {
+    /// Claims the tenant's slot for an upload by `client_id` with `nonce`:
+    /// one submission per tenant per round. The same identity resending
+    /// the same nonce after acceptance is an idempotent success; anything
+    /// else after acceptance — another nonce, or another identity of the
+    /// same tenant — is refused.
+    pub fn claim(
+        self: &Arc<Self>,
+        tenant_id: &str,
+        client_id: &str,
+        nonce: &[u8],
+    ) -> Result<Claim, Error> {
         let mut st = self.lock();
         if !st.open || Instant::now() >= self.deadline {
             return Err(self.stale());
         }
-        match st.slots.get(client_id) {
-            Some(Slot::Accepted(n)) if n == nonce => return Ok(Claim::AlreadyAccepted),
+        let sender = Sender {
+            client_id: client_id.to_owned(),
+            nonce: nonce.to_vec(),
+        };
+        match st.slots.get(tenant_id) {
+            Some(Slot::Accepted(s)) if *s == sender => return Ok(Claim::AlreadyAccepted),
+            Some(Slot::Accepted(s)) if s.client_id == client_id => {
+                return Err(Error::rejected(
+                    RejectReason::Duplicate,
+                    format!(
+                        "tenant already submitted this round: an update with another nonce was \
+                         already accepted for round {} of job {:?}",
+                        self.round, self.job_id
+                    ),
+                ));
+            }
             Some(Slot::Accepted(_)) => {
                 return Err(Error::rejected(
                     RejectReason::Duplicate,
                     format!(
-                        "an update with another nonce was already accepted for round {} of job {:?}",
+                        "tenant already submitted this round: tenant {tenant_id:?} already has an \
+                         update accepted for round {} of job {:?} from another of its client \
+                         identities (one submission per tenant per round)",
                         self.round, self.job_id
                     ),
                 ));
@@ -222,17 +261,17 @@ impl OpenRound {
             Some(Slot::InProgress(_)) => {
                 return Err(Error::rejected(
                     RejectReason::InProgress,
-                    "another upload of this client for this round is still being received; retry after it ends",
+                    "another upload of this tenant for this round is still being received; retry after it ends",
                 ));
             }
             None => {}
         }
         st.slots
-            .insert(client_id.to_owned(), Slot::InProgress(nonce.to_vec()));
+            .insert(tenant_id.to_owned(), Slot::InProgress(sender.clone()));
         Ok(Claim::Fresh(ClaimGuard {
             round: self.clone(),
-            client_id: client_id.to_owned(),
-            nonce: nonce.to_vec(),
+            tenant_id: tenant_id.to_owned(),
+            sender,
             done: false,
         }))
     }
@@ -266,9 +305,11 @@ impl OpenRound {
                 ),
                 AddError::ClipNorm(c) => Error::Internal(format!("round clip norm {c} is invalid")),
             })?;
-        st.slots
-            .insert(claim.client_id.clone(), Slot::Accepted(claim.nonce.clone()));
-        st.participants.push(claim.client_id.clone());
+        st.slots.insert(
+            claim.tenant_id.clone(),
+            Slot::Accepted(claim.sender.clone()),
+        );
+        st.participants.push(claim.sender.client_id.clone());
         claim.done = true;
         let all = st.participants.len() == self.selected.len();
         drop(st);
@@ -333,34 +374,34 @@ mod tests {
 
     #[test]
     fn one_submission_per_client_with_idempotent_retries() {
-        let r = round(&["a", "b"]);
-        let g = fresh(r.claim("a", b"n1").unwrap());
+        let r = round(&["ta", "tb"]);
+        let g = fresh(r.claim("ta", "a", b"n1").unwrap());
         // A concurrent second upload is refused while the first runs.
         assert_eq!(
-            r.claim("a", b"n1").unwrap_err().reject_reason(),
+            r.claim("ta", "a", b"n1").unwrap_err().reject_reason(),
             Some(RejectReason::InProgress)
         );
         r.accept(g, &[0.5, 0.0], true).unwrap();
         assert!(matches!(
-            r.claim("a", b"n1").unwrap(),
+            r.claim("ta", "a", b"n1").unwrap(),
             Claim::AlreadyAccepted
         ));
         assert_eq!(
-            r.claim("a", b"n2").unwrap_err().reject_reason(),
+            r.claim("ta", "a", b"n2").unwrap_err().reject_reason(),
             Some(RejectReason::Duplicate)
         );
         assert!(!r.all_in());
         // A failed upload frees the slot.
-        let g = fresh(r.claim("b", b"x").unwrap());
+        let g = fresh(r.claim("tb", "b", b"x").unwrap());
         assert_eq!(
             r.accept(g, &[f32::INFINITY, 0.0], true)
                 .unwrap_err()
                 .reject_reason(),
             Some(RejectReason::NonFinite)
         );
-        let g = fresh(r.claim("b", b"y").unwrap());
+        let g = fresh(r.claim("tb", "b", b"y").unwrap());
         drop(g);
-        let g = fresh(r.claim("b", b"z").unwrap());
+        let g = fresh(r.claim("tb", "b", b"z").unwrap());
         r.accept(g, &[0.0, 3.0], false).unwrap();
         assert!(r.all_in());
         let closed = r.close().unwrap();
@@ -378,9 +419,44 @@ mod tests {
     }
 
     #[test]
+    fn one_submission_per_tenant_whatever_the_identity() {
+        let r = round(&["t"]);
+        let g = fresh(r.claim("t", "c1", b"n1").unwrap());
+        // While c1's upload runs, c2 of the same tenant must wait.
+        assert_eq!(
+            r.claim("t", "c2", b"n2").unwrap_err().reject_reason(),
+            Some(RejectReason::InProgress)
+        );
+        r.accept(g, &[0.5, 0.0], true).unwrap();
+        assert!(
+            r.all_in(),
+            "the tenant is the unit: one report completes it"
+        );
+        // Another identity of the tenant, even with the same nonce, is refused.
+        for nonce in [&b"n1"[..], b"n2"] {
+            let e = r.claim("t", "c2", nonce).unwrap_err();
+            assert_eq!(e.reject_reason(), Some(RejectReason::Duplicate));
+            assert!(
+                e.to_string()
+                    .contains("tenant already submitted this round"),
+                "{e}"
+            );
+        }
+        // The accepting identity's retry stays idempotent.
+        assert!(matches!(
+            r.claim("t", "c1", b"n1").unwrap(),
+            Claim::AlreadyAccepted
+        ));
+        assert!(r.has_accepted("t"));
+        let closed = r.close().unwrap();
+        assert_eq!(closed.participants, vec!["c1"]);
+        assert_eq!(closed.sum.accepted(), 1);
+    }
+
+    #[test]
     fn nothing_is_accepted_after_close() {
-        let r = round(&["a"]);
-        let g = fresh(r.claim("a", b"n").unwrap());
+        let r = round(&["ta"]);
+        let g = fresh(r.claim("ta", "a", b"n").unwrap());
         let closed = r.close().unwrap();
         assert_eq!(
             r.accept(g, &[0.1, 0.1], true).unwrap_err().reject_reason(),
@@ -388,7 +464,7 @@ mod tests {
         );
         assert_eq!(closed.sum.accepted(), 0);
         assert_eq!(
-            r.claim("a", b"m").unwrap_err().reject_reason(),
+            r.claim("ta", "a", b"m").unwrap_err().reject_reason(),
             Some(RejectReason::StaleRound)
         );
     }

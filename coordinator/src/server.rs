@@ -201,6 +201,7 @@ impl Coordinator {
             download_timeout: Duration::from_millis(l.download_timeout_ms),
             init_weights_dir: config.init_weights_dir.clone(),
             max_init_weights_bytes: l.max_init_weights_bytes,
+            max_tenants: l.max_tenants,
             audit_retention: AuditRetention {
                 max_rows: l.audit_max_rows,
                 max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
@@ -296,7 +297,8 @@ async fn launch(
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
     let metrics_listener = if config.metrics.enabled {
-        Some(crate::metrics::bind(config.metrics.listen).await?)
+        let access = metrics_access(config)?;
+        Some((crate::metrics::bind(config.metrics.listen).await?, access))
     } else {
         None
     };
@@ -324,14 +326,23 @@ async fn launch(
         }
     }
 
-    let (metrics_addr, metrics_task) = if let Some(l) = metrics_listener {
+    let (metrics_addr, metrics_task) = if let Some((l, access)) = metrics_listener {
         let addr = l
             .local_addr()
             .map_err(|e| Error::io("metrics address", e))?;
         let mut rx = engine.shutdown_signal();
-        let task = tokio::spawn(crate::metrics::serve(l, metrics.clone(), async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }));
+        tracing::info!(%addr, bearer_token = access.token.is_some(), tls = access.tls.is_some(), "serving /metrics (platform team only: exact per-round counts; never public)");
+        if !addr.ip().is_loopback() && access.tls.is_none() {
+            tracing::warn!(%addr, "/metrics is reachable beyond loopback without TLS: its bearer token crosses the network in clear (set metrics.tls = true)");
+        }
+        let task = tokio::spawn(crate::metrics::serve(
+            l,
+            metrics.clone(),
+            access,
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            },
+        ));
         (Some(addr), Some(task))
     } else {
         (None, None)
@@ -401,6 +412,39 @@ async fn launch(
     })
 }
 
+/// Who may read `/metrics`: the bearer token and the TLS configuration the
+/// config asks for (errors name the key).
+fn metrics_access(config: &CoordinatorConfig) -> Result<crate::metrics::http::Access, Error> {
+    use crate::metrics::http::{Access, BearerToken, tls_config};
+    let token = match &config.metrics.bearer_token_file {
+        Some(path) => Some(
+            BearerToken::load(path)
+                .map_err(|e| ConfigError::invalid("metrics.bearer_token_file", e))?,
+        ),
+        None => None,
+    };
+    let tls = if config.metrics.tls {
+        let files = config.tls.as_ref().ok_or_else(|| {
+            ConfigError::invalid(
+                "metrics.tls",
+                "needs the server certificate and key of the [tls] section",
+            )
+        })?;
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|e| {
+                ConfigError::invalid("metrics.tls", format!("cannot read {}: {e}", p.display()))
+            })
+        };
+        Some(
+            tls_config(&read(&files.cert)?, &read(&files.key)?)
+                .map_err(|e| ConfigError::invalid("metrics.tls", e))?,
+        )
+    } else {
+        None
+    };
+    Ok(Access { token, tls })
+}
+
 /// Crash recovery and resumption: attempts left open are abandoned (their
 /// rounds restart as new attempts with fresh cohorts), then every job is
 /// loaded from its last committed version and ledger.
@@ -430,6 +474,22 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
     }
     for c in engine.db(|s| s.clients()).await? {
         engine.clients.load(&c);
+    }
+    // The receipts' sum-rounding bound assumes at most `limits.max_tenants`
+    // tenants: a store holding more cannot be served under this limit.
+    let (tenants, max) = (
+        engine.clients.tenant_count() as u64,
+        engine.settings.max_tenants,
+    );
+    if tenants > max {
+        return Err(crate::config::ConfigError::invalid(
+            "limits.max_tenants",
+            format!(
+                "the store holds {tenants} registered tenants, more than limits.max_tenants = \
+                 {max}; raise the limit (the receipts' sum-rounding bound grows with it)"
+            ),
+        )
+        .into());
     }
     for record in engine.db(|s| s.jobs()).await? {
         let id = record.id().to_owned();

@@ -47,7 +47,7 @@ async fn admin_service_end_to_end() {
     );
     let mut as_client = v1::admin_client::AdminClient::new(
         h.pki
-            .client_tls(support::TENANT, "c000")
+            .client_tls(&support::tenant_of("c000"), "c000")
             .unwrap()
             .channel(&h.endpoint())
             .unwrap(),
@@ -89,6 +89,7 @@ async fn admin_service_end_to_end() {
         clipping: None,
         rounds: 5,
         min_clients: 2,
+        population: 4,
         round_deadline_ms: 10_000,
         noise: Some(v1::job_config::Noise::NoiseMultiplier(1.0)),
         ..bad
@@ -308,6 +309,7 @@ async fn metrics_health_and_reflection() {
     let mut spec = job("obs", 4, 1.0);
     spec.rounds = 1;
     spec.min_clients = 2;
+    spec.population = Some(2);
     spec.noise_source = fedsec_privacy::NoiseKind::Simulation;
     h.running().admin().create_job(spec).await.unwrap();
     run_round(&mut clients, "obs", 0.1).await;
@@ -349,7 +351,7 @@ async fn metrics_health_and_reflection() {
     // gRPC health.
     let channel = h
         .pki
-        .client_tls(support::TENANT, "c000")
+        .client_tls(&support::tenant_of("c000"), "c000")
         .unwrap()
         .channel(&h.endpoint())
         .unwrap();

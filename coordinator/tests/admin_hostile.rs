@@ -16,7 +16,7 @@ use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::{
     ClientActionRequest, CreateJobRequest, JobConfig, ListJobsRequest, job_config,
 };
-use support::{Harness, TENANT};
+use support::{Harness, tenant_of};
 use tonic::Code;
 
 /// Attack: a tenant's certificate and an admin certificate whose name is
@@ -30,7 +30,7 @@ async fn every_refused_admin_call_is_audited() {
     let _cs = h.clients(1).await;
     let mut as_tenant = AdminClient::new(
         h.pki
-            .client_tls(TENANT, "c000")
+            .client_tls(&tenant_of("c000"), "c000")
             .unwrap()
             .channel(&h.endpoint())
             .unwrap(),
@@ -60,7 +60,7 @@ async fn every_refused_admin_call_is_audited() {
     assert_eq!(refused.len(), 3, "{events:?}");
     assert!(refused.iter().any(|e| e.client_id == "c000"
         && e.detail.contains("Admin/RevokeClient")
-        && e.detail.contains(&format!("{TENANT}/c000"))));
+        && e.detail.contains(&format!("{}/c000", tenant_of("c000")))));
     assert!(
         refused
             .iter()
@@ -88,6 +88,7 @@ fn create(id: &str, path: &str) -> CreateJobRequest {
             model_spec: Some(ModelSpec::logistic(5).to_proto()),
             init_weights_path: path.into(),
             sampling: Some(job_config::Sampling::SamplingRate(1.0)),
+            population: 4,
             ..Default::default()
         }),
     }

@@ -56,6 +56,7 @@ fn audited_job(id: &str) -> JobSpec {
     let mut spec = job(id, DIM, 0.5);
     spec.rounds = 8;
     spec.min_clients = 1;
+    spec.population = Some(4);
     spec.noise_source = NoiseKind::Simulation;
     spec.audit = Some(AuditSpec {
         canaries: CANARIES,

@@ -50,6 +50,7 @@ async fn every_chunking_from_64_kib_to_1_mib_is_accepted_at_every_size() {
         let id = format!("chunks{j}");
         let mut spec = job(&id, d, 1.0);
         spec.rounds = 1;
+        spec.population = Some(CHUNK_BYTES.len() as u64);
         spec.min_clients = CHUNK_BYTES.len() as u32;
         spec.round_deadline_ms = 30_000;
         spec.disable_noise = true;
@@ -75,7 +76,8 @@ async fn every_chunking_from_64_kib_to_1_mib_is_accepted_at_every_size() {
             .await
             .unwrap();
         let (_, w1) = cs[0].get_model(&id, 0).await;
-        // FedAvg with the fixed denominator q·N = 4 (every client reported).
+        // FedAvg with the fixed denominator q × population = 4 (every tenant
+        // reported).
         for k in (0..d as usize).step_by(997) {
             let expected = f64::from(w0[k]) + sum[k] / CHUNK_BYTES.len() as f64;
             assert!(

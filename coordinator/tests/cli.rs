@@ -67,6 +67,7 @@ listen = "127.0.0.1:0"
 [[jobs]]
 id = "cli-job"
 model = { kind = "logistic", input_dim = 3 }
+population = 4
 sampling_rate = 0.5
 rounds = 2
 "#,
@@ -138,7 +139,7 @@ rounds = 2
     assert!(std::fs::metadata(&out).unwrap().len() > 0);
     std::fs::write(
         d.join("job.toml"),
-        "id = \"second\"\nmodel = { kind = \"logistic\", input_dim = 2 }\nexpected_cohort = 5\n",
+        "id = \"second\"\nmodel = { kind = \"logistic\", input_dim = 2 }\npopulation = 20\nexpected_cohort = 5\n",
     )
     .unwrap();
     let created = admin(
@@ -153,6 +154,7 @@ rounds = 2
     );
     assert_eq!(created["job_id"], "second");
     assert_eq!(created["config"]["expected_cohort"], 5);
+    assert_eq!(created["config"]["population"], 20);
     let paused = admin(d, port, &["jobs", "pause", "second"]);
     assert_eq!(paused["state"], "PAUSED");
     let audit = admin(d, port, &["audit", "--limit", "50"]);

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Harness, TENANT, TestClient, job};
+use support::{Harness, TestClient, job, tenant_of};
 
 const T: Duration = Duration::from_secs(60);
 const N: usize = 200;
@@ -18,12 +18,20 @@ async fn two_hundred_concurrent_submissions_in_one_round() {
     let h = Harness::start_with(|c| c.limits.max_concurrent_uploads = 8).await;
     let ep = h.endpoint();
     let mut clients: Vec<TestClient> = (0..N)
-        .map(|i| TestClient::connect(&h.pki, TENANT, &format!("c{i:03}"), &ep))
+        .map(|i| {
+            TestClient::connect(
+                &h.pki,
+                &tenant_of(&format!("c{i:03}")),
+                &format!("c{i:03}"),
+                &ep,
+            )
+        })
         .collect();
     for c in &mut clients {
         c.register().await.unwrap();
     }
     let mut spec = job("many", DIM, 1.0);
+    spec.population = Some(N as u64);
     spec.rounds = 1;
     spec.min_clients = N as u32;
     spec.disable_noise = true;
@@ -69,7 +77,7 @@ async fn two_hundred_concurrent_submissions_in_one_round() {
     let ledger = admin.ledger("many").await.unwrap();
     assert_eq!(ledger[0].participants, N as u32);
     assert_eq!(ledger[0].rejected, 0);
-    let mut c = TestClient::connect(&h.pki, TENANT, "c000", &ep);
+    let mut c = TestClient::connect(&h.pki, &tenant_of("c000"), "c000", &ep);
     let (_, w1) = c.get_model("many", 0).await;
     for j in 0..DIM as usize {
         let sum: f64 = (0..N)

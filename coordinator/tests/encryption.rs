@@ -86,7 +86,7 @@ fn commit(round: u64) -> RoundCommit {
 /// A job with versions 0..=2 and ledger entries 1..=2.
 fn populate(s: &SqliteStore) {
     let record = JobRecord {
-        spec: JobSpec::new("j", ModelSpec::logistic(3), 0.5),
+        spec: JobSpec::new("j", ModelSpec::logistic(3), 0.5, 4),
         state: JobState::Running,
         state_reason: String::new(),
         created_unix_ms: 1,
@@ -287,6 +287,7 @@ async fn the_coordinator_serves_an_encrypted_store_and_refuses_it_without_the_ke
     let mut spec = job("enc", 4, 1.0);
     spec.rounds = 2;
     spec.min_clients = 2;
+    spec.population = Some(2);
     spec.disable_noise = true;
     spec.server_optimizer.momentum = 0.5;
     h.running().admin().create_job(spec).await.unwrap();
@@ -334,7 +335,7 @@ async fn the_coordinator_serves_an_encrypted_store_and_refuses_it_without_the_ke
     // With it: the same model, ledger and momentum.
     h.reopen(support::encrypt_at_rest).await;
     let ep = h.endpoint();
-    let mut c = support::TestClient::connect(&h.pki, support::TENANT, "c000", &ep);
+    let mut c = support::TestClient::connect(&h.pki, &support::tenant_of("c000"), "c000", &ep);
     let (again, w2) = c.get_model("enc", 0).await;
     assert_eq!(again.sha256, header.sha256);
     assert_eq!(w2, w);

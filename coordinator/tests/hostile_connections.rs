@@ -15,7 +15,7 @@ use std::time::Duration;
 use fedsec_coordinator::error::RETRY_AFTER_MS_METADATA;
 use fedsec_proto::v1::GetTaskRequest;
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
-use support::{Harness, TENANT, accepted_sockets, small_window_channel};
+use support::{Harness, accepted_sockets, small_window_channel, tenant_of};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -65,7 +65,7 @@ async fn silent_connections_are_capped_per_address_and_time_out() {
 fn health(h: &Harness, client_id: &str) -> HealthClient<tonic::transport::Channel> {
     HealthClient::new(small_window_channel(
         &h.pki,
-        TENANT,
+        &tenant_of(client_id),
         client_id,
         &h.endpoint(),
     ))
@@ -101,10 +101,15 @@ async fn refused_identities_are_refused_on_every_service_and_floods_are_cut() {
     let e = revoked.check(check()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("revoked"), "{e:?}");
-    let e = CoordinatorClient::new(small_window_channel(&h.pki, TENANT, "c000", &h.endpoint()))
-        .get_task(GetTaskRequest::default())
-        .await
-        .unwrap_err();
+    let e = CoordinatorClient::new(small_window_channel(
+        &h.pki,
+        &tenant_of("c000"),
+        "c000",
+        &h.endpoint(),
+    ))
+    .get_task(GetTaskRequest::default())
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     // Its flood: answered at most `refused_burst` (+ refill) times, then
     // its connections are closed before a call is answered.
@@ -126,10 +131,15 @@ async fn refused_identities_are_refused_on_every_service_and_floods_are_cut() {
     // Quarantined: health refused too; the Coordinator says why.
     let e = health(&h, "c001").check(check()).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
-    let e = CoordinatorClient::new(small_window_channel(&h.pki, TENANT, "c001", &h.endpoint()))
-        .get_task(GetTaskRequest::default())
-        .await
-        .unwrap_err();
+    let e = CoordinatorClient::new(small_window_channel(
+        &h.pki,
+        &tenant_of("c001"),
+        "c001",
+        &h.endpoint(),
+    ))
+    .get_task(GetTaskRequest::default())
+    .await
+    .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
     assert!(e.message().contains("quarantined"), "{e:?}");
 
@@ -180,8 +190,14 @@ async fn connections_are_capped_per_identity_and_per_address() {
         c.rate_limits.enabled = false;
     })
     .await;
-    let connect =
-        |id: &str| CoordinatorClient::new(small_window_channel(&h.pki, TENANT, id, &h.endpoint()));
+    let connect = |id: &str| {
+        CoordinatorClient::new(small_window_channel(
+            &h.pki,
+            &tenant_of(id),
+            id,
+            &h.endpoint(),
+        ))
+    };
     // Three connections of "hog" are served (each channel is one connection).
     let mut held = Vec::new();
     for _ in 0..3 {

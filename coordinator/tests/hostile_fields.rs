@@ -65,7 +65,11 @@ async fn a_thousand_maximal_hostile_calls_add_at_most_1_mb_to_database_and_log()
     let mut h = Harness::start_with(|c| c.rate_limits.enabled = false).await;
     let mut c = h.clients(1).await.pop().unwrap();
     let mut spec = job("j", 6, 1.0);
-    spec.min_clients = 100;
+    // One round, open for the whole test: nothing is released. The
+    // population is the one registered tenant, so no population_drift
+    // audit event joins the rows counted below.
+    spec.round_deadline_ms = 3_600_000;
+    spec.population = Some(1);
     h.running().admin().create_job(spec).await.unwrap();
     let task = fedsec_proto::v1::Task {
         job_id: "j".into(),
@@ -192,7 +196,8 @@ async fn an_identitys_audit_rows_per_hour_are_capped() {
     let mut other = cs.pop().unwrap();
     let mut noisy = cs.pop().unwrap();
     let mut spec = job("j", 6, 1.0);
-    spec.min_clients = 100;
+    // One round, open for the whole test: nothing is released.
+    spec.round_deadline_ms = 3_600_000;
     h.running().admin().create_job(spec).await.unwrap();
     let stale = fedsec_proto::v1::Task {
         job_id: "j".into(),

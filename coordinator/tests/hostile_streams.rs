@@ -14,7 +14,7 @@ use fedsec_proto::tensor::{MIN_CHUNK_BYTES, le_bytes};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{GetModelRequest, RegisterRequest, SubmitUpdateRequest};
 use support::{
-    Harness, TENANT, TestClient, chunk_msg, header_msg, job, rss_bytes, small_window_channel,
+    Harness, TestClient, chunk_msg, header_msg, job, rss_bytes, small_window_channel, tenant_of,
 };
 use tonic::Code;
 
@@ -45,10 +45,12 @@ async fn unread_downloads_of_one_identity_are_capped_bounded_and_reclaimed() {
     })
     .await;
     let mut spec = job("big", D, 1.0);
-    spec.min_clients = 100; // never opens a round: only downloads matter here
+    // One round, open (with nobody to report) for the whole test: nothing
+    // is released; only downloads matter here.
+    spec.round_deadline_ms = 3_600_000;
     h.running().admin().create_job(spec).await.unwrap();
     let channels: Vec<_> = (0..8)
-        .map(|_| small_window_channel(&h.pki, TENANT, "attacker", &h.endpoint()))
+        .map(|_| small_window_channel(&h.pki, &tenant_of("attacker"), "attacker", &h.endpoint()))
         .collect();
     CoordinatorClient::new(channels[0].clone())
         .register(RegisterRequest::default())
@@ -118,7 +120,7 @@ async fn unread_downloads_of_one_identity_are_capped_bounded_and_reclaimed() {
         id: "attacker".into(),
         grpc: CoordinatorClient::new(small_window_channel(
             &h.pki,
-            TENANT,
+            &tenant_of("attacker"),
             "attacker",
             &h.endpoint(),
         )),
@@ -140,9 +142,10 @@ async fn bytes_in_flight_are_capped_per_identity() {
     })
     .await;
     let mut spec = job("mid", 600_000, 1.0);
-    spec.min_clients = 100;
+    // One round, open for the whole test: nothing is released.
+    spec.round_deadline_ms = 3_600_000;
     h.running().admin().create_job(spec).await.unwrap();
-    let ch = small_window_channel(&h.pki, TENANT, "greedy", &h.endpoint());
+    let ch = small_window_channel(&h.pki, &tenant_of("greedy"), "greedy", &h.endpoint());
     let mut c = CoordinatorClient::new(ch);
     c.register(RegisterRequest::default()).await.unwrap();
     let req = || GetModelRequest {

@@ -56,9 +56,12 @@ async fn after_a_rollback_the_served_receipt_states_the_full_spend() {
     let mut spec = job("rb", 4, 1.0);
     spec.noise_source = NoiseKind::Simulation;
     spec.rounds = 5;
+    spec.population = Some(2);
     let admin = h.running().admin();
-    admin.create_job(spec).await.unwrap();
+    // Registered before the job starts: rounds open at once, and the first
+    // one's cohort is drawn from the tenants registered then.
     let mut clients = h.clients(2).await;
+    admin.create_job(spec).await.unwrap();
     round(&mut clients, "rb", 0.1).await;
     round(&mut clients, "rb", 0.2).await;
     admin

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tls::ClientIdentity;
-use support::{Harness, TENANT, job};
+use support::{Harness, TestClient, job, tenant_of};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,7 +52,7 @@ fn python() -> Result<PathBuf, String> {
 /// Contract: a grpcio client built only from `proto/fedsec/v1/*.proto`
 /// completes a round with 64 KiB chunks at d = 200,001 (13 chunks; the old
 /// chunk-count limit of `2·⌈d/2¹⁸⌉ + 8` = 10 refused it), and the committed
-/// model is exactly the base plus its update (q·N = 1, no noise).
+/// model is exactly the base plus its update (q × population = 1, no noise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
     let python = match python() {
@@ -90,7 +90,15 @@ async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
 
     const D: u32 = 200_001;
     let h = Harness::start().await;
+    // The identity is registered before the job starts, so the first
+    // round's cohort (drawn from the tenants registered when it opens)
+    // includes it; the script's own Register is then a re-registration.
+    TestClient::connect(&h.pki, &tenant_of("python"), "python", &h.endpoint())
+        .register()
+        .await
+        .unwrap();
     let mut spec = job("py", D, 1.0);
+    spec.population = Some(1);
     spec.rounds = 1;
     spec.min_clients = 1;
     spec.round_deadline_ms = 60_000;
@@ -107,7 +115,7 @@ async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
     let pem = h
         .pki
         .ca()
-        .issue_client(&ClientIdentity::new(TENANT, "python").unwrap())
+        .issue_client(&ClientIdentity::new(&tenant_of("python"), "python").unwrap())
         .unwrap();
     let files = tempfile::tempdir().unwrap();
     let path = |n: &str| files.path().join(n);
@@ -143,7 +151,7 @@ async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
     );
     let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["client_id"], "python");
-    assert_eq!(report["tenant_id"], TENANT);
+    assert_eq!(report["tenant_id"], tenant_of("python"));
     assert_eq!(report["num_params"], D);
     assert_eq!(report["chunk_bytes"], 65_536);
     assert_eq!(report["chunks"], 13);

@@ -77,7 +77,8 @@ async fn a_concurrent_register_cannot_undo_a_quarantine_or_a_revocation() {
         );
     }
     // Revocation is permanent: a later Register does not bring it back.
-    let mut again = TestClient::connect(&h.pki, support::TENANT, "racer", &h.endpoint());
+    let mut again =
+        TestClient::connect(&h.pki, &support::tenant_of("racer"), "racer", &h.endpoint());
     assert_eq!(
         again.register().await.unwrap_err().code(),
         Code::PermissionDenied

@@ -13,7 +13,7 @@ use fedsec_coordinator::RejectReason;
 use fedsec_proto::tensor::{MAX_CHUNK_BYTES, digest, le_bytes};
 use fedsec_proto::v1::{ClientActionRequest, GetTaskRequest, SubmitUpdateRequest};
 use support::{
-    Harness, TENANT, TestClient, chunk_msg, header_msg, job, trailer_msg, update_messages,
+    Harness, TestClient, chunk_msg, header_msg, job, tenant_of, trailer_msg, update_messages,
 };
 use tonic::Code;
 
@@ -39,6 +39,7 @@ async fn every_rejection_has_its_status_and_touches_nothing() {
     spec.disable_noise = true;
     spec.rounds = 2;
     spec.min_clients = 3;
+    spec.population = Some(3);
     spec.round_deadline_ms = 15_000;
     spec.clipping.clip_norm = 10.0;
     let admin = h.running().admin();
@@ -213,7 +214,7 @@ async fn every_rejection_has_its_status_and_touches_nothing() {
     .await;
 
     // Callers.
-    let mut stranger = TestClient::connect(&h.pki, TENANT, "late", &h.endpoint());
+    let mut stranger = TestClient::connect(&h.pki, &tenant_of("late"), "late", &h.endpoint());
     expect(
         &mut stranger,
         update_messages(&task, &v, b"n"),

@@ -52,6 +52,7 @@ async fn crash_mid_round(encrypted: bool) {
     let mut spec = job("crash", 4, 1.0);
     spec.rounds = 3;
     spec.min_clients = 3;
+    spec.population = Some(3);
     spec.round_deadline_ms = 20_000;
     spec.noise_source = NoiseKind::Simulation;
     spec.noise_multiplier = Some(1.5);
@@ -99,7 +100,14 @@ async fn crash_mid_round(encrypted: bool) {
     // Clients reconnect to the new server (new port, same data).
     let ep = h.endpoint();
     let mut clients: Vec<TestClient> = (0..3)
-        .map(|i| TestClient::connect(&h.pki, support::TENANT, &format!("c{i:03}"), &ep))
+        .map(|i| {
+            TestClient::connect(
+                &h.pki,
+                &support::tenant_of(&format!("c{i:03}")),
+                &format!("c{i:03}"),
+                &ep,
+            )
+        })
         .collect();
     let (header, w) = clients[0].get_model("crash", 0).await;
     assert_eq!(header.version, 1);
@@ -173,6 +181,7 @@ async fn momentum_survives_a_restart_exactly() {
     let mut spec = job("mom", 4, 1.0);
     spec.rounds = 2;
     spec.min_clients = 2;
+    spec.population = Some(2);
     spec.disable_noise = true;
     spec.server_optimizer.learning_rate = 0.5;
     spec.server_optimizer.momentum = 0.9;
@@ -188,7 +197,14 @@ async fn momentum_survives_a_restart_exactly() {
     h.reopen(|_| {}).await;
     let ep = h.endpoint();
     let mut clients: Vec<TestClient> = (0..2)
-        .map(|i| TestClient::connect(&h.pki, support::TENANT, &format!("c{i:03}"), &ep))
+        .map(|i| {
+            TestClient::connect(
+                &h.pki,
+                &support::tenant_of(&format!("c{i:03}")),
+                &format!("c{i:03}"),
+                &ep,
+            )
+        })
         .collect();
     round(&mut clients, "mom", 0.2).await;
     h.running()
@@ -218,6 +234,7 @@ async fn graceful_shutdown_abandons_the_open_round_and_charges_nothing() {
     let mut clients = h.clients(2).await;
     let mut spec = job("stop", 4, 1.0);
     spec.min_clients = 2;
+    spec.population = Some(2);
     spec.round_deadline_ms = 20_000;
     spec.noise_source = NoiseKind::Simulation;
     h.running().admin().create_job(spec).await.unwrap();

@@ -1,7 +1,7 @@
 //! Rounds end to end over loopback mTLS: the exact mean with a fixed
-//! denominator, server-side re-clipping, abandoned rounds that charge
-//! nothing, the default (opendp) noise with a verifiable receipt, and the
-//! budget stop.
+//! denominator, server-side re-clipping, rounds released and charged
+//! whatever their realised cohort (dropouts and empty rounds included), the
+//! default (opendp) noise with a verifiable receipt, and the budget stop.
 
 #![allow(clippy::unwrap_used)]
 
@@ -20,6 +20,7 @@ async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_
     let h = Harness::start().await;
     let mut clients = h.clients(4).await;
     let mut spec = job("exact", 4, 1.0);
+    spec.population = Some(4);
     spec.disable_noise = true;
     spec.min_clients = 3;
     spec.rounds = 1;
@@ -59,8 +60,9 @@ async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_
         .unwrap();
     assert_eq!(
         done.expected_cohort, 4.0,
-        "q·N with N = 4 registered at start"
+        "q × population with the declared population 4"
     );
+    assert_eq!(done.registered_tenants, 4);
 
     let (header, w1) = clients[0].get_model("exact", 0).await;
     assert_eq!((header.version, header.round), (1, 1));
@@ -100,78 +102,97 @@ async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_
 }
 
 #[tokio::test]
-async fn a_round_below_min_clients_is_abandoned_and_charges_nothing() {
-    // Default noise source (opendp): a real, verifiable receipt.
+async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
+    // Default noise source (opendp): a real, verifiable receipt. Both
+    // tenants are selected every round (q = 1); min_clients = 2 is the
+    // smallest *expected* cohort, never a release condition.
     let h = Harness::start().await;
     let mut clients = h.clients(2).await;
     let mut spec = job("minc", 4, 1.0);
+    spec.population = Some(2);
     spec.min_clients = 2;
-    spec.rounds = 1;
+    spec.rounds = 2;
     spec.round_deadline_ms = 400;
     spec.noise_multiplier = Some(2.0);
     assert_eq!(spec.noise_source, fedsec_privacy::NoiseKind::OpenDp);
     let admin = h.running().admin();
     admin.create_job(spec).await.unwrap();
 
-    // Attempt 1: only one report → abandoned at the deadline.
+    // Round 1: one of the two selected tenants reports, the other drops
+    // out. The round is released at its deadline and charged (an older
+    // coordinator abandoned it and redrew the cohort: a size-conditioned
+    // sample the accountant does not describe).
     let t1 = clients[0].wait_task("minc", T).await;
     assert!(t1.noise_enabled);
     assert_eq!(t1.noise_multiplier, 2.0);
     assert_eq!(t1.delta, 1e-5);
+    assert_eq!((t1.round, t1.attempt), (1, 1));
     clients[0].submit(&t1, &[0.1; 4], b"a").await.unwrap();
-    // Attempt 2 gets a fresh cohort; both report.
-    let t2 = clients[0]
-        .wait_task_after("minc", (t1.round, t1.attempt), T)
-        .await;
-    assert_eq!((t2.round, t2.attempt), (1, 2));
-    let job_before = admin.job("minc").unwrap();
-    assert_eq!(job_before.rounds_completed, 0);
-    assert_eq!(job_before.current_version, 0);
-    assert_eq!(
-        job_before.epsilon_pld, 0.0,
-        "an abandoned round charges nothing"
-    );
-    assert!(admin.ledger("minc").await.unwrap().is_empty());
-    // The abandoned attempt's update is gone: a stale submission is refused.
-    let err = clients[1].submit(&t1, &[0.1; 4], b"b").await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
-    for c in &mut clients {
-        let t = c.wait_task("minc", T).await;
-        assert_eq!(t.attempt, 2);
-        c.submit(&t, &[0.05; 4], b"n").await.unwrap();
-    }
-    admin
+    let after_one = admin
         .wait_for_job("minc", T, |j| j.rounds_completed == 1)
         .await
         .unwrap();
+    assert_eq!(after_one.current_version, 1);
+    assert!(after_one.epsilon_pld > 0.0, "the released round is charged");
+    // Round 2: nobody reports; it is released (noise only) and charged too.
+    let job = admin
+        .wait_for_job("minc", T, |j| j.rounds_completed == 2)
+        .await
+        .unwrap();
+    assert!(job.epsilon_pld > after_one.epsilon_pld);
     let ledger = admin.ledger("minc").await.unwrap();
-    assert_eq!(ledger.len(), 1);
-    assert_eq!((ledger[0].seq, ledger[0].attempt), (1, 2));
-    let attempts = h.running().store().attempts("minc").unwrap();
-    assert_eq!(attempts.len(), 2);
+    assert_eq!(ledger.len(), 2);
     assert_eq!(
-        attempts[0].state,
-        fedsec_coordinator::store::AttemptState::Abandoned
+        ledger
+            .iter()
+            .map(|e| (e.seq, e.attempt, e.participants))
+            .collect::<Vec<_>>(),
+        vec![(1, 1, 1), (2, 1, 0)],
+        "attempt numbers move only on data-independent interruptions"
+    );
+    let attempts = h.running().store().attempts("minc").unwrap();
+    assert_eq!(attempts.len(), 2, "no abandoned attempt: {attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.state == fedsec_coordinator::store::AttemptState::Committed)
     );
     assert_eq!(attempts[0].accepted, 1);
+    assert_eq!(attempts[1].accepted, 0);
+    assert_eq!(
+        h.running()
+            .metrics()
+            .encode()
+            .matches("outcome=\"abandoned\"")
+            .count(),
+        0
+    );
 
-    // The published receipt is the privacy crate's and verifies.
+    // The published receipt is the privacy crate's and verifies; it states
+    // the tenant as the unit.
     let (header, w) = clients[0].get_model("minc", 0).await;
     let receipt = header.receipt.unwrap();
     let parsed: PrivacyReceipt = serde_json::from_str(&receipt.json).unwrap();
     parsed.verify().unwrap();
-    assert_eq!(parsed.rounds.len(), 1);
+    assert!(
+        parsed.neighbouring.contains("one tenant"),
+        "{}",
+        parsed.neighbouring
+    );
+    assert_eq!(parsed.rounds.len(), 2);
     assert!(receipt.epsilon_pld > 0.0 && receipt.epsilon_pld.is_finite());
-    assert_eq!(receipt.epsilon_pld, ledger[0].epsilon_pld);
-    let charge = parsed.rounds[0];
-    assert_eq!(charge.noise_multiplier, 2.0);
+    assert_eq!(receipt.epsilon_pld, ledger[1].epsilon_pld);
     // C plus the grid inflation plus the rounding of the f64 sum over at
-    // most the two registered clients (issue 14, point 4).
+    // most limits.max_tenants (default 10⁶) contributions, one update per
+    // tenant (issue 14, point 4; issue 13: never the registered count).
     let grid = fedsec_privacy::OpenDpGaussian::new().sensitivity_inflation(4);
-    let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 2);
+    let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 1_000_000);
     assert!(sum_rounding > 0.0);
-    assert_eq!(charge.sensitivity, 1.0 + (grid + sum_rounding));
-    // Noise was added: the model moved by more than the clean mean.
+    for charge in &parsed.rounds {
+        assert_eq!(charge.noise_multiplier, 2.0);
+        assert_eq!(charge.sensitivity, 1.0 + (grid + sum_rounding));
+        assert_eq!(charge.expected_cohort, 2.0, "q × declared population");
+    }
     assert!(w.iter().all(|x| x.is_finite()));
 }
 
@@ -201,6 +222,7 @@ async fn a_job_stops_at_its_budget_and_get_task_says_finished() {
     let mut spec = job("budget", 4, 1.0);
     spec.rounds = 10;
     spec.min_clients = 2;
+    spec.population = Some(2);
     spec.noise_multiplier = Some(4.0);
     spec.epsilon_budget = Some(budget);
     let admin = h.running().admin();
@@ -245,6 +267,7 @@ async fn target_epsilon_calibrates_z_and_expected_cohort_fixes_q() {
     let h = Harness::start().await;
     let _clients = h.clients(4).await;
     let mut spec = job("calib", 4, 1.0);
+    spec.population = Some(4);
     spec.sampling_rate = None;
     spec.expected_cohort = Some(2);
     spec.noise_multiplier = None;
@@ -257,7 +280,7 @@ async fn target_epsilon_calibrates_z_and_expected_cohort_fixes_q() {
         .wait_for_job("calib", T, |j| j.noise_multiplier > 0.0)
         .await
         .unwrap();
-    assert_eq!(job.sampling_rate, 0.5, "q = 2 / 4 registered");
+    assert_eq!(job.sampling_rate, 0.5, "q = 2 / population 4");
     assert_eq!(job.expected_cohort, 2.0);
     let z = job.noise_multiplier;
     let charge = |round| RoundCharge {

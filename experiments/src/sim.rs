@@ -4,9 +4,9 @@
 //! One round, as in `ARCHITECTURE.md` "One round":
 //!
 //! 1. **Select**: each tenant independently with probability
-//!    `q = m / N` (seeded ChaCha8 per round attempt); fewer than
-//!    `min_clients` selected → the attempt is abandoned (nothing released,
-//!    nothing charged) and a fresh selection is drawn, as the coordinator does.
+//!    `q = m / N` (seeded ChaCha8 per round). Every round is released
+//!    whatever the realised cohort (empty included), as the coordinator
+//!    does: no release decision looks at a count.
 //! 2. **Train**: every selected tenant runs the detector's
 //!    [`train_local`](fedsec_detector::train::train_local) from the global
 //!    weights on its training rows (on `threads` threads; each run is seeded
@@ -83,8 +83,6 @@ pub struct FedConfig {
     pub server_momentum: f64,
     /// Server-side re-clipping (always on in the coordinator).
     pub server_clipping: bool,
-    /// Attempts with fewer selected tenants are abandoned.
-    pub min_clients: usize,
     /// Seed of selection, local training and noise.
     pub seed: u64,
     /// Threads for local training.
@@ -98,8 +96,6 @@ pub struct FedConfig {
 pub struct RoundRecord {
     /// Round number (1-based).
     pub round: u64,
-    /// Selection attempts (abandoned ones included).
-    pub attempts: u32,
     /// Tenants whose update was accumulated.
     pub participants: usize,
     /// Of them, malicious.
@@ -291,20 +287,7 @@ pub fn run(
     };
     let mut records = Vec::with_capacity(cfg.rounds as usize);
     for round in 1..=cfg.rounds {
-        let mut attempts = 0u32;
-        let selected = loop {
-            attempts += 1;
-            let s = select(pop.len(), q, cfg.seed, round, attempts);
-            if s.len() >= cfg.min_clients.max(1) {
-                break s;
-            }
-            if attempts >= 1000 {
-                return Err(Error::Config(format!(
-                    "round {round}: fewer than {} tenants selected in 1000 attempts",
-                    cfg.min_clients
-                )));
-            }
-        };
+        let selected = select(pop.len(), q, cfg.seed, round, 1);
         let updates = parallel_map(&selected, cfg.threads, |&t| {
             let attack = adversary.filter(|a| a.is_malicious(t)).map(|a| a.attack);
             let seed = mix(cfg.seed, round, t as u64 + 1);
@@ -364,7 +347,6 @@ pub fn run(
         };
         let rec = RoundRecord {
             round,
-            attempts,
             participants: reported.len(),
             malicious: adversary.map_or(0, |a| {
                 reported.iter().filter(|&&t| a.is_malicious(t)).count()

@@ -16,13 +16,20 @@ use crate::accounting::{Accountant, AccountingError, Mechanism, PldAccountant, R
 use crate::adaptive::effective_noise_multiplier;
 
 /// Human-readable description of the mechanism every receipt covers.
-pub const MECHANISM_DESCRIPTION: &str = "Poisson-subsampled Gaussian: each round includes every client \
-independently with probability q, sums their updates clipped to L2 norm C, adds N(0, (z * sensitivity)^2 I) \
-with sensitivity = C + grid rounding inflation, and divides by the fixed expected cohort size q*N; \
-adaptive clipping counts are part of the same Gaussian mechanism (Andrew et al. 2021)";
+pub const MECHANISM_DESCRIPTION: &str = "Poisson-subsampled Gaussian over tenants: each round includes every \
+tenant independently with probability q and takes at most one update per tenant, sums the updates clipped to \
+L2 norm C, adds N(0, (z * sensitivity)^2 I) with sensitivity = C + grid rounding inflation, and divides by the \
+fixed expected cohort size q*N of the declared population N; every round is released whatever its realised \
+cohort; adaptive clipping counts are part of the same Gaussian mechanism (Andrew et al. 2021)";
 
-/// The neighbouring relation every receipt is stated for.
-pub const NEIGHBOURING: &str = "add/remove one client (all of a client's data)";
+/// The neighbouring relation every receipt is stated for: the privacy unit
+/// is the tenant, with all of its client identities and all of their data.
+pub const NEIGHBOURING: &str =
+    "add/remove one tenant (all of a tenant's data, under every one of its client identities)";
+
+/// The privacy unit every receipt is stated for (the unit of
+/// [`NEIGHBOURING`]).
+pub const PRIVACY_UNIT: &str = "tenant";
 
 /// Relative slack [`PrivacyReceipt::verify`] allows for floating-point
 /// differences between machines (e.g. different SIMD paths in the FFT).
@@ -344,6 +351,27 @@ mod tests {
             expected_cohort: 100.0,
             committed_unix_ms: 1_700_000_000_000 + round as i64,
         }
+    }
+
+    #[test]
+    fn receipts_state_the_tenant_as_the_unit_and_refuse_another() {
+        let r = PrivacyReceipt::compute(vec![charge(1, 0.01, 1.0, 0.0)], 1e-5).unwrap();
+        assert!(r.neighbouring.contains(&format!("one {PRIVACY_UNIT}")));
+        assert!(r.mechanism.contains("at most one update per tenant"));
+        r.verify().unwrap();
+        // A receipt stated per client identity (as fedsec once did) makes a
+        // different claim: verification refuses it rather than re-reading it.
+        let per_client = PrivacyReceipt {
+            neighbouring: "add/remove one client (all of a client's data)".into(),
+            ..r
+        };
+        assert!(matches!(
+            per_client.verify(),
+            Err(ReceiptError::UnknownStatement {
+                field: "neighbouring",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -20,7 +20,14 @@ fn minimal_config_gets_the_documented_defaults() {
     assert_eq!(c.job, None);
     assert_eq!(c.privacy.delta, 1e-5);
     assert_eq!(c.privacy.min_noise_multiplier, 0.5);
-    assert!(c.privacy.refuse_noise_disabled && c.privacy.amplification);
+    assert!(c.privacy.refuse_noise_disabled);
+    assert!(
+        !c.privacy.trust_coordinator_sampling,
+        "participation basis by default"
+    );
+    assert_eq!(c.privacy.min_batch_size, 16);
+    assert_eq!(c.privacy.min_examples_per_update, 32);
+    assert_eq!(c.privacy.max_learning_rate_steps, 100.0);
     assert_eq!(c.privacy.accountant, crate::AccountantKind::Pld);
     assert_eq!(c.data.holdout_fraction, 0.2);
     assert_eq!(c.data.min_examples, 20);
@@ -63,6 +70,10 @@ fn errors_name_the_key() {
             ),
             "data.json_fields",
         ),
+        (
+            MINIMAL.replace("max_epsilon = 8.0", "max_epsilon = 8.0\nmin_batch_size = 0"),
+            "privacy.min_batch_size",
+        ),
     ];
     for (text, key) in cases {
         let e = ClientConfig::from_toml_str(&text).unwrap_err();
@@ -86,6 +97,13 @@ fn errors_name_the_key() {
     assert!(e.to_string().contains("bogus"), "{e}");
     let e = ClientConfig::from_toml_str(&MINIMAL.replace("max_epsilon = 8.0", "")).unwrap_err();
     assert!(e.to_string().contains("max_epsilon"), "{e}");
+    // The old key is gone (its meaning changed): the parser names the new one.
+    let e = ClientConfig::from_toml_str(&MINIMAL.replace(
+        "max_epsilon = 8.0",
+        "max_epsilon = 8.0\namplification = true",
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("trust_coordinator_sampling"), "{e}");
 }
 
 #[test]

@@ -111,12 +111,14 @@ impl Harness {
     }
 }
 
-/// A logistic-regression job over the detector's 38 features.
-pub fn job(id: &str, q: f64, z: f64, rounds: u64) -> JobSpec {
+/// A logistic-regression job over the detector's 38 features, sized for
+/// `population` tenants.
+pub fn job(id: &str, q: f64, z: f64, rounds: u64, population: u64) -> JobSpec {
     let mut j = JobSpec::new(
         id,
         ModelSpec::logistic(fedsec_detector::features::NUM_FEATURES as u32),
         q,
+        population,
     );
     j.rounds = rounds;
     j.min_clients = 1;

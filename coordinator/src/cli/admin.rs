@@ -198,6 +198,7 @@ fn job_json(j: &v1::Job) -> Value {
         "current_version": j.current_version,
         "sampling_rate": num(j.sampling_rate),
         "expected_cohort": num(j.expected_cohort),
+        "registered_tenants": j.registered_tenants,
         "noise_multiplier": num(j.noise_multiplier),
         "clip_norm": num(j.clip_norm),
         "epsilon_pld": num(j.epsilon_pld),

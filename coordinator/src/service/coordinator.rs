@@ -111,13 +111,13 @@ impl CoordinatorService {
             if !round.accepting() {
                 continue;
             }
-            if !round.selected.contains(&client.client_id) {
+            if !round.selected.contains(&client.tenant_id) {
                 reason = format!("not selected for round {} of job {}", round.round, job.id());
                 continue;
             }
-            if round.has_accepted(&client.client_id) {
+            if round.has_accepted(&client.tenant_id) {
                 reason = format!(
-                    "update already received for round {} of job {}",
+                    "this tenant's update for round {} of job {} was already received",
                     round.round,
                     job.id()
                 );

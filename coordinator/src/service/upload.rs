@@ -12,12 +12,14 @@
 //! 3. job exists (NOT_FOUND);
 //! 4. round and attempt are the open ones, before the deadline
 //!    (FAILED_PRECONDITION "stale round");
-//! 5. caller selected for this attempt (PERMISSION_DENIED);
+//! 5. caller's tenant selected for this attempt (PERMISSION_DENIED);
 //! 6. base version is the round's (FAILED_PRECONDITION);
 //! 7. declared `num_params` equals the model's (INVALID_ARGUMENT);
-//! 8. one submission per client and round: same nonce as an accepted
-//!    update → success with `newly_accepted = false`; another nonce →
-//!    ALREADY_EXISTS; an upload still in progress → ABORTED;
+//! 8. one submission per tenant and round (the privacy unit): the same
+//!    identity and nonce as an accepted update → success with
+//!    `newly_accepted = false`; another nonce, or another client identity
+//!    of the same tenant → ALREADY_EXISTS ("tenant already submitted this
+//!    round"); an upload of the tenant still in progress → ABORTED;
 //! 9. the identity's bytes in flight (RESOURCE_EXHAUSTED), then a decode
 //!    slot;
 //! 10. chunks: aligned, ≤ 1 MiB, ≥ 64 KiB unless the last, exactly
@@ -161,12 +163,12 @@ impl CoordinatorService {
             }
         };
         ctx.round = Some(round.clone());
-        if !round.selected.contains(&client.client_id) {
+        if !round.selected.contains(&client.tenant_id) {
             return Err(bad(
                 RejectReason::NotSelected,
                 format!(
-                    "client {:?} was not selected for round {} attempt {}",
-                    client.client_id, round.round, round.attempt
+                    "tenant {:?} was not selected for round {} attempt {}",
+                    client.tenant_id, round.round, round.attempt
                 ),
             ));
         }
@@ -188,7 +190,7 @@ impl CoordinatorService {
                 ),
             ));
         }
-        let claim = match round.claim(&client.client_id, &header.nonce)? {
+        let claim = match round.claim(&client.tenant_id, &client.client_id, &header.nonce)? {
             Claim::AlreadyAccepted => {
                 return Ok(SubmitUpdateResponse {
                     newly_accepted: false,

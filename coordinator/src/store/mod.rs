@@ -113,7 +113,9 @@ pub struct Resolution {
     pub sampling_rate: f64,
     /// Expected cohort q·N, the fixed denominator.
     pub expected_cohort: f64,
-    /// Registered, selectable clients N when the job started.
+    /// Tenants with an active client identity when the job started (for
+    /// the record; the denominator uses the declared population). Jobs
+    /// started by older coordinators recorded client identities here.
     pub registered_at_start: u64,
     /// Total noise multiplier z the job is accounted with (0: noise disabled).
     pub noise_multiplier: f64,
@@ -212,7 +214,8 @@ pub enum AttemptState {
     Open,
     /// Aggregated, charged and published.
     Committed,
-    /// Closed without release (too few reports, pause, shutdown, crash).
+    /// Closed without release (pause, rollback, shutdown, crash — never
+    /// because of how many reported).
     Abandoned,
 }
 

@@ -22,8 +22,12 @@ use fedsec_proto::v1::{
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
-/// Tenant of every test client.
-pub const TENANT: &str = "tenant-a";
+/// The tenant of a test client: each test client is its own tenant (the
+/// privacy unit), unless a test connects several identities of one tenant
+/// with [`TestClient::connect`].
+pub fn tenant_of(client_id: &str) -> String {
+    format!("tenant-{client_id}")
+}
 
 /// A fresh loopback PKI (CA, server TLS for localhost) for one test.
 pub fn pki() -> Arc<LoopbackPki> {
@@ -48,9 +52,10 @@ pub fn test_config(data_dir: &std::path::Path) -> CoordinatorConfig {
     c
 }
 
-/// A logistic-regression job over `dim - 1` features (so `dim` parameters).
+/// A logistic-regression job over `dim - 1` features (so `dim` parameters),
+/// sized for a population of 10 tenants.
 pub fn job(id: &str, dim: u32, q: f64) -> JobSpec {
-    let mut j = JobSpec::new(id, ModelSpec::logistic(dim - 1), q);
+    let mut j = JobSpec::new(id, ModelSpec::logistic(dim - 1), q, 10);
     j.rounds = 3;
     j.min_clients = 1;
     j.round_deadline_ms = 5_000;
@@ -117,8 +122,14 @@ impl Harness {
         self.running().endpoint()
     }
 
+    /// A client that is its own tenant ([`tenant_of`]).
     pub async fn client(&self, client_id: &str) -> TestClient {
-        TestClient::connect(&self.pki, TENANT, client_id, &self.endpoint())
+        TestClient::connect(
+            &self.pki,
+            &tenant_of(client_id),
+            client_id,
+            &self.endpoint(),
+        )
     }
 
     /// `n` registered clients named `c000`, `c001`, ...

@@ -236,6 +236,8 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
          - Noise on the averaged update: z·C·√d / m = {:.2}·C, below C as client-level DP needs \
          (with √d ≥ m / z the noise would drown the signal: that is why the model is small).\n\
          - Participants: {} updates accepted, {} refused, {} tasks skipped, {} calls retried{}.\n\
+         - Each tenant's own guard (participation basis: it does not trust the coordinator's q) \
+         enforced a cap of ε = {:.2}, what taking part in every round would cost it unamplified.\n\
          - Time: data {:.0} s, baselines {:.0} s, federated job {:.0} s, total {:.0} s.\n\n",
         c.tenants,
         c.seed,
@@ -268,6 +270,7 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
         } else {
             format!(" (e.g. {})", o.event_samples.join("; "))
         },
+        o.tenant_cap,
         o.timings[0],
         o.timings[1],
         o.timings[2],

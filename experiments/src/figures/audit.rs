@@ -243,7 +243,8 @@ async fn client_loop(
 }
 
 fn job_spec(id: &str, p: &Params, seed: u64, target: Option<f64>) -> JobSpec {
-    let mut job = JobSpec::new(id, p.model.clone(), p.sampling_rate);
+    // One tenant per client (the dev PKI's default): the population is N.
+    let mut job = JobSpec::new(id, p.model.clone(), p.sampling_rate, p.clients as u64);
     job.init_seed = seed;
     job.rounds = p.rounds;
     job.min_clients = 1;

@@ -168,7 +168,6 @@ impl Setup {
             server_learning_rate: 1.0,
             server_momentum: SERVER_MOMENTUM,
             server_clipping: true,
-            min_clients: 2,
             seed: self.seed,
             threads: self.threads,
             eval_every: 0,

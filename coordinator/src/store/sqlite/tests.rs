@@ -9,7 +9,7 @@ use fedsec_proto::model::ModelSpec;
 
 fn job(id: &str) -> JobRecord {
     JobRecord {
-        spec: JobSpec::new(id, ModelSpec::logistic(3), 0.5),
+        spec: JobSpec::new(id, ModelSpec::logistic(3), 0.5, 4),
         state: JobState::Running,
         state_reason: String::new(),
         created_unix_ms: 1,
