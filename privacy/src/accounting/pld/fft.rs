@@ -323,7 +323,11 @@ fn split_band(x: &[f64]) -> Split<'_> {
     let gain_sq = BAND_MIN_GAIN * BAND_MIN_GAIN;
     let k = BAND.min(x.len());
     // Even k entries of the largest size hold too little of the norm.
-    if k == 0 || !(sum_sq > 0.0) || (k as f64) * max * max < sum_sq * (1.0 - 1.0 / gain_sq) {
+    if k == 0
+        || sum_sq.is_nan()
+        || sum_sq <= 0.0
+        || (k as f64) * max * max < sum_sq * (1.0 - 1.0 / gain_sq)
+    {
         return none();
     }
     let mut idx: Vec<usize> = (0..x.len()).collect();

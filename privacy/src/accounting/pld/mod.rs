@@ -358,7 +358,7 @@ fn discrete_epsilon(
         let predicted = (0..2)
             .map(|d| r.error[d] * (then[d] - now[d]).exp())
             .fold(0.0, f64::max);
-        if !(predicted * RETILT_GAIN <= error) {
+        if predicted.is_nan() || predicted * RETILT_GAIN > error {
             break;
         }
         tilts = next;
