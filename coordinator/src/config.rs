@@ -1393,6 +1393,15 @@ mod tests {
         assert_eq!(c.limits, d.limits);
         assert_eq!(c.rate_limits, d.rate_limits);
         assert_eq!(c.storage, d.storage);
+        // ... and every [limits] key is written out, not left to its default.
+        let example = include_str!("../coordinator.example.toml");
+        let limits = toml::to_string(&d.limits).unwrap();
+        for key in limits.lines().filter_map(|l| l.split(" = ").next()) {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "the example config does not list limits.{key}"
+            );
+        }
         assert_eq!(j.clipping, ClippingSpec::default());
         assert_eq!(j.training, TrainingSpec::default());
         assert_eq!(j.server_optimizer, ServerOptimizerSpec::default());

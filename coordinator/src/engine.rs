@@ -45,6 +45,9 @@ pub(crate) struct Settings {
     pub(crate) download_timeout: Duration,
     pub(crate) init_weights_dir: Option<std::path::PathBuf>,
     pub(crate) max_init_weights_bytes: u64,
+    /// `limits.max_tenants`: tenants that may register; sizes the
+    /// receipts' sum-rounding bound.
+    pub(crate) max_tenants: u64,
     pub(crate) audit_retention: AuditRetention,
     pub(crate) dangerous: DangerousConfig,
 }
@@ -238,6 +241,28 @@ impl Engine {
     ) -> Result<ClientRecord, Error> {
         self.check_alive()?;
         self.clients.check_can_register(id)?;
+        // A new tenant is admitted only below `limits.max_tenants`, checked
+        // and stored under the admission lock (concurrent new tenants cannot
+        // pass the cap together). The cap is what the receipts' sum-rounding
+        // bound is sized from, so it must hold.
+        let _admission = if self.clients.has_tenant(&id.tenant_id) {
+            None
+        } else {
+            let guard = self.clients.admission.lock().await;
+            let max = self.settings.max_tenants;
+            if !self.clients.has_tenant(&id.tenant_id) && self.clients.tenant_count() as u64 >= max
+            {
+                return Err(Error::rejected(
+                    RejectReason::TenantCapacity,
+                    format!(
+                        "tenant {:?} cannot register: this coordinator admits at most \
+                         limits.max_tenants = {max} tenants and has admitted as many",
+                        id.tenant_id
+                    ),
+                ));
+            }
+            Some(guard)
+        };
         let new = self.clients.status(&id.client_id).is_none();
         let (ident, sw) = (id.clone(), software.to_owned());
         let record = self

@@ -55,6 +55,9 @@ pub enum RejectReason {
     ShareExhausted,
     /// A caller that is not a listed admin called the Admin service.
     AdminRefused,
+    /// `Register` of a new tenant when `limits.max_tenants` tenants are
+    /// already registered.
+    TenantCapacity,
 }
 
 impl RejectReason {
@@ -81,6 +84,7 @@ impl RejectReason {
             Self::RateLimited => "rate_limited",
             Self::ShareExhausted => "share_exhausted",
             Self::AdminRefused => "admin_refused",
+            Self::TenantCapacity => "tenant_capacity",
         }
     }
 
@@ -104,7 +108,9 @@ impl RejectReason {
             Self::DigestMismatch => Code::DataLoss,
             Self::StreamError => Code::Cancelled,
             Self::Unauthenticated => Code::Unauthenticated,
-            Self::RateLimited | Self::ShareExhausted => Code::ResourceExhausted,
+            Self::RateLimited | Self::ShareExhausted | Self::TenantCapacity => {
+                Code::ResourceExhausted
+            }
         }
     }
 }

@@ -410,12 +410,17 @@ async fn step(
 
     // 1. Plan. The cohort is drawn from this snapshot of the selectable
     // tenants (those with an active identity); each sends at most one
-    // update, so with the inserted canaries the snapshot bounds the number
-    // of contributions to the sum, whose rounding the sensitivity carries.
+    // update. The sum's rounding, which the sensitivity carries, is bounded
+    // for the public, enforced `limits.max_tenants` plus the job's inserted
+    // canaries, never for a count of tenants: the receipt states C′, and a
+    // C′ sized from who registered would reveal how many did.
     let current = job.current();
     let clip_norm = current.clip_norm;
     let selectable = engine.clients.selectable_tenants();
-    let max_summands = selectable.len() as u64 + job.canaries.map_or(0, |c| u64::from(c.inserted));
+    let max_summands = engine
+        .settings
+        .max_tenants
+        .saturating_add(job.canaries.map_or(0, |c| u64::from(c.inserted)));
     let planned = job.planned_charge(round, &res, clip_norm, max_summands);
     history.push(planned);
     let (delta, noise_on) = (job.spec.delta, job.noise_enabled());
@@ -565,7 +570,7 @@ async fn step(
     // depends only on data-independent facts.
     if accepted > max_summands {
         return Err(Error::Internal(format!(
-            "{accepted} updates accepted from a cohort drawn out of {max_summands}"
+            "{accepted} updates accepted, more than the {max_summands} the sum-rounding bound covers"
         )));
     }
     let clipped_fraction = closed.sum.clipped_fraction();

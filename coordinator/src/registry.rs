@@ -11,10 +11,15 @@
 //!   concurrent `Register` read from the store may predate a quarantine
 //!   stored since, and must not overwrite it.
 //! - A revocation is permanent: once revoked, no later write changes it.
+//! - **Tenant admission**: the registry also keeps the set of tenants ever
+//!   registered. `Register` of an identity whose tenant is not in it holds
+//!   [`ClientRegistry::admission`] across its capacity check, store write
+//!   and mirroring, so concurrent registrations of new tenants cannot pass
+//!   `limits.max_tenants` together.
 //!
 //! Last-seen times are kept here and flushed to the store periodically.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use fedsec_proto::tls::ClientIdentity;
@@ -50,6 +55,11 @@ pub(crate) struct ClientRegistry {
     /// Held by admin status changes across their store write and
     /// [`Self::set_status`], so they reach memory in the order they were stored.
     pub(crate) status_lock: tokio::sync::Mutex<()>,
+    /// Every tenant with a registered identity, whatever its status.
+    tenants: RwLock<HashSet<String>>,
+    /// Held by a `Register` of a tenant not yet in [`Self::tenants`] from
+    /// its capacity check until the new identity is mirrored.
+    pub(crate) admission: tokio::sync::Mutex<()>,
 }
 
 impl ClientRegistry {
@@ -61,10 +71,18 @@ impl ClientRegistry {
         self.inner.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn add_tenant(&self, tenant_id: &str) {
+        let mut t = self.tenants.write().unwrap_or_else(|p| p.into_inner());
+        if !t.contains(tenant_id) {
+            t.insert(tenant_id.to_owned());
+        }
+    }
+
     /// Mirrors a stored record as loaded at start-up (replaces any entry).
     pub(crate) fn load(&self, r: &ClientRecord) {
         self.write()
             .insert(r.identity.client_id.clone(), ClientEntry::of(r));
+        self.add_tenant(&r.identity.tenant_id);
     }
 
     /// Mirrors the record a `Register` stored: inserts it if the client is
@@ -74,6 +92,7 @@ impl ClientRegistry {
         self.write()
             .entry(r.identity.client_id.clone())
             .or_insert_with(|| ClientEntry::of(r));
+        self.add_tenant(&r.identity.tenant_id);
     }
 
     /// Mirrors a status an admin action stored (call with
@@ -88,8 +107,23 @@ impl ClientRegistry {
             }
             None => {
                 map.insert(r.identity.client_id.clone(), ClientEntry::of(r));
+                self.add_tenant(&r.identity.tenant_id);
             }
         }
+    }
+
+    /// Number of tenants with a registered identity, whatever its status
+    /// (what `limits.max_tenants` bounds).
+    pub(crate) fn tenant_count(&self) -> usize {
+        self.tenants.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether this tenant has a registered identity (any status).
+    pub(crate) fn has_tenant(&self, tenant_id: &str) -> bool {
+        self.tenants
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant_id)
     }
 
     /// Number of registered identities.
@@ -235,6 +269,9 @@ mod tests {
         blocked.identity = ClientIdentity::new("v", "y").unwrap();
         r.load(&blocked);
         assert_eq!(r.selectable_tenants(), vec!["t", "u"]);
+        // Every tenant counts towards limits.max_tenants, quarantined ones too.
+        assert_eq!(r.tenant_count(), 3);
+        assert!(r.has_tenant("v") && !r.has_tenant("w"));
         let id = |c: &str| ClientIdentity::new("t", c).unwrap();
         assert!(r.authorize(&id("a")).is_ok());
         let reason = |c: &str| r.authorize(&id(c)).unwrap_err().reject_reason();

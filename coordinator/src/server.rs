@@ -201,6 +201,7 @@ impl Coordinator {
             download_timeout: Duration::from_millis(l.download_timeout_ms),
             init_weights_dir: config.init_weights_dir.clone(),
             max_init_weights_bytes: l.max_init_weights_bytes,
+            max_tenants: l.max_tenants,
             audit_retention: AuditRetention {
                 max_rows: l.audit_max_rows,
                 max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
@@ -473,6 +474,22 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
     }
     for c in engine.db(|s| s.clients()).await? {
         engine.clients.load(&c);
+    }
+    // The receipts' sum-rounding bound assumes at most `limits.max_tenants`
+    // tenants: a store holding more cannot be served under this limit.
+    let (tenants, max) = (
+        engine.clients.tenant_count() as u64,
+        engine.settings.max_tenants,
+    );
+    if tenants > max {
+        return Err(crate::config::ConfigError::invalid(
+            "limits.max_tenants",
+            format!(
+                "the store holds {tenants} registered tenants, more than limits.max_tenants = \
+                 {max}; raise the limit (the receipts' sum-rounding bound grows with it)"
+            ),
+        )
+        .into());
     }
     for record in engine.db(|s| s.jobs()).await? {
         let id = record.id().to_owned();

@@ -183,10 +183,10 @@ async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
     assert!(receipt.epsilon_pld > 0.0 && receipt.epsilon_pld.is_finite());
     assert_eq!(receipt.epsilon_pld, ledger[1].epsilon_pld);
     // C plus the grid inflation plus the rounding of the f64 sum over at
-    // most the two selectable tenants (issue 14, point 4; one update per
-    // tenant, issue 13).
+    // most limits.max_tenants (default 10⁶) contributions, one update per
+    // tenant (issue 14, point 4; issue 13: never the registered count).
     let grid = fedsec_privacy::OpenDpGaussian::new().sensitivity_inflation(4);
-    let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 2);
+    let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 1_000_000);
     assert!(sum_rounding > 0.0);
     for charge in &parsed.rounds {
         assert_eq!(charge.noise_multiplier, 2.0);

@@ -196,6 +196,7 @@ fn engine(key: &[u8]) -> Arc<Engine> {
                 download_timeout: Duration::from_millis(l.download_timeout_ms),
                 init_weights_dir: None,
                 max_init_weights_bytes: l.max_init_weights_bytes,
+                max_tenants: l.max_tenants,
                 audit_retention: AuditRetention {
                     max_rows: l.audit_max_rows,
                     max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),

@@ -126,6 +126,16 @@ pub struct LimitsConfig {
     /// be at most 4 bytes per parameter plus 1 MiB). Default 1073741824 (1 GiB).
     #[serde(default = "default_max_init_weights_bytes")]
     pub max_init_weights_bytes: u64,
+    /// Tenants that may ever register (revoked ones included: the store
+    /// keeps them). A public, enforced ceiling: `Register` of a new tenant
+    /// past it is refused (`RESOURCE_EXHAUSTED`, `tenant_capacity`), a store
+    /// holding more refuses to start, and the receipts' bound on the `f64`
+    /// sum's rounding is sized from it (plus a job's canaries), never from
+    /// how many tenants registered, so receipts reveal no count of tenants.
+    /// At the default the bound adds 2.2e-4 relative to the clip norm
+    /// (2n²·2⁻⁵³; 2.2e-6 at 10⁵, 2.2e-2 at the maximum). Default 1000000.
+    #[serde(default = "default_max_tenants")]
+    pub max_tenants: u64,
 }
 
 fn default_max_concurrent_uploads() -> usize {
@@ -203,6 +213,9 @@ fn default_audit_max_age_days() -> u64 {
 fn default_max_init_weights_bytes() -> u64 {
     1 << 30
 }
+fn default_max_tenants() -> u64 {
+    1_000_000
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -233,13 +246,14 @@ impl Default for LimitsConfig {
             audit_max_rows: default_audit_max_rows(),
             audit_max_age_days: default_audit_max_age_days(),
             max_init_weights_bytes: default_max_init_weights_bytes(),
+            max_tenants: default_max_tenants(),
         }
     }
 }
 
 impl LimitsConfig {
     pub(crate) fn validate(&self) -> CResult {
-        let ranges: [(&str, u64, u64, u64); 21] = [
+        let ranges: [(&str, u64, u64, u64); 22] = [
             (
                 "max_concurrent_uploads",
                 self.max_concurrent_uploads as u64,
@@ -361,6 +375,8 @@ impl LimitsConfig {
                 1_000_000,
             ),
             ("audit_max_age_days", self.audit_max_age_days, 1, 36_500),
+            // Above 10⁷ the sum-rounding bound would pass 2.2 % of C.
+            ("max_tenants", self.max_tenants, 1, 10_000_000),
         ];
         for (key, v, min, max) in ranges {
             if !(min..=max).contains(&v) {
@@ -424,7 +440,7 @@ mod tests {
         assert!(LimitsConfig::default().validate().is_ok());
         assert!(RateLimitsConfig::default().validate().is_ok());
         type Break = fn(&mut LimitsConfig);
-        let bad: [(&str, Break); 8] = [
+        let bad: [(&str, Break); 10] = [
             ("limits.max_downloads_per_identity", |l| {
                 l.max_downloads_per_identity = 0
             }),
@@ -445,6 +461,8 @@ mod tests {
             ("limits.max_concurrent_uploads", |l| {
                 l.max_concurrent_uploads = 0
             }),
+            ("limits.max_tenants", |l| l.max_tenants = 0),
+            ("limits.max_tenants", |l| l.max_tenants = 10_000_001),
         ];
         for (key, break_it) in bad {
             let mut l = LimitsConfig::default();
