@@ -254,7 +254,12 @@ impl JobRuntime {
     pub fn to_proto(&self) -> v1::Job {
         let s = self.status();
         let current = self.current();
-        let fault = self.weather.fault();
+        // A fault holds only a running job: a job that has finished is held
+        // by nothing, even in the instant before the fault record is cleared.
+        let fault = self
+            .weather
+            .fault()
+            .filter(|_| s.state == JobState::Running);
         let state = match s.state {
             // Held by a transient store fault (issue 16): shown, never stored.
             JobState::Running if fault.is_some() => v1::JobState::Stalled,
