@@ -49,6 +49,8 @@ use crate::store::{
     ModelVersionRecord, Resolution, RoundCommit, VersionInfo,
 };
 
+pub mod weather;
+
 /// A published model version held in memory.
 #[derive(Debug, Clone)]
 pub struct Published {
@@ -145,6 +147,8 @@ pub struct JobRuntime {
     drifted: std::sync::atomic::AtomicBool,
     /// Tenants with an active identity when the last round opened.
     registered_tenants: std::sync::atomic::AtomicU64,
+    /// The transient store fault holding the job, if any ([`weather`]).
+    pub weather: weather::Weather,
 }
 
 impl std::fmt::Debug for JobRuntime {
@@ -189,6 +193,7 @@ impl JobRuntime {
             audit: Mutex::new(None),
             drifted: std::sync::atomic::AtomicBool::new(false),
             registered_tenants: std::sync::atomic::AtomicU64::new(0),
+            weather: weather::Weather::default(),
         }
     }
 
@@ -249,7 +254,15 @@ impl JobRuntime {
     pub fn to_proto(&self) -> v1::Job {
         let s = self.status();
         let current = self.current();
+        // A fault holds only a running job: a job that has finished is held
+        // by nothing, even in the instant before the fault record is cleared.
+        let fault = self
+            .weather
+            .fault()
+            .filter(|_| s.state == JobState::Running);
         let state = match s.state {
+            // Held by a transient store fault (issue 16): shown, never stored.
+            JobState::Running if fault.is_some() => v1::JobState::Stalled,
             JobState::Running => v1::JobState::Running,
             JobState::Paused => v1::JobState::Paused,
             JobState::Completed => v1::JobState::Completed,
@@ -275,6 +288,7 @@ impl JobRuntime {
             registered_tenants: self
                 .registered_tenants
                 .load(std::sync::atomic::Ordering::Relaxed),
+            store_fault: fault.as_ref().map(weather::StoreFault::to_proto),
         }
     }
 
@@ -339,8 +353,21 @@ pub(crate) async fn drive(engine: Arc<Engine>, job: Arc<JobRuntime>) {
             JobState::Paused => Ok(Flow::Wait(Duration::from_secs(3600))),
             _ => return,
         };
+        if flow.is_ok() {
+            weather::cleared(&engine, &job).await;
+        }
         match flow {
             Ok(Flow::Continue) => {}
+            // Issue 16: a transient store fault pauses the job, never fails
+            // it; the step re-runs after the backoff (see `weather`).
+            Err(e) if e.is_transient() => {
+                if !weather::wait_out(&engine, &job, "round step", &e).await {
+                    return;
+                }
+                if let Err(e) = weather::recover(&engine, &job).await {
+                    tracing::debug!(job = job.id(), error = %e, "recovery after a store fault failed; retrying");
+                }
+            }
             Ok(Flow::Wait(d)) => {
                 tokio::select! {
                     () = job.wake.notified() => {}
@@ -351,9 +378,12 @@ pub(crate) async fn drive(engine: Arc<Engine>, job: Arc<JobRuntime>) {
             Ok(Flow::Stop) | Err(Error::ShuttingDown) => return,
             Err(e) => {
                 tracing::error!(job = job.id(), error = %e, "job failed");
-                engine
+                if let Err(w) = engine
                     .finish_job(&job, JobState::Failed, &e.to_string())
-                    .await;
+                    .await
+                {
+                    tracing::error!(job = job.id(), error = %w, "cannot record the job's failure; it stays RUNNING in the store and is retried on the next start");
+                }
                 return;
             }
         }
@@ -379,7 +409,7 @@ async fn step(
     if rounds_completed >= job.spec.rounds {
         run_audit(engine, job).await?;
         let reason = format!("ran all {} rounds", job.spec.rounds);
-        engine.finish_job(job, JobState::Completed, &reason).await;
+        engine.finish_job(job, JobState::Completed, &reason).await?;
         return Ok(Flow::Stop);
     }
 
@@ -417,7 +447,7 @@ async fn step(
         run_audit(engine, job).await?;
         engine
             .finish_job(job, JobState::BudgetExhausted, &reason)
-            .await;
+            .await?;
         return Ok(Flow::Stop);
     }
 
@@ -457,6 +487,8 @@ async fn step(
         note: String::new(),
     };
     engine.db(move |s| s.open_attempt(&record)).await?;
+    // The store took a write: a fault holding the job is over (issue 16).
+    weather::cleared(engine, job).await;
     if !job.noise_enabled() {
         tracing::warn!(job = %job_id, round, "DANGEROUS: this job publishes WITHOUT noise; its models carry no privacy guarantee");
     } else if !job.spec.noise_source.is_production_safe() {
@@ -655,7 +687,18 @@ async fn step(
         participants: closed.participants,
         rejected: closed.rejected,
     };
-    let (seq, version) = engine.db(move |s| s.commit_round(&commit)).await?;
+    // Retried in place on a transient fault (the release exists only in
+    // memory); a retry first looks for an earlier try that landed.
+    let commit = Arc::new(commit);
+    let (seq, version) = weather::persist(engine, job, "round commit", move |s, tries| {
+        if tries > 0
+            && let Some(found) = weather::committed(s, &commit.job_id, round, attempt)?
+        {
+            return Ok(found);
+        }
+        s.commit_round(&commit)
+    })
+    .await?;
 
     // 7. Publish.
     job.publish(Published {
@@ -734,6 +777,8 @@ async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<(), Er
     }) {
         Ok(a) => a,
         Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+        // A transient store fault: the driver retries the step (issue 16).
+        Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
             tracing::error!(job = %id, error = %e, "canary audit failed; the job finishes without one");
             engine
@@ -944,10 +989,12 @@ async fn abandon(
         closed_unix_ms: now_unix_ms(),
     };
     {
+        // Retried in place on a transient fault (issue 16).
         let id = job_id.clone();
-        engine
-            .db(move |s| s.abandon_attempt(&id, round, attempt, &close))
-            .await?;
+        weather::persist(engine, job, "abandoning an attempt", move |s, _| {
+            s.abandon_attempt(&id, round, attempt, &close)
+        })
+        .await?;
     }
     engine.metrics.round_abandoned(&job_id);
     tracing::info!(job = %job_id, round, attempt, accepted, rejected, "round abandoned, nothing released or charged: {note}");
