@@ -390,11 +390,16 @@ impl Engine {
     }
 
     /// Moves a job to a final state (store, memory, audit, log).
-    pub(crate) async fn finish_job(&self, job: &JobRuntime, state: JobState, reason: &str) {
+    pub(crate) async fn finish_job(
+        &self,
+        job: &JobRuntime,
+        state: JobState,
+        reason: &str,
+    ) -> Result<(), Error> {
         let (id, r) = (job.id().to_owned(), reason.to_owned());
-        if let Err(e) = self.db(move |s| s.set_job_state(&id, state, &r)).await {
-            tracing::error!(job = job.id(), error = %e, "cannot record the job's final state");
-        }
+        // The store first, memory only after it (issue 16: a store fault
+        // must never leave memory finished while the store says RUNNING).
+        self.db(move |s| s.set_job_state(&id, state, &r)).await?;
         job.set_state(state, reason);
         tracing::info!(
             job = job.id(),
@@ -408,6 +413,7 @@ impl Engine {
             reason.to_owned(),
         )
         .await;
+        Ok(())
     }
 
     /// Flushes clients' last-seen times to the store.

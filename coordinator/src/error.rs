@@ -280,6 +280,13 @@ impl Error {
         }
     }
 
+    /// Whether this is a transient store fault (disk full, busy, I/O): the
+    /// operation may succeed later, so a job pauses and retries instead of
+    /// failing, and a caller gets `UNAVAILABLE`.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Store(e) if e.is_transient())
+    }
+
     /// The rejection reason, if this is a rejection.
     pub fn reject_reason(&self) -> Option<RejectReason> {
         match self {
@@ -319,6 +326,13 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::ShuttingDown => Status::unavailable("the coordinator is shutting down"),
+            // Disk full, busy, I/O: the caller may retry (details to the log).
+            e @ Error::Store(StoreError::Unavailable(_)) => {
+                tracing::warn!(error = %e, "store fault answered with UNAVAILABLE");
+                Status::unavailable(
+                    "the coordinator's store is temporarily unavailable; retry later",
+                )
+            }
             // Internal details go to the log, not to the caller.
             e @ (Error::Store(_)
             | Error::Round(_)
@@ -381,6 +395,19 @@ mod tests {
             status.metadata().get(RETRY_AFTER_MS_METADATA).unwrap(),
             "250"
         );
+    }
+
+    #[test]
+    fn transient_store_faults_are_unavailable_without_details() {
+        let e = Error::Store(StoreError::Unavailable(
+            "database or disk is full: /srv/x".into(),
+        ));
+        assert!(e.is_transient());
+        let status = Status::from(e);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(!status.message().contains("/srv/x"));
+        assert!(!Error::Store(StoreError::Corrupt("x".into())).is_transient());
+        assert!(!Error::ShuttingDown.is_transient());
     }
 
     #[test]

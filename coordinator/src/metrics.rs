@@ -18,6 +18,8 @@
 //! | `fedsec_population` | gauge | `job` (declared tenants the job is sized for) |
 //! | `fedsec_population_drift` | gauge | `job` ((registered tenants − population) / population, before each round) |
 //! | `fedsec_population_drift_warnings_total` | counter | `job` (times the drift left the job's `population_drift` band) |
+//! | `fedsec_job_store_fault` | gauge | `job` (1 while a transient store fault holds the job, else 0) |
+//! | `fedsec_store_faults_total` | counter | `job` (failed store tries of the job's driver, each retried) |
 //! | `fedsec_rate_limited_total` | counter | `rpc` (calls refused by a per-identity rate limit) |
 //! | `fedsec_rate_limiter_identities` | gauge | — ((identity, call class) buckets tracked after the last sweep) |
 //! | `fedsec_metrics_unauthorized_total` | counter | — (`/metrics` requests refused for a missing or wrong bearer token) |
@@ -91,6 +93,8 @@ pub struct Metrics {
     population: Family<JobLabel, Gauge>,
     population_drift: Family<JobLabel, FGauge>,
     population_drift_warnings: Family<JobLabel, Counter>,
+    store_fault: Family<JobLabel, Gauge>,
+    store_faults: Family<JobLabel, Counter>,
     metrics_unauthorized: Counter,
     rate_limited: Family<RpcLabel, Counter>,
     rate_limiter_identities: Gauge,
@@ -189,6 +193,18 @@ impl Metrics {
             "Times the registered tenants drifted out of the job's population_drift band",
             population_drift_warnings.clone(),
         );
+        let store_fault = Family::<JobLabel, Gauge>::default();
+        registry.register(
+            "job_store_fault",
+            "1 while a transient store fault (disk full, busy, I/O) holds the job",
+            store_fault.clone(),
+        );
+        let store_faults = Family::<JobLabel, Counter>::default();
+        registry.register(
+            "store_faults",
+            "Failed store tries of the job's driver (each retried with backoff)",
+            store_faults.clone(),
+        );
         let metrics_unauthorized = Counter::default();
         registry.register(
             "metrics_unauthorized",
@@ -245,6 +261,8 @@ impl Metrics {
             population,
             population_drift,
             population_drift_warnings,
+            store_fault,
+            store_faults,
             metrics_unauthorized,
         }
     }
@@ -268,6 +286,15 @@ impl Metrics {
         self.population_drift_warnings
             .get_or_create(&JobLabel { job: job.into() })
             .inc();
+    }
+
+    /// A failed store try of a job (`held`), or its recovery.
+    pub fn store_fault(&self, job: &str, held: bool) {
+        let j = JobLabel { job: job.into() };
+        self.store_fault.get_or_create(&j).set(i64::from(held));
+        if held {
+            self.store_faults.get_or_create(&j).inc();
+        }
     }
 
     /// Drift warnings of a job so far.
@@ -466,9 +493,14 @@ mod tests {
         m.set_rate_limiter_identities(5);
         m.set_population("j", 40, -0.25);
         m.population_drift_warning("j");
+        m.store_fault("j", true);
+        m.store_fault("j", true);
+        m.store_fault("j", false);
         let text = m.encode();
         for needle in [
             "fedsec_rounds_total{job=\"j\",outcome=\"committed\"} 1",
+            "fedsec_job_store_fault{job=\"j\"} 0",
+            "fedsec_store_faults_total{job=\"j\"} 2",
             "fedsec_rounds_total{job=\"j\",outcome=\"abandoned\"} 1",
             "fedsec_round_duration_seconds_count{job=\"j\"} 1",
             "fedsec_round_participants{job=\"j\"} 7",

@@ -81,6 +81,8 @@ fn calibrate_returns_a_noise_multiplier_that_meets_the_target() {
     ]);
     let z = num(&v, "z");
     assert!(z > 3.5 && z < 4.0, "{v}");
+    // Says which accountant answered at the returned z (the PLD bound here).
+    assert_eq!(v["rdp_fallback"], false, "{v}");
     assert!(num(&v, "epsilon") <= 1.0);
     assert_eq!(num(&v, "target_epsilon"), 1.0);
     // Cross-check through the epsilon command.
@@ -124,6 +126,7 @@ fn rounds_returns_the_largest_count_within_the_target() {
     ]);
     let t = num(&v, "rounds") as u64;
     assert!(t > 100, "{v}");
+    assert_eq!(v["rdp_fallback"], false, "{v}");
     assert!(num(&v, "epsilon") <= 2.0);
     let next = (t + 1).to_string();
     let e = json(&[
@@ -329,4 +332,45 @@ fn calibrate_prints_a_z_that_meets_the_target() {
             num(&at, "epsilon")
         );
     }
+}
+
+/// `q = 1e-5, z = 0.8, δ = 1e-12`: the PLD accountant's error bound would take
+/// more than 1 % of δ for one round, so its RDP fallback answers (ε = 1.711),
+/// and `budget rounds` must say so, like `budget epsilon` (issue 14): before,
+/// it printed "PLD accountant" next to RDP's value and had no `rdp_fallback`.
+#[test]
+fn rounds_says_when_the_rdp_fallback_answered() {
+    let args = [
+        "rounds",
+        "--q",
+        "0.00001",
+        "--z",
+        "0.8",
+        "--delta",
+        "1e-12",
+        "--target-eps",
+        "1",
+    ];
+    let v = json(&args);
+    assert_eq!(v["accountant"], "pld", "{v}");
+    assert_eq!(v["rdp_fallback"], true, "{v}");
+    assert_eq!(num(&v, "rounds"), 0.0, "{v}");
+    let out = run(&args);
+    assert!(out.status.success());
+    let sentence = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        sentence.starts_with("Not even one round fits"),
+        "{sentence}"
+    );
+    assert!(
+        sentence.contains("(RDP accountant: the PLD accountant's own error bound"),
+        "{sentence}"
+    );
+    assert!(!sentence.contains("PLD accountant)"), "{sentence}");
+    // The same question through `budget epsilon` agrees.
+    let e = json(&[
+        "epsilon", "--q", "0.00001", "--z", "0.8", "--rounds", "1", "--delta", "1e-12",
+    ]);
+    assert_eq!(e["rdp_fallback"], true, "{e}");
+    assert!(num(&e, "epsilon") > 1.0, "{e}");
 }

@@ -204,6 +204,12 @@ fn job_json(j: &v1::Job) -> Value {
         "epsilon_pld": num(j.epsilon_pld),
         "epsilon_rdp": num(j.epsilon_rdp),
         "created_unix_ms": j.created_unix_ms,
+        "store_fault": j.store_fault.as_ref().map(|f| json!({
+            "error": f.error,
+            "since_unix_ms": f.since_unix_ms,
+            "retries": f.retries,
+            "next_retry_unix_ms": f.next_retry_unix_ms,
+        })),
         "config": config,
     })
 }
@@ -299,6 +305,12 @@ fn print_jobs(jobs: &[v1::Job]) {
         );
         if !j.state_reason.is_empty() {
             println!("    {}", j.state_reason);
+        }
+        if let Some(f) = &j.store_fault {
+            println!(
+                "    held by a store fault since {} ms ({} failed tries, retrying): {}",
+                f.since_unix_ms, f.retries, f.error
+            );
         }
     }
 }

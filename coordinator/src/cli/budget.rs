@@ -9,7 +9,9 @@
 //!
 //! Each prints one human sentence, or one JSON object with `--json`. The
 //! default accountant is PLD (the bound fedsec reports); RDP is the
-//! conservative cross-check.
+//! conservative cross-check. Where the PLD accountant handed the answer to
+//! its RDP fallback (its own error bound would take > 1 % of δ), the
+//! sentence names RDP and the JSON has `"rdp_fallback": true`.
 
 use clap::{Args, Subcommand, ValueEnum};
 use fedsec_privacy::accounting::{Accountant, Mechanism, PldAccountant, RdpAccountant};
@@ -178,27 +180,31 @@ pub(crate) fn run(cmd: BudgetCommand) -> Result<(), CliError> {
     Ok(())
 }
 
-fn eps_at(acct: &dyn Accountant, q: f64, z: f64, t: u64, delta: f64) -> Result<f64, CliError> {
+/// ε after `t` rounds, and whether the PLD accountant handed the question
+/// to its RDP fallback (always `false` when RDP was chosen).
+fn eps_at(
+    choice: AccountantChoice,
+    q: f64,
+    z: f64,
+    t: u64,
+    delta: f64,
+) -> Result<(f64, bool), CliError> {
     let m = Mechanism {
         sampling_rate: q,
         noise_multiplier: z,
     };
-    Ok(acct.epsilon(&[(m, t)], delta)?)
+    Ok(match choice {
+        AccountantChoice::Pld => {
+            let d = PldAccountant.epsilon_detailed(&[(m, t)], delta)?;
+            (d.epsilon, d.rdp_fallback)
+        }
+        AccountantChoice::Rdp => (RdpAccountant.epsilon(&[(m, t)], delta)?, false),
+    })
 }
 
 fn epsilon(a: EpsilonArgs) -> Result<String, CliError> {
     let acct = a.common.accountant.accountant();
-    let (eps, rdp_fallback) = match a.common.accountant {
-        AccountantChoice::Pld => {
-            let m = Mechanism {
-                sampling_rate: a.q,
-                noise_multiplier: a.z,
-            };
-            let d = PldAccountant.epsilon_detailed(&[(m, a.rounds)], a.common.delta)?;
-            (d.epsilon, d.rdp_fallback)
-        }
-        AccountantChoice::Rdp => (eps_at(acct, a.q, a.z, a.rounds, a.common.delta)?, false),
-    };
+    let (eps, rdp_fallback) = eps_at(a.common.accountant, a.q, a.z, a.rounds, a.common.delta)?;
     Ok(if a.common.json {
         json!({
             "command": "epsilon",
@@ -258,16 +264,18 @@ pub(crate) fn round_up_4_significant(z: f64) -> f64 {
 fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
     let acct = a.common.accountant.accountant();
     let z = calibrate_noise_multiplier(acct, a.q, a.rounds, a.common.delta, a.target_eps)?;
-    let eps = eps_at(acct, a.q, z, a.rounds, a.common.delta)?;
+    let (eps, fallback) = eps_at(a.common.accountant, a.q, z, a.rounds, a.common.delta)?;
     // The human sentence shows z to four digits: round up, and state ε at the
     // value shown.
     let z_shown = round_up_4_significant(z);
-    let eps_shown = eps_at(acct, a.q, z_shown, a.rounds, a.common.delta)?;
+    let (eps_shown, fallback_shown) =
+        eps_at(a.common.accountant, a.q, z_shown, a.rounds, a.common.delta)?;
     Ok(if a.common.json {
         json!({
             "command": "calibrate",
             "accountant": acct.name(),
             "accountant_version": acct.version(),
+            "rdp_fallback": fallback,
             "q": a.q,
             "rounds": a.rounds,
             "delta": a.common.delta,
@@ -279,14 +287,14 @@ fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
     } else {
         format!(
             "To stay within ε = {} at δ = {} over {} rounds with sampling rate q = {}, use a noise \
-             multiplier of at least z = {} (ε = {} there; {} accountant).",
+             multiplier of at least z = {} (ε = {} there; {}).",
             a.target_eps,
             fmt_delta(a.common.delta),
             a.rounds,
             a.q,
             z_shown,
             fmt_eps_up(eps_shown),
-            a.common.accountant.label()
+            answered_by(a.common.accountant, fallback_shown)
         )
     })
 }
@@ -294,40 +302,37 @@ fn calibrate(a: CalibrateArgs) -> Result<String, CliError> {
 fn rounds(a: RoundsArgs) -> Result<String, CliError> {
     let acct = a.common.accountant.accountant();
     let t = max_rounds(acct, a.q, a.z, a.common.delta, a.target_eps)?;
-    let eps = if t > 0 {
-        eps_at(acct, a.q, a.z, t, a.common.delta)?
-    } else {
-        0.0
-    };
+    // ε at the answer (one round's when none fits), and who answered it.
+    let (eps, fallback) = eps_at(a.common.accountant, a.q, a.z, t.max(1), a.common.delta)?;
     Ok(if a.common.json {
         json!({
             "command": "rounds",
             "accountant": acct.name(),
             "accountant_version": acct.version(),
+            "rdp_fallback": fallback,
             "q": a.q,
             "z": a.z,
             "delta": a.common.delta,
             "target_epsilon": a.target_eps,
             "rounds": t,
-            "epsilon": eps,
+            "epsilon": if t > 0 { eps } else { 0.0 },
         })
         .to_string()
     } else if t == 0 {
-        let one = eps_at(acct, a.q, a.z, 1, a.common.delta)?;
         format!(
             "Not even one round fits in ε = {} at δ = {} with q = {} and z = {}: one round already \
-             costs ε = {} ({} accountant).",
+             costs ε = {} ({}).",
             a.target_eps,
             fmt_delta(a.common.delta),
             a.q,
             a.z,
-            fmt_eps(one),
-            a.common.accountant.label()
+            fmt_eps(eps),
+            answered_by(a.common.accountant, fallback)
         )
     } else {
         format!(
             "With sampling rate q = {} and noise multiplier z = {}, at most {} rounds fit in ε = {} at \
-             δ = {} (ε after {} rounds: {}; {} accountant).",
+             δ = {} (ε after {} rounds: {}; {}).",
             a.q,
             a.z,
             t,
@@ -335,7 +340,7 @@ fn rounds(a: RoundsArgs) -> Result<String, CliError> {
             fmt_delta(a.common.delta),
             t,
             fmt_eps(eps),
-            a.common.accountant.label()
+            answered_by(a.common.accountant, fallback)
         )
     })
 }

@@ -38,6 +38,8 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
     }) {
         Ok(a) => a,
         Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
+        // A transient store fault: the driver retries the step (issue 16).
+        Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
             tracing::error!(job = %id, error = %e, "canary audit failed; the job finishes without one");
             engine

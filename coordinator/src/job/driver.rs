@@ -49,7 +49,7 @@ use crate::store::{
 use super::audit::run_audit;
 use super::population::check_population;
 use super::resolve::{resolve, resolved};
-use super::{JobRuntime, Published, lock};
+use super::{JobRuntime, Published, lock, weather};
 
 /// Registers a job runtime with the engine and starts its driver (unless
 /// the job is finished).
@@ -99,8 +99,21 @@ pub(crate) async fn drive(engine: Arc<Engine>, job: Arc<JobRuntime>) {
             JobState::Paused => Ok(Flow::Wait(Duration::from_secs(3600))),
             _ => return,
         };
+        if flow.is_ok() {
+            weather::cleared(&engine, &job).await;
+        }
         match flow {
             Ok(Flow::Continue) => {}
+            // Issue 16: a transient store fault pauses the job, never fails
+            // it; the step re-runs after the backoff (see `weather`).
+            Err(e) if e.is_transient() => {
+                if !weather::wait_out(&engine, &job, "round step", &e).await {
+                    return;
+                }
+                if let Err(e) = weather::recover(&engine, &job).await {
+                    tracing::debug!(job = job.id(), error = %e, "recovery after a store fault failed; retrying");
+                }
+            }
             Ok(Flow::Wait(d)) => {
                 tokio::select! {
                     () = job.wake.notified() => {}
@@ -111,9 +124,12 @@ pub(crate) async fn drive(engine: Arc<Engine>, job: Arc<JobRuntime>) {
             Ok(Flow::Stop) | Err(Error::ShuttingDown) => return,
             Err(e) => {
                 tracing::error!(job = job.id(), error = %e, "job failed");
-                engine
+                if let Err(w) = engine
                     .finish_job(&job, JobState::Failed, &e.to_string())
-                    .await;
+                    .await
+                {
+                    tracing::error!(job = job.id(), error = %w, "cannot record the job's failure; it stays RUNNING in the store and is retried on the next start");
+                }
                 return;
             }
         }
@@ -168,7 +184,7 @@ async fn step(
         Ok(Plan::Completed) => {
             run_audit(engine, job).await?;
             let reason = format!("ran all {} rounds", job.spec.rounds);
-            engine.finish_job(job, JobState::Completed, &reason).await;
+            engine.finish_job(job, JobState::Completed, &reason).await?;
             return Ok(Flow::Stop);
         }
         Ok(Plan::BudgetExhausted {
@@ -182,7 +198,7 @@ async fn step(
             run_audit(engine, job).await?;
             engine
                 .finish_job(job, JobState::BudgetExhausted, &reason)
-                .await;
+                .await?;
             return Ok(Flow::Stop);
         }
         Err(e) if e.is_accounting() => return pause_on_accountant_error(engine, job, e).await,
@@ -347,7 +363,18 @@ async fn step(
         participants: closed.participants,
         rejected: closed.rejected,
     };
-    let (seq, version) = engine.db(move |s| s.commit_round(&commit)).await?;
+    // Retried in place on a transient fault (the release exists only in
+    // memory); a retry first looks for an earlier try that landed.
+    let commit = Arc::new(commit);
+    let (seq, version) = weather::persist(engine, job, "round commit", move |s, tries| {
+        if tries > 0
+            && let Some(found) = weather::committed(s, &commit.job_id, round, attempt)?
+        {
+            return Ok(found);
+        }
+        s.commit_round(&commit)
+    })
+    .await?;
 
     // 7. Publish.
     job.publish(Published {
@@ -437,6 +464,8 @@ async fn open_attempt(
         note: String::new(),
     };
     engine.db(move |s| s.open_attempt(&record)).await?;
+    // The store took a write: a fault holding the job is over (issue 16).
+    weather::cleared(engine, job).await;
     if !job.noise_enabled() {
         tracing::warn!(job = %job_id, round, "DANGEROUS: this job publishes WITHOUT noise; its models carry no privacy guarantee");
     } else if !job.spec.noise_source.is_production_safe() {
@@ -543,10 +572,12 @@ async fn abandon(engine: &Arc<Engine>, job: &JobRuntime, a: &Abandoned) -> Resul
         closed_unix_ms: now_unix_ms(),
     };
     {
+        // Retried in place on a transient fault (issue 16).
         let id = job_id.clone();
-        engine
-            .db(move |s| s.abandon_attempt(&id, round, attempt, &close))
-            .await?;
+        weather::persist(engine, job, "abandoning an attempt", move |s, _| {
+            s.abandon_attempt(&id, round, attempt, &close)
+        })
+        .await?;
     }
     engine.metrics.round_abandoned(&job_id);
     tracing::info!(job = %job_id, round, attempt, accepted, rejected, "round abandoned, nothing released or charged: {note}");

@@ -34,6 +34,7 @@ pub(crate) mod audit;
 pub(crate) mod driver;
 pub(crate) mod population;
 pub(crate) mod resolve;
+pub mod weather;
 
 pub(crate) use driver::{create, start};
 pub use population::population_drift;
@@ -134,6 +135,8 @@ pub struct JobRuntime {
     drifted: std::sync::atomic::AtomicBool,
     /// Tenants with an active identity when the last round opened.
     registered_tenants: std::sync::atomic::AtomicU64,
+    /// The transient store fault holding the job, if any ([`weather`]).
+    pub weather: weather::Weather,
 }
 
 impl std::fmt::Debug for JobRuntime {
@@ -178,6 +181,7 @@ impl JobRuntime {
             audit: Mutex::new(None),
             drifted: std::sync::atomic::AtomicBool::new(false),
             registered_tenants: std::sync::atomic::AtomicU64::new(0),
+            weather: weather::Weather::default(),
         }
     }
 
@@ -238,7 +242,15 @@ impl JobRuntime {
     pub fn to_proto(&self) -> v1::Job {
         let s = self.status();
         let current = self.current();
+        // A fault holds only a running job: a job that has finished is held
+        // by nothing, even in the instant before the fault record is cleared.
+        let fault = self
+            .weather
+            .fault()
+            .filter(|_| s.state == JobState::Running);
         let state = match s.state {
+            // Held by a transient store fault (issue 16): shown, never stored.
+            JobState::Running if fault.is_some() => v1::JobState::Stalled,
             JobState::Running => v1::JobState::Running,
             JobState::Paused => v1::JobState::Paused,
             JobState::Completed => v1::JobState::Completed,
@@ -264,6 +276,7 @@ impl JobRuntime {
             registered_tenants: self
                 .registered_tenants
                 .load(std::sync::atomic::Ordering::Relaxed),
+            store_fault: fault.as_ref().map(weather::StoreFault::to_proto),
         }
     }
 

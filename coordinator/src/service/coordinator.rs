@@ -102,6 +102,10 @@ impl CoordinatorService {
             if state == JobState::Paused {
                 return Ok(retry("job paused".into()));
             }
+            if job.weather.fault().is_some() && job.open_round().is_none() {
+                // Issue 16: the job resumes by itself; bound clients wait.
+                return Ok(retry("job waiting for its store to recover".into()));
+            }
             vec![job]
         };
         let mut reason = "no open round".to_owned();

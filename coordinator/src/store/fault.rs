@@ -6,6 +6,9 @@
 //! name (if any) runs: it may sleep (widening a race window between the
 //! store write and what the caller does next) or replace the result with a
 //! [`StoreError`] (a fault after the write, the worst case for callers).
+//! A hook registered with [`Injected::before`] runs before the method and,
+//! if it returns an error, the method does not run (a fault that refused
+//! the write, like a full disk).
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,6 +37,7 @@ type Hook = Arc<dyn Fn() -> Option<StoreError> + Send + Sync>;
 pub struct Injected<S> {
     inner: S,
     hooks: Mutex<HashMap<&'static str, Hook>>,
+    before: Mutex<HashMap<&'static str, Hook>>,
 }
 
 impl<S> std::fmt::Debug for Injected<S> {
@@ -48,6 +52,7 @@ impl<S: Store> Injected<S> {
         Self {
             inner,
             hooks: Mutex::new(HashMap::new()),
+            before: Mutex::new(HashMap::new()),
         }
     }
 
@@ -61,6 +66,19 @@ impl<S: Store> Injected<S> {
         self.lock().insert(method, Arc::new(hook));
     }
 
+    /// Runs `hook` before every call of `method`; a returned error is the
+    /// method's result and the method does not run.
+    pub fn before(
+        &self,
+        method: &'static str,
+        hook: impl Fn() -> Option<StoreError> + Send + Sync + 'static,
+    ) {
+        self.before
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(method, Arc::new(hook));
+    }
+
     /// Sleeps `delay` after every call of `method`.
     pub fn delay_after(&self, method: &'static str, delay: Duration) {
         self.after(method, move || {
@@ -69,13 +87,27 @@ impl<S: Store> Injected<S> {
         });
     }
 
-    /// Removes the hook of `method`.
+    /// Removes the hooks (before and after) of `method`.
     pub fn clear(&self, method: &'static str) {
         self.lock().remove(method);
+        self.before
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(method);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<&'static str, Hook>> {
         self.hooks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn refuse(&self, method: &'static str) -> Option<StoreError> {
+        let hook = self
+            .before
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(method)
+            .cloned();
+        hook.and_then(|h| h())
     }
 
     fn hook<T>(&self, method: &'static str, result: StoreResult<T>) -> StoreResult<T> {
@@ -92,6 +124,9 @@ macro_rules! delegate {
         impl<S: Store> Store for Injected<S> {
             $(
                 fn $name(&self $(, $arg: $ty)*) -> $ret {
+                    if let Some(e) = self.refuse(stringify!($name)) {
+                        return Err(e);
+                    }
                     let r = self.inner.$name($($arg),*);
                     self.hook(stringify!($name), r)
                 }
@@ -143,6 +178,19 @@ mod tests {
         assert!(s.upsert_client(&id, "sw", 1).is_err());
         // The write happened before the fault.
         assert_eq!(s.clients().unwrap().len(), 1);
+        s.clear("upsert_client");
+        assert!(s.upsert_client(&id, "sw", 2).is_ok());
+    }
+
+    #[test]
+    fn before_hooks_refuse_the_call_without_running_it() {
+        let s = Injected::new(SqliteStore::in_memory().unwrap());
+        let id = ClientIdentity::new("t", "c").unwrap();
+        s.before("upsert_client", || {
+            Some(StoreError::Unavailable("disk full".into()))
+        });
+        assert!(s.upsert_client(&id, "sw", 1).unwrap_err().is_transient());
+        assert!(s.clients().unwrap().is_empty(), "nothing written");
         s.clear("upsert_client");
         assert!(s.upsert_client(&id, "sw", 2).is_ok());
     }

@@ -15,6 +15,7 @@
 pub mod fault;
 pub mod seal;
 pub mod sqlite;
+mod transient;
 
 use fedsec_privacy::RoundCharge;
 use fedsec_proto::tls::ClientIdentity;
@@ -28,6 +29,11 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(String),
+    /// The store cannot do the operation now but may later, nothing was
+    /// written: disk full, database busy or locked, I/O error
+    /// ([`StoreError::is_transient`]).
+    #[error("store temporarily unavailable: {0}")]
+    Unavailable(String),
     /// A stored row could not be decoded.
     #[error("corrupt stored data: {0}")]
     Corrupt(String),

@@ -25,6 +25,7 @@ mod commit;
 mod files;
 mod jobs;
 mod ledger_check;
+mod pages;
 mod participation;
 mod records;
 mod schema;
@@ -64,7 +65,8 @@ impl std::fmt::Debug for SqliteStore {
 }
 
 fn db(e: rusqlite::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    // Disk full, busy, locked, I/O: transient (issue 16, store/transient.rs).
+    super::transient::classify_sqlite(e)
 }
 
 fn corrupt(what: impl Into<String>) -> StoreError {

@@ -72,26 +72,6 @@ impl Base {
         (mean, var)
     }
 
-    /// `ln Σ p_i e^{λ l_i}` over the finite part (the log-MGF of the loss).
-    pub(crate) fn log_mgf(&self, h: f64, lambda: f64) -> f64 {
-        let w = |i: usize, p: f64| p.ln() + lambda * (self.offset + i as i64) as f64 * h;
-        let top = self
-            .probs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(i, &p)| w(i, p))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = self
-            .probs
-            .iter()
-            .enumerate()
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(i, &p)| (w(i, p) - top).exp())
-            .sum();
-        top + s.ln()
-    }
-
     /// `δ(ε)` of this discrete distribution (tests).
     #[cfg(test)]
     pub(crate) fn delta_for_epsilon(&self, h: f64, eps: f64) -> f64 {

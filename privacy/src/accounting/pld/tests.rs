@@ -150,11 +150,42 @@ fn a_large_tilt_on_a_wide_support_costs_little_error() {
         noise_multiplier: 0.5,
     };
     let rounds = rounds_of(&[(m, 1)]);
-    let h = choose_interval(&rounds).unwrap();
-    let tilts = choose_tilts(&rounds, Target::Delta(1e-5)).unwrap();
-    let Ok((_, add)) = compose_plan(&rounds, h, tilts) else {
+    let coarse = Coarse::new(&rounds).unwrap();
+    let h = choose_interval(&rounds, &coarse).unwrap();
+    let tilts = Tilts::new(&rounds, &coarse).choose(Target::Delta(1e-5));
+    let Ok((_, _, add)) = compose(&rounds, h, tilts, true) else {
         panic!("composition failed");
     };
     assert!(add.lambda > 1e5, "{}", add.lambda);
     assert!(add.err < 1e-11, "{}", add.err);
+}
+
+#[test]
+fn a_bounded_direction_at_its_largest_tilt_is_re_tilted_not_handed_to_rdp() {
+    // Issue 14 point 2. The add direction's loss is bounded by −ln(1 − q)
+    // per round; when its top grid mass exceeds δ, the Chernoff estimate
+    // (K(λ) + ln 1/δ)/λ decreases towards the bound for ever and the tilt
+    // for δ runs to LAMBDA_MAX. The error weight exp(ln Z − λε) then grows
+    // e^{λh} per grid step below the top, and before the re-tilt the call
+    // fell back to RDP: ε = 0.3363 (q = 1e-5, z = 1, T = 2) and 0.1029
+    // (z = 2, T = 10). Both are exactly 0: δ(0) is the total variation
+    // distance of the composed pair, at most
+    // - T·q·TV(N(0,1), N(1,1)) = 2·1e-5·(2Φ(1/2) − 1) = 7.66e-6 < δ, and
+    // - q·E|Σ_i (L_i − 1)|/2 ≤ q·√(T(e^{μ²} − 1))/2 = 8.4e-6 < δ for z = 2,
+    //   T = 10 (L_i the likelihood ratio of one round, μ = 1/z),
+    // so ε(δ = 1e-5) = 0, which the re-tilted PLD now answers.
+    for (z, t) in [(1.0, 2u64), (2.0, 10)] {
+        let m = Mechanism {
+            sampling_rate: 1e-5,
+            noise_multiplier: z,
+        };
+        let rounds = rounds_of(&[(m, t)]);
+        let coarse = Coarse::new(&rounds).unwrap();
+        let (_, add) = Tilts::new(&rounds, &coarse).choose(Target::Delta(1e-5));
+        assert!(add > 0.5 * tilt::LAMBDA_MAX, "z={z} T={t}: add tilt {add}");
+        let d = PldAccountant.epsilon_detailed(&[(m, t)], 1e-5).unwrap();
+        assert!(!d.rdp_fallback, "z={z} T={t}: {d:?}");
+        assert_eq!(d.epsilon, 0.0, "z={z} T={t}: {d:?}");
+        assert!(d.error_delta < 1e-3 * 1e-5, "z={z} T={t}: {d:?}");
+    }
 }

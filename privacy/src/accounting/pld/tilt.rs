@@ -18,48 +18,91 @@ pub(crate) enum Target {
     Epsilon(f64),
 }
 
-/// Smallest and largest tilt searched.
+/// Smallest tilt searched.
 const LAMBDA_MIN: f64 = 1e-4;
-const LAMBDA_MAX: f64 = 1e6;
+/// Largest tilt searched.
+pub(crate) const LAMBDA_MAX: f64 = 1e6;
 
-/// The tilt for `target`, given each group's coarse base (with its grid
-/// interval) and round count.
-pub(crate) fn choose(groups: &[(&Base, f64, u64)], target: Target) -> f64 {
-    let k = |lambda: f64| -> f64 {
-        groups
+/// The log-MGF `K(λ)` of a composition in one direction, from each group's
+/// coarse base (with its grid interval) and round count.
+pub(crate) struct LogMgf {
+    /// Per group: `(ln p_i, l_i)` of every positive mass, and the count.
+    groups: Vec<(Vec<(f64, f64)>, f64)>,
+}
+
+impl LogMgf {
+    pub(crate) fn new(groups: &[(&Base, f64, u64)]) -> Self {
+        let groups = groups
             .iter()
-            .map(|(b, h, n)| *n as f64 * b.log_mgf(*h, lambda))
-            .sum()
-    };
-    let objective = |ln_lambda: f64| -> f64 {
-        let lambda = ln_lambda.exp();
-        let v = match target {
-            Target::Delta(delta) => (k(lambda) - delta.ln()) / lambda,
-            Target::Epsilon(eps) => k(lambda) - lambda * eps,
-        };
-        if v.is_nan() { f64::INFINITY } else { v }
-    };
-    // Golden-section search on ln λ (the objectives are unimodal: convex K).
-    let (mut a, mut b) = (LAMBDA_MIN.ln(), LAMBDA_MAX.ln());
-    let g = (5f64.sqrt() - 1.0) / 2.0;
-    let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
-    let (mut fc, mut fd) = (objective(c), objective(d));
-    for _ in 0..80 {
-        if fc <= fd {
-            b = d;
-            d = c;
-            fd = fc;
-            c = b - g * (b - a);
-            fc = objective(c);
-        } else {
-            a = c;
-            c = d;
-            fc = fd;
-            d = a + g * (b - a);
-            fd = objective(d);
-        }
+            .map(|(b, h, n)| {
+                let v = b
+                    .probs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| **p > 0.0)
+                    .map(|(i, p)| (p.ln(), (b.offset + i as i64) as f64 * h))
+                    .collect();
+                (v, *n as f64)
+            })
+            .collect();
+        Self { groups }
     }
-    (0.5 * (a + b)).exp()
+
+    /// `K(λ) = Σ_g T_g ln Σ_i p_i e^{λ l_i}`.
+    pub(crate) fn at(&self, lambda: f64) -> f64 {
+        self.groups
+            .iter()
+            .map(|(v, n)| {
+                let top = v
+                    .iter()
+                    .map(|(lp, l)| lp + lambda * l)
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let s: f64 = v.iter().map(|(lp, l)| (lp + lambda * l - top).exp()).sum();
+                n * (top + s.ln())
+            })
+            .sum()
+    }
+
+    /// `K(λ) − λε`: the logarithm of the weight `exp(ln Z − λε)` a unit of
+    /// tilted error has at ε (module `pmf`), up to the discretisation.
+    pub(crate) fn log_weight(&self, lambda: f64, eps: f64) -> f64 {
+        self.at(lambda) - lambda * eps
+    }
+
+    /// The tilt for `target`.
+    pub(crate) fn choose(&self, target: Target) -> f64 {
+        let k = |lambda: f64| self.at(lambda);
+        let objective = |ln_lambda: f64| -> f64 {
+            let lambda = ln_lambda.exp();
+            let v = match target {
+                Target::Delta(delta) => (k(lambda) - delta.ln()) / lambda,
+                Target::Epsilon(eps) => k(lambda) - lambda * eps,
+            };
+            if v.is_nan() { f64::INFINITY } else { v }
+        };
+        // Golden-section search on ln λ (the objectives are unimodal: convex K).
+        let (mut a, mut b) = (LAMBDA_MIN.ln(), LAMBDA_MAX.ln());
+        let g = (5f64.sqrt() - 1.0) / 2.0;
+        let (mut c, mut d) = (b - g * (b - a), a + g * (b - a));
+        let (mut fc, mut fd) = (objective(c), objective(d));
+        // 48 steps shrink the bracket (23 wide in ln λ) to 2e-9.
+        for _ in 0..48 {
+            if fc <= fd {
+                b = d;
+                d = c;
+                fd = fc;
+                c = b - g * (b - a);
+                fc = objective(c);
+            } else {
+                a = c;
+                c = d;
+                fc = fd;
+                d = a + g * (b - a);
+                fd = objective(d);
+            }
+        }
+        (0.5 * (a + b)).exp()
+    }
 }
 
 #[cfg(test)]
@@ -82,10 +125,11 @@ mod tests {
             probs,
             inf_mass: 0.0,
         };
-        let l = choose(&[(&b, h, 1)], Target::Epsilon(3.5));
+        let k = LogMgf::new(&[(&b, h, 1)]);
+        let l = k.choose(Target::Epsilon(3.5));
         assert!((l - 3.0).abs() < 1e-2, "{l}");
         // For δ: ε* = m + s·√(2 ln 1/δ), λ = √(2 ln 1/δ)/s.
-        let l = choose(&[(&b, h, 1)], Target::Delta(1e-10));
+        let l = k.choose(Target::Delta(1e-10));
         let want = (2.0 * 1e10f64.ln()).sqrt();
         assert!((l / want - 1.0).abs() < 1e-2, "{l} vs {want}");
     }
