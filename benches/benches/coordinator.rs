@@ -28,9 +28,9 @@ use criterion::{
 use fedsec_benches::bench_config;
 use fedsec_coordinator::aggregate::RoundSum;
 use fedsec_coordinator::{Coordinator, JobSpec, RunningCoordinator};
+use fedsec_model::ModelSpec;
 use fedsec_privacy::Measured;
 use fedsec_proto::devca::LoopbackPki;
-use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{GetTaskRequest, RegisterRequest, Task, get_task_response};

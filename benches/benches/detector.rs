@@ -29,7 +29,7 @@ use fedsec_detector::model::Scorer;
 use fedsec_detector::session::{SessionConfig, Sessionizer, sessionize};
 use fedsec_detector::synth::{self, SynthConfig, SynthFormat};
 use fedsec_detector::train::{Optimizer, TrainConfig, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 struct Input {
     text: Vec<u8>,

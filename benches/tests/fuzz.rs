@@ -279,12 +279,8 @@ fn seeds() -> Seeds {
             },
         )),
     };
-    let job = fedsec_coordinator::JobSpec::new(
-        "bots",
-        fedsec_proto::model::ModelSpec::logistic(31),
-        0.1,
-        100,
-    );
+    let job =
+        fedsec_coordinator::JobSpec::new("bots", fedsec_model::ModelSpec::logistic(31), 0.1, 100);
     let job_config = job.to_proto().encode_to_vec();
     let messages = vec![
         (0, header.encode_to_vec()),

@@ -41,9 +41,9 @@ use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::logs::{LogReader, ReaderConfig};
 use fedsec_detector::session::{Session, Sessionizer, sessionize};
 use fedsec_detector::synth::{SynthConfig, generate_tenant, read_labels};
+use fedsec_model::ModelSpec;
 use fedsec_privacy::NoiseKind;
 use fedsec_proto::devca::LoopbackPki;
-use fedsec_proto::model::ModelSpec;
 use tokio::sync::mpsc;
 
 const JOB: &str = "bots-v1";

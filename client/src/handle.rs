@@ -8,7 +8,7 @@ use fedsec_detector::explain::{Reason, baseline_for, explain, top_reasons};
 use fedsec_detector::features::{self, NUM_FEATURES};
 use fedsec_detector::model::{ModelError, ModelFile, Scorer};
 use fedsec_detector::session::Session;
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use tokio::sync::broadcast;
 
 use crate::data::{LocalStore, RowError};

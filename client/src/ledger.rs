@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::state::write_atomic;
 
 /// Ledger file name.
-pub const LEDGER_FILE: &str = "ledger.json";
+pub use crate::state::LEDGER_FILE;
 /// Value of the `format` field.
 pub const LEDGER_FORMAT: &str = "fedsec-client-ledger";
 /// Current schema version.
@@ -73,6 +73,16 @@ pub enum EntryStatus {
     Accepted,
     /// The coordinator refused the update (the entry still counts).
     Rejected,
+}
+
+impl From<crate::state::StateError> for LedgerError {
+    /// The state directory's errors are the ledger's (its file lives there).
+    fn from(e: crate::state::StateError) -> Self {
+        match e {
+            crate::state::StateError::Io { context, source } => Self::Io { context, source },
+            crate::state::StateError::Locked(path) => Self::Locked(path),
+        }
+    }
 }
 
 impl EntryStatus {

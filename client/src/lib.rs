@@ -50,6 +50,7 @@
 //! - [`rpc`]: the gRPC calls and the validation of everything received;
 //! - [`probe`]: naming a refused TLS handshake;
 //! - [`update`]: clipping and client-side noise of the update;
+//! - [`wire`]: the wire form of the detector's training config;
 //! - [`retry`]: backoff and poll timing;
 //! - [`config`]: the `client.toml` file of the `fedsec-client` binary;
 //! - [`error`]: errors, and the classification of failures and TLS problems.
@@ -68,6 +69,7 @@ pub mod retry;
 pub mod rpc;
 pub mod state;
 pub mod update;
+pub mod wire;
 
 pub use data::{DataOptions, DataPipeline, DataSource, LabelledLog, SharedEnrichment};
 pub use error::{BuildError, ConnectionError, Error, RpcError};

@@ -6,8 +6,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use fedsec_model::ModelSpec;
 use fedsec_privacy::PrivacyReceipt;
-use fedsec_proto::model::ModelSpec;
+use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::tls::{ClientTls, TlsError};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use fedsec_detector::model::ModelFile;
 
-use crate::ledger::LedgerError;
-
+/// Ledger file name (the ledger's format lives in `crate::ledger`).
+pub const LEDGER_FILE: &str = "ledger.json";
 /// Lock file name.
 pub const LOCK_FILE: &str = "participant.lock";
 /// Cached model file name.
@@ -70,10 +70,27 @@ pub struct StateDir {
     _lock: File,
 }
 
+/// Why the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// An I/O error.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another participant holds the state directory.
+    #[error("{0} is in use by another participant")]
+    Locked(PathBuf),
+}
+
 impl StateDir {
     /// Creates the directory if needed and takes its lock.
-    pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        let io = |context: String| move |source| LedgerError::Io { context, source };
+    pub fn open(path: &Path) -> Result<Self, StateError> {
+        let io = |context: String| move |source| StateError::Io { context, source };
         std::fs::create_dir_all(path).map_err(io(format!(
             "cannot create the state directory {}",
             path.display()
@@ -88,10 +105,10 @@ impl StateDir {
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LedgerError::Locked(path.to_owned()));
+                return Err(StateError::Locked(path.to_owned()));
             }
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(LedgerError::Io {
+                return Err(StateError::Io {
                     context: format!("cannot lock {}", lock_path.display()),
                     source: e,
                 });
@@ -110,7 +127,7 @@ impl StateDir {
 
     /// Path of the ledger file.
     pub fn ledger_path(&self) -> PathBuf {
-        self.path.join(crate::ledger::LEDGER_FILE)
+        self.path.join(LEDGER_FILE)
     }
 
     /// Path of the cached model.
@@ -165,7 +182,7 @@ mod tests {
         let a = StateDir::open(dir.path()).unwrap();
         assert!(matches!(
             StateDir::open(dir.path()),
-            Err(LedgerError::Locked(_))
+            Err(StateError::Locked(_))
         ));
         drop(a);
         assert!(StateDir::open(dir.path()).is_ok());

@@ -9,7 +9,7 @@ use fedsec_detector::features::{FEATURE_NAMES, NUM_FEATURES};
 use fedsec_detector::model::ModelFile;
 use fedsec_detector::synth::read_labels;
 use fedsec_detector::train::{Optimizer, TrainConfig, apply_delta, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 fn client(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fedsec-client"))

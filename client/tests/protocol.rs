@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fedsec_client::ledger::{EntryStatus, Ledger, LedgerFile};
+use fedsec_client::wire::TrainConfigWire;
 use fedsec_client::{DataSource, Event, PrivacyPolicy, RunOutcome, SkipReason};
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::train::TrainConfig;
+use fedsec_model::ModelSpec;
 use fedsec_proto::devca::LoopbackPki;
-use fedsec_proto::model::ModelSpec;
+use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use fedsec_proto::v1::{

@@ -124,7 +124,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             .model_spec
             .as_ref()
             .map(|s| {
-                fedsec_proto::model::ModelSpec::from_proto(s)
+                <fedsec_model::ModelSpec as fedsec_proto::model::ModelSpecWire>::from_proto(s)
                     .unwrap()
                     .num_params()
             })

@@ -5,10 +5,11 @@
 //! which of its pieces a job uses and converts results to the wire types.
 
 use fedsec_privacy::{
-    DiscreteGaussianNoise, EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian, PldAccountant,
+    DiscreteGaussianNoise, EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian,
     PrivacyReceipt, RoundCharge, SimulationGaussian,
 };
 use fedsec_proto::v1;
+use fedsec_round::Statement;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -30,9 +31,9 @@ pub fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
 
 /// Noise multiplier z for `rounds` rounds at rate `q` reaching `target_epsilon`
 /// at `delta`, by the PLD accountant (the one receipts report).
+/// (The round core's [`fedsec_round::calibrate`].)
 pub fn calibrate(q: f64, rounds: u64, delta: f64, target_epsilon: f64) -> Result<f64, Error> {
-    fedsec_privacy::calibrate_noise_multiplier(&PldAccountant, q, rounds, delta, target_epsilon)
-        .map_err(|e| Error::Privacy(format!("cannot calibrate the noise multiplier: {e}")))
+    Ok(fedsec_round::calibrate(q, rounds, delta, target_epsilon)?)
 }
 
 /// A receipt with its canonical JSON and wire form.
@@ -104,81 +105,13 @@ pub fn audit_to_proto(a: &EmpiricalAudit) -> v1::EmpiricalAudit {
     }
 }
 
-/// A round history's ε before the receipt's JSON and wire form are built:
-/// the round driver plans with it (is the next round within the budget?)
-/// and builds the published receipt once, at commit, with the commit time
-/// stamped ([`PlannedReceipt::with_last_round`]). Each receipt holds the
-/// whole history, so building it once per round instead of twice halves
-/// the driver's O(rounds) serialisation per round.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlannedReceipt {
-    /// ε (PLD) stated; +∞ without noise.
-    pub epsilon_pld: f64,
-    /// ε (RDP) stated; +∞ without noise.
-    pub epsilon_rdp: f64,
-    body: Body,
-}
-
-impl PlannedReceipt {
-    /// The published receipt: the planned one with its last round replaced
-    /// by `charge` (same mechanism and round, so ε is unchanged — typically
-    /// the planned charge with its commit time).
-    pub fn with_last_round(self, charge: RoundCharge) -> Result<Receipt, Error> {
-        match self.body {
-            Body::Dp(mut r) => {
-                if let Some(last) = r.rounds.last_mut() {
-                    if last.mechanism() != charge.mechanism() || last.round != charge.round {
-                        return Err(Error::Internal(
-                            "stamped charge differs from the planned one".into(),
-                        ));
-                    }
-                    *last = charge;
-                }
-                Receipt::from_receipt(&r)
-            }
-            Body::NoGuarantee(mut r) => {
-                if let Some(last) = r.rounds.last_mut() {
-                    *last = charge;
-                }
-                let json = serde_json::to_string(&r)
-                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
-                Ok(Receipt::from_no_guarantee(r, json))
-            }
-        }
-    }
-}
-
 impl Receipt {
-    /// ε of a round history at `delta` (as [`Receipt::compute`] states it),
-    /// without building the receipt's JSON and wire form yet.
-    pub fn plan(
-        rounds: Vec<RoundCharge>,
-        delta: f64,
-        noise_enabled: bool,
-    ) -> Result<PlannedReceipt, Error> {
-        if noise_enabled {
-            let r = PrivacyReceipt::compute(rounds, delta)
-                .map_err(|e| Error::Privacy(format!("cannot compute the privacy receipt: {e}")))?;
-            Ok(PlannedReceipt {
-                epsilon_pld: r.epsilon_pld,
-                epsilon_rdp: r.epsilon_rdp,
-                body: Body::Dp(r),
-            })
-        } else {
-            Ok(PlannedReceipt {
-                epsilon_pld: f64::INFINITY,
-                epsilon_rdp: f64::INFINITY,
-                body: Body::NoGuarantee(NoGuaranteeReceipt {
-                    mechanism: NO_NOISE_MECHANISM.into(),
-                    neighbouring: fedsec_privacy::receipt::NEIGHBOURING.into(),
-                    delta,
-                    epsilon_pld: None,
-                    epsilon_rdp: None,
-                    rounds,
-                    accountant_versions: Vec::new(),
-                    empirical_audit: None,
-                }),
-            })
+    /// The published receipt of a round core statement
+    /// ([`fedsec_round::Statement`], built once per round, at commit).
+    pub fn from_statement(statement: Statement) -> Result<Self, Error> {
+        match statement {
+            Statement::Dp(r) => Self::from_receipt(&r),
+            Statement::NoGuarantee { rounds, delta } => Self::compute(rounds, delta, false),
         }
     }
 
@@ -190,8 +123,7 @@ impl Receipt {
         noise_enabled: bool,
     ) -> Result<Self, Error> {
         if noise_enabled {
-            let r = PrivacyReceipt::compute(rounds, delta)
-                .map_err(|e| Error::Privacy(format!("cannot compute the privacy receipt: {e}")))?;
+            let r = PrivacyReceipt::compute(rounds, delta).map_err(Error::Receipt)?;
             Self::from_receipt(&r)
         } else {
             let r = NoGuaranteeReceipt {
@@ -204,15 +136,13 @@ impl Receipt {
                 accountant_versions: Vec::new(),
                 empirical_audit: None,
             };
-            let json = serde_json::to_string(&r)
-                .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+            let json = serde_json::to_string(&r).map_err(Error::json("receipt JSON"))?;
             Ok(Self::from_no_guarantee(r, json))
         }
     }
 
     fn from_receipt(r: &PrivacyReceipt) -> Result<Self, Error> {
-        let json =
-            serde_json::to_string(r).map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+        let json = serde_json::to_string(r).map_err(Error::json("receipt JSON"))?;
         let proto = v1::PrivacyReceipt {
             mechanism: r.mechanism.clone(),
             neighbouring: r.neighbouring.clone(),
@@ -267,7 +197,7 @@ impl Receipt {
             }
             Err(_) => {
                 let r: NoGuaranteeReceipt = serde_json::from_str(json)
-                    .map_err(|e| Error::Internal(format!("stored receipt is unreadable: {e}")))?;
+                    .map_err(Error::json("stored receipt is unreadable"))?;
                 Ok(Self::from_no_guarantee(r, json.to_owned()))
             }
         }
@@ -285,8 +215,7 @@ impl Receipt {
             Body::NoGuarantee(r) => {
                 let mut r = r.clone();
                 r.empirical_audit = Some(audit);
-                let json = serde_json::to_string(&r)
-                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                let json = serde_json::to_string(&r).map_err(Error::json("receipt JSON"))?;
                 Ok(Self::from_no_guarantee(r, json))
             }
         }
@@ -329,8 +258,7 @@ impl Receipt {
                 if let Some(last) = r.rounds.last_mut() {
                     *last = charge;
                 }
-                let json = serde_json::to_string(&r)
-                    .map_err(|e| Error::Internal(format!("receipt JSON: {e}")))?;
+                let json = serde_json::to_string(&r).map_err(Error::json("receipt JSON"))?;
                 Ok(Self::from_no_guarantee(r, json))
             }
         }
@@ -372,25 +300,20 @@ mod tests {
         assert_eq!(stamped.proto.rounds[1].committed_unix_ms, 99);
         let empty = Receipt::compute(vec![], 1e-5, true).unwrap();
         assert_eq!(empty.epsilon_pld, 0.0);
-        // Planning then stamping is the same receipt, built once.
-        for noise in [true, false] {
-            let planned = Receipt::plan(vec![charge(1), charge(2)], 1e-5, noise).unwrap();
-            let direct = Receipt::compute(vec![charge(1), charge(2)], 1e-5, noise).unwrap();
-            assert_eq!(planned.epsilon_pld.to_bits(), direct.epsilon_pld.to_bits());
-            let stamp = RoundCharge {
-                committed_unix_ms: 99,
-                ..charge(2)
-            };
-            assert_eq!(
-                planned.clone().with_last_round(stamp).unwrap(),
-                direct.with_last_round(stamp).unwrap()
-            );
-            let other = RoundCharge {
-                noise_multiplier: 3.0,
-                ..charge(2)
-            };
-            assert_eq!(planned.with_last_round(other).is_err(), noise);
-        }
+        // The round core's statement gives the same receipt.
+        let dp = PrivacyReceipt::compute(vec![charge(1), charge(2)], 1e-5).unwrap();
+        assert_eq!(
+            Receipt::from_statement(Statement::Dp(dp)).unwrap(),
+            Receipt::compute(vec![charge(1), charge(2)], 1e-5, true).unwrap()
+        );
+        let none = Statement::NoGuarantee {
+            rounds: vec![charge(1)],
+            delta: 1e-5,
+        };
+        assert_eq!(
+            Receipt::from_statement(none).unwrap(),
+            Receipt::compute(vec![charge(1)], 1e-5, false).unwrap()
+        );
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl AdminApi {
     /// Creates and starts a job (defaults filled, validated against the
     /// coordinator's `[dangerous]` settings).
     pub async fn create_job(&self, spec: JobSpec) -> Result<v1::Job, Error> {
-        let job = self.engine.create_job(spec).await?;
+        let job = crate::job::create(&self.engine, spec).await?;
         self.engine
             .audit(
                 "admin_create_job",
@@ -389,7 +389,7 @@ impl AdminApi {
             )
         })
         .await
-        .map_err(|e| Error::Internal(format!("export task: {e}")))?
+        .map_err(Error::task("export"))?
         .map_err(|e| Error::Internal(format!("export: {e}")))?;
         Ok(bytes)
     }

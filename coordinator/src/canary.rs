@@ -48,11 +48,28 @@ use crate::selection::Sampler;
 /// Prefix of the client ids under which canaries are sampled.
 pub const CANARY_ID_PREFIX: &str = "#canary-";
 
+/// The round attempt canaries are drawn for, as the sampler selects clients.
+#[derive(Clone, Copy)]
+pub struct CanaryDraw<'a> {
+    /// The job's sampler.
+    pub sampler: &'a dyn Sampler,
+    /// Job id.
+    pub job_id: &'a str,
+    /// Round number.
+    pub round: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// Sampling rate q.
+    pub q: f64,
+    /// The round's clip norm C.
+    pub clip_norm: f64,
+}
+
 /// Confidence of the audit's lower bounds.
 pub const AUDIT_CONFIDENCE: f64 = 0.95;
 
-/// Largest number of inserted canaries a job may ask for.
-pub const MAX_CANARIES: u32 = 100_000;
+/// Most canaries a job may declare (the job spec validates it).
+pub use crate::config::MAX_CANARIES;
 
 /// Number of guess counts tried by the one-run bound (Bonferroni-corrected).
 const ONE_RUN_GUESS_LEVELS: [u64; 4] = [8, 4, 2, 1];
@@ -121,18 +138,20 @@ impl CanarySet {
     /// for this round attempt to `sum`, re-clipped to `clip_norm` like a
     /// client's. `buf` is scratch space of the model dimension. Returns the
     /// number of canaries added.
-    #[allow(clippy::too_many_arguments)]
     pub fn insert(
         &self,
-        sampler: &dyn Sampler,
-        job_id: &str,
-        round: u64,
-        attempt: u32,
-        q: f64,
-        clip_norm: f64,
+        draw: &CanaryDraw<'_>,
         sum: &mut [f64],
         buf: &mut Vec<f32>,
     ) -> Result<u32, ClipError> {
+        let CanaryDraw {
+            sampler,
+            job_id,
+            round,
+            attempt,
+            q,
+            clip_norm,
+        } = *draw;
         buf.resize(sum.len(), 0.0);
         let mut added = 0;
         for i in 0..self.inserted {
@@ -322,15 +341,24 @@ mod tests {
         assert!(cosine(&a, &c).abs() < 0.07);
     }
 
+    fn draw(sampler: &dyn Sampler) -> CanaryDraw<'_> {
+        CanaryDraw {
+            sampler,
+            job_id: "j",
+            round: 1,
+            attempt: 1,
+            q: 0.25,
+            clip_norm: 2.0,
+        }
+    }
+
     #[test]
     fn insertion_follows_the_sampler_at_rate_q() {
         let sampler = KeyedPoissonSampler::new(&[3u8; 32]);
         let set = CanarySet::new(1, 400);
         let mut sum = vec![0.0f64; 64];
         let mut buf = Vec::new();
-        let n = set
-            .insert(&sampler, "j", 1, 1, 0.25, 2.0, &mut sum, &mut buf)
-            .unwrap();
+        let n = set.insert(&draw(&sampler), &mut sum, &mut buf).unwrap();
         // Bin(400, 0.25): mean 100, sd 8.7.
         assert!((60..=140).contains(&n), "{n}");
         let expected: u32 = (0..400)
@@ -347,8 +375,7 @@ mod tests {
             inserted: first + 1,
             unseen: 0,
         };
-        only.insert(&sampler, "j", 1, 1, 0.25, 2.0, &mut one, &mut buf)
-            .unwrap();
+        only.insert(&draw(&sampler), &mut one, &mut buf).unwrap();
         let norm = one.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(norm <= 2.0 && norm > 2.0 - 1e-4, "{norm}");
     }

@@ -16,7 +16,7 @@ use crate::accounting::Receipt;
 use crate::aggregate::DecodePool;
 use crate::config::{DangerousConfig, JobSpec};
 use crate::error::{Error, RejectReason};
-use crate::job::{JobRuntime, Published, drive};
+use crate::job::{JobRuntime, Published};
 use crate::listener::Connections;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
@@ -134,7 +134,7 @@ impl Engine {
             f(&*store).map_err(Error::from)
         })
         .await
-        .map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+        .map_err(Error::task("store"))?
     }
 
     /// A receiver that turns `true` when the coordinator shuts down.
@@ -202,16 +202,17 @@ impl Engine {
         }
     }
 
-    /// Registers a job runtime and starts its driver.
-    pub(crate) fn add_job(self: &Arc<Self>, job: Arc<JobRuntime>) {
+    /// Registers a job runtime (its driver is started by
+    /// `crate::job::start`, so the engine does not depend on the driver).
+    pub(crate) fn insert_job(&self, job: Arc<JobRuntime>) {
         self.jobs
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(job.id().to_owned(), job.clone());
-        if job.state().is_finished() {
-            return;
-        }
-        let handle = tokio::spawn(drive(self.clone(), job));
+            .insert(job.id().to_owned(), job);
+    }
+
+    /// Keeps a driver's handle so shutdown can wait for it.
+    pub(crate) fn track_driver(&self, handle: JoinHandle<()>) {
         self.drivers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -292,7 +293,8 @@ impl Engine {
         Ok(record)
     }
 
-    /// Creates a job from a validated definition and starts it.
+    /// Creates a job from a validated definition and registers it; its
+    /// driver is started by `crate::job::create`.
     pub(crate) async fn create_job(
         self: &Arc<Self>,
         mut spec: JobSpec,
@@ -326,7 +328,7 @@ impl Engine {
                     crate::export::read_initial_weights(&model, &dir, &path, max)
                 })
                 .await
-                .map_err(|e| Error::Internal(format!("weights task: {e}")))?
+                .map_err(Error::task("weights"))?
                 .map_err(|e| {
                     Error::Config(crate::config::ConfigError::invalid(
                         "config.init_weights_path",
@@ -384,7 +386,6 @@ impl Engine {
             serde_json::to_string(&spec).unwrap_or_default(),
         )
         .await;
-        self.add_job(job.clone());
         Ok(job)
     }
 
@@ -464,7 +465,7 @@ async fn check_accountant_feasible(spec: &JobSpec) -> Result<(), Error> {
         }
     })
     .await
-    .map_err(|e| Error::Internal(format!("accounting task: {e}")))?;
+    .map_err(Error::task("accounting"))?;
     checked.map_err(|e| {
         Error::Config(ConfigError::invalid(
             "config.delta",

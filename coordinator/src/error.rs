@@ -116,7 +116,12 @@ impl RejectReason {
 }
 
 /// Everything that can go wrong in the coordinator.
+///
+/// `#[non_exhaustive]`: match the variants you handle and keep a wildcard.
+/// Failures inside the trust boundary keep their source (`source()`), so
+/// the log shows the whole chain; callers only ever see their status.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A client's call or upload was refused.
     #[error("{}: {detail}", reason.label())]
@@ -179,9 +184,37 @@ pub enum Error {
     /// The storage backend failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The privacy crate refused a computation (accounting, calibration, noise).
-    #[error("privacy computation failed: {0}")]
-    Privacy(String),
+    /// A step of the round core failed: the accountant (a running job
+    /// pauses on [`fedsec_round::RoundError::is_accounting`]), the noise
+    /// source, or a bound the release checks.
+    #[error("round core: {}", error_chain(.0))]
+    Round(#[from] fedsec_round::RoundError),
+    /// A privacy receipt could not be computed.
+    #[error("cannot compute the privacy receipt: {0}")]
+    Receipt(#[source] fedsec_privacy::ReceiptError),
+    /// A receipt or an audit could not be written as JSON, or a stored one
+    /// read back.
+    #[error("{what}: {source}")]
+    Json {
+        /// What was being written or read.
+        what: &'static str,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The canary audit could not be estimated.
+    #[error("canary audit: {0}")]
+    Audit(#[source] fedsec_privacy::audit::AuditError),
+    /// A blocking task (store, accountant, release, export, ...) panicked
+    /// or was cancelled.
+    #[error("{what} task: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why it did not finish.
+        #[source]
+        source: tokio::task::JoinError,
+    },
     /// TLS material could not be loaded.
     #[error(transparent)]
     Tls(#[from] fedsec_proto::tls::TlsError),
@@ -198,7 +231,39 @@ pub enum Error {
     Internal(String),
 }
 
+/// An error and its sources, `outer: inner: ...`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 impl Error {
+    /// A blocking task that did not finish.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Self::Task { what, source }
+    }
+
+    /// A JSON error while writing or reading `what`.
+    pub(crate) fn json(what: &'static str) -> impl FnOnce(serde_json::Error) -> Self {
+        move |source| Self::Json { what, source }
+    }
+
+    /// Whether this is the accountant failing to bound a job's ε (the job
+    /// pauses: nothing may be released until the cause is fixed).
+    pub fn is_accounting(&self) -> bool {
+        match self {
+            Self::Round(e) => e.is_accounting(),
+            Self::Receipt(_) => true,
+            _ => false,
+        }
+    }
+
     /// A rejection with its reason and detail.
     pub fn rejected(reason: RejectReason, detail: impl Into<String>) -> Self {
         Self::Rejected {
@@ -270,7 +335,11 @@ impl From<Error> for Status {
             }
             // Internal details go to the log, not to the caller.
             e @ (Error::Store(_)
-            | Error::Privacy(_)
+            | Error::Round(_)
+            | Error::Receipt(_)
+            | Error::Json { .. }
+            | Error::Audit(_)
+            | Error::Task { .. }
             | Error::Tls(_)
             | Error::Io { .. }
             | Error::Internal(_)) => {

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// Why a model file could not be written or read.

@@ -9,7 +9,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), fedsec_coordinator::Error> {
 //! use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec};
-//! use fedsec_proto::model::ModelSpec;
+//! use fedsec_model::ModelSpec;
 //!
 //! let config = CoordinatorConfig {
 //!     listen: "127.0.0.1:0".parse().unwrap(),
@@ -42,8 +42,8 @@
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite).
 //! - [`selection`]: Poisson cohort sampling by keyed hash.
 //! - [`aggregate`]: the streaming f64 sum and bounded decode buffers.
-//! - [`round`]: one open round attempt and its submission bookkeeping.
-//! - [`release`]: noise, fixed denominator and server optimiser (pure numerics).
+//! - [`round`]: one open round attempt and its submission bookkeeping (the
+//!   sum, the plan and the release are the round core's, `fedsec_round`).
 //! - [`canary`]: canary clients of audited jobs and the empirical-audit statistics.
 //! - [`accounting`]: the coordinator's use of `fedsec-privacy` (receipts, noise sources).
 //! - [`job`]: a job at run time and the task driving its rounds.
@@ -80,7 +80,6 @@ pub mod metrics;
 pub mod ratelimit;
 mod refusals;
 mod registry;
-pub mod release;
 pub mod round;
 pub mod selection;
 pub mod server;

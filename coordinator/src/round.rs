@@ -53,6 +53,33 @@ struct State {
     rejected: u64,
 }
 
+/// What an open round starts from.
+#[derive(Debug)]
+pub struct Opening {
+    /// Job id.
+    pub job_id: String,
+    /// Round number.
+    pub round: u64,
+    /// Attempt number.
+    pub attempt: u32,
+    /// The model version the round trains on.
+    pub base_version: u64,
+    /// The clip norm C of the round.
+    pub clip_norm: f64,
+    /// Model dimension.
+    pub dim: usize,
+    /// When the round closes.
+    pub deadline: Instant,
+    /// The same deadline, Unix ms.
+    pub deadline_unix_ms: i64,
+    /// When the round opened, Unix ms.
+    pub opened_unix_ms: i64,
+    /// The selected tenants.
+    pub selected: HashSet<String>,
+    /// The task served to selected clients.
+    pub task: v1::Task,
+}
+
 /// An open round attempt of one job.
 #[derive(Debug)]
 pub struct OpenRound {
@@ -134,20 +161,20 @@ impl Drop for ClaimGuard {
 
 impl OpenRound {
     /// A new open round.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        job_id: String,
-        round: u64,
-        attempt: u32,
-        base_version: u64,
-        clip_norm: f64,
-        dim: usize,
-        deadline: Instant,
-        deadline_unix_ms: i64,
-        opened_unix_ms: i64,
-        selected: HashSet<String>,
-        task: v1::Task,
-    ) -> Self {
+    pub fn new(o: Opening) -> Self {
+        let Opening {
+            job_id,
+            round,
+            attempt,
+            base_version,
+            clip_norm,
+            dim,
+            deadline,
+            deadline_unix_ms,
+            opened_unix_ms,
+            selected,
+            task,
+        } = o;
         Self {
             job_id,
             round,
@@ -350,19 +377,19 @@ mod tests {
     use std::time::Duration;
 
     fn round(selected: &[&str]) -> Arc<OpenRound> {
-        Arc::new(OpenRound::new(
-            "j".into(),
-            1,
-            1,
-            0,
-            1.0,
-            2,
-            Instant::now() + Duration::from_secs(60),
-            0,
-            0,
-            selected.iter().map(|s| (*s).to_owned()).collect(),
-            v1::Task::default(),
-        ))
+        Arc::new(OpenRound::new(Opening {
+            job_id: "j".into(),
+            round: 1,
+            attempt: 1,
+            base_version: 0,
+            clip_norm: 1.0,
+            dim: 2,
+            deadline: Instant::now() + Duration::from_secs(60),
+            deadline_unix_ms: 0,
+            opened_unix_ms: 0,
+            selected: selected.iter().map(|s| (*s).to_owned()).collect(),
+            task: v1::Task::default(),
+        }))
     }
 
     fn fresh(c: Claim) -> ClaimGuard {

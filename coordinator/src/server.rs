@@ -140,7 +140,7 @@ impl Coordinator {
             Arc::new(
                 tokio::task::spawn_blocking(move || SqliteStore::open_with_key(&dir, key))
                     .await
-                    .map_err(|e| Error::Internal(format!("store task: {e}")))??,
+                    .map_err(Error::task("store"))??,
             )
         };
         if encrypted {
@@ -178,7 +178,7 @@ impl Coordinator {
                 s.secret(KEY_NAME, &KeyedPoissonSampler::generate_key)
             })
             .await
-            .map_err(|e| Error::Internal(format!("store task: {e}")))??
+            .map_err(Error::task("store"))??
         };
         let metrics = Arc::new(Metrics::new());
         let dangerous = config.dangerous();
@@ -308,7 +308,7 @@ async fn launch(
         spec.fill_defaults();
         match engine.job(&spec.id) {
             None => {
-                engine.create_job(spec).await?;
+                crate::job::create(engine, spec).await?;
             }
             Some(existing) if existing.spec == spec => {}
             Some(_) => {
@@ -527,7 +527,7 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
             .metrics
             .set_epsilon(&id, status.epsilon_pld, status.epsilon_rdp);
         tracing::info!(job = %id, state = record.state.as_str(), rounds_completed = record.rounds_completed, version, epsilon = status.epsilon_pld, "job resumed from its last committed version");
-        engine.add_job(runtime);
+        crate::job::start(engine, runtime);
     }
     Ok(())
 }

@@ -9,8 +9,9 @@ mod support;
 use std::time::Duration;
 
 use fedsec_coordinator::export::from_safetensors;
+use fedsec_model::ModelSpec;
 use fedsec_privacy::PrivacyReceipt;
-use fedsec_proto::model::ModelSpec;
+use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::v1::{
     self, ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef,
     ListAuditEventsRequest, ListClientsRequest, ListJobsRequest, RollbackModelRequest,

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use fedsec_coordinator::RejectReason;
 use fedsec_coordinator::export::{ExportInfo, to_safetensors};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
+use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::{
     ClientActionRequest, CreateJobRequest, JobConfig, ListJobsRequest, job_config,

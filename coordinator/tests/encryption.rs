@@ -18,8 +18,8 @@ use fedsec_coordinator::store::{
     AttemptRecord, AttemptState, JobRecord, JobState, LedgerKind, LedgerRecord, ModelVersionRecord,
     RoundCommit, Store, StoreError, VersionInfo,
 };
+use fedsec_model::ModelSpec;
 use fedsec_privacy::RoundCharge;
-use fedsec_proto::model::ModelSpec;
 use rusqlite::Connection;
 use support::{Harness, job};
 

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use fedsec_proto::tls::ClientIdentity;
 use support::{Harness, TestClient, job, tenant_of};
 

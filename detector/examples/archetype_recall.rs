@@ -16,7 +16,7 @@ use fedsec_detector::metrics;
 use fedsec_detector::model::Scorer;
 use fedsec_detector::synth::{self, Archetype, SynthConfig};
 use fedsec_detector::train::{Optimizer, TrainConfig, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();

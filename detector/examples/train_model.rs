@@ -18,7 +18,7 @@ use fedsec_detector::network::{CrawlerRangesFile, Enrichment};
 use fedsec_detector::session::SessionConfig;
 use fedsec_detector::synth::{join_labels_with, read_labels, tenant_file_names};
 use fedsec_detector::train::{Optimizer, TrainConfig, apply_delta, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();

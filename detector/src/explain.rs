@@ -16,7 +16,7 @@
 //! itself, so the log format never shows up as a "reason".
 
 use burn::tensor::{Tensor, TensorData};
-use fedsec_proto::model::{ModelKind, ModelSpec};
+use fedsec_model::{ModelKind, ModelSpec};
 
 use crate::features::{FEATURES, NUM_FEATURES, RawFeatures, Unit, format_value, idx};
 use crate::model::{Detector, ModelError, Scorer, check_rows, check_weights, cpu_autodiff};

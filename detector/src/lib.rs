@@ -13,7 +13,7 @@
 //! - [`synth`]: the seeded synthetic tenant generator (real log text + labels);
 //! - [`dataset`]: feature matrices with labels, seeded splits, the label join;
 //! - [`model`]: burn logistic regression and MLP in the canonical flat layout
-//!   of [`fedsec_proto::model`], scoring, and the model file;
+//!   of [`fedsec_model`], scoring, and the model file;
 //! - [`train`]: local training returning `delta = local − global`;
 //! - [`metrics`]: ROC-AUC, PR-AUC (average precision), recall at a fixed FPR,
 //!   confusion matrices;

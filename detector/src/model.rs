@@ -1,5 +1,5 @@
 //! burn models described by [`ModelSpec`], in the canonical flat layout of
-//! [`fedsec_proto::model`].
+//! [`fedsec_model`].
 //!
 //! A [`Detector`] is a stack of burn `Linear` layers (ReLU between them; one
 //! output unit, the bot logit). burn stores a linear weight as
@@ -21,7 +21,7 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::{Device, Tensor, TensorData};
-use fedsec_proto::model::{ModelSpec, ModelSpecError};
+use fedsec_model::{ModelSpec, ModelSpecError};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// Why a model could not be built, run, read or written.

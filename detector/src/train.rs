@@ -6,14 +6,14 @@
 //! (1 − y)·z`, averaged with weights: with class weighting, bot rows weigh
 //! `negatives / positives` (clamped to [0.01, 100]), humans 1. Minibatches
 //! come from a seeded shuffle per epoch (ChaCha8), so a run is reproducible.
-//! [`TrainConfig`] mirrors the wire's `fedsec.v1.TrainingConfig`.
+//! [`TrainConfig`] mirrors the wire's `fedsec.v1.TrainingConfig`; the conversions
+//! live where the wire does (`fedsec_client::wire`).
 
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::{Device, Tensor, TensorData};
-use fedsec_proto::model::ModelSpec;
-use fedsec_proto::v1;
+use fedsec_model::ModelSpec;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -104,47 +104,6 @@ impl TrainConfig {
             return Err(ConfigError::Momentum(self.momentum));
         }
         Ok(())
-    }
-
-    /// The config as its wire message.
-    pub fn to_proto(&self) -> v1::TrainingConfig {
-        v1::TrainingConfig {
-            local_epochs: self.epochs,
-            batch_size: self.batch_size,
-            learning_rate: self.learning_rate,
-            optimizer: match self.optimizer {
-                Optimizer::Sgd => v1::LocalOptimizer::Sgd,
-                Optimizer::Adam => v1::LocalOptimizer::Adam,
-            } as i32,
-            momentum: self.momentum,
-            class_weighting: self.class_weighting,
-            max_steps: self.max_steps,
-        }
-    }
-}
-
-impl TryFrom<&v1::TrainingConfig> for TrainConfig {
-    type Error = ConfigError;
-
-    /// Reads and validates the wire config; an unspecified optimiser means SGD
-    /// (as the .proto documents).
-    fn try_from(m: &v1::TrainingConfig) -> Result<Self, Self::Error> {
-        let optimizer = match v1::LocalOptimizer::try_from(m.optimizer) {
-            Ok(v1::LocalOptimizer::Unspecified | v1::LocalOptimizer::Sgd) => Optimizer::Sgd,
-            Ok(v1::LocalOptimizer::Adam) => Optimizer::Adam,
-            Err(_) => return Err(ConfigError::Optimizer(m.optimizer)),
-        };
-        let c = Self {
-            epochs: m.local_epochs,
-            batch_size: m.batch_size,
-            learning_rate: m.learning_rate,
-            optimizer,
-            momentum: m.momentum,
-            class_weighting: m.class_weighting,
-            max_steps: m.max_steps,
-        };
-        c.validate()?;
-        Ok(c)
     }
 }
 
@@ -485,48 +444,5 @@ mod tests {
         // Class weighting: bots weigh negatives/positives = 2.
         let weighted = evaluate_loss(&spec, &w, &data, true).unwrap();
         assert!((weighted - (2.0 * l1 + l2 + l3) / 4.0).abs() < 1e-6);
-    }
-
-    #[test]
-    fn wire_config_conversion_validates() {
-        let c = TrainConfig {
-            epochs: 2,
-            batch_size: 32,
-            learning_rate: 0.05,
-            optimizer: Optimizer::Sgd,
-            momentum: 0.9,
-            class_weighting: true,
-            max_steps: 100,
-        };
-        assert_eq!(TrainConfig::try_from(&c.to_proto()), Ok(c.clone()));
-        let mut m = c.to_proto();
-        m.optimizer = 0;
-        assert_eq!(
-            TrainConfig::try_from(&m).map(|c| c.optimizer),
-            Ok(Optimizer::Sgd)
-        );
-        m.optimizer = 9;
-        assert_eq!(TrainConfig::try_from(&m), Err(ConfigError::Optimizer(9)));
-        type Mutation = fn(&mut v1::TrainingConfig);
-        let cases: Vec<(Mutation, ConfigError)> = vec![
-            (
-                |m| m.learning_rate = f64::NAN,
-                ConfigError::LearningRate(f64::NAN),
-            ),
-            (|m| m.learning_rate = 0.0, ConfigError::LearningRate(0.0)),
-            (|m| m.batch_size = 0, ConfigError::BatchSize(0)),
-            (|m| m.local_epochs = 0, ConfigError::Epochs(0)),
-            (|m| m.momentum = 1.0, ConfigError::Momentum(1.0)),
-            (
-                |m| m.momentum = f64::INFINITY,
-                ConfigError::Momentum(f64::INFINITY),
-            ),
-        ];
-        for (mutate, want) in cases {
-            let mut m = c.to_proto();
-            mutate(&mut m);
-            let got = TrainConfig::try_from(&m).unwrap_err();
-            assert_eq!(got.to_string(), want.to_string());
-        }
     }
 }

@@ -14,7 +14,7 @@ use fedsec_detector::metrics;
 use fedsec_detector::model::Scorer;
 use fedsec_detector::synth::{self, Archetype, SynthConfig};
 use fedsec_detector::train::{Optimizer, TrainConfig, apply_delta, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 fn fit(data: &Dataset, epochs: u32, max_steps: u32) -> (ModelSpec, Vec<f32>, f64, f64) {
     let spec = ModelSpec::mlp(NUM_FEATURES as u32, [32, 16]);

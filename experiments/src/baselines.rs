@@ -9,7 +9,7 @@
 //!   model; its per-tenant AUC is what each tenant actually gets.
 
 use fedsec_detector::train::{TrainConfig, train_local};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use serde::Serialize;
 
 use crate::data::{HoldoutSet, Population};

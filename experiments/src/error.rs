@@ -31,6 +31,9 @@ pub enum Error {
     /// Privacy accounting, calibration, clipping or noise.
     #[error("privacy: {0}")]
     Privacy(String),
+    /// The round core (plan, accumulate, release), with its source.
+    #[error("round: {0}")]
+    Round(#[from] fedsec_round::RoundError),
     /// The coordinator (embedded or its pure numerics).
     #[error("coordinator: {0}")]
     Coordinator(#[from] fedsec_coordinator::Error),

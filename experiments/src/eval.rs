@@ -13,7 +13,7 @@
 use fedsec_detector::metrics;
 use fedsec_detector::model::Scorer;
 use fedsec_detector::synth::Archetype;
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use serde::Serialize;
 
 use crate::data::HoldoutSet;

@@ -1,13 +1,19 @@
 //! The in-process DP-FedAvg simulator (no network): the coordinator's round
-//! logic over synthetic tenants, with the same privacy math.
+//! core (`fedsec_round`) over synthetic tenants, with the same privacy math.
 //!
-//! One round, as in `ARCHITECTURE.md` "One round":
+//! One round, as in `ARCHITECTURE.md` "One round" — every step but selection
+//! and training is the round core's, as in the coordinator's driver:
 //!
-//! 1. **Select**: each tenant independently with probability
+//! 1. **Plan**: [`fedsec_round::plan`] — the round's charge (sensitivity `C`
+//!    plus the noise source's grid inflation plus the `f64` sum's rounding
+//!    bound for N summands, where the coordinator uses `limits.max_tenants`) and ε after it, by the same accountants the
+//!    coordinator's receipts use. The job's z comes from
+//!    [`fedsec_round::resolve`] (calibrated by PLD for a target ε).
+//! 2. **Select**: each tenant independently with probability
 //!    `q = m / N` (seeded ChaCha8 per round). Every round is released
 //!    whatever the realised cohort (empty included), as the coordinator
 //!    does: no release decision looks at a count.
-//! 2. **Train**: every selected tenant runs the detector's
+//! 3. **Train**: every selected tenant runs the detector's
 //!    [`train_local`](fedsec_detector::train::train_local) from the global
 //!    weights on its training rows (on `threads` threads; each run is seeded
 //!    by (seed, round, tenant), so results do not depend on the thread count),
@@ -15,26 +21,28 @@
 //!    ([`Adversary`]) send what they like instead. A tenant whose training
 //!    diverges (a global model wrecked by unclipped poisoning) reports
 //!    nothing, like a real participant whose task fails.
-//! 3. **Accumulate**: the server re-clips every update to `C`
-//!    ([`clip_and_accumulate`], the coordinator's hot path) into an f64 sum.
+//! 4. **Accumulate**: the server re-clips every update to `C`
+//!    ([`RoundSum`], the coordinator's accumulator) into an f64 sum.
 //!    `server_clipping = false` (accumulate raw updates) exists only here, for
 //!    the poisoning ablation; the coordinator cannot be configured that way.
-//! 4. **Release**: [`fedsec_coordinator::release::release`] — the
-//!    coordinator's own function — adds `N(0, (z·C)²)` from the
+//! 5. **Release**: [`fedsec_round::release`] adds `N(0, (z·S)²)` from the
 //!    [`SimulationGaussian`] source (seeded; simulation only, not production
 //!    safe), divides by the fixed expected cohort `m` (never the realised
 //!    count) and applies the server optimiser.
-//! 5. **Account**: ε after `r` rounds by the PLD accountant at `δ`, the same
-//!    accountant and calibration the coordinator uses ([`calibrate_z`]).
+//! 6. **Charge**: the planned charge joins the run's ledger
+//!    ([`FedRun::ledger`]), entry for entry what a coordinator commits for
+//!    the same job.
 
-use fedsec_coordinator::release::{NoisePlan, ServerOpt, release};
 use fedsec_detector::dataset::Dataset;
 use fedsec_detector::train::{TrainConfig, TrainError, train_local};
+use fedsec_model::ModelSpec;
 use fedsec_privacy::{
-    Accountant, GaussianNoise, Mechanism, PldAccountant, SimulationGaussian, clip_and_accumulate,
+    Accountant, GaussianNoise, Measured, Mechanism, PldAccountant, RoundCharge, SimulationGaussian,
     clip_in_place, l2_norm,
 };
-use fedsec_proto::model::ModelSpec;
+use fedsec_round::{
+    JobParams, NoiseLevel, Plan, PlanInput, Release, RoundSum, ServerOpt, release, resolve,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -115,6 +123,18 @@ pub struct RoundRecord {
     pub auc: Option<f64>,
 }
 
+/// One committed round's ledger entry: what a coordinator running the same
+/// job writes to its ledger (commit time 0 here).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// The round's charge.
+    pub charge: RoundCharge,
+    /// ε (PLD) after the round; ∞ without noise.
+    pub epsilon_pld: f64,
+    /// ε (RDP) after the round; ∞ without noise.
+    pub epsilon_rdp: f64,
+}
+
 /// Result of a simulated job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FedRun {
@@ -124,6 +144,8 @@ pub struct FedRun {
     pub noise_multiplier: f64,
     /// One record per committed round.
     pub records: Vec<RoundRecord>,
+    /// One ledger entry per committed round.
+    pub ledger: Vec<LedgerEntry>,
     /// Final global weights.
     pub weights: Vec<f32>,
 }
@@ -143,9 +165,7 @@ impl FedRun {
 /// Noise multiplier for `rounds` rounds at rate `q` to cost `epsilon` at
 /// `delta`, by the coordinator's calibration (PLD).
 pub fn calibrate_z(q: f64, rounds: u64, delta: f64, epsilon: f64) -> Result<f64> {
-    Ok(fedsec_coordinator::accounting::calibrate(
-        q, rounds, delta, epsilon,
-    )?)
+    Ok(fedsec_round::calibrate(q, rounds, delta, epsilon)?)
 }
 
 /// ε after `rounds` rounds of the Poisson-subsampled Gaussian (PLD).
@@ -272,28 +292,61 @@ pub fn run(
     on_round: &mut dyn FnMut(&RoundRecord),
 ) -> Result<FedRun> {
     let q = validate(pop, cfg)?;
-    let z = match cfg.noise {
-        Noise::Off => 0.0,
-        Noise::Multiplier(z) => z,
-        Noise::TargetEpsilon(eps) => calibrate_z(q, cfg.rounds, cfg.delta, eps)?,
-    };
+    let resolved = resolve(&JobParams {
+        sampling_rate: q,
+        expected_cohort: cfg.expected_cohort,
+        rounds: cfg.rounds,
+        delta: cfg.delta,
+        noise: match cfg.noise {
+            Noise::Off => None,
+            Noise::Multiplier(z) => Some(NoiseLevel::Multiplier(z)),
+            Noise::TargetEpsilon(eps) => Some(NoiseLevel::TargetEpsilon(eps)),
+        },
+        adaptive_count_stddev: None,
+    })?;
+    let noise_enabled = cfg.noise != Noise::Off;
     let mut noise = SimulationGaussian::seeded(mix(cfg.seed, 0x006e_6f69_7365, 0));
     let mut weights = cfg.model.init_weights(cfg.init_seed);
     let mut momentum: Option<Vec<f32>> = None;
     let dim = weights.len();
+    let source_inflation = if noise_enabled {
+        noise.sensitivity_inflation(dim)
+    } else {
+        0.0
+    };
     let opt = ServerOpt {
         learning_rate: cfg.server_learning_rate,
         momentum: cfg.server_momentum,
     };
     let mut records = Vec::with_capacity(cfg.rounds as usize);
+    let mut ledger: Vec<LedgerEntry> = Vec::with_capacity(cfg.rounds as usize);
     for round in 1..=cfg.rounds {
+        let planned = match fedsec_round::plan(PlanInput {
+            round,
+            rounds: cfg.rounds,
+            history: ledger.iter().map(|e| e.charge).collect(),
+            resolved,
+            clip_norm: cfg.clip_norm,
+            source_inflation,
+            max_summands: pop.len() as u64,
+            delta: cfg.delta,
+            noise_enabled,
+            budget: None,
+        })? {
+            Plan::Release(planned) => *planned,
+            // Neither happens within `rounds` without a budget; stop as the
+            // coordinator would.
+            Plan::Completed | Plan::BudgetExhausted { .. } => break,
+        };
         let selected = select(pop.len(), q, cfg.seed, round, 1);
         let updates = parallel_map(&selected, cfg.threads, |&t| {
             let attack = adversary.filter(|a| a.is_malicious(t)).map(|a| a.attack);
             let seed = mix(cfg.seed, round, t as u64 + 1);
             client_update(cfg, &pop.tenants[t].train, &weights, seed, attack)
         });
-        let mut sum = vec![0.0f64; dim];
+        let mut sum = RoundSum::new(dim);
+        // The poisoning ablation only: raw updates, no server clipping.
+        let mut raw = (!cfg.server_clipping).then(|| vec![0.0f64; dim]);
         let (mut clipped, mut norm_sum) = (0usize, 0.0f64);
         let mut reported = Vec::with_capacity(selected.len());
         for (&t, u) in selected.iter().zip(updates) {
@@ -303,41 +356,48 @@ pub fn run(
                 Err(e) => return Err(e),
             };
             reported.push(t);
-            if cfg.server_clipping {
-                let o = clip_and_accumulate(&u, cfg.clip_norm, &mut sum)
-                    .map_err(|e| Error::Privacy(e.to_string()))?;
-                clipped += usize::from(o.clipped);
-                norm_sum += o.norm;
-            } else {
-                norm_sum += l2_norm(&u).map_err(|e| Error::Privacy(e.to_string()))?;
-                for (a, &x) in sum.iter_mut().zip(&u) {
-                    *a += f64::from(x);
+            match raw.as_mut() {
+                None => {
+                    let m = Measured::new(&u).map_err(|e| Error::Privacy(e.to_string()))?;
+                    let added = sum
+                        .add(&m, cfg.clip_norm, true)
+                        .map_err(|e| Error::Privacy(e.to_string()))?;
+                    clipped += usize::from(added.clipped);
+                    norm_sum += added.norm;
+                }
+                Some(raw) => {
+                    norm_sum += l2_norm(&u).map_err(|e| Error::Privacy(e.to_string()))?;
+                    for (a, &x) in raw.iter_mut().zip(&u) {
+                        *a += f64::from(x);
+                    }
                 }
             }
         }
-        let plan = NoisePlan {
-            update_stddev: z * cfg.clip_norm,
-        };
-        let noise_arg: Option<(&mut dyn GaussianNoise, NoisePlan)> = match cfg.noise {
-            Noise::Off => None,
-            _ => Some((&mut noise, plan)),
-        };
+        planned.check_summands(reported.len() as u64)?;
+        let sum = raw.unwrap_or_else(|| sum.into_sum());
         let released = release(
             sum,
-            &weights,
-            momentum.as_deref(),
-            noise_arg,
-            None,
-            cfg.clip_norm,
-            cfg.expected_cohort,
-            opt,
+            Release {
+                weights: &weights,
+                momentum: momentum.as_deref(),
+                noise: planned
+                    .noise_plan()
+                    .map(|p| (&mut noise as &mut dyn GaussianNoise, p)),
+                adaptive: None,
+                clip_norm: cfg.clip_norm,
+                expected_cohort: resolved.expected_cohort,
+                opt,
+            },
         )?;
         weights = released.weights;
         momentum = released.momentum;
-        let epsilon = match cfg.noise {
-            Noise::Off => f64::INFINITY,
-            _ => epsilon_after(q, z, round, cfg.delta)?,
+        let charged = planned.charge(0);
+        let entry = LedgerEntry {
+            charge: charged.charge,
+            epsilon_pld: charged.statement.epsilon_pld(),
+            epsilon_rdp: charged.statement.epsilon_rdp(),
         };
+        ledger.push(entry);
         let evaluate = round == cfg.rounds || (cfg.eval_every > 0 && round % cfg.eval_every == 0);
         let auc = if evaluate {
             let s = eval::score(&cfg.model, &weights, holdout.data.features())?;
@@ -354,7 +414,7 @@ pub fn run(
             diverged: selected.len() - reported.len(),
             server_clipped: clipped,
             mean_update_norm: norm_sum / reported.len().max(1) as f64,
-            epsilon,
+            epsilon: entry.epsilon_pld,
             auc,
         };
         on_round(&rec);
@@ -362,8 +422,9 @@ pub fn run(
     }
     Ok(FedRun {
         sampling_rate: q,
-        noise_multiplier: z,
+        noise_multiplier: resolved.noise_multiplier,
         records,
+        ledger,
         weights,
     })
 }

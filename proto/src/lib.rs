@@ -5,8 +5,8 @@
 //!   gRPC server reflection.
 //! - [`tensor`]: little-endian f32 tensors as ≤ 1 MiB byte chunks, decoding
 //!   straight into a caller's buffer, SHA-256 digests, typed errors.
-//! - [`model`]: [`model::ModelSpec`], the framework-free description of a
-//!   model and the canonical layout of its flat parameter vector.
+//! - [`model`]: the wire form of `fedsec_model::ModelSpec` (the spec and its
+//!   flat parameter layout live in the leaf crate `fedsec-model`).
 //! - [`tls`]: TLS 1.3-only mutual TLS for tonic servers and clients built on
 //!   rustls, and the peer identity carried in client certificates.
 //! - [`devca`]: a development certificate authority (rcgen) that writes a CA,

@@ -16,9 +16,9 @@ use fedsec_client::{
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
 use fedsec_detector::synth::{SynthConfig, SynthFormat, generate_tenant};
+use fedsec_model::ModelSpec;
 use fedsec_privacy::NoiseKind;
 use fedsec_proto::devca::LoopbackPki;
-use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tls::ClientTls;
 use tokio::sync::broadcast;
 

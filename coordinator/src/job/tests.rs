@@ -1,5 +1,5 @@
-//! The real round driver ([`drive`](super::drive), started by
-//! `Engine::create_job`) with the real keyed sampler, in process and at
+//! The real round driver ([`drive`](super::driver::drive), started by
+//! [`create`](super::create)) with the real keyed sampler, in process and at
 //! scale: N = 1,000 tenants, q = 0.01, `min_clients` = 10, 5,000 rounds.
 //!
 //! Every selected tenant reports at once (claim and accept on the open round,
@@ -23,7 +23,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use fedsec_proto::tls::ClientIdentity;
 
 use super::JobRuntime;
@@ -293,7 +293,7 @@ async fn released_rounds_include_a_fixed_tenant_at_rate_q_over_5000_in_process_r
     spec.rounds = ROUNDS;
     spec.disable_noise = true;
     spec.round_deadline_ms = 5_000;
-    let job = engine.create_job(spec).await.unwrap();
+    let job = super::create(&engine, spec).await.unwrap();
     let reporter = report_every_selected(job.clone());
     let started = std::time::Instant::now();
     while !job.state().is_finished() {

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::tls::{ClientIdentity, PeerIdentity};
 use fedsec_proto::v1::coordinator_server::Coordinator;
 use fedsec_proto::v1::{

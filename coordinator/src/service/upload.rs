@@ -303,7 +303,7 @@ impl CoordinatorService {
             (added, buf)
         })
         .await
-        .map_err(|e| Error::Internal(format!("accumulate task: {e}")))?;
+        .map_err(Error::task("accumulate"))?;
         drop(buf);
         self.engine
             .metrics

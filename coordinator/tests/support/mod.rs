@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use fedsec_coordinator::config::DangerousConfig;
 use fedsec_coordinator::{Coordinator, CoordinatorConfig, JobSpec, RunningCoordinator};
+use fedsec_model::ModelSpec;
 use fedsec_proto::devca::LoopbackPki;
-use fedsec_proto::model::ModelSpec;
 use fedsec_proto::tensor::{digest, encode_chunks};
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;

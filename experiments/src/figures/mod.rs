@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::synth::SynthConfig;
 use fedsec_detector::train::{Optimizer, TrainConfig};
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 use serde::Serialize;
 
 use crate::baselines::{self, Baseline, BaselineConfig};

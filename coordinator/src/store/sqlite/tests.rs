@@ -5,7 +5,7 @@ use crate::config::JobSpec;
 use fedsec_privacy::RoundCharge;
 
 use crate::store::LedgerKind;
-use fedsec_proto::model::ModelSpec;
+use fedsec_model::ModelSpec;
 
 fn job(id: &str) -> JobRecord {
     JobRecord {

@@ -1,7 +1,8 @@
 //! Turning a closed round's sum into the next model: noise, the fixed
 //! denominator, adaptive clipping and the server optimiser.
 //!
-//! Pure numerics (no I/O), run on a blocking thread by the round driver:
+//! Pure numerics (no I/O); the coordinator runs it on a blocking thread, the
+//! simulator in its round loop:
 //!
 //! 1. `sum += N(0, (z_Δ · sensitivity)² I)` from the job's noise source,
 //!    with `sensitivity = C + source.sensitivity_inflation(d)`;
@@ -17,7 +18,7 @@
 use fedsec_privacy::adaptive::{COUNT_SENSITIVITY, centered_count, noisy_within_clip_count};
 use fedsec_privacy::{AdaptiveClipState, GaussianNoise};
 
-use crate::error::Error;
+use crate::error::RoundError;
 
 /// Noise settings of one release.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -57,37 +58,67 @@ pub struct Released {
     pub next_clip_norm: f64,
 }
 
-/// Computes the next model from a round's sum. `noise` is `None` only for
-/// jobs with noise disabled under `[dangerous]`.
-#[allow(clippy::too_many_arguments)]
-pub fn release(
-    mut sum: Vec<f64>,
-    weights: &[f32],
-    momentum: Option<&[f32]>,
-    noise: Option<(&mut dyn GaussianNoise, NoisePlan)>,
-    adaptive: Option<AdaptivePlan>,
-    clip_norm: f64,
-    expected_cohort: f64,
-    opt: ServerOpt,
-) -> Result<Released, Error> {
+/// What a release starts from, besides the sum.
+pub struct Release<'a> {
+    /// The published weights the round was trained on.
+    pub weights: &'a [f32],
+    /// FedAvgM momentum after the published version, if any.
+    pub momentum: Option<&'a [f32]>,
+    /// The noise source and its plan; `None` only for jobs with noise
+    /// disabled under `[dangerous]`.
+    pub noise: Option<(&'a mut dyn GaussianNoise, NoisePlan)>,
+    /// Adaptive clipping inputs, when the job clips adaptively.
+    pub adaptive: Option<AdaptivePlan>,
+    /// The clip norm `C` of the round.
+    pub clip_norm: f64,
+    /// The fixed denominator q·N (never the realised count).
+    pub expected_cohort: f64,
+    /// The server optimiser.
+    pub opt: ServerOpt,
+}
+
+impl std::fmt::Debug for Release<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Release")
+            .field("dim", &self.weights.len())
+            .field("noise", &self.noise.as_ref().map(|(_, p)| p))
+            .field("adaptive", &self.adaptive)
+            .field("clip_norm", &self.clip_norm)
+            .field("expected_cohort", &self.expected_cohort)
+            .field("opt", &self.opt)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Computes the next model from a round's sum.
+pub fn release(mut sum: Vec<f64>, input: Release<'_>) -> Result<Released, RoundError> {
+    let Release {
+        weights,
+        momentum,
+        noise,
+        adaptive,
+        clip_norm,
+        expected_cohort,
+        opt,
+    } = input;
     if sum.len() != weights.len() {
-        return Err(Error::Internal(format!(
-            "sum of {} values for a model of {}",
-            sum.len(),
-            weights.len()
-        )));
+        return Err(RoundError::Dimension {
+            sum: sum.len(),
+            model: weights.len(),
+        });
     }
     if !(expected_cohort > 0.0 && expected_cohort.is_finite()) {
-        return Err(Error::Internal(format!(
-            "invalid expected cohort {expected_cohort}"
-        )));
+        return Err(RoundError::ExpectedCohort(expected_cohort));
     }
     let mut next_clip_norm = clip_norm;
     match noise {
         Some((source, plan)) => {
             source
                 .add_noise(&mut sum, plan.update_stddev)
-                .map_err(|e| Error::Privacy(format!("adding noise to the sum: {e}")))?;
+                .map_err(|source| RoundError::Noise {
+                    what: "sum",
+                    source,
+                })?;
             if let Some(a) = adaptive {
                 let mut state = a.state;
                 let inflation = source.sensitivity_inflation(1);
@@ -96,7 +127,10 @@ pub fn release(
                 let mut count = [centered_count(a.within_clip, a.reports)];
                 source
                     .add_noise(&mut count, stddev)
-                    .map_err(|e| Error::Privacy(format!("adding noise to the clip count: {e}")))?;
+                    .map_err(|source| RoundError::Noise {
+                        what: "clip count",
+                        source,
+                    })?;
                 next_clip_norm = state.update(
                     noisy_within_clip_count(count[0], expected_cohort),
                     expected_cohort,
@@ -105,7 +139,7 @@ pub fn release(
         }
         None => {
             if adaptive.is_some() {
-                return Err(Error::Internal("adaptive clipping without noise".into()));
+                return Err(RoundError::AdaptiveWithoutNoise);
             }
         }
     }
@@ -130,9 +164,7 @@ pub fn release(
         None
     };
     if let Some(i) = new_weights.iter().position(|w| !w.is_finite()) {
-        return Err(Error::Internal(format!(
-            "the new model has a non-finite value at {i} (server learning rate too large?)"
-        )));
+        return Err(RoundError::NonFiniteModel { index: i });
     }
     Ok(Released {
         weights: new_weights,
@@ -155,13 +187,15 @@ mod tests {
     fn without_noise_the_update_is_sum_over_the_fixed_cohort() {
         let r = release(
             vec![2.0, -4.0],
-            &[1.0, 1.0],
-            None,
-            None,
-            None,
-            1.0,
-            4.0,
-            FEDAVG,
+            Release {
+                weights: &[1.0, 1.0],
+                momentum: None,
+                noise: None,
+                adaptive: None,
+                clip_norm: 1.0,
+                expected_cohort: 4.0,
+                opt: FEDAVG,
+            },
         )
         .unwrap();
         assert_eq!(r.weights, vec![1.5, 0.0]);
@@ -175,18 +209,32 @@ mod tests {
             learning_rate: 0.5,
             momentum: 0.9,
         };
-        let r1 = release(vec![1.0], &[0.0], None, None, None, 1.0, 1.0, opt).unwrap();
+        let r1 = release(
+            vec![1.0],
+            Release {
+                weights: &[0.0],
+                momentum: None,
+                noise: None,
+                adaptive: None,
+                clip_norm: 1.0,
+                expected_cohort: 1.0,
+                opt,
+            },
+        )
+        .unwrap();
         assert_eq!(r1.momentum.as_deref(), Some(&[1.0f32][..]));
         assert_eq!(r1.weights, vec![0.5]);
         let r2 = release(
             vec![1.0],
-            &r1.weights,
-            r1.momentum.as_deref(),
-            None,
-            None,
-            1.0,
-            1.0,
-            opt,
+            Release {
+                weights: &r1.weights,
+                momentum: r1.momentum.as_deref(),
+                noise: None,
+                adaptive: None,
+                clip_norm: 1.0,
+                expected_cohort: 1.0,
+                opt,
+            },
         )
         .unwrap();
         assert!((r2.momentum.as_ref().unwrap()[0] - 1.9).abs() < 1e-6);
@@ -200,13 +248,15 @@ mod tests {
         let plan = NoisePlan { update_stddev: 2.0 };
         let r = release(
             vec![0.0; d],
-            &vec![0.0; d],
-            None,
-            Some((&mut src, plan)),
-            None,
-            1.0,
-            10.0,
-            FEDAVG,
+            Release {
+                weights: &vec![0.0; d],
+                momentum: None,
+                noise: Some((&mut src, plan)),
+                adaptive: None,
+                clip_norm: 1.0,
+                expected_cohort: 10.0,
+                opt: FEDAVG,
+            },
         )
         .unwrap();
         // mean = N(0, 2²)/10 → stddev 0.2
@@ -226,17 +276,19 @@ mod tests {
         // Everyone was within C: C shrinks.
         let r = release(
             vec![0.0; 2],
-            &[0.0; 2],
-            None,
-            Some((&mut src, NoisePlan { update_stddev: 0.1 })),
-            Some(AdaptivePlan {
-                state,
-                within_clip: 100,
-                reports: 100,
-            }),
-            1.0,
-            100.0,
-            FEDAVG,
+            Release {
+                weights: &[0.0; 2],
+                momentum: None,
+                noise: Some((&mut src, NoisePlan { update_stddev: 0.1 })),
+                adaptive: Some(AdaptivePlan {
+                    state,
+                    within_clip: 100,
+                    reports: 100,
+                }),
+                clip_norm: 1.0,
+                expected_cohort: 100.0,
+                opt: FEDAVG,
+            },
         )
         .unwrap();
         assert!(
@@ -252,6 +304,20 @@ mod tests {
             learning_rate: 1e30,
             momentum: 0.0,
         };
-        assert!(release(vec![1e10], &[0.0], None, None, None, 1.0, 1.0, opt).is_err());
+        assert!(
+            release(
+                vec![1e10],
+                Release {
+                    weights: &[0.0],
+                    momentum: None,
+                    noise: None,
+                    adaptive: None,
+                    clip_norm: 1.0,
+                    expected_cohort: 1.0,
+                    opt
+                }
+            )
+            .is_err()
+        );
     }
 }

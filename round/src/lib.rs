@@ -1,0 +1,42 @@
+//! The round core of fedsec: one DP-FedAvg round as a synchronous, I/O-free
+//! sequence of pure steps with explicit inputs and outputs
+//! (`ARCHITECTURE.md`, "One round"):
+//!
+//! 1. [`resolve`] — once per job: the sampling rate, the fixed denominator
+//!    (expected cohort), the noise multipliers (calibrated to a target ε by
+//!    the PLD accountant) and the adaptive-clipping count noise;
+//! 2. [`plan`] — before a round opens: its charge (sensitivity = `C` plus the
+//!    noise source's grid inflation plus the `f64` sum's rounding bound), ε
+//!    after it, and the decision: release it, or end the job (all rounds run,
+//!    or the budget would be exceeded) — never looking at who reported;
+//! 3. select — the caller's (the coordinator's keyed hash, the simulator's
+//!    seeded draws): the core needs only the rate `q` it plans with;
+//! 4. [`accumulate`] — re-clip every update to `C` and add it into an `f64`
+//!    sum (O(model) memory), with the counts adaptive clipping needs;
+//! 5. [`release`] — noise, the fixed denominator, adaptive clipping and the
+//!    server optimiser: the next model;
+//! 6. charge — [`plan::PlannedRound::charge`]: the ledger entry stamped with
+//!    its commit time, ε unchanged; the caller commits it with the model
+//!    (the coordinator in one database transaction) before publishing.
+//!
+//! The coordinator's driver wraps these steps with async, locks and the
+//! store; the experiments' simulator drives the same steps in a loop. A new
+//! aggregation (secure aggregation, robust aggregation) plugs in at
+//! [`accumulate`] and [`release`].
+//!
+//! Why a crate of its own: the core needs `fedsec-privacy` and nothing else.
+//! Inside the coordinator the simulator would have to link tonic, rustls and
+//! SQLite to reuse it; inside `fedsec-privacy` it would mix the server
+//! optimiser and round policy into a crate that is DP math only.
+
+pub mod accumulate;
+pub mod error;
+pub mod plan;
+pub mod release;
+pub mod resolve;
+
+pub use accumulate::{AddError, Added, RoundSum};
+pub use error::RoundError;
+pub use plan::{Charged, Plan, PlanInput, PlannedRound, Statement, plan};
+pub use release::{AdaptivePlan, NoisePlan, Release, Released, ServerOpt, release};
+pub use resolve::{JobParams, NoiseLevel, Resolved, calibrate, resolve};
