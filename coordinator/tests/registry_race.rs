@@ -7,14 +7,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use fedsec_coordinator::Coordinator;
-use fedsec_coordinator::store::Store;
-use fedsec_coordinator::store::fault::Injected;
-use fedsec_coordinator::store::sqlite::SqliteStore;
-use support::{Harness, TestClient, pki, test_config};
+use support::{Harness, TestClient};
 use tonic::Code;
 
 /// Attack: a client re-registers exactly while an admin quarantines (then
@@ -26,21 +21,7 @@ use tonic::Code;
 /// working.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_concurrent_register_cannot_undo_a_quarantine_or_a_revocation() {
-    let pki = pki();
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let store = Arc::new(Injected::new(SqliteStore::open(dir.path()).unwrap()));
-    let running = Coordinator::start_with_store(
-        test_config(dir.path()),
-        pki.server_tls().clone(),
-        store.clone() as Arc<dyn Store>,
-    )
-    .await
-    .unwrap();
-    let h = Harness {
-        pki,
-        dir,
-        running: Some(running),
-    };
+    let (h, store) = Harness::start_injected().await;
     let admin = h.running().admin();
     let mut c = h.client("racer").await;
     c.register().await.unwrap();

@@ -14,12 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use fedsec_coordinator::Coordinator;
-use fedsec_coordinator::store::fault::Injected;
-use fedsec_coordinator::store::sqlite::SqliteStore;
 use fedsec_coordinator::store::{JobState, LedgerKind, Store, StoreError};
 use fedsec_proto::v1::{self, get_task_response};
-use support::{Harness, TestClient, job, pki, test_config};
+use support::{Harness, TestClient, job};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -48,21 +45,7 @@ async fn play_round(clients: &mut [TestClient], job_id: &str, after: (u64, u32))
 /// twice or lost) and memory and the store agree on the final state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_store_faults_pause_the_job_which_resumes_and_charges_each_round_once() {
-    let pki = pki();
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let store = Arc::new(Injected::new(SqliteStore::open(dir.path()).unwrap()));
-    let running = Coordinator::start_with_store(
-        test_config(dir.path()),
-        pki.server_tls().clone(),
-        store.clone() as Arc<dyn Store>,
-    )
-    .await
-    .unwrap();
-    let h = Harness {
-        pki,
-        dir,
-        running: Some(running),
-    };
+    let (h, store) = Harness::start_injected().await;
     let admin = h.running().admin();
     let mut clients = h.clients(2).await;
     let mut spec = job("weather", 4, 1.0);
@@ -210,21 +193,7 @@ async fn transient_store_faults_pause_the_job_which_resumes_and_charges_each_rou
 /// attempt opens and the round commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_opening_refused_after_the_write_is_abandoned_and_the_round_reopens() {
-    let pki = pki();
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let store = Arc::new(Injected::new(SqliteStore::open(dir.path()).unwrap()));
-    let running = Coordinator::start_with_store(
-        test_config(dir.path()),
-        pki.server_tls().clone(),
-        store.clone() as Arc<dyn Store>,
-    )
-    .await
-    .unwrap();
-    let h = Harness {
-        pki,
-        dir,
-        running: Some(running),
-    };
+    let (h, store) = Harness::start_injected().await;
     let admin = h.running().admin();
     let mut clients = h.clients(1).await;
     let once = Arc::new(AtomicBool::new(true));

@@ -90,6 +90,37 @@ impl Harness {
         }
     }
 
+    /// Starts on a SQLite store wrapped in a fault injector, returned beside
+    /// the harness so a test can make chosen store calls fail.
+    pub async fn start_injected() -> (
+        Self,
+        Arc<
+            fedsec_coordinator::store::fault::Injected<
+                fedsec_coordinator::store::sqlite::SqliteStore,
+            >,
+        >,
+    ) {
+        use fedsec_coordinator::store::Store;
+        use fedsec_coordinator::store::fault::Injected;
+        use fedsec_coordinator::store::sqlite::SqliteStore;
+        let pki = pki();
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let store = Arc::new(Injected::new(SqliteStore::open(dir.path()).unwrap()));
+        let running = Coordinator::start_with_store(
+            test_config(dir.path()),
+            pki.server_tls().clone(),
+            store.clone() as Arc<dyn Store>,
+        )
+        .await
+        .unwrap();
+        let harness = Self {
+            pki,
+            dir,
+            running: Some(running),
+        };
+        (harness, store)
+    }
+
     /// Starts again on the same data directory and PKI (after a crash or a shutdown).
     pub async fn reopen(&mut self, tweak: impl FnOnce(&mut CoordinatorConfig)) {
         assert!(
