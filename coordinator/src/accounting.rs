@@ -246,7 +246,7 @@ impl Receipt {
                 if let Some(last) = r.rounds.last_mut() {
                     if last.mechanism() != charge.mechanism() || last.round != charge.round {
                         return Err(Error::Internal(
-                            "stamped charge differs from the planned one".into(),
+                            "stamped charge differs from the planned one",
                         ));
                     }
                     *last = charge;

@@ -315,7 +315,10 @@ impl OpenRound {
     ) -> Result<Added, Error> {
         let measured = Measured::new(update).map_err(|e| match e {
             ClipError::NonFinite { index } => non_finite(index),
-            other => Error::Internal(format!("measuring an update: {other}")),
+            other => Error::Clip {
+                what: "measuring an update",
+                source: other,
+            },
         })?;
         let mut st = self.lock();
         if !st.open || Instant::now() >= self.deadline {
@@ -330,7 +333,7 @@ impl OpenRound {
                     RejectReason::WrongDimension,
                     format!("update has {actual} values, the model has {expected}"),
                 ),
-                AddError::ClipNorm(c) => Error::Internal(format!("round clip norm {c} is invalid")),
+                e @ AddError::ClipNorm(_) => Error::Accumulate(e),
             })?;
         st.slots.insert(
             claim.tenant_id.clone(),

@@ -359,7 +359,7 @@ async fn launch(
         .register_encoded_file_descriptor_set(fedsec_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+        .map_err(Error::Reflection)?;
     let coordinator = CoordinatorServer::new(CoordinatorService::new(engine.clone()))
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let admin = AdminServer::new(AdminService::new(
@@ -500,10 +500,9 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
                 .db(move |s| Ok((s.version(&id, version)?, s.ledger(&id)?)))
                 .await?
         };
-        let current = current.ok_or_else(|| {
-            Error::Internal(format!(
-                "job {id:?}: current version {version} is missing from the store"
-            ))
+        let current = current.ok_or_else(|| Error::MissingVersion {
+            job: id.clone(),
+            version,
         })?;
         let runtime = Arc::new(JobRuntime::new(
             &record,
@@ -515,8 +514,9 @@ async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
             engine.db(move |s| s.empirical_audit(&id)).await?
         };
         if let Some((json, _)) = audit {
-            let audit = serde_json::from_str(&json).map_err(|e| {
-                Error::Internal(format!("job {id:?}: stored audit is unreadable: {e}"))
+            let audit = serde_json::from_str(&json).map_err(|source| Error::StoredAudit {
+                job: id.clone(),
+                source,
             })?;
             runtime.set_audit(audit);
         }

@@ -268,7 +268,7 @@ impl Participant {
             (ledger, res)
         })
         .await
-        .map_err(|e| Error::Internal(format!("ledger task: {e}")))?;
+        .map_err(Error::task("ledger"))?;
         self.ledger = Some(ledger);
         res?;
         self.emit(Event::Registered {
@@ -285,7 +285,7 @@ impl Participant {
     fn take_ledger(&mut self) -> Result<Ledger, Error> {
         self.ledger
             .take()
-            .ok_or_else(|| Error::Internal("the ledger is in use".into()))
+            .ok_or_else(|| Error::Internal("the ledger is in use"))
     }
 
     /// Runs `change` on the ledger in a blocking task (it fsyncs).
@@ -299,7 +299,7 @@ impl Participant {
             (ledger, res)
         })
         .await
-        .map_err(|e| Error::Internal(format!("ledger task: {e}")))?;
+        .map_err(Error::task("ledger"))?;
         self.ledger = Some(ledger);
         Ok(res?)
     }
@@ -308,7 +308,7 @@ impl Participant {
         self.ledger
             .as_ref()
             .map(Ledger::file)
-            .ok_or_else(|| Error::Internal("the ledger is in use".into()))
+            .ok_or_else(|| Error::Internal("the ledger is in use"))
     }
 
     /// The participant's loop, until `shutdown` completes or the bound job

@@ -172,7 +172,7 @@ impl<'a> Runner<'a> {
             .p
             .tails
             .take()
-            .ok_or_else(|| Error::Internal("log tails in use".into()))?;
+            .ok_or_else(|| Error::Internal("log tails in use"))?;
         let cfg2 = cfg.clone();
         let (tails, rows, problems) = tokio::task::spawn_blocking(move || {
             let mut problems = Vec::new();
@@ -224,7 +224,7 @@ impl<'a> Runner<'a> {
             (tails, rows, problems)
         })
         .await
-        .map_err(|e| Error::Internal(format!("data task: {e}")))?;
+        .map_err(Error::task("data"))?;
         self.p.tails = Some(tails);
         for message in problems {
             self.p.emit(Event::Warning { message });
@@ -275,7 +275,7 @@ impl<'a> Runner<'a> {
                         })
                     })
                     .await
-                    .map_err(|e| Error::Internal(format!("model task: {e}")))?;
+                    .map_err(Error::task("model"))?;
                     if let Err(message) = saved {
                         self.p.emit(Event::Warning { message });
                     }

@@ -120,7 +120,7 @@ impl Runner<'_> {
         };
         let assessment: Assessment = match assessment {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Internal(format!("guard task: {e}"))),
+            Some(Err(e)) => return Err(Error::task("guard")(e)),
             Some(Ok(Err(reason))) => {
                 self.skip(&tref, reason);
                 return Ok(());
@@ -166,7 +166,7 @@ impl Runner<'_> {
         };
         let trained = match trained {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Internal(format!("training task: {e}"))),
+            Some(Err(e)) => return Err(Error::task("training")(e)),
             Some(Ok(Err(reason))) => {
                 self.skip(&tref, reason);
                 return Ok(());

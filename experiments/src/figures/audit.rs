@@ -285,13 +285,9 @@ async fn run_jobs(setup: &Setup, p: &Params) -> Result<Vec<Row>> {
     let admin = running.admin();
     let mut rpcs = Vec::with_capacity(p.clients);
     for entry in &pki.clients {
-        let tls = ClientTls::from_files(&pki.client_files(entry))
-            .map_err(|e| Error::Client(e.to_string()))?;
-        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30))
-            .map_err(|e| Error::Client(e.to_string()))?;
-        rpc.register()
-            .await
-            .map_err(|e| Error::Client(e.to_string()))?;
+        let tls = ClientTls::from_files(&pki.client_files(entry)).map_err(Error::client)?;
+        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30)).map_err(Error::client)?;
+        rpc.register().await.map_err(Error::client)?;
         rpcs.push(rpc);
     }
     let dim = p.model.num_params();
@@ -556,10 +552,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     );
     upsert_section(&setup.readme(), KEY, &body)?;
     if !failures.is_empty() {
-        return Err(Error::Privacy(format!(
-            "audit check failed: {}",
-            failures.join("; ")
-        )));
+        return Err(Error::AuditCheck(failures));
     }
     Ok(Outcome {
         rows,
