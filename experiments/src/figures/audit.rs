@@ -21,6 +21,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fedsec_client::TaskRef;
 use fedsec_client::rpc::{Rpc, update_messages};
 use fedsec_coordinator::config::{AuditSpec, DangerousConfig};
 use fedsec_coordinator::{Coordinator, JobSpec};
@@ -228,7 +229,7 @@ async fn client_loop(
                 let update = synthetic_update(seed, client, &t, dim);
                 let nonce = format!("{}-{}", t.round, t.attempt);
                 let within = update.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() <= CLIP;
-                let msgs = update_messages(&t, nonce.as_bytes(), &update, within);
+                let msgs = update_messages(&TaskRef::from(&t), nonce.as_bytes(), &update, within);
                 if let Err(e) = rpc.submit(&msgs[..]).await {
                     tracing::debug!(client, error = %e, "audit client: upload refused");
                 }
