@@ -78,6 +78,7 @@ pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod ratelimit;
+mod recovery;
 mod refusals;
 mod registry;
 pub mod round;
