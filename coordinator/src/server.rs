@@ -37,17 +37,18 @@ use crate::store::seal::AtRestKey;
 use crate::store::sqlite::SqliteStore;
 
 /// Name of the lock file that keeps two coordinators off one data directory.
-pub const LOCK_FILE: &str = "coordinator.lock";
+pub(crate) const LOCK_FILE: &str = "coordinator.lock";
 
 /// Largest gRPC message the Coordinator service decodes: one 1 MiB tensor
 /// chunk plus framing. Nothing legitimate is larger.
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = fedsec_proto::tensor::MAX_CHUNK_BYTES + 64 * 1024;
+pub(crate) const MAX_CLIENT_MESSAGE_BYTES: usize =
+    fedsec_proto::tensor::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// Largest gRPC message the Admin service decodes.
-pub const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Grace period for in-flight calls at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Entry point of the coordinator.
 #[derive(Debug, Clone, Copy)]

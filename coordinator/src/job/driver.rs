@@ -388,7 +388,6 @@ async fn step(
         momentum: released.momentum,
         clip_norm: released.next_clip_norm,
         receipt,
-        created_unix_ms: now,
     });
     job.record_round(charge, epsilon_pld, epsilon_rdp);
     drop(guard);
@@ -506,7 +505,6 @@ async fn open_attempt(
         dim: job.dim,
         deadline,
         deadline_unix_ms,
-        opened_unix_ms: opened,
         selected,
         task,
     }));

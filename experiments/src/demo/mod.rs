@@ -132,8 +132,7 @@ impl DemoConfig {
     pub fn tenant_cap(&self) -> Result<f64> {
         use fedsec_privacy::{Accountant, Mechanism, PldAccountant};
         let q = f64::from(self.expected_cohort()) / self.tenants as f64;
-        let z =
-            fedsec_coordinator::accounting::calibrate(q, self.rounds, self.delta, self.epsilon)?;
+        let z = fedsec_round::calibrate(q, self.rounds, self.delta, self.epsilon)?;
         let every_round = PldAccountant
             .epsilon(
                 &[(
