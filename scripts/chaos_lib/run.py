@@ -11,7 +11,11 @@ Every second it samples the coordinator: database size (SQLite page_count x
 page_size, read-only) and WAL file size, log size, RSS (/proc/PID/status),
 open fds (/proc/PID/fd), and /metrics (rounds committed, updates accepted,
 rejections). It prints a table per phase and PASS/FAIL against thresholds,
-writes summary.json into the work directory, and exits 1 on FAIL.
+writes summary.json (phases, attackers' answers, every sample) into the
+work directory, and exits 1 on FAIL. DB and log growth of a phase are
+judged beyond the honest growth expected for it: the no-attack rate,
+interpolated between the baseline and the settle phase (the honest rate
+rises with the round count, as each version's receipt holds the history).
 
 Used through scripts/chaos (which finds the binaries and the Python);
 run `scripts/chaos --help` for the options.
@@ -385,7 +389,18 @@ def report(plan, samples, reports, dead, job_state, rc, work):
         fails.append("no baseline")
         b = {"seconds": 1, "db": 0, "log": 0, "rss_peak": 0, "fds_peak": 0,
              "rounds_per_min": 0, "accepted_per_min": 0}
-    db_rate, log_rate = b["db"] / b["seconds"], b["log"] / b["seconds"]
+    # The honest growth rate rises with the round count (each version's
+    # receipt holds the round history), so the honest reference for a phase
+    # is interpolated between the baseline's rate and the settle phase's
+    # (both without attacks) at the phase's midpoint.
+    mids = {n: (t0 + t1) / 2 for n, t0, t1 in plan}
+    s_ph = phases.get("settle", b)
+
+    def honest(key, name, secs):
+        r0, r1 = b[key] / b["seconds"], s_ph[key] / max(s_ph["seconds"], 1e-9)
+        m0, m1 = mids["baseline"], mids["settle"]
+        rate = r0 + (r1 - r0) * (mids[name] - m0) / (m1 - m0) if m1 > m0 else r0
+        return max(rate, r0) * secs
     hdr = ("phase", "s", "rounds/min", "honest upd/min", "DB +MB", "excess DB MB",
            "log +MB", "excess log MB", "peak RSS MB", "peak fds", "rejected", "rate-limited",
            "conns refused", "attacker calls")
@@ -393,8 +408,8 @@ def report(plan, samples, reports, dead, job_state, rc, work):
         ph = phases.get(name)
         if ph is None:
             continue
-        ex_db = ph["db"] - db_rate * ph["seconds"]
-        ex_log = ph["log"] - log_rate * ph["seconds"]
+        ex_db = ph["db"] - honest("db", name, ph["seconds"])
+        ex_log = ph["log"] - honest("log", name, ph["seconds"])
         ph["excess_db"], ph["excess_log"] = ex_db, ex_log
         calls = 0
         r = reports.get(name)
@@ -447,7 +462,7 @@ def report(plan, samples, reports, dead, job_state, rc, work):
     if rc != 0:
         fails.append(f"the coordinator exited with {rc} on SIGTERM")
 
-    summary = {"phases": phases, "attackers": reports, "job_state": state,
+    summary = {"phases": phases, "attackers": reports, "job_state": state, "samples": samples,
                "thresholds": {"min_rate_ratio": MIN_RATE_RATIO, "max_excess_db": MAX_EXCESS_DB,
                               "max_excess_log": MAX_EXCESS_LOG, "max_rss_growth": MAX_RSS_GROWTH,
                               "max_fd_leak": MAX_FD_LEAK},
