@@ -1,12 +1,16 @@
 //! The Admin service against hostile callers and inputs, over a real
-//! server with mTLS: every refused call is audited; `init_weights_path`
-//! reads only regular files inside `init_weights_dir`, within a size cap.
+//! server with mTLS: every refused call is audited, and past the caller's
+//! audit rows neither stored nor logged; `init_weights_path` reads only
+//! regular files inside `init_weights_dir`, within a size cap.
 
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
+use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fedsec_coordinator::RejectReason;
@@ -68,6 +72,72 @@ async fn every_refused_admin_call_is_audited() {
             .any(|e| e.detail.contains("Admin/ListJobs") && e.detail.contains("admin:rogue"))
     );
     assert!(h.running().metrics().rejections(RejectReason::AdminRefused) >= 3);
+}
+
+/// Counts the log lines that say "Admin call refused".
+#[derive(Clone)]
+struct RefusedLines(Arc<AtomicU64>);
+
+impl Write for RefusedLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = buf
+            .windows(b"Admin call refused".len())
+            .filter(|w| w == b"Admin call refused")
+            .count();
+        self.0.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Attack (found by `scripts/chaos`): a tenant calls the Admin service in a
+/// loop. Bound: once its audit rows for the hour are used up
+/// (`rate_limits.audit_rows_per_hour`, 5 here) its calls are answered
+/// `RESOURCE_EXHAUSTED` and log nothing: 300 calls log 5 lines. (Before:
+/// every refused call logged a line, ~310 bytes, whatever the row budget:
+/// the chaos run's admin attacker grew the log by 2 MB in 4 s.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_admin_calls_past_the_row_budget_are_not_logged() {
+    let lines = Arc::new(AtomicU64::new(0));
+    let writer = RefusedLines(lines.clone());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .with_writer(move || writer.clone())
+        .try_init();
+    let h = Harness::start_with(|c| c.rate_limits.audit_rows_per_hour = 5).await;
+    let _cs = h.clients(1).await;
+    let mut as_tenant = AdminClient::new(
+        h.pki
+            .client_tls(&tenant_of("c000"), "c000")
+            .unwrap()
+            .channel(&h.endpoint())
+            .unwrap(),
+    );
+    let mut codes = Vec::new();
+    for _ in 0..300 {
+        codes.push(
+            as_tenant
+                .list_jobs(ListJobsRequest {})
+                .await
+                .unwrap_err()
+                .code(),
+        );
+    }
+    assert!(
+        codes[..5].iter().all(|c| *c == Code::PermissionDenied),
+        "{codes:?}"
+    );
+    assert!(
+        codes[5..].iter().all(|c| *c == Code::ResourceExhausted),
+        "{codes:?}"
+    );
+    let logged = lines.load(Ordering::Relaxed);
+    assert_eq!(logged, 5, "300 refused Admin calls logged {logged} lines");
+    let events = h.running().admin().audit_events(None, 1000).await.unwrap();
+    let refused = events.iter().filter(|e| e.kind == "admin_refused").count();
+    assert_eq!(refused, 5, "{events:?}");
 }
 
 fn write_weights(path: &Path, spec: &ModelSpec, fill: f32) -> Vec<f32> {

@@ -6,7 +6,9 @@
 //! caller and the method): a tenant's certificate, an admin name not in
 //! `admins`, a certificate without identity. Those audit rows take the
 //! caller's row budget (`rate_limits.audit_rows_per_hour`): past it the
-//! caller gets `RESOURCE_EXHAUSTED` and nothing more is stored. Rate-limited
+//! caller gets `RESOURCE_EXHAUSTED` and nothing more is stored or logged
+//! (the log line goes with the audit row, so a tenant calling Admin in a
+//! loop cannot grow the log without bound). Rate-limited
 //! admin calls are audited once per identity and window.
 
 use std::sync::Arc;
@@ -77,15 +79,16 @@ impl AdminService {
         if let Some(reason) = err.reject_reason() {
             self.engine.metrics.rejected(reason);
         }
-        tracing::info!(identity = %key, method, error = %err, "Admin call refused");
         let detail = format!("Admin/{method} refused for {key}: {err}");
         if let Err(exhausted) = self
             .engine
             .audit_by(&key, "admin_refused", "", &client_id, detail)
             .await
         {
+            // Past the caller's row budget nothing is stored or logged.
             return Err(exhausted.into());
         }
+        tracing::info!(identity = %key, method, error = %err, "Admin call refused");
         Err(err.into())
     }
 }

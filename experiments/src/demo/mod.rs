@@ -27,9 +27,20 @@
 //! ‖N(0, (z·C)² I_d)‖ / m ≈ z·C·√d / m, to stay below C. With the defaults
 //! (m = 60, z ≈ 2.5 for ε = 3 over 50 rounds) that allows √d < 24; the demo
 //! trains an MLP 51 → 8 → 1 with d = 425 parameters (noise ≈ 0.86·C).
+//!
+//! Tenants whose training window holds fewer sessions than their own
+//! guard's floors allow an update to be computed from
+//! ([`DemoConfig::serves`]: `privacy.min_examples_per_update`, 32 by
+//! default) run no participant: they would be selected, skip every task, and
+//! hold each such round open until its deadline (a skip is a silent dropout
+//! to the coordinator). The job's population is the tenants that do run
+//! one; every tenant is still evaluated.
 
+mod config;
 pub mod data;
 pub mod report;
+
+pub use config::DemoConfig;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,12 +51,7 @@ use fedsec_client::{
     DataOptions, DataSource, Event, LabelledLog, Participant, PrivacyPolicy, SharedEnrichment,
     Timing,
 };
-use fedsec_coordinator::config::{
-    ClippingSpec, LocalOptimizerKind, ServerOptimizerSpec, TrainingSpec,
-};
-use fedsec_coordinator::{Coordinator, JobSpec};
-use fedsec_detector::synth::SynthConfig;
-use fedsec_privacy::NoiseKind;
+use fedsec_coordinator::Coordinator;
 use fedsec_proto::v1;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -55,136 +61,10 @@ use crate::data::Population;
 use crate::error::{Error, Result};
 use crate::eval;
 use crate::figures::{self, Scores};
+use config::DEMO_MIN_EXAMPLES;
 
 /// Job id of the demo's job.
 pub const JOB_ID: &str = "demo";
-
-/// Settings of a demo run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DemoConfig {
-    /// Tenants (one participant each).
-    pub tenants: usize,
-    /// Planned rounds.
-    pub rounds: u64,
-    /// Expected cohort m (clamped to the number of tenants).
-    pub cohort: u32,
-    /// Target ε after all rounds.
-    pub epsilon: f64,
-    /// δ.
-    pub delta: f64,
-    /// Seed of the data, the initial model and the clients' local training.
-    pub seed: u64,
-    /// Where `report.md` and its figures go.
-    pub out: PathBuf,
-    /// Working directory for logs, PKI and state (default: a temporary
-    /// directory removed at the end).
-    pub work_dir: Option<PathBuf>,
-    /// Threads for data generation and the baselines.
-    pub threads: usize,
-    /// Hide progress bars.
-    pub quiet: bool,
-    /// Median sessions per tenant.
-    pub median_sessions: f64,
-}
-
-impl DemoConfig {
-    /// The README's defaults: 300 tenants, 50 rounds, cohort 60, ε = 3 at δ = 1e-6.
-    pub fn standard(out: PathBuf) -> Self {
-        Self {
-            tenants: 300,
-            rounds: 50,
-            cohort: 60,
-            epsilon: figures::TARGET_EPSILON,
-            delta: figures::DELTA,
-            seed: 1,
-            out,
-            work_dir: None,
-            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            quiet: false,
-            median_sessions: 160.0,
-        }
-    }
-
-    /// The synthetic tenants.
-    pub fn synth(&self) -> SynthConfig {
-        SynthConfig {
-            tenants: self.tenants,
-            seed: self.seed,
-            median_sessions: self.median_sessions,
-            sessions_sigma: 0.6,
-            min_sessions: 60,
-            max_sessions: 2000,
-            days: 2,
-            ..SynthConfig::default()
-        }
-    }
-
-    /// Expected cohort actually used.
-    pub fn expected_cohort(&self) -> u32 {
-        self.cohort.min(self.tenants as u32).max(2)
-    }
-
-    /// The ε cap (at [`Self::delta`]) each demo tenant sets for its own
-    /// guard: the participation-basis ε of contributing to every one of the
-    /// job's rounds, at the noise multiplier the coordinator calibrates
-    /// (same accountant and calibration). No tenant can exceed it, so none
-    /// skips; see the module docs for why the job's ε is not enough.
-    pub fn tenant_cap(&self) -> Result<f64> {
-        use fedsec_privacy::{Accountant, Mechanism, PldAccountant};
-        let q = f64::from(self.expected_cohort()) / self.tenants as f64;
-        let z = fedsec_round::calibrate(q, self.rounds, self.delta, self.epsilon)?;
-        let every_round = PldAccountant
-            .epsilon(
-                &[(
-                    Mechanism {
-                        sampling_rate: 1.0,
-                        noise_multiplier: z,
-                    },
-                    self.rounds,
-                )],
-                self.delta,
-            )
-            .map_err(Error::Accounting)?;
-        // The guard computes the same number; a hair of slack for rounding.
-        Ok(every_round * (1.0 + 1e-9))
-    }
-
-    /// The job the demo creates.
-    pub fn job(&self) -> JobSpec {
-        let t = figures::round_training();
-        // The population is the demo's tenants (one participant each).
-        let mut job = JobSpec::new(JOB_ID, figures::model(), 1.0, self.tenants as u64);
-        job.name = "bot-abuse detector (demo)".into();
-        job.init_seed = self.seed;
-        job.rounds = self.rounds;
-        job.sampling_rate = None;
-        job.expected_cohort = Some(self.expected_cohort());
-        job.clipping = ClippingSpec {
-            clip_norm: figures::CLIP_NORM,
-            ..ClippingSpec::default()
-        };
-        job.noise_multiplier = None;
-        job.target_epsilon = Some(self.epsilon);
-        job.delta = self.delta;
-        job.min_clients = 2;
-        job.round_deadline_ms = 120_000;
-        job.training = TrainingSpec {
-            local_epochs: t.epochs,
-            batch_size: t.batch_size,
-            learning_rate: t.learning_rate,
-            optimizer: LocalOptimizerKind::Sgd,
-            momentum: t.momentum,
-            class_weighting: t.class_weighting,
-            max_steps: t.max_steps,
-        };
-        job.server_optimizer = ServerOptimizerSpec {
-            learning_rate: 1.0,
-            momentum: figures::SERVER_MOMENTUM,
-        };
-        job.noise_source = NoiseKind::OpenDp;
-        job
-    }
-}
 
 /// One committed round as the demo saw it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -266,6 +146,9 @@ pub struct DemoOutcome {
     pub recall_central: Vec<eval::ArchetypeRecall>,
     /// Training sessions over all tenants (what the participants read).
     pub train_sessions: usize,
+    /// Tenants that ran a participant (the job's population); the others
+    /// had fewer training sessions than their own floors allow.
+    pub participating: usize,
     /// Held-out sessions over all tenants.
     pub holdout_sessions: usize,
     /// Log lines written.
@@ -378,9 +261,19 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     let endpoint = running.endpoint();
     let admin = running.admin();
 
+    let serving: Vec<bool> = tenants
+        .iter()
+        .map(|t| cfg.serves(t.data.train.len()))
+        .collect();
+    let participating = serving.iter().filter(|s| **s).count();
+    if participating < 2 {
+        return Err(Error::Config(format!(
+            "only {participating} tenant(s) have enough training sessions to take part"
+        )));
+    }
     let tenant_cap = {
         let cfg = cfg.clone();
-        tokio::task::spawn_blocking(move || cfg.tenant_cap())
+        tokio::task::spawn_blocking(move || cfg.tenant_cap(participating))
             .await
             .map_err(|e| Error::Config(format!("cap task: {e}")))??
     };
@@ -388,6 +281,9 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut handles = Vec::with_capacity(cfg.tenants);
     for (i, (t, entry)) in tenants.iter().zip(&pki.clients).enumerate() {
+        if !serving[i] {
+            continue;
+        }
         let participant = Participant::builder()
             .endpoint(endpoint.clone())
             .tls_files(pki.client_files(entry))
@@ -398,7 +294,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
             .data_options(DataOptions {
                 // Evaluation uses the later time window; train on all read sessions.
                 holdout_fraction: 0.0,
-                min_examples: 10,
+                min_examples: DEMO_MIN_EXAMPLES,
                 rescan_interval: Duration::from_secs(3600),
                 // The synthetic Internet's AS plan and crawler ranges, loaded once.
                 network: Some(SharedEnrichment(
@@ -450,19 +346,19 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
             let _ = stop.wait_for(|s| *s).await;
         })));
     }
-    let pb = crate::progress::bar(cfg.tenants as u64, "registering", cfg.quiet);
+    let pb = crate::progress::bar(participating as u64, "registering", cfg.quiet);
     pb.set_message(format!("participants over mTLS → {endpoint}"));
     let deadline = Instant::now() + Duration::from_secs(120 + cfg.tenants as u64);
     loop {
         let n = admin.clients().await?.len();
         pb.set_position(n as u64);
-        if n >= cfg.tenants {
+        if n >= participating {
             break;
         }
         if Instant::now() > deadline {
             return Err(Error::Registration {
                 registered: n,
-                expected: cfg.tenants,
+                expected: participating,
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -470,7 +366,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     pb.finish_and_clear();
 
     // 4. The job, monitored round by round.
-    let spec = cfg.job();
+    let spec = cfg.job(participating);
     let model = spec.model.clone();
     let job = admin.create_job(spec).await?;
     let t_job = Instant::now();
@@ -563,6 +459,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
         recall_federated: eval::archetype_recall(&fed_scores, &holdout),
         recall_central: eval::archetype_recall(&central.scores, &holdout),
         train_sessions: pop.tenants.iter().map(|t| t.train.len()).sum(),
+        participating,
         holdout_sessions: holdout.len(),
         log_lines,
         log_bytes,
@@ -580,3 +477,6 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     report::write(&outcome, &holdout)?;
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests;

@@ -235,7 +235,10 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
          trains {} local epochs of SGD (lr {}, batch {}, class weighting) and clips its update.\n\
          - Noise on the averaged update: z·C·√d / m = {:.2}·C, below C as client-level DP needs \
          (with √d ≥ m / z the noise would drown the signal: that is why the model is small).\n\
-         - Participants: {} updates accepted, {} refused, {} tasks skipped, {} calls retried{}.\n\
+         - Participants: {} of the {} tenants ran one (the job's population); {} sat out with fewer \
+         training sessions than their own guard lets an update be computed from (they would skip \
+         every task and hold each round they were selected for open until its deadline). {} updates \
+         accepted, {} refused, {} tasks skipped, {} calls retried{}.\n\
          - Each tenant's own guard (participation basis: it does not trust the coordinator's q) \
          enforced a cap of ε = {:.2}, what taking part in every round would cost it unamplified.\n\
          - Time: data {:.0} s, baselines {:.0} s, federated job {:.0} s, total {:.0} s.\n\n",
@@ -250,7 +253,7 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
         o.parameters,
         c.seed,
         c.rounds,
-        c.expected_cohort(),
+        c.cohort.min(o.participating as u32).max(2),
         o.sampling_rate,
         crate::figures::CLIP_NORM,
         o.noise_multiplier,
@@ -261,6 +264,9 @@ fn markdown(o: &DemoOutcome, holdout: &HoldoutSet) -> String {
         crate::figures::round_training().learning_rate,
         crate::figures::round_training().batch_size,
         o.noise_to_clip,
+        o.participating,
+        c.tenants,
+        c.tenants - o.participating,
         o.submitted,
         o.rejected,
         o.skipped,
