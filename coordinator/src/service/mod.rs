@@ -6,4 +6,5 @@
 pub mod admin;
 pub mod coordinator;
 pub mod download;
+mod history;
 mod upload;
