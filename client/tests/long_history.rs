@@ -138,14 +138,15 @@ async fn a_40000_round_job_stays_downloadable_verifiable_and_grows_o1_per_versio
     let mut h = Harness::start().await;
     let mut spec = support::job(JOB, 1.0, 30.0, SYNTHETIC + REAL, 1);
     spec.round_deadline_ms = 20_000;
-    h.running().admin().create_job(spec).await.unwrap();
     let rpc = Rpc::new(
         h.pki.client_tls(TENANT, "c1").unwrap(),
         &h.endpoint(),
         Duration::from_secs(60),
     )
     .unwrap();
+    // Registered before the job exists, so round 1 selects the tenant.
     rpc.register().await.unwrap();
+    h.running().admin().create_job(spec).await.unwrap();
     assert_eq!(one_round(&rpc).await, 1);
     let admin = h.running().admin();
     admin
@@ -258,5 +259,95 @@ async fn a_40000_round_job_stays_downloadable_verifiable_and_grows_o1_per_versio
          rounds {real_rounds:?}, download + fetch + verify {downloaded:?}, total {:?}",
         started.elapsed()
     );
+    h.stop().await;
+}
+
+/// Receipts an earlier coordinator stored (the whole history embedded, no
+/// reference) are served exactly as stored and keep verifying with this
+/// client; versions published after the upgrade carry a reference. No
+/// schema migration is needed: the history was always in the ledger.
+#[tokio::test]
+async fn receipts_stored_before_references_keep_verifying() {
+    let mut h = Harness::start().await;
+    let spec = support::job(JOB, 1.0, 5.0, 10, 1);
+    let rpc = Rpc::new(
+        h.pki.client_tls(TENANT, "c1").unwrap(),
+        &h.endpoint(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    // Registered before the job exists, so round 1 selects the tenant.
+    rpc.register().await.unwrap();
+    h.running().admin().create_job(spec).await.unwrap();
+    for r in 1..=3 {
+        assert_eq!(one_round(&rpc).await, r);
+        h.running()
+            .admin()
+            .wait_for_job(JOB, T, |j| j.rounds_completed == r)
+            .await
+            .unwrap();
+    }
+    h.stop().await;
+    // What the earlier coordinator stored for versions 1..=3: the privacy
+    // crate's receipt over the ledger's charges, serialised whole.
+    {
+        let conn = db(&h);
+        let charges: Vec<RoundCharge> = conn
+            .prepare("SELECT charge_json FROM ledger WHERE job_id = ?1 AND kind = 'ROUND' ORDER BY round")
+            .unwrap()
+            .query_map([JOB], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|j| serde_json::from_str(&j.unwrap()).unwrap())
+            .collect();
+        for v in 1..=3usize {
+            let old = PrivacyReceipt::compute(charges[..v].to_vec(), 1e-5).unwrap();
+            let json = serde_json::to_string(&old).unwrap();
+            assert!(!json.contains("\"history\""));
+            conn.execute(
+                "UPDATE model_versions SET receipt_json = ?3 WHERE job_id = ?1 AND version = ?2",
+                params![JOB, v as i64, json],
+            )
+            .unwrap();
+        }
+    }
+    h.restart().await;
+    let rpc = Rpc::new(
+        h.pki.client_tls(TENANT, "c1").unwrap(),
+        &h.endpoint(),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    for version in [2, 0] {
+        let d = rpc
+            .download_model(JOB, version, None, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(d.receipt_problem, None, "version {version}");
+        let r = d.receipt.unwrap();
+        assert_eq!(r.rounds.len(), if version == 0 { 3 } else { 2 });
+    }
+    // The next version is published with a reference, and verifies too.
+    assert_eq!(one_round(&rpc).await, 4);
+    h.running()
+        .admin()
+        .wait_for_job(JOB, T, |j| j.rounds_completed == 4)
+        .await
+        .unwrap();
+    let json: String = db(&h)
+        .query_row(
+            "SELECT receipt_json FROM model_versions WHERE job_id = ?1 AND version = 4",
+            [JOB],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(json.contains("\"history\":{\"rounds\":4,"), "{json}");
+    let d = rpc
+        .download_model(JOB, 0, None, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.receipt_problem, None);
+    assert_eq!(d.receipt.unwrap().rounds.len(), 4);
     h.stop().await;
 }
