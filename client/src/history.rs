@@ -15,6 +15,10 @@
 //!   its receipt refused with [`HistoryError::Mismatch`]'s message;
 //! - then [`PrivacyReceipt::verify`] recomputes ε over it.
 //!
+//! Pages count against the caller's `GetModel` rate limit; a rate-limited
+//! page is retried after the coordinator's hint, so a history longer than
+//! the burst costs time, not a restarted download.
+//!
 //! The last verified history of each job is cached in the connection
 //! ([`HistoryCache`]): histories only grow, so the next version's check
 //! fetches only the rounds committed since (and falls back to a full fetch
@@ -39,6 +43,16 @@ pub const MAX_HISTORY_ROUNDS: u64 = 1 << 21;
 
 /// Jobs whose last verified history one connection keeps.
 const CACHED_JOBS: usize = 8;
+
+/// Rate-limited page calls one fetch waits out (each for the coordinator's
+/// `retry-after-ms` hint, at most [`MAX_PAGE_WAIT`]): pages count against
+/// the `GetModel` rate limit (burst 60 by default), so a history of more
+/// than ~60 pages (~10⁶ rounds) outruns the burst and must wait, not start
+/// the whole download again.
+const MAX_PAGE_WAITS: u32 = 1_000;
+
+/// Longest single wait for a rate-limited page.
+const MAX_PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why a referenced history could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -141,10 +155,23 @@ impl Rpc {
     ) -> Result<(), FetchError> {
         let refuse = |m: String| FetchError::Refused(m);
         history.reserve(usize::try_from(total - chain.rounds()).unwrap_or(0));
+        let mut waits = 0u32;
         while chain.rounds() < total {
             let first = chain.rounds() + 1;
             let want = (total - chain.rounds()).min(u64::from(MAX_HISTORY_PAGE_ROUNDS));
-            let page = self.history_page(job_id, first, want as u32).await?;
+            let page = match self.history_page(job_id, first, want as u32).await {
+                Ok(page) => page,
+                Err(e) if e.code == tonic::Code::ResourceExhausted && waits < MAX_PAGE_WAITS => {
+                    waits += 1;
+                    let wait = e
+                        .retry_after
+                        .unwrap_or(std::time::Duration::from_millis(100))
+                        .min(MAX_PAGE_WAIT);
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             if page.rounds.is_empty() {
                 return Err(refuse(format!(
                     "the coordinator's round history of job {job_id:?} ends at round {}, but \

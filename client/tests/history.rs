@@ -41,6 +41,8 @@ enum Lie {
     ShortHistory,
     /// The receipt references 10^9 rounds.
     HugeReference,
+    /// Honest, but every other page call is rate limited (retry after 20 ms).
+    RateLimited,
 }
 
 struct State {
@@ -51,6 +53,8 @@ struct State {
     /// Rounds served by GetRoundHistory so far.
     rounds_served: usize,
     pages: usize,
+    /// Page calls seen by [`Lie::RateLimited`].
+    limited: usize,
 }
 
 #[derive(Clone)]
@@ -159,6 +163,16 @@ impl Coordinator for Hostile {
     ) -> Result<Response<GetRoundHistoryResponse>, Status> {
         let r = request.into_inner();
         let mut s = self.0.lock().unwrap();
+        if s.lie == Lie::RateLimited {
+            s.limited += 1;
+            if s.limited % 2 == 1 {
+                let mut status = Status::resource_exhausted("rate_limited: GetModel");
+                status
+                    .metadata_mut()
+                    .insert("retry-after-ms", "20".parse().unwrap());
+                return Err(status);
+            }
+        }
         let mut want = r.max_rounds as usize;
         if s.lie == Lie::OversizedPages {
             want *= 2;
@@ -237,6 +251,7 @@ async fn a_referenced_history_is_fetched_checked_and_verified_then_extended() {
         lie: Lie::None,
         rounds_served: 0,
         pages: 0,
+        limited: 0,
     })
     .await;
     let d = rpc
@@ -282,6 +297,7 @@ async fn a_coordinator_serving_a_history_that_does_not_match_is_refused() {
             lie,
             rounds_served: 0,
             pages: 0,
+            limited: 0,
         })
         .await;
         let d = rpc
@@ -312,6 +328,7 @@ async fn a_tampered_page_is_refused_even_after_a_verified_prefix() {
         lie: Lie::None,
         rounds_served: 0,
         pages: 0,
+        limited: 0,
     })
     .await;
     let d = rpc
@@ -337,5 +354,30 @@ async fn a_tampered_page_is_refused_even_after_a_verified_prefix() {
             .unwrap()
             .contains("does not match the receipt's digest")
     );
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn rate_limited_pages_are_waited_out_not_restarted() {
+    let (state, rpc, stop) = serve(State {
+        history: history(40_000),
+        covered: 40_000,
+        lie: Lie::RateLimited,
+        rounds_served: 0,
+        pages: 0,
+        limited: 0,
+    })
+    .await;
+    let d = rpc
+        .download_model(JOB, 0, None, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(d.receipt_problem, None);
+    assert_eq!(d.receipt.unwrap().rounds.len(), 40_000);
+    let s = state.lock().unwrap();
+    // Three pages served, three refusals waited out, nothing fetched twice.
+    assert_eq!((s.pages, s.limited, s.rounds_served), (3, 6, 40_000));
+    drop(s);
     let _ = stop.send(());
 }
