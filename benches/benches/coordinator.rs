@@ -26,7 +26,6 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use fedsec_benches::bench_config;
-use fedsec_coordinator::aggregate::RoundSum;
 use fedsec_coordinator::{Coordinator, JobSpec, RunningCoordinator};
 use fedsec_model::ModelSpec;
 use fedsec_privacy::Measured;
@@ -34,6 +33,7 @@ use fedsec_proto::devca::LoopbackPki;
 use fedsec_proto::tensor::{digest, encode_chunks};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{GetTaskRequest, RegisterRequest, Task, get_task_response};
+use fedsec_round::accumulate::RoundSum;
 use rand::{RngExt, SeedableRng};
 use tonic::transport::Channel;
 

@@ -487,7 +487,7 @@ fn receipt_target(g: &mut Gen, s: &Seeds) {
             );
         }
     }
-    let _ = fedsec_coordinator::accounting::Receipt::from_json(&text);
+    let _ = fedsec_coordinator::Receipt::from_json(&text);
 }
 
 type Target = fn(&mut Gen, &Seeds);

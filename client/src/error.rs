@@ -353,7 +353,10 @@ fn retry_after(status: &Status) -> Option<std::time::Duration> {
 }
 
 /// What can stop a participant or a one-off operation.
+///
+/// `#[non_exhaustive]`: match the variants you handle and keep a wildcard.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A call failed (after retries, where retrying made sense).
     #[error(transparent)]
@@ -376,14 +379,45 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A background task panicked or was cancelled (a bug).
+    /// A background task (guard, training, ledger, data, model) panicked or
+    /// was cancelled (a bug, or the runtime shutting down).
+    #[error("{what} task: {source}")]
+    Task {
+        /// Which task.
+        what: &'static str,
+        /// Why it did not finish.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A broken internal invariant (a bug), named by a fixed message.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
+}
+
+impl Error {
+    /// A background task that did not finish.
+    pub(crate) fn task(what: &'static str) -> impl FnOnce(tokio::task::JoinError) -> Self {
+        move |source| Self::Task { what, source }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A background task's failure keeps its `JoinError` as the source
+    /// (it used to be flattened into `Internal(String)`).
+    #[tokio::test]
+    async fn task_failures_keep_their_join_error() {
+        let joined = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = Error::task("training")(joined);
+        assert!(e.to_string().starts_with("training task: "), "{e}");
+        let source = StdError::source(&e).expect("a source");
+        let join = source
+            .downcast_ref::<tokio::task::JoinError>()
+            .expect("the JoinError");
+        assert!(join.is_panic());
+    }
 
     #[test]
     fn retry_after_hints_are_read_and_bad_ones_ignored() {

@@ -50,9 +50,11 @@
 //! - [`state`]: the state directory (lock, atomic writes, cached model);
 //! - [`data`]: local labelled sessions from log files, directories or the host;
 //! - [`rpc`]: the gRPC calls and the validation of everything received;
+//! - [`task`]: a task's terms, parsed and validated once where it arrives;
 //! - [`probe`]: naming a refused TLS handshake;
 //! - [`update`]: clipping and client-side noise of the update;
-//! - [`wire`]: the wire form of the detector's training config;
+//! - [`wire`]: the wire form of the detector's training config and of a
+//!   task's reference;
 //! - [`retry`]: backoff and poll timing;
 //! - [`config`]: the `client.toml` file of the `fedsec-client` binary;
 //! - [`error`]: errors, and the classification of failures and TLS problems.
@@ -71,6 +73,7 @@ pub mod probe;
 pub mod retry;
 pub mod rpc;
 pub mod state;
+pub mod task;
 pub mod update;
 pub mod wire;
 

@@ -14,12 +14,13 @@ use fedsec_proto::tls::{ClientTls, TlsError};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
 use fedsec_proto::v1::{
     GetModelRequest, GetTaskRequest, RegisterRequest, RegisterResponse, SubmitUpdateRequest,
-    SubmitUpdateResponse, Task, TensorChunk, UpdateHeader, UpdateTrailer, get_model_response,
+    SubmitUpdateResponse, TensorChunk, UpdateHeader, UpdateTrailer, get_model_response,
     get_task_response, submit_update_request,
 };
 use tonic::transport::Channel;
 
 use crate::error::RpcError;
+use crate::events::TaskRef;
 
 /// Largest model a client downloads: 2^24 parameters (64 MiB of f32), far
 /// above any bot-detection MLP; a coordinator announcing more is refused
@@ -311,7 +312,7 @@ impl Rpc {
 /// Header, ≤ 1 MiB chunks and digest trailer of one upload. The chunk
 /// payloads are reference-counted, so retrying costs no copy.
 pub fn update_messages(
-    task: &Task,
+    task: &TaskRef,
     nonce: &[u8],
     update: &[f32],
     within_clip: bool,

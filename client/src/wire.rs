@@ -1,11 +1,27 @@
 //! The wire form of the detector's [`TrainConfig`] (`fedsec.v1.TrainingConfig`):
-//! conversions both ways, with validation on the way in.
+//! conversions both ways, with validation on the way in; and a task's
+//! [`TaskRef`] read from its wire message.
 //!
 //! The detector knows nothing of the wire; the client, which reads tasks from
 //! it, owns this mapping.
 
 use fedsec_detector::train::{ConfigError, Optimizer, TrainConfig};
 use fedsec_proto::v1;
+
+use crate::events::TaskRef;
+
+/// The reference of a task as it arrived (job, round, attempt, base
+/// version): what events name, also for a task whose terms are refused.
+impl From<&v1::Task> for TaskRef {
+    fn from(t: &v1::Task) -> Self {
+        Self {
+            job_id: t.job_id.clone(),
+            round: t.round,
+            attempt: t.attempt,
+            base_version: t.base_version,
+        }
+    }
+}
 
 /// Conversions of a [`TrainConfig`] to and from its wire message.
 pub trait TrainConfigWire: Sized {

@@ -63,7 +63,7 @@ async fn one_round(rpc: &Rpc) -> u64 {
         match rpc.get_task(JOB).await.unwrap() {
             get_task_response::Outcome::Task(task) => {
                 let n = task.model_spec.as_ref().unwrap().input_dim as usize + 1;
-                let msgs = update_messages(&task, b"nonce-long", &vec![0.01; n], true);
+                let msgs = update_messages(&(&task).into(), b"nonce-long", &vec![0.01; n], true);
                 assert!(rpc.submit(&msgs).await.unwrap().newly_accepted);
                 return task.round;
             }

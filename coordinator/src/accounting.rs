@@ -16,13 +16,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 /// Mechanism text of receipts of jobs that publish without noise.
-pub const NO_NOISE_MECHANISM: &str = "NONE: noise disabled by a [dangerous] test configuration; \
+pub(crate) const NO_NOISE_MECHANISM: &str = "NONE: noise disabled by a [dangerous] test configuration; \
      the published models carry NO differential-privacy guarantee";
 
 /// A fresh noise source of the given kind. Simulation noise is seeded from
 /// the operating system (it is only allowed under `[dangerous]`); the
 /// discrete source keys itself from the operating system at first use.
-pub fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
+pub(crate) fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
     match kind {
         NoiseKind::OpenDp => Box::new(OpenDpGaussian::new()),
         NoiseKind::Discrete => Box::new(DiscreteGaussianNoise::default()),
@@ -33,7 +33,12 @@ pub fn noise_source(kind: NoiseKind) -> Box<dyn GaussianNoise> {
 /// Noise multiplier z for `rounds` rounds at rate `q` reaching `target_epsilon`
 /// at `delta`, by the PLD accountant (the one receipts report).
 /// (The round core's [`fedsec_round::calibrate`].)
-pub fn calibrate(q: f64, rounds: u64, delta: f64, target_epsilon: f64) -> Result<f64, Error> {
+pub(crate) fn calibrate(
+    q: f64,
+    rounds: u64,
+    delta: f64,
+    target_epsilon: f64,
+) -> Result<f64, Error> {
     Ok(fedsec_round::calibrate(q, rounds, delta, target_epsilon)?)
 }
 
@@ -99,12 +104,12 @@ fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
 }
 
 /// Wire form of a ledger charge.
-pub fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
+pub(crate) fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
     charge_proto(c)
 }
 
 /// Wire form of an empirical audit (receipts and `Job.audit`).
-pub fn audit_to_proto(a: &EmpiricalAudit) -> v1::EmpiricalAudit {
+pub(crate) fn audit_to_proto(a: &EmpiricalAudit) -> v1::EmpiricalAudit {
     v1::EmpiricalAudit {
         canaries: a.canaries,
         epsilon_one_shot_final: a.epsilon_one_shot_final,
@@ -142,7 +147,7 @@ impl Receipt {
             Self::from_receipt(&r)
         } else {
             let chain = HistoryChain::of(&rounds)
-                .map_err(|e| Error::Internal(format!("round history: {e}")))?;
+                .map_err(|_| Error::Internal("round history not numbered 1, 2, 3, …"))?;
             let r = NoGuaranteeReceipt {
                 mechanism: NO_NOISE_MECHANISM.into(),
                 neighbouring: fedsec_privacy::receipt::NEIGHBOURING.into(),
@@ -160,8 +165,8 @@ impl Receipt {
     }
 
     fn from_receipt(r: &PrivacyReceipt) -> Result<Self, Error> {
-        let summary =
-            ReceiptSummary::of(r).map_err(|e| Error::Internal(format!("round history: {e}")))?;
+        let summary = ReceiptSummary::of(r)
+            .map_err(|_| Error::Internal("round history not numbered 1, 2, 3, …"))?;
         Self::from_summary(summary)
     }
 

@@ -390,7 +390,7 @@ impl AdminApi {
         })
         .await
         .map_err(Error::task("export"))?
-        .map_err(|e| Error::Internal(format!("export: {e}")))?;
+        .map_err(Error::Export)?;
         Ok(bytes)
     }
 

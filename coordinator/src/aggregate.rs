@@ -12,12 +12,12 @@
 
 use std::sync::{Arc, Mutex};
 
-pub use fedsec_round::accumulate::{AddError, Added, RoundSum};
+pub(crate) use fedsec_round::accumulate::{AddError, Added, RoundSum};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// A pool of decode buffers bounded by a semaphore.
 #[derive(Debug, Clone)]
-pub struct DecodePool {
+pub(crate) struct DecodePool {
     permits: Arc<Semaphore>,
     free: Arc<Mutex<Vec<Vec<f32>>>>,
     size: usize,
@@ -25,7 +25,7 @@ pub struct DecodePool {
 
 impl DecodePool {
     /// A pool lending at most `size` buffers at a time.
-    pub fn new(size: usize) -> Self {
+    pub(crate) fn new(size: usize) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(size)),
             free: Arc::new(Mutex::new(Vec::new())),
@@ -33,18 +33,13 @@ impl DecodePool {
         }
     }
 
-    /// Number of buffers that can be lent at once.
-    pub fn size(&self) -> usize {
-        self.size
-    }
-
     /// Buffers currently lent out.
-    pub fn in_use(&self) -> usize {
+    pub(crate) fn in_use(&self) -> usize {
         self.size - self.permits.available_permits()
     }
 
     /// Waits for a free slot and returns a zeroed buffer of `dim` values.
-    pub async fn acquire(&self, dim: usize) -> DecodeBuffer {
+    pub(crate) async fn acquire(&self, dim: usize) -> DecodeBuffer {
         let permit = match self.permits.clone().acquire_owned().await {
             Ok(p) => p,
             // The semaphore is never closed.
@@ -65,7 +60,7 @@ impl DecodePool {
 
 /// A decode buffer lent by a [`DecodePool`]; returned to it on drop.
 #[derive(Debug)]
-pub struct DecodeBuffer {
+pub(crate) struct DecodeBuffer {
     buf: Vec<f32>,
     _permit: OwnedSemaphorePermit,
     free: Arc<Mutex<Vec<Vec<f32>>>>,

@@ -46,11 +46,11 @@ use sha2::{Digest, Sha256};
 use crate::selection::Sampler;
 
 /// Prefix of the client ids under which canaries are sampled.
-pub const CANARY_ID_PREFIX: &str = "#canary-";
+pub(crate) const CANARY_ID_PREFIX: &str = "#canary-";
 
 /// The round attempt canaries are drawn for, as the sampler selects clients.
 #[derive(Clone, Copy)]
-pub struct CanaryDraw<'a> {
+pub(crate) struct CanaryDraw<'a> {
     /// The job's sampler.
     pub sampler: &'a dyn Sampler,
     /// Job id.
@@ -66,17 +66,14 @@ pub struct CanaryDraw<'a> {
 }
 
 /// Confidence of the audit's lower bounds.
-pub const AUDIT_CONFIDENCE: f64 = 0.95;
-
-/// Most canaries a job may declare (the job spec validates it).
-pub use crate::config::MAX_CANARIES;
+pub(crate) const AUDIT_CONFIDENCE: f64 = 0.95;
 
 /// Number of guess counts tried by the one-run bound (Bonferroni-corrected).
 const ONE_RUN_GUESS_LEVELS: [u64; 4] = [8, 4, 2, 1];
 
 /// The canaries of one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CanarySet {
+pub(crate) struct CanarySet {
     /// Seed of the directions.
     pub seed: u64,
     /// Inserted canaries (indices `0..inserted`).
@@ -87,7 +84,7 @@ pub struct CanarySet {
 
 impl CanarySet {
     /// `k` inserted and `k` unseen canaries with directions from `seed`.
-    pub fn new(seed: u64, k: u32) -> Self {
+    pub(crate) fn new(seed: u64, k: u32) -> Self {
         Self {
             seed,
             inserted: k,
@@ -96,7 +93,7 @@ impl CanarySet {
     }
 
     /// The canaries of a job, if it is audited.
-    pub fn of_job(spec: &crate::config::JobSpec) -> Option<Self> {
+    pub(crate) fn of_job(spec: &crate::config::JobSpec) -> Option<Self> {
         spec.audit
             .as_ref()
             .filter(|a| a.canaries > 0)
@@ -104,18 +101,18 @@ impl CanarySet {
     }
 
     /// Inserted plus unseen.
-    pub fn total(&self) -> u32 {
+    pub(crate) fn total(&self) -> u32 {
         self.inserted + self.unseen
     }
 
     /// The client id under which inserted canary `index` is sampled.
-    pub fn client_id(index: u32) -> String {
+    pub(crate) fn client_id(index: u32) -> String {
         format!("{CANARY_ID_PREFIX}{index}")
     }
 
     /// Writes canary `index`'s unit direction into `out` (its length is the
     /// model dimension).
-    pub fn direction(&self, index: u32, out: &mut [f32]) {
+    pub(crate) fn direction(&self, index: u32, out: &mut [f32]) {
         let mut h = Sha256::new();
         h.update(b"fedsec canary direction v1");
         h.update(self.seed.to_le_bytes());
@@ -138,7 +135,7 @@ impl CanarySet {
     /// for this round attempt to `sum`, re-clipped to `clip_norm` like a
     /// client's. `buf` is scratch space of the model dimension. Returns the
     /// number of canaries added.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         draw: &CanaryDraw<'_>,
         sum: &mut [f64],
@@ -172,7 +169,7 @@ impl CanarySet {
 
 /// The audit statistics of every canary (inserted first, then unseen).
 #[derive(Debug, Clone, PartialEq)]
-pub struct CanaryStatistics {
+pub(crate) struct CanaryStatistics {
     /// Model dimension.
     pub dim: usize,
     /// Cosine of the final model delta with each direction.
@@ -186,7 +183,7 @@ pub struct CanaryStatistics {
 
 impl CanaryStatistics {
     /// No rounds observed yet.
-    pub fn new(set: &CanarySet, dim: usize) -> Self {
+    pub(crate) fn new(set: &CanarySet, dim: usize) -> Self {
         let n = set.total() as usize;
         Self {
             dim,
@@ -197,7 +194,7 @@ impl CanaryStatistics {
     }
 
     /// Folds one round's published model delta into the all-iterates maxima.
-    pub fn observe_round(&mut self, set: &CanarySet, delta: &[f32], buf: &mut Vec<f32>) {
+    pub(crate) fn observe_round(&mut self, set: &CanarySet, delta: &[f32], buf: &mut Vec<f32>) {
         buf.resize(delta.len(), 0.0);
         for (i, m) in (0..set.total()).zip(self.max_cosines.iter_mut()) {
             set.direction(i, buf);
@@ -207,7 +204,7 @@ impl CanaryStatistics {
     }
 
     /// Records the final model delta `w_final − w_0`.
-    pub fn observe_final(&mut self, set: &CanarySet, delta: &[f32], buf: &mut Vec<f32>) {
+    pub(crate) fn observe_final(&mut self, set: &CanarySet, delta: &[f32], buf: &mut Vec<f32>) {
         buf.resize(delta.len(), 0.0);
         for (i, c) in (0..set.total()).zip(self.final_cosines.iter_mut()) {
             set.direction(i, buf);
@@ -281,7 +278,7 @@ fn bounds(
 ///   one run).
 ///
 /// A job that released nothing has every ε at 0.
-pub fn estimate(
+pub(crate) fn estimate(
     set: &CanarySet,
     stats: &CanaryStatistics,
     delta: f64,

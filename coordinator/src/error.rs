@@ -226,9 +226,47 @@ pub enum Error {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A bug or an unexpected internal condition.
+    /// An update or a canary could not be measured or clipped (the round's
+    /// clip norm is invalid, or the values are unusable).
+    #[error("{what}: {source}")]
+    Clip {
+        /// What was being clipped (`an update`, `a canary update`).
+        what: &'static str,
+        /// The clipping error.
+        #[source]
+        source: fedsec_privacy::ClipError,
+    },
+    /// A measured update could not be added to the round's sum for a reason
+    /// that is not the client's (the round's clip norm is invalid).
+    #[error("accumulating an update: {0}")]
+    Accumulate(#[source] fedsec_round::AddError),
+    /// The gRPC reflection service could not be built from the descriptors.
+    #[error("reflection service: {0}")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    /// A job's current model version is missing from the store.
+    #[error("job {job:?}: current version {version} is missing from the store")]
+    MissingVersion {
+        /// The job.
+        job: String,
+        /// The version its record names as current.
+        version: u64,
+    },
+    /// A job's stored canary audit cannot be read back.
+    #[error("job {job:?}: stored audit is unreadable: {source}")]
+    StoredAudit {
+        /// The job.
+        job: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A model version could not be exported as safetensors.
+    #[error("export: {0}")]
+    Export(#[source] crate::export::ExportError),
+    /// A broken internal invariant (a bug), named by a fixed message: details
+    /// with a source have their own variant above.
     #[error("internal error: {0}")]
-    Internal(String),
+    Internal(&'static str),
 }
 
 /// An error and its sources, `outer: inner: ...`.
@@ -342,6 +380,12 @@ impl From<Error> for Status {
             | Error::Task { .. }
             | Error::Tls(_)
             | Error::Io { .. }
+            | Error::Clip { .. }
+            | Error::Accumulate(_)
+            | Error::Reflection(_)
+            | Error::MissingVersion { .. }
+            | Error::StoredAudit { .. }
+            | Error::Export(_)
             | Error::Internal(_)) => {
                 tracing::error!(error = %e, "internal error answered with INTERNAL");
                 Status::internal("internal error; see the coordinator's log")
@@ -412,8 +456,64 @@ mod tests {
 
     #[test]
     fn internal_errors_do_not_leak_details() {
-        let status = Status::from(Error::Internal("secret path /var/x".into()));
+        let status = Status::from(Error::Internal("secret path /var/x"));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("secret"));
+    }
+
+    /// The failures that used to be `Internal(format!(..))` keep their
+    /// source (the log shows the whole chain) and still answer INTERNAL
+    /// without details.
+    #[test]
+    fn typed_internal_failures_keep_their_source_and_hide_it_from_callers() {
+        use std::error::Error as _;
+        let json = serde_json::from_str::<u32>("{").unwrap_err();
+        type IsSource = fn(&(dyn std::error::Error + 'static)) -> bool;
+        let cases: Vec<(Error, IsSource)> = vec![
+            (
+                Error::Clip {
+                    what: "a canary update",
+                    source: fedsec_privacy::ClipError::InvalidClipNorm(-1.0),
+                },
+                |s| s.is::<fedsec_privacy::ClipError>(),
+            ),
+            (
+                Error::Accumulate(fedsec_round::AddError::ClipNorm(-1.0)),
+                |s| s.is::<fedsec_round::AddError>(),
+            ),
+            (
+                Error::StoredAudit {
+                    job: "j".into(),
+                    source: json,
+                },
+                |s| s.is::<serde_json::Error>(),
+            ),
+            (
+                Error::Export(crate::export::ExportError::Dimension {
+                    expected: 2,
+                    got: 1,
+                }),
+                |s| s.is::<crate::export::ExportError>(),
+            ),
+        ];
+        for (e, is_source) in cases {
+            let shown = e.to_string();
+            let source = e.source().unwrap_or_else(|| panic!("{shown}: no source"));
+            assert!(is_source(source), "{shown}: wrong source {source:?}");
+            assert!(error_chain(&e).contains(&source.to_string()), "{shown}");
+            let status = Status::from(e);
+            assert_eq!(status.code(), Code::Internal, "{shown}");
+            assert_eq!(
+                status.message(),
+                "internal error; see the coordinator's log",
+                "{shown}"
+            );
+        }
+        let missing = Error::MissingVersion {
+            job: "j".into(),
+            version: 7,
+        };
+        assert!(missing.to_string().contains("version 7"), "{missing}");
+        assert_eq!(Status::from(missing).code(), Code::Internal);
     }
 }

@@ -16,6 +16,7 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 /// Why a model file could not be written or read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExportError {
     /// The weights do not match the spec's parameter count.
     #[error("{got} weights for a model of {expected} parameters")]
@@ -27,7 +28,10 @@ pub enum ExportError {
     },
     /// safetensors refused the data.
     #[error("safetensors: {0}")]
-    Format(String),
+    Format(#[from] safetensors::SafeTensorError),
+    /// The model spec could not be written as JSON metadata.
+    #[error("model spec metadata: {0}")]
+    SpecJson(#[source] serde_json::Error),
     /// A tensor of the layout is missing or has the wrong shape or dtype.
     #[error("tensor {name}: {problem}")]
     Tensor {
@@ -97,11 +101,11 @@ pub fn to_safetensors(
         .collect();
     let mut views = Vec::with_capacity(layout.len());
     for (slot, data) in layout.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, slot.shape.clone(), data)
-            .map_err(|e| ExportError::Format(e.to_string()))?;
+        let view =
+            TensorView::new(Dtype::F32, slot.shape.clone(), data).map_err(ExportError::Format)?;
         views.push((slot.name.clone(), view));
     }
-    let spec_json = serde_json::to_string(spec).map_err(|e| ExportError::Format(e.to_string()))?;
+    let spec_json = serde_json::to_string(spec).map_err(ExportError::SpecJson)?;
     let metadata = HashMap::from([
         ("format".to_owned(), "fedsec".to_owned()),
         ("model_spec".to_owned(), spec_json),
@@ -114,7 +118,7 @@ pub fn to_safetensors(
             hex::encode(fedsec_proto::tensor::digest(weights)),
         ),
     ]);
-    safetensors::serialize(views, Some(metadata)).map_err(|e| ExportError::Format(e.to_string()))
+    safetensors::serialize(views, Some(metadata)).map_err(ExportError::Format)
 }
 
 /// Reads the flat weights of `spec` from safetensors bytes; also returns the
@@ -124,9 +128,8 @@ pub fn from_safetensors(
     spec: &ModelSpec,
     bytes: &[u8],
 ) -> Result<(Vec<f32>, HashMap<String, String>), ExportError> {
-    let (_, meta) =
-        SafeTensors::read_metadata(bytes).map_err(|e| ExportError::Format(e.to_string()))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| ExportError::Format(e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(ExportError::Format)?;
+    let st = SafeTensors::deserialize(bytes).map_err(ExportError::Format)?;
     let mut out = vec![0f32; spec.num_params()];
     for slot in spec.layout() {
         let t = st.tensor(&slot.name).map_err(|e| ExportError::Tensor {

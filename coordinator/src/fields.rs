@@ -22,35 +22,35 @@ use fedsec_proto::tls::is_valid_id;
 use crate::error::{Error, RejectReason};
 
 /// Longest job, client or tenant id (the id grammar allows 64 bytes).
-pub const MAX_ID_BYTES: usize = 64;
+pub(crate) const MAX_ID_BYTES: usize = 64;
 
 /// Longest reason an admin may attach to a client action or a rollback.
-pub const MAX_REASON_BYTES: usize = 1024;
+pub(crate) const MAX_REASON_BYTES: usize = 1024;
 
 /// Longest software string kept from `Register` (longer ones are cut).
-pub const MAX_SOFTWARE_BYTES: usize = 128;
+pub(crate) const MAX_SOFTWARE_BYTES: usize = 128;
 
 /// Longest upload nonce.
-pub const MAX_NONCE_BYTES: usize = 64;
+pub(crate) const MAX_NONCE_BYTES: usize = 64;
 
 /// Longest job name.
-pub const MAX_NAME_BYTES: usize = 256;
+pub(crate) const MAX_NAME_BYTES: usize = 256;
 
 /// Longest `init_weights_path`.
-pub const MAX_PATH_BYTES: usize = 4096;
+pub(crate) const MAX_PATH_BYTES: usize = 4096;
 
 /// Longest noise-source name.
-pub const MAX_NOISE_SOURCE_BYTES: usize = 32;
+pub(crate) const MAX_NOISE_SOURCE_BYTES: usize = 32;
 
 /// Most bytes of a refused value shown in a message.
-pub const SHOWN_BYTES: usize = 64;
+pub(crate) const SHOWN_BYTES: usize = 64;
 
 /// Longest audit-event detail stored.
-pub const MAX_AUDIT_DETAIL_BYTES: usize = 4096;
+pub(crate) const MAX_AUDIT_DETAIL_BYTES: usize = 4096;
 
 /// The longest prefix of `s` of at most `max` bytes that ends on a character
 /// boundary.
-pub fn prefix(s: &str, max: usize) -> &str {
+pub(crate) fn prefix(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }
@@ -63,7 +63,7 @@ pub fn prefix(s: &str, max: usize) -> &str {
 
 /// `s` for a message: escaped (`{:?}`), at most [`SHOWN_BYTES`] of it, with
 /// its length when cut.
-pub fn shown(s: &str) -> String {
+pub(crate) fn shown(s: &str) -> String {
     if s.len() <= SHOWN_BYTES {
         format!("{s:?}")
     } else {
@@ -72,7 +72,7 @@ pub fn shown(s: &str) -> String {
 }
 
 /// Checks a job id (`field` names it in the error, e.g. `header.job_id`).
-pub fn job_id(field: &str, value: &str) -> Result<(), Error> {
+pub(crate) fn job_id(field: &str, value: &str) -> Result<(), Error> {
     if is_valid_id(value) {
         Ok(())
     } else {
@@ -81,7 +81,7 @@ pub fn job_id(field: &str, value: &str) -> Result<(), Error> {
 }
 
 /// Checks a job id that may be empty ("any job").
-pub fn optional_job_id(field: &str, value: &str) -> Result<(), Error> {
+pub(crate) fn optional_job_id(field: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() {
         Ok(())
     } else {
@@ -90,7 +90,7 @@ pub fn optional_job_id(field: &str, value: &str) -> Result<(), Error> {
 }
 
 /// Checks a job id of an upload header (a `bad_header` rejection).
-pub fn header_job_id(value: &str) -> Result<(), Error> {
+pub(crate) fn header_job_id(value: &str) -> Result<(), Error> {
     if is_valid_id(value) {
         Ok(())
     } else {
@@ -102,7 +102,7 @@ pub fn header_job_id(value: &str) -> Result<(), Error> {
 }
 
 /// Checks a client id named in an Admin request.
-pub fn client_id(field: &str, value: &str) -> Result<(), Error> {
+pub(crate) fn client_id(field: &str, value: &str) -> Result<(), Error> {
     job_id(field, value)
 }
 
@@ -118,7 +118,7 @@ fn invalid_id(field: &str, value: &str) -> String {
 }
 
 /// Checks a free-text field against a byte bound.
-pub fn text(field: &str, value: &str, max: usize) -> Result<(), Error> {
+pub(crate) fn text(field: &str, value: &str, max: usize) -> Result<(), Error> {
     if value.len() <= max {
         Ok(())
     } else {
@@ -130,13 +130,13 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), Error> {
 }
 
 /// Checks an admin's reason.
-pub fn reason(field: &str, value: &str) -> Result<(), Error> {
+pub(crate) fn reason(field: &str, value: &str) -> Result<(), Error> {
     text(field, value, MAX_REASON_BYTES)
 }
 
 /// A client's software string as kept: the first [`MAX_SOFTWARE_BYTES`],
 /// with control characters (which could forge log lines) replaced by `?`.
-pub fn software(value: &str) -> String {
+pub(crate) fn software(value: &str) -> String {
     prefix(value, MAX_SOFTWARE_BYTES)
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })
@@ -144,7 +144,7 @@ pub fn software(value: &str) -> String {
 }
 
 /// An audit detail as stored: at most [`MAX_AUDIT_DETAIL_BYTES`].
-pub fn audit_detail(mut detail: String) -> String {
+pub(crate) fn audit_detail(mut detail: String) -> String {
     if detail.len() > MAX_AUDIT_DETAIL_BYTES {
         let keep = prefix(&detail, MAX_AUDIT_DETAIL_BYTES - 3).len();
         detail.truncate(keep);

@@ -32,61 +32,95 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules, by what they own:
+//! # The public surface, and why
 //!
-//! - [`config`]: the TOML configuration and job definitions, validation.
-//! - [`limits`]: the `[limits]` and `[rate_limits]` tables (every bound on
-//!   one identity or connection).
+//! A small facade: what the binary, programs embedding the coordinator, the
+//! benches, the experiments and the integration tests use — nothing else.
+//!
+//! - At the root: [`Coordinator`] and [`RunningCoordinator`] (start, serve,
+//!   shut down), [`AdminApi`] (every Admin operation in-process),
+//!   [`CoordinatorConfig`] and [`JobSpec`] (what an embedder writes),
+//!   [`Error`], [`RejectReason`] and [`Result`], [`Receipt`] (parse a stored
+//!   or served privacy receipt) and [`now_unix_ms`].
+//! - Four deliberately public modules, because users name their items:
+//!   - [`config`]: the configuration types (`[limits]`, `[rate_limits]`,
+//!     `[metrics]`, `[storage]`, `[dangerous]`, the job-spec family) and
+//!     their validation errors;
+//!   - [`store`]: the [`store::Store`] trait and its records (inspection of a
+//!     running coordinator's state, a future PostgreSQL backend),
+//!     [`store::sqlite::SqliteStore`], at-rest sealing ([`store::seal`]) and
+//!     fault injection for tests ([`store::fault`]);
+//!   - [`error`]: the error type, its one mapping to gRPC statuses and the
+//!     retry-after metadata key;
+//!   - [`export`]: the safetensors files model versions are exported as
+//!     (and initial weights imported from).
+//!
+//! Everything else is `pub(crate)`: the round machinery, services,
+//! listeners, limits and metrics are internals that change with the
+//! implementation (secure aggregation will rewrite the round path).
+//!
+//! # Modules, by what they own
+//!
+//! - [`config`]: the TOML configuration and job definitions, validation
+//!   (`config/job_check.rs`).
+//! - `limits`: the `[limits]` and `[rate_limits]` tables (every bound on one
+//!   identity or connection; re-exported from [`config`]).
 //! - [`error`]: the error type and its single mapping to gRPC statuses.
-//! - [`fields`]: bounds on every string and bytes field callers send.
+//! - `fields`: bounds on every string and bytes field callers send.
 //! - [`store`]: durable state behind the [`store::Store`] trait (SQLite).
-//! - [`selection`]: Poisson cohort sampling by keyed hash.
-//! - [`aggregate`]: the streaming f64 sum and bounded decode buffers.
-//! - [`round`]: one open round attempt and its submission bookkeeping (the
+//! - `selection`: Poisson cohort sampling by keyed hash.
+//! - `aggregate`: the streaming f64 sum and bounded decode buffers.
+//! - `round`: one open round attempt and its submission bookkeeping (the
 //!   sum, the plan and the release are the round core's, `fedsec_round`).
-//! - [`canary`]: canary clients of audited jobs and the empirical-audit statistics.
-//! - [`accounting`]: the coordinator's use of `fedsec-privacy` (receipts, noise sources).
-//! - [`job`]: a job at run time and the task driving its rounds.
-//! - [`admin`]: administration operations (Admin API and in-process).
-//! - [`service`]: the tonic `Coordinator` and `Admin` services.
-//! - [`metrics`]: Prometheus metrics and the `/metrics` endpoint.
-//! - [`ratelimit`]: per-identity token buckets per call class.
-//! - `registry`: registered clients and their status, mirrored from the store.
-//! - [`shares`]: per-identity concurrent calls and bytes in flight.
-//! - `gate`: the tower layer every call passes (refused identities,
-//!   health throttling, per-identity call shares).
-//! - [`listener`]: the TLS listener (connection and handshake caps,
+//! - `canary`: canary clients of audited jobs and the empirical-audit
+//!   statistics.
+//! - `accounting`: the coordinator's use of `fedsec-privacy` (receipts,
+//!   noise sources).
+//! - `job`: a job at run time and the task driving its rounds.
+//! - `admin`: administration operations ([`AdminApi`]).
+//! - `service`: the tonic `Coordinator` and `Admin` services.
+//! - `metrics`: Prometheus metrics and the `/metrics` endpoint.
+//! - `ratelimit`: per-identity token buckets per call class.
+//! - `registry`: registered clients and their status, mirrored from the
+//!   store.
+//! - `shares`: per-identity concurrent calls and bytes in flight.
+//! - `gate`: the tower layer every call passes (refused identities, health
+//!   throttling, per-identity call shares).
+//! - `listener`: the TLS listener (connection and handshake caps,
 //!   connections that can be closed).
 //! - `refusals`: how a caller is refused and what a refusal may store.
 //! - `housekeeping`: periodic flushing, limiter sweeps and audit retention.
 //! - [`export`]: safetensors export and import.
-//! - [`server`]: start-up, crash recovery, serving and shutdown.
+//! - `server`: start-up, serving and shutdown; `recovery`: crash recovery
+//!   and resumption of every job at start.
 
-pub mod accounting;
-pub mod admin;
-pub mod aggregate;
-pub mod canary;
+pub(crate) mod accounting;
+pub(crate) mod admin;
+pub(crate) mod aggregate;
+pub(crate) mod canary;
 pub mod config;
 mod engine;
 pub mod error;
 pub mod export;
-pub mod fields;
+pub(crate) mod fields;
 mod gate;
 mod housekeeping;
-pub mod job;
-pub mod limits;
-pub mod listener;
-pub mod metrics;
-pub mod ratelimit;
+pub(crate) mod job;
+pub(crate) mod limits;
+pub(crate) mod listener;
+pub(crate) mod metrics;
+pub(crate) mod ratelimit;
+mod recovery;
 mod refusals;
 mod registry;
-pub mod round;
-pub mod selection;
-pub mod server;
-pub mod service;
-pub mod shares;
+pub(crate) mod round;
+pub(crate) mod selection;
+pub(crate) mod server;
+pub(crate) mod service;
+pub(crate) mod shares;
 pub mod store;
 
+pub use accounting::Receipt;
 pub use admin::AdminApi;
 pub use config::{CoordinatorConfig, JobSpec};
 pub use engine::now_unix_ms;

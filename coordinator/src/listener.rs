@@ -41,7 +41,7 @@ use crate::metrics::Metrics;
 
 /// Connection-level limits (from `[limits]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnLimits {
+pub(crate) struct ConnLimits {
     /// Connections open or handshaking, in total.
     pub max_connections: usize,
     /// Connections open or handshaking from one source address.
@@ -58,7 +58,7 @@ pub struct ConnLimits {
 
 /// Why a connection was refused or closed (the `reason` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// `max_connections` reached.
     Connections,
     /// `max_connections_per_address` reached.
@@ -77,7 +77,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The metric label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Connections => "max_connections",
             Self::ConnectionsPerAddress => "max_connections_per_address",
@@ -92,7 +92,7 @@ impl Refusal {
 
 /// The rate-limit and share key of a peer identity: `tenant/client` or
 /// `admin:name` (the keys [`crate::ratelimit`] uses).
-pub fn identity_key(id: &PeerIdentity) -> String {
+pub(crate) fn identity_key(id: &PeerIdentity) -> String {
     match id {
         PeerIdentity::Client(c) => format!("{}/{}", c.tenant_id, c.client_id),
         PeerIdentity::Admin { name } => format!("admin:{name}"),
@@ -101,7 +101,7 @@ pub fn identity_key(id: &PeerIdentity) -> String {
 
 /// One live connection.
 #[derive(Debug)]
-pub struct Conn {
+pub(crate) struct Conn {
     peer: SocketAddr,
     identity: OnceLock<Option<PeerIdentity>>,
     closed: AtomicBool,
@@ -110,19 +110,19 @@ pub struct Conn {
 
 impl Conn {
     /// The peer's address.
-    pub fn peer(&self) -> SocketAddr {
+    pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
     }
 
     /// The certificate identity, once the handshake finished (`None` inside
     /// if the certificate carries no fedsec identity).
-    pub fn identity(&self) -> Option<&PeerIdentity> {
+    pub(crate) fn identity(&self) -> Option<&PeerIdentity> {
         self.identity.get().and_then(Option::as_ref)
     }
 
     /// Closes the connection: its next read or write fails, which ends the
     /// HTTP/2 connection and every stream on it.
-    pub fn close(&self) {
+    pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|p| p.into_inner()));
         for w in wakers.into_iter().flatten() {
@@ -131,7 +131,7 @@ impl Conn {
     }
 
     /// Whether [`Self::close`] was called.
-    pub fn is_closed(&self) -> bool {
+    pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
 
@@ -161,7 +161,7 @@ struct Table {
 
 /// Every live connection, with the counters the caps need.
 #[derive(Debug)]
-pub struct Connections {
+pub(crate) struct Connections {
     limits: ConnLimits,
     table: Mutex<Table>,
     metrics: Arc<Metrics>,
@@ -170,7 +170,7 @@ pub struct Connections {
 
 impl Connections {
     /// An empty table.
-    pub fn new(limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub(crate) fn new(limits: ConnLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             limits,
             table: Mutex::new(Table::default()),
@@ -184,27 +184,12 @@ impl Connections {
     }
 
     /// The live connection from `peer`, if any.
-    pub fn get(&self, peer: SocketAddr) -> Option<Arc<Conn>> {
+    pub(crate) fn get(&self, peer: SocketAddr) -> Option<Arc<Conn>> {
         self.lock().by_peer.get(&peer).cloned()
     }
 
-    /// Closes every connection of `identity`; returns how many.
-    pub fn close_identity(&self, identity: &PeerIdentity) -> usize {
-        let conns: Vec<Arc<Conn>> = self
-            .lock()
-            .by_peer
-            .values()
-            .filter(|c| c.identity() == Some(identity))
-            .cloned()
-            .collect();
-        for c in &conns {
-            c.close();
-        }
-        conns.len()
-    }
-
     /// (handshakes in progress, open connections).
-    pub fn counts(&self) -> (usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize) {
         let t = self.lock();
         (t.pending, t.open)
     }
@@ -331,7 +316,7 @@ impl Connections {
 
 /// A TCP stream tracked by [`Connections`] that can be closed from outside.
 #[derive(Debug)]
-pub struct GuardedTcp {
+pub(crate) struct GuardedTcp {
     tcp: TcpStream,
     conn: Arc<Conn>,
     owner: Arc<Connections>,
@@ -401,7 +386,7 @@ impl Connected for GuardedTcp {
 /// Accepts connections on `listener` under `connections`' caps and yields
 /// those whose TLS handshake succeeded, for `serve_with_incoming`.
 /// Accepting stops when the returned stream is dropped.
-pub fn incoming(
+pub(crate) fn incoming(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     connections: Arc<Connections>,

@@ -471,7 +471,7 @@ impl Metrics {
     }
 }
 
-pub mod http;
+pub(crate) mod http;
 
 pub(crate) use http::{bind, serve};
 

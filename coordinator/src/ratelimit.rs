@@ -20,7 +20,7 @@ use crate::config::RateLimitsConfig;
 
 /// The call classes with a bucket of their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RpcClass {
+pub(crate) enum RpcClass {
     /// `Coordinator/Register`.
     Register,
     /// `Coordinator/GetTask` polls.
@@ -42,19 +42,8 @@ pub enum RpcClass {
 const CLASSES: usize = 7;
 
 impl RpcClass {
-    /// All classes, in index order.
-    pub const ALL: [Self; CLASSES] = [
-        Self::Register,
-        Self::GetTask,
-        Self::GetModel,
-        Self::SubmitUpdate,
-        Self::Admin,
-        Self::Health,
-        Self::Refused,
-    ];
-
     /// The RPC name, also the `rpc` label of `fedsec_rate_limited_total`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Register => "Register",
             Self::GetTask => "GetTask",
@@ -73,7 +62,7 @@ impl RpcClass {
 
 /// What [`RateLimits::check`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Within the identity's bucket.
     Allowed,
     /// Over the bucket.
@@ -98,7 +87,7 @@ type AuditKeyed<C> = RateLimiter<
 
 /// The sustained rate and burst of one class.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Time in which one call is replenished.
     pub period: Duration,
     /// Calls an idle identity may make at once.
@@ -114,13 +103,13 @@ impl Bucket {
     }
 
     /// Sustained calls per second.
-    pub fn per_second(self) -> f64 {
+    pub(crate) fn per_second(self) -> f64 {
         1.0 / self.period.as_secs_f64()
     }
 }
 
 /// The buckets of every class as configured.
-pub fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; CLASSES] {
+pub(crate) fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; CLASSES] {
     let per_minute = |n: f64| Duration::from_secs_f64(60.0 / n);
     [
         Bucket {
@@ -155,7 +144,7 @@ pub fn buckets(config: &RateLimitsConfig, poll_interval: Duration) -> [Bucket; C
 }
 
 /// Keyed token buckets for every class, and the audit throttle.
-pub struct RateLimits<C: Clock = DefaultClock> {
+pub(crate) struct RateLimits<C: Clock = DefaultClock> {
     buckets: [Bucket; CLASSES],
     limiters: Option<[Keyed<C>; CLASSES]>,
     audit: AuditKeyed<C>,
@@ -174,14 +163,14 @@ impl<C: Clock> std::fmt::Debug for RateLimits<C> {
 
 impl RateLimits<DefaultClock> {
     /// Limits from the configuration, on the monotonic clock.
-    pub fn new(config: &RateLimitsConfig, poll_interval: Duration) -> Self {
+    pub(crate) fn new(config: &RateLimitsConfig, poll_interval: Duration) -> Self {
         Self::with_clock(config, poll_interval, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> RateLimits<C> {
     /// Limits on a given clock (tests use `governor::clock::FakeRelativeClock`).
-    pub fn with_clock(config: &RateLimitsConfig, poll_interval: Duration, clock: C) -> Self {
+    pub(crate) fn with_clock(config: &RateLimitsConfig, poll_interval: Duration, clock: C) -> Self {
         let buckets = buckets(config, poll_interval);
         let limiters = config.enabled.then(|| {
             buckets
@@ -201,12 +190,12 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// The audit-row budget of identities.
-    pub fn rows(&self) -> &RowBudget<C> {
+    pub(crate) fn rows(&self) -> &RowBudget<C> {
         &self.rows
     }
 
     /// Takes one token of `identity`'s `class` bucket, if there is one.
-    pub fn check(&self, class: RpcClass, identity: &str) -> Decision {
+    pub(crate) fn check(&self, class: RpcClass, identity: &str) -> Decision {
         let Some(limiters) = &self.limiters else {
             return Decision::Allowed;
         };
@@ -222,24 +211,24 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     /// Whether this is the first refusal of `identity` for `what` in the
     /// audit window (refusals other than rate limits, e.g. exhausted shares).
-    pub fn first_in_window(&self, what: &'static str, identity: &str) -> bool {
+    pub(crate) fn first_in_window(&self, what: &'static str, identity: &str) -> bool {
         self.audit.check_key(&(what, identity.to_owned())).is_ok()
     }
 
     /// The configured bucket of `class`.
-    pub fn bucket(&self, class: RpcClass) -> Bucket {
+    pub(crate) fn bucket(&self, class: RpcClass) -> Bucket {
         self.buckets[class.index()]
     }
 
     /// Whether limits are enforced.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.limiters.is_some()
     }
 
     /// Forgets identities whose buckets are full again (indistinguishable
     /// from a fresh identity) and audit windows that have passed; returns
     /// the number of (identity, class) entries still tracked.
-    pub fn sweep(&self) -> usize {
+    pub(crate) fn sweep(&self) -> usize {
         self.audit.retain_recent();
         self.audit.shrink_to_fit();
         self.rows.sweep();
@@ -253,7 +242,8 @@ impl<C: Clock + Clone> RateLimits<C> {
     }
 
     /// (identity, class) entries tracked now (the buckets only).
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.limiters.iter().flatten().map(|l| l.len()).sum()
     }
 }
@@ -266,7 +256,7 @@ impl<C: Clock + Clone> RateLimits<C> {
 /// `RESOURCE_EXHAUSTED` with the time until the next token, and until then
 /// the identity's calls that may store rows (`Register`, `SubmitUpdate`,
 /// `Admin`) are refused at once ([`RowBudget::exhausted_for`]).
-pub struct RowBudget<C: Clock = DefaultClock> {
+pub(crate) struct RowBudget<C: Clock = DefaultClock> {
     per_hour: u32,
     limiter: Option<Keyed<C>>,
     until: std::sync::Mutex<std::collections::HashMap<String, C::Instant>>,
@@ -300,7 +290,7 @@ impl<C: Clock + Clone> RowBudget<C> {
     }
 
     /// Rows an identity may cause per hour (0: unlimited).
-    pub fn per_hour(&self) -> u32 {
+    pub(crate) fn per_hour(&self) -> u32 {
         if self.limiter.is_some() {
             self.per_hour
         } else {
@@ -313,7 +303,7 @@ impl<C: Clock + Clone> RowBudget<C> {
     }
 
     /// Takes a row token of `identity`; `Err(wait)` if none is left.
-    pub fn take(&self, identity: &str) -> Result<(), Duration> {
+    pub(crate) fn take(&self, identity: &str) -> Result<(), Duration> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
@@ -331,7 +321,7 @@ impl<C: Clock + Clone> RowBudget<C> {
 
     /// How long `identity` must wait before a call that may store rows is
     /// admitted again, if its budget is used up.
-    pub fn exhausted_for(&self, identity: &str) -> Option<Duration> {
+    pub(crate) fn exhausted_for(&self, identity: &str) -> Option<Duration> {
         let now = self.clock.now();
         let mut until = self.until();
         let at = *until.get(identity)?;

@@ -55,7 +55,7 @@ struct State {
 
 /// What an open round starts from.
 #[derive(Debug)]
-pub struct Opening {
+pub(crate) struct Opening {
     /// Job id.
     pub job_id: String,
     /// Round number.
@@ -72,8 +72,6 @@ pub struct Opening {
     pub deadline: Instant,
     /// The same deadline, Unix ms.
     pub deadline_unix_ms: i64,
-    /// When the round opened, Unix ms.
-    pub opened_unix_ms: i64,
     /// The selected tenants.
     pub selected: HashSet<String>,
     /// The task served to selected clients.
@@ -82,7 +80,7 @@ pub struct Opening {
 
 /// An open round attempt of one job.
 #[derive(Debug)]
-pub struct OpenRound {
+pub(crate) struct OpenRound {
     /// Job id.
     pub job_id: String,
     /// Round (1-based).
@@ -97,8 +95,6 @@ pub struct OpenRound {
     pub deadline: Instant,
     /// Submission deadline, Unix ms.
     pub deadline_unix_ms: i64,
-    /// Opening time, Unix ms.
-    pub opened_unix_ms: i64,
     /// Selected tenant ids (the cohort; the privacy unit is the tenant).
     pub selected: HashSet<String>,
     /// The task handed to selected clients (`remaining_ms` filled per call).
@@ -112,7 +108,7 @@ pub struct OpenRound {
 
 /// What closing a round hands to the release step.
 #[derive(Debug)]
-pub struct Closed {
+pub(crate) struct Closed {
     /// The sum and its counters.
     pub sum: RoundSum,
     /// Client identities whose updates were accepted, in acceptance order
@@ -124,7 +120,7 @@ pub struct Closed {
 
 /// Outcome of claiming a client's slot.
 #[derive(Debug)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Go ahead and receive the update; dropping the claim frees the slot.
     Fresh(ClaimGuard),
     /// The same nonce was already accepted: idempotent success.
@@ -133,18 +129,11 @@ pub enum Claim {
 
 /// A tenant's claimed slot; freed on drop unless [`OpenRound::accept`] succeeded.
 #[derive(Debug)]
-pub struct ClaimGuard {
+pub(crate) struct ClaimGuard {
     round: Arc<OpenRound>,
     tenant_id: String,
     sender: Sender,
     done: bool,
-}
-
-impl ClaimGuard {
-    /// The round this claim is for.
-    pub fn round(&self) -> &Arc<OpenRound> {
-        &self.round
-    }
 }
 
 impl Drop for ClaimGuard {
@@ -161,7 +150,7 @@ impl Drop for ClaimGuard {
 
 impl OpenRound {
     /// A new open round.
-    pub fn new(o: Opening) -> Self {
+    pub(crate) fn new(o: Opening) -> Self {
         let Opening {
             job_id,
             round,
@@ -171,7 +160,6 @@ impl OpenRound {
             dim,
             deadline,
             deadline_unix_ms,
-            opened_unix_ms,
             selected,
             task,
         } = o;
@@ -183,7 +171,6 @@ impl OpenRound {
             clip_norm,
             deadline,
             deadline_unix_ms,
-            opened_unix_ms,
             selected,
             task,
             state: Mutex::new(State {
@@ -199,7 +186,7 @@ impl OpenRound {
     }
 
     /// Resolves once the round is closed.
-    pub async fn closed(&self) {
+    pub(crate) async fn closed(&self) {
         let mut rx = self.closed.subscribe();
         let _ = rx.wait_for(|closed| *closed).await;
     }
@@ -209,27 +196,22 @@ impl OpenRound {
     }
 
     /// Whether submissions are still taken (open and before the deadline).
-    pub fn accepting(&self) -> bool {
+    pub(crate) fn accepting(&self) -> bool {
         Instant::now() < self.deadline && self.lock().open
     }
 
     /// Whether the tenant's update has been accepted in this attempt.
-    pub fn has_accepted(&self, tenant_id: &str) -> bool {
+    pub(crate) fn has_accepted(&self, tenant_id: &str) -> bool {
         matches!(self.lock().slots.get(tenant_id), Some(Slot::Accepted(_)))
     }
 
-    /// Accepted updates so far.
-    pub fn accepted(&self) -> u64 {
-        self.lock().sum.accepted()
-    }
-
     /// Whether every selected tenant has been accepted.
-    pub fn all_in(&self) -> bool {
+    pub(crate) fn all_in(&self) -> bool {
         !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
     }
 
     /// Counts a rejected submission against this attempt.
-    pub fn count_rejection(&self) {
+    pub(crate) fn count_rejection(&self) {
         self.lock().rejected += 1;
     }
 
@@ -248,7 +230,7 @@ impl OpenRound {
     /// the same nonce after acceptance is an idempotent success; anything
     /// else after acceptance — another nonce, or another identity of the
     /// same tenant — is refused.
-    pub fn claim(
+    pub(crate) fn claim(
         self: &Arc<Self>,
         tenant_id: &str,
         client_id: &str,
@@ -307,7 +289,7 @@ impl OpenRound {
     /// what the re-clipping did; the sum is untouched on error. The update is
     /// validated and measured before the round's lock is taken, so
     /// concurrent uploads serialise only on the one-pass add.
-    pub fn accept(
+    pub(crate) fn accept(
         &self,
         mut claim: ClaimGuard,
         update: &[f32],
@@ -315,7 +297,10 @@ impl OpenRound {
     ) -> Result<Added, Error> {
         let measured = Measured::new(update).map_err(|e| match e {
             ClipError::NonFinite { index } => non_finite(index),
-            other => Error::Internal(format!("measuring an update: {other}")),
+            other => Error::Clip {
+                what: "measuring an update",
+                source: other,
+            },
         })?;
         let mut st = self.lock();
         if !st.open || Instant::now() >= self.deadline {
@@ -330,7 +315,7 @@ impl OpenRound {
                     RejectReason::WrongDimension,
                     format!("update has {actual} values, the model has {expected}"),
                 ),
-                AddError::ClipNorm(c) => Error::Internal(format!("round clip norm {c} is invalid")),
+                e @ AddError::ClipNorm(_) => Error::Accumulate(e),
             })?;
         st.slots.insert(
             claim.tenant_id.clone(),
@@ -348,7 +333,7 @@ impl OpenRound {
 
     /// Closes the round: no update is accepted afterwards. Returns the sum
     /// (the first call only).
-    pub fn close(&self) -> Option<Closed> {
+    pub(crate) fn close(&self) -> Option<Closed> {
         let mut st = self.lock();
         if !st.open {
             return None;
@@ -386,7 +371,6 @@ mod tests {
             dim: 2,
             deadline: Instant::now() + Duration::from_secs(60),
             deadline_unix_ms: 0,
-            opened_unix_ms: 0,
             selected: selected.iter().map(|s| (*s).to_owned()).collect(),
             task: v1::Task::default(),
         }))

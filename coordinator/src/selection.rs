@@ -22,7 +22,7 @@ use sha2::Sha256;
 /// across (job, round, attempt, client). A second implementation (e.g.
 /// sampling inside a secure enclave, or fixed-size sampling for another
 /// accountant) would plug in here.
-pub trait Sampler: Send + Sync + 'static {
+pub(crate) trait Sampler: Send + Sync + 'static {
     /// The client's uniform draw in `[0, 1)` for this round attempt.
     fn draw(&self, job_id: &str, round: u64, attempt: u32, client_id: &str) -> f64;
 
@@ -33,14 +33,14 @@ pub trait Sampler: Send + Sync + 'static {
 }
 
 /// Length of the selection key in bytes.
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// Name of the selection key in the store's secrets.
-pub const KEY_NAME: &str = "selection-hmac-sha256";
+pub(crate) const KEY_NAME: &str = "selection-hmac-sha256";
 
 /// Poisson sampling with HMAC-SHA256 as the pseudo-random function.
 #[derive(Clone)]
-pub struct KeyedPoissonSampler {
+pub(crate) struct KeyedPoissonSampler {
     mac: Hmac<Sha256>,
 }
 
@@ -53,7 +53,7 @@ impl std::fmt::Debug for KeyedPoissonSampler {
 
 impl KeyedPoissonSampler {
     /// A sampler with the given secret key (any length; 32 bytes recommended).
-    pub fn new(key: &[u8]) -> Self {
+    pub(crate) fn new(key: &[u8]) -> Self {
         // HMAC accepts keys of any length; this cannot fail.
         let mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -61,7 +61,7 @@ impl KeyedPoissonSampler {
     }
 
     /// A fresh random key from the operating system's CSPRNG.
-    pub fn generate_key() -> Vec<u8> {
+    pub(crate) fn generate_key() -> Vec<u8> {
         let mut key = vec![0u8; KEY_LEN];
         rand::fill(&mut key[..]);
         key

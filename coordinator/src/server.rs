@@ -25,7 +25,6 @@ use crate::config::{ConfigError, CoordinatorConfig};
 use crate::engine::{AuditRetention, Engine, EngineParts, Settings};
 use crate::error::Error;
 use crate::gate::GateLayer;
-use crate::job::{JobRuntime, Published};
 use crate::listener::{ConnLimits, Connections};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
@@ -38,17 +37,18 @@ use crate::store::seal::AtRestKey;
 use crate::store::sqlite::SqliteStore;
 
 /// Name of the lock file that keeps two coordinators off one data directory.
-pub const LOCK_FILE: &str = "coordinator.lock";
+pub(crate) const LOCK_FILE: &str = "coordinator.lock";
 
 /// Largest gRPC message the Coordinator service decodes: one 1 MiB tensor
 /// chunk plus framing. Nothing legitimate is larger.
-pub const MAX_CLIENT_MESSAGE_BYTES: usize = fedsec_proto::tensor::MAX_CHUNK_BYTES + 64 * 1024;
+pub(crate) const MAX_CLIENT_MESSAGE_BYTES: usize =
+    fedsec_proto::tensor::MAX_CHUNK_BYTES + 64 * 1024;
 
 /// Largest gRPC message the Admin service decodes.
-pub const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
+pub(crate) const MAX_ADMIN_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Grace period for in-flight calls at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Entry point of the coordinator.
 #[derive(Debug, Clone, Copy)]
@@ -302,7 +302,7 @@ async fn launch(
     } else {
         None
     };
-    recover(engine).await?;
+    crate::recovery::recover(engine).await?;
     for (i, spec) in config.jobs.iter().enumerate() {
         let mut spec = spec.clone();
         spec.fill_defaults();
@@ -359,7 +359,7 @@ async fn launch(
         .register_encoded_file_descriptor_set(fedsec_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::Internal(format!("reflection service: {e}")))?;
+        .map_err(Error::Reflection)?;
     let coordinator = CoordinatorServer::new(CoordinatorService::new(engine.clone()))
         .max_decoding_message_size(MAX_CLIENT_MESSAGE_BYTES);
     let admin = AdminServer::new(AdminService::new(
@@ -443,140 +443,6 @@ fn metrics_access(config: &CoordinatorConfig) -> Result<crate::metrics::http::Ac
         None
     };
     Ok(Access { token, tls })
-}
-
-/// Crash recovery and resumption: attempts left open are abandoned (their
-/// rounds restart as new attempts with fresh cohorts), then every job is
-/// loaded from its last committed version and ledger.
-async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
-    let open = engine
-        .db(|s| {
-            s.abandon_open_attempts(
-                "coordinator stopped before the attempt closed; nothing released or charged",
-                crate::engine::now_unix_ms(),
-            )
-        })
-        .await?;
-    for a in &open {
-        tracing::warn!(job = %a.job_id, round = a.round, attempt = a.attempt, "round attempt left open by a previous run: abandoned, nothing charged; the round restarts with a new attempt");
-        engine.metrics.round_abandoned(&a.job_id);
-        engine
-            .audit(
-                "round_abandoned",
-                &a.job_id,
-                "",
-                format!(
-                    "round {} attempt {}: left open by a previous run",
-                    a.round, a.attempt
-                ),
-            )
-            .await;
-    }
-    for c in engine.db(|s| s.clients()).await? {
-        engine.clients.load(&c);
-    }
-    // The receipts' sum-rounding bound assumes at most `limits.max_tenants`
-    // tenants: a store holding more cannot be served under this limit.
-    let (tenants, max) = (
-        engine.clients.tenant_count() as u64,
-        engine.settings.max_tenants,
-    );
-    if tenants > max {
-        return Err(crate::config::ConfigError::invalid(
-            "limits.max_tenants",
-            format!(
-                "the store holds {tenants} registered tenants, more than limits.max_tenants = \
-                 {max}; raise the limit (the receipts' sum-rounding bound grows with it)"
-            ),
-        )
-        .into());
-    }
-    for record in engine.db(|s| s.jobs()).await? {
-        let id = record.id().to_owned();
-        let version = record.current_version;
-        let (current, ledger) = {
-            let id = id.clone();
-            engine
-                .db(move |s| Ok((s.version(&id, version)?, s.ledger(&id)?)))
-                .await?
-        };
-        let current = current.ok_or_else(|| {
-            Error::Internal(format!(
-                "job {id:?}: current version {version} is missing from the store"
-            ))
-        })?;
-        let runtime = Arc::new(JobRuntime::new(
-            &record,
-            Published::from_record(current)?,
-            &ledger,
-        ));
-        let audit = {
-            let id = id.clone();
-            engine.db(move |s| s.empirical_audit(&id)).await?
-        };
-        if let Some((json, _)) = audit {
-            let audit = serde_json::from_str(&json).map_err(|e| {
-                Error::Internal(format!("job {id:?}: stored audit is unreadable: {e}"))
-            })?;
-            runtime.set_audit(audit);
-        }
-        forbid_if_dangerous(engine, &runtime).await?;
-        restate_after_rollback(&runtime, &ledger)?;
-        let status = runtime.status();
-        engine
-            .metrics
-            .set_epsilon(&id, status.epsilon_pld, status.epsilon_rdp);
-        tracing::info!(job = %id, state = record.state.as_str(), rounds_completed = record.rounds_completed, version, epsilon = status.epsilon_pld, "job resumed from its last committed version");
-        crate::job::start(engine, runtime);
-    }
-    Ok(())
-}
-
-/// Re-checks a stored, unfinished job against the `[dangerous]` settings in
-/// force: a job they forbid (simulation or disabled noise without its flag)
-/// is paused, in the store and in memory, with the reason; `resume` refuses
-/// it while the settings forbid it.
-async fn forbid_if_dangerous(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Result<(), Error> {
-    if job.state().is_finished() {
-        return Ok(());
-    }
-    let Some(why) = job.spec.dangerous_violation(&engine.settings.dangerous) else {
-        return Ok(());
-    };
-    let reason = format!("paused at start: the current configuration forbids this job: {why}");
-    {
-        let (id, r) = (job.id().to_owned(), reason.clone());
-        engine
-            .db(move |s| s.set_job_state(&id, crate::store::JobState::Paused, &r))
-            .await?;
-    }
-    job.set_state(crate::store::JobState::Paused, &reason);
-    tracing::warn!(job = job.id(), "{reason}");
-    engine.audit("job_paused", job.id(), "", reason).await;
-    Ok(())
-}
-
-/// After a rollback the current version's stored receipt states the spend
-/// when it was first published; what is served must state everything the
-/// ledger has charged since. Recomputes the receipt over the full history
-/// when the ledger holds more rounds than the current version's receipt.
-fn restate_after_rollback(
-    job: &Arc<JobRuntime>,
-    ledger: &[crate::store::LedgerRecord],
-) -> Result<(), Error> {
-    let current = job.current();
-    let charges: Vec<_> = ledger.iter().filter_map(|e| e.charge).collect();
-    if current.receipt.history_rounds() >= charges.len() as u64 {
-        return Ok(());
-    }
-    let receipt =
-        crate::accounting::Receipt::compute(charges, job.spec.delta, job.noise_enabled())?
-            .with_optional_audit(current.receipt.empirical_audit())?;
-    job.publish(Published {
-        receipt,
-        ..(*current).clone()
-    });
-    Ok(())
 }
 
 impl RunningCoordinator {

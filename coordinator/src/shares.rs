@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Call classes with their own concurrency share.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum StreamClass {
+pub(crate) enum StreamClass {
     /// `Coordinator/Register` and `Coordinator/GetTask`.
     Unary,
     /// `Coordinator/GetModel` (model downloads).
@@ -32,17 +32,8 @@ pub enum StreamClass {
 }
 
 impl StreamClass {
-    /// All classes, in index order.
-    pub const ALL: [Self; 5] = [
-        Self::Unary,
-        Self::Download,
-        Self::Upload,
-        Self::Admin,
-        Self::Other,
-    ];
-
     /// The class of a gRPC request path (`/package.Service/Method`).
-    pub fn of_path(path: &str) -> Self {
+    pub(crate) fn of_path(path: &str) -> Self {
         match path {
             "/fedsec.v1.Coordinator/Register" | "/fedsec.v1.Coordinator/GetTask" => Self::Unary,
             "/fedsec.v1.Coordinator/GetModel" => Self::Download,
@@ -53,7 +44,7 @@ impl StreamClass {
     }
 
     /// For messages: what one stream of this class is.
-    pub fn what(self) -> &'static str {
+    pub(crate) fn what(self) -> &'static str {
         match self {
             Self::Unary => "Register/GetTask calls",
             Self::Download => "GetModel downloads",
@@ -70,8 +61,8 @@ impl StreamClass {
 
 /// The share each identity gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShareLimits {
-    /// Concurrent calls per class, indexed like [`StreamClass::ALL`].
+pub(crate) struct ShareLimits {
+    /// Concurrent calls per class, indexed in the order of [`StreamClass`]'s variants.
     pub streams: [u32; 5],
     /// Bytes of decode buffers and downloads held at once. A single
     /// transfer larger than this is charged as exactly this much, so it is
@@ -81,7 +72,7 @@ pub struct ShareLimits {
 
 /// Why a share was refused (the caller adds the identity and retry hint).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Exhausted {
+pub(crate) struct Exhausted {
     /// What is used up, e.g. `4 GetModel downloads open`.
     pub what: String,
     /// The limit, e.g. `4 concurrent`.
@@ -102,14 +93,14 @@ impl Usage {
 
 /// Every identity's usage.
 #[derive(Debug)]
-pub struct Shares {
+pub(crate) struct Shares {
     limits: ShareLimits,
     table: Mutex<HashMap<Arc<str>, Usage>>,
 }
 
 /// A held stream share; released on drop.
 #[derive(Debug)]
-pub struct StreamShare {
+pub(crate) struct StreamShare {
     shares: Arc<Shares>,
     identity: Arc<str>,
     class: StreamClass,
@@ -117,7 +108,7 @@ pub struct StreamShare {
 
 /// A held byte share; released on drop.
 #[derive(Debug)]
-pub struct ByteShare {
+pub(crate) struct ByteShare {
     shares: Arc<Shares>,
     identity: Arc<str>,
     bytes: u64,
@@ -125,16 +116,11 @@ pub struct ByteShare {
 
 impl Shares {
     /// Shares with these limits.
-    pub fn new(limits: ShareLimits) -> Arc<Self> {
+    pub(crate) fn new(limits: ShareLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
             table: Mutex::new(HashMap::new()),
         })
-    }
-
-    /// The configured limits.
-    pub fn limits(&self) -> ShareLimits {
-        self.limits
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, Usage>> {
@@ -142,7 +128,7 @@ impl Shares {
     }
 
     /// Takes one concurrent-call share of `class` for `identity`.
-    pub fn stream(
+    pub(crate) fn stream(
         self: &Arc<Self>,
         identity: &str,
         class: StreamClass,
@@ -167,7 +153,11 @@ impl Shares {
 
     /// Takes `bytes` of `identity`'s bytes-in-flight share (at most the
     /// whole share, so one transfer is always admitted alone).
-    pub fn bytes(self: &Arc<Self>, identity: &str, bytes: u64) -> Result<ByteShare, Exhausted> {
+    pub(crate) fn bytes(
+        self: &Arc<Self>,
+        identity: &str,
+        bytes: u64,
+    ) -> Result<ByteShare, Exhausted> {
         let cap = self.limits.bytes_in_flight;
         let charge = bytes.min(cap);
         let mut table = self.lock();
@@ -191,19 +181,22 @@ impl Shares {
     }
 
     /// Identities holding a share now.
-    pub fn tracked(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn tracked(&self) -> usize {
         self.lock().len()
     }
 
     /// Concurrent calls of `class` `identity` holds now.
-    pub fn streams_of(&self, identity: &str, class: StreamClass) -> u32 {
+    #[cfg(test)]
+    pub(crate) fn streams_of(&self, identity: &str, class: StreamClass) -> u32 {
         self.lock()
             .get(identity)
             .map_or(0, |u| u.streams[class.index()])
     }
 
     /// Bytes in flight `identity` holds now.
-    pub fn bytes_of(&self, identity: &str) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn bytes_of(&self, identity: &str) -> u64 {
         self.lock().get(identity).map_or(0, |u| u.bytes)
     }
 

@@ -179,7 +179,7 @@ pub fn epsilon_after(q: f64, z: f64, rounds: u64, delta: f64) -> Result<f64> {
     };
     PldAccountant
         .epsilon(&[(m, rounds)], delta)
-        .map_err(|e| Error::Privacy(e.to_string()))
+        .map_err(Error::Accounting)
 }
 
 fn mix(seed: u64, a: u64, b: u64) -> u64 {
@@ -253,7 +253,7 @@ fn client_update(
     };
     if attack.is_none() {
         // Honest clients clip their own update (the server re-clips anyway).
-        clip_in_place(&mut delta, cfg.clip_norm).map_err(|e| Error::Privacy(e.to_string()))?;
+        clip_in_place(&mut delta, cfg.clip_norm).map_err(Error::Clip)?;
     }
     Ok(delta)
 }
@@ -358,15 +358,15 @@ pub fn run(
             reported.push(t);
             match raw.as_mut() {
                 None => {
-                    let m = Measured::new(&u).map_err(|e| Error::Privacy(e.to_string()))?;
+                    let m = Measured::new(&u).map_err(Error::Clip)?;
                     let added = sum
                         .add(&m, cfg.clip_norm, true)
-                        .map_err(|e| Error::Privacy(e.to_string()))?;
+                        .map_err(Error::Accumulate)?;
                     clipped += usize::from(added.clipped);
                     norm_sum += added.norm;
                 }
                 Some(raw) => {
-                    norm_sum += l2_norm(&u).map_err(|e| Error::Privacy(e.to_string()))?;
+                    norm_sum += l2_norm(&u).map_err(Error::Clip)?;
                     for (a, &x) in raw.iter_mut().zip(&u) {
                         *a += f64::from(x);
                     }

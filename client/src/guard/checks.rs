@@ -144,44 +144,64 @@ impl std::fmt::Display for SkipReason {
     }
 }
 
-/// Checks the task's mechanism against the policy's floors and ceilings.
+impl PlannedRound {
+    /// Whether the round's terms are usable at all, whatever the policy:
+    /// round and attempt 1-based, a valid job id, q in (0, 1], C finite and
+    /// positive, δ in (0, 1), z finite and ≥ 0 (positive when noise is on).
+    /// Called where a task arrives
+    /// ([`TaskTerms::from_proto`](crate::task::TaskTerms::from_proto)) and
+    /// again by [`check_task`], for rounds a host builds itself.
+    ///
+    /// # Errors
+    ///
+    /// [`SkipReason::InvalidTask`] naming the first unusable term.
+    pub fn validate(&self) -> Result<(), SkipReason> {
+        let task = self;
+        if task.round == 0 || task.attempt == 0 {
+            return Err(SkipReason::InvalidTask(format!(
+                "round {} attempt {}: both are 1-based",
+                task.round, task.attempt
+            )));
+        }
+        if !fedsec_proto::tls::is_valid_id(&task.job_id) {
+            return Err(SkipReason::InvalidTask(format!(
+                "job id {:?} is not a valid id",
+                task.job_id
+            )));
+        }
+        let q = task.sampling_rate;
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(SkipReason::InvalidTask(format!(
+                "sampling rate {q} is not in (0, 1]"
+            )));
+        }
+        if !(task.clip_norm > 0.0 && task.clip_norm.is_finite()) {
+            return Err(SkipReason::InvalidTask(format!(
+                "clip norm {} is not a finite number > 0",
+                task.clip_norm
+            )));
+        }
+        if !(task.delta > 0.0 && task.delta < 1.0) {
+            return Err(SkipReason::InvalidTask(format!(
+                "δ = {} is not in (0, 1)",
+                task.delta
+            )));
+        }
+        let z = task.noise_multiplier;
+        if !(z >= 0.0 && z.is_finite()) || (task.noise_enabled && z == 0.0) {
+            return Err(SkipReason::InvalidTask(format!(
+                "noise multiplier {z} is not a finite number > 0"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the task's mechanism: usable terms ([`PlannedRound::validate`]),
+/// then the policy's floors and ceilings.
 pub fn check_task(policy: &PrivacyPolicy, task: &PlannedRound) -> Result<(), SkipReason> {
-    if task.round == 0 || task.attempt == 0 {
-        return Err(SkipReason::InvalidTask(format!(
-            "round {} attempt {}: both are 1-based",
-            task.round, task.attempt
-        )));
-    }
-    if !fedsec_proto::tls::is_valid_id(&task.job_id) {
-        return Err(SkipReason::InvalidTask(format!(
-            "job id {:?} is not a valid id",
-            task.job_id
-        )));
-    }
-    let q = task.sampling_rate;
-    if !(q > 0.0 && q <= 1.0) {
-        return Err(SkipReason::InvalidTask(format!(
-            "sampling rate {q} is not in (0, 1]"
-        )));
-    }
-    if !(task.clip_norm > 0.0 && task.clip_norm.is_finite()) {
-        return Err(SkipReason::InvalidTask(format!(
-            "clip norm {} is not a finite number > 0",
-            task.clip_norm
-        )));
-    }
-    if !(task.delta > 0.0 && task.delta < 1.0) {
-        return Err(SkipReason::InvalidTask(format!(
-            "δ = {} is not in (0, 1)",
-            task.delta
-        )));
-    }
+    task.validate()?;
     let z = task.noise_multiplier;
-    if !(z >= 0.0 && z.is_finite()) || (task.noise_enabled && z == 0.0) {
-        return Err(SkipReason::InvalidTask(format!(
-            "noise multiplier {z} is not a finite number > 0"
-        )));
-    }
     if !task.noise_enabled {
         if policy.refuse_noise_disabled {
             return Err(SkipReason::NoiseDisabled);

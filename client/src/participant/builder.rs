@@ -3,7 +3,21 @@
 
 use crate::ledger::LedgerError;
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use fedsec_proto::tls::{ClientTls, TlsFiles, TlsPem};
+use tokio::sync::broadcast;
+
+use crate::data::{DataOptions, DataSource, LocalStore, LogTail};
+use crate::error::BuildError;
+use crate::handle::{GlobalModel, Shared};
+use crate::ledger::Ledger;
+use crate::policy::{PrivacyPolicy, TrainingLimits};
+use crate::rpc::Rpc;
+use crate::state::StateDir;
+
+use super::{Config, Participant, Timing};
 
 pub(super) enum TlsSetting {
     Ready(ClientTls),

@@ -12,38 +12,23 @@
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fedsec_detector::dataset::Dataset;
-use fedsec_detector::features::NUM_FEATURES;
-use fedsec_detector::metrics::roc_auc;
-use fedsec_detector::model::score;
-use fedsec_detector::train::{TrainConfig, evaluate_loss, train_local};
-use fedsec_model::ModelSpec;
-use fedsec_proto::model::ModelSpecWire;
-use fedsec_proto::tls::{ClientTls, TlsFiles, TlsPem};
-use fedsec_proto::v1::{self, get_task_response};
-use rand::{RngExt, SeedableRng};
+use fedsec_proto::tls::ClientTls;
 use rand_chacha::ChaCha8Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{broadcast, watch};
 
-use crate::data::{DataOptions, DataPipeline, DataSource, LabelledLog, LocalStore, LogTail};
-use crate::error::{BuildError, ConnectionError, Disposition, Error, RpcError};
-use crate::events::{Event, HoldoutReport, TaskRef, TrainReport};
-use crate::guard::{self, Assessment, PlannedRound, SkipReason};
-use crate::handle::{GlobalModel, ParticipantHandle, Shared};
-use crate::ledger::{EntryStatus, HistoryRound, JobHistory, Ledger, LedgerEntry, LedgerIdentity};
+use crate::data::{DataOptions, DataPipeline, DataSource, LogTail};
+use crate::error::{ConnectionError, Error};
+use crate::events::{Event, TaskRef, TrainReport};
+use crate::handle::{ParticipantHandle, Shared};
+use crate::ledger::{HistoryRound, Ledger, LedgerIdentity};
 use crate::policy::{PrivacyPolicy, TrainingLimits};
-use crate::retry::{Backoff, poll_delay};
-use crate::rpc::{DownloadError, Downloaded, Rpc, update_messages};
+use crate::retry::Backoff;
+use crate::rpc::Rpc;
 use crate::state::StateDir;
-use crate::wire::TrainConfigWire;
-
-/// Longest time to the deadline a task may announce (24 h, the coordinator's
-/// own maximum round deadline).
-const MAX_ROUND_MS: u64 = 86_400_000;
 
 /// Timing of the protocol loop.
 #[derive(Debug, Clone, PartialEq)]
@@ -268,7 +253,7 @@ impl Participant {
             (ledger, res)
         })
         .await
-        .map_err(|e| Error::Internal(format!("ledger task: {e}")))?;
+        .map_err(Error::task("ledger"))?;
         self.ledger = Some(ledger);
         res?;
         self.emit(Event::Registered {
@@ -285,7 +270,7 @@ impl Participant {
     fn take_ledger(&mut self) -> Result<Ledger, Error> {
         self.ledger
             .take()
-            .ok_or_else(|| Error::Internal("the ledger is in use".into()))
+            .ok_or_else(|| Error::Internal("the ledger is in use"))
     }
 
     /// Runs `change` on the ledger in a blocking task (it fsyncs).
@@ -299,7 +284,7 @@ impl Participant {
             (ledger, res)
         })
         .await
-        .map_err(|e| Error::Internal(format!("ledger task: {e}")))?;
+        .map_err(Error::task("ledger"))?;
         self.ledger = Some(ledger);
         Ok(res?)
     }
@@ -308,7 +293,7 @@ impl Participant {
         self.ledger
             .as_ref()
             .map(Ledger::file)
-            .ok_or_else(|| Error::Internal("the ledger is in use".into()))
+            .ok_or_else(|| Error::Internal("the ledger is in use"))
     }
 
     /// The participant's loop, until `shutdown` completes or the bound job
@@ -361,6 +346,6 @@ fn continue_if(go_on: bool) -> Flow {
 mod builder;
 mod runner;
 mod serve;
-mod task;
+mod training;
 
 pub use builder::ParticipantBuilder;

@@ -1,7 +1,30 @@
 //! The protocol loop: register, poll, refresh the data and the model, and
 //! hand each task to [`serve`](super::serve).
 
-use super::*;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fedsec_model::ModelSpec;
+use fedsec_proto::v1::get_task_response;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::watch;
+
+use crate::data::{DataSource, LabelledLog, LogTail};
+use crate::error::{Disposition, Error, RpcError};
+use crate::events::{Event, TaskRef};
+use crate::guard::SkipReason;
+use crate::handle::GlobalModel;
+use crate::ledger::JobHistory;
+use crate::retry::{Backoff, poll_delay};
+use crate::rpc::{DownloadError, Downloaded};
+use crate::task::TaskTerms;
+
+use super::{
+    Config, Flow, Participant, RunOutcome, Runner, continue_if, history_of, now_unix_ms, or_stop,
+};
 
 impl<'a> Runner<'a> {
     pub(super) fn new(p: &'a mut Participant, stop: watch::Receiver<bool>) -> Self {
@@ -115,19 +138,32 @@ impl<'a> Runner<'a> {
         };
         match outcome {
             get_task_response::Outcome::Task(task) => {
-                let key = (task.job_id.clone(), task.round, task.attempt);
+                let received = Instant::now();
+                let tref = TaskRef::from(&task);
+                let key = (tref.job_id.clone(), tref.round, tref.attempt);
                 if self.handled.contains(&key) {
                     self.maybe_refresh_model().await?;
                     let retry = self.poll_interval;
                     let go_on = self.poll_pause(retry).await;
                     return Ok(continue_if(go_on));
                 }
-                self.last_job = Some(task.job_id.clone());
+                self.last_job = Some(tref.job_id.clone());
                 if self.handled.len() > 4096 {
                     self.handled.clear();
                 }
                 self.handled.insert(key);
-                self.serve(task).await?;
+                self.p.emit(Event::TaskReceived {
+                    task: tref.clone(),
+                    sampling_rate: task.sampling_rate,
+                    noise_multiplier: task.noise_multiplier,
+                    clip_norm: task.clip_norm,
+                });
+                // The task's terms are parsed and validated here, once; from
+                // here on the participant carries only `TaskTerms`.
+                match TaskTerms::from_proto(&task) {
+                    Ok(terms) => self.serve(terms, received).await?,
+                    Err(reason) => self.skip(&tref, reason),
+                }
                 Ok(Flow::Continue)
             }
             get_task_response::Outcome::Retry(r) => {
@@ -172,7 +208,7 @@ impl<'a> Runner<'a> {
             .p
             .tails
             .take()
-            .ok_or_else(|| Error::Internal("log tails in use".into()))?;
+            .ok_or_else(|| Error::Internal("log tails in use"))?;
         let cfg2 = cfg.clone();
         let (tails, rows, problems) = tokio::task::spawn_blocking(move || {
             let mut problems = Vec::new();
@@ -224,7 +260,7 @@ impl<'a> Runner<'a> {
             (tails, rows, problems)
         })
         .await
-        .map_err(|e| Error::Internal(format!("data task: {e}")))?;
+        .map_err(Error::task("data"))?;
         self.p.tails = Some(tails);
         for message in problems {
             self.p.emit(Event::Warning { message });
@@ -275,7 +311,7 @@ impl<'a> Runner<'a> {
                         })
                     })
                     .await
-                    .map_err(|e| Error::Internal(format!("model task: {e}")))?;
+                    .map_err(Error::task("model"))?;
                     if let Err(message) = saved {
                         self.p.emit(Event::Warning { message });
                     }

@@ -1,54 +1,40 @@
 //! Serving one task: check it against the guard, fetch the model, train,
 //! record the round in the ledger and submit the update.
 
-use super::task::{LocalRun, prepare_task, train_and_prepare};
-use super::*;
+use super::training::{LocalRun, train_and_prepare};
+use std::time::Instant;
+
+use fedsec_proto::v1::{self};
+use rand::RngExt;
+
+use crate::error::{Disposition, Error};
+use crate::events::{Event, TaskRef};
+use crate::guard::{self, Assessment, SkipReason};
+use crate::ledger::{EntryStatus, LedgerEntry};
+use crate::retry::Backoff;
+use crate::rpc::update_messages;
+use crate::task::TaskTerms;
+
+use super::{Runner, history_of, now_unix_ms, or_stop, training_seed};
 
 impl Runner<'_> {
-    /// Serves one task: checks, download, guard, training, record, upload.
-    pub(super) async fn serve(&mut self, task: v1::Task) -> Result<(), Error> {
-        let received = Instant::now();
-        // The coordinator's number, bounded: a round never stays open a day.
-        let remaining = Duration::from_millis(task.remaining_ms.min(MAX_ROUND_MS));
-        let deadline = received.checked_add(remaining).unwrap_or(received);
-        let tref = TaskRef {
-            job_id: task.job_id.clone(),
-            round: task.round,
-            attempt: task.attempt,
-            base_version: task.base_version,
-        };
-        self.p.emit(Event::TaskReceived {
-            task: tref.clone(),
-            sampling_rate: task.sampling_rate,
-            noise_multiplier: task.noise_multiplier,
-            clip_norm: task.clip_norm,
-        });
+    /// Serves one task whose terms were parsed where it arrived
+    /// ([`TaskTerms::from_proto`]): policy, download, guard, training,
+    /// record, upload.
+    pub(super) async fn serve(&mut self, task: TaskTerms, received: Instant) -> Result<(), Error> {
+        let deadline = received.checked_add(task.remaining).unwrap_or(received);
+        let tref = task.reference();
         let cfg = self.cfg();
-        let planned = PlannedRound {
-            job_id: task.job_id.clone(),
-            round: task.round,
-            attempt: task.attempt,
-            sampling_rate: task.sampling_rate,
-            noise_multiplier: task.noise_multiplier,
-            clip_norm: task.clip_norm,
-            delta: task.delta,
-            noise_enabled: task.noise_enabled,
-        };
-        // 1. The policy's floors and ceilings, and a task we can serve.
-        if let Err(reason) = guard::check_task(&cfg.policy, &planned) {
+        let planned = &task.planned;
+        // 1. The policy's floors and ceilings.
+        if let Err(reason) = guard::check_task(&cfg.policy, planned) {
             self.skip(&tref, reason);
             return Ok(());
         }
-        let prepared = match prepare_task(&task, &cfg) {
-            Ok(p) => p,
-            Err(reason) => {
-                self.skip(&tref, reason);
-                return Ok(());
-            }
-        };
+        let training = cfg.training.apply(task.training.clone());
         // 2. The base model, verified (and kept for scoring even if this
         //    round cannot be served).
-        let model = match self.fetch_model(&tref, &prepared.spec, deadline).await {
+        let model = match self.fetch_model(&tref, &task.spec, deadline).await {
             Ok(Some(d)) => d,
             Ok(None) => return Ok(()),
             Err(reason) => {
@@ -68,10 +54,10 @@ impl Runner<'_> {
         }
         self.install(&model).await?;
         if let Some(problem) = &model.receipt_problem
-            && task.noise_enabled
+            && planned.noise_enabled
         {
             self.p.emit(Event::Warning {
-                message: format!("job {}: {problem}", task.job_id),
+                message: format!("job {}: {problem}", planned.job_id),
             });
         }
         // 3. Local data.
@@ -92,7 +78,7 @@ impl Runner<'_> {
             .training
             .max_examples_per_round
             .map_or(train.len(), |k| k.min(train.len()));
-        let train_cfg = match guard::check_training(&cfg.policy, prepared.train.clone(), examples) {
+        let train_cfg = match guard::check_training(&cfg.policy, training, examples) {
             Ok(c) => c,
             Err(reason) => {
                 self.skip(&tref, reason);
@@ -100,7 +86,7 @@ impl Runner<'_> {
             }
         };
         // 4. The guard.
-        let bound = cfg.job_id.as_deref() == Some(task.job_id.as_str());
+        let bound = cfg.job_id.as_deref() == Some(planned.job_id.as_str());
         let history = model
             .receipt
             .as_ref()
@@ -120,7 +106,7 @@ impl Runner<'_> {
         };
         let assessment: Assessment = match assessment {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Internal(format!("guard task: {e}"))),
+            Some(Err(e)) => return Err(Error::task("guard")(e)),
             Some(Ok(Err(reason))) => {
                 self.skip(&tref, reason);
                 return Ok(());
@@ -135,17 +121,17 @@ impl Runner<'_> {
                 message: format!(
                     "job {}: amplified accounting unavailable ({why}); counting this client's \
                      rounds unamplified",
-                    task.job_id
+                    planned.job_id
                 ),
             });
         }
         // 5. Local training, off the async threads.
         let trained = {
-            let spec = prepared.spec.clone();
+            let spec = task.spec.clone();
             let weights = model.weights.clone();
             let seed = training_seed(cfg.seed, &tref);
             let max_examples = cfg.training.max_examples_per_round;
-            let (clip, noise) = (task.clip_norm, prepared.noise_stddev);
+            let (clip, noise) = (planned.clip_norm, task.client_noise_stddev);
             or_stop(
                 &self.stop,
                 tokio::task::spawn_blocking(move || {
@@ -166,7 +152,7 @@ impl Runner<'_> {
         };
         let trained = match trained {
             None => return Ok(()),
-            Some(Err(e)) => return Err(Error::Internal(format!("training task: {e}"))),
+            Some(Err(e)) => return Err(Error::task("training")(e)),
             Some(Ok(Err(reason))) => {
                 self.skip(&tref, reason);
                 return Ok(());
@@ -191,10 +177,10 @@ impl Runner<'_> {
             .p
             .ledger_file()?
             .find_identical(
-                &task.job_id,
-                task.round,
-                task.attempt,
-                task.base_version,
+                &tref.job_id,
+                tref.round,
+                tref.attempt,
+                tref.base_version,
                 &update_sha256,
             )
             .cloned();
@@ -203,16 +189,16 @@ impl Runner<'_> {
             None => {
                 let nonce: [u8; 16] = rand::rng().random();
                 let entry = LedgerEntry {
-                    job_id: task.job_id.clone(),
-                    round: task.round,
-                    attempt: task.attempt,
+                    job_id: planned.job_id.clone(),
+                    round: planned.round,
+                    attempt: planned.attempt,
                     base_version: task.base_version,
-                    sampling_rate: task.sampling_rate,
-                    noise_multiplier: task.noise_multiplier,
-                    clip_norm: task.clip_norm,
-                    delta: task.delta,
-                    noise_enabled: task.noise_enabled,
-                    client_noise_stddev: prepared.noise_stddev,
+                    sampling_rate: planned.sampling_rate,
+                    noise_multiplier: planned.noise_multiplier,
+                    clip_norm: planned.clip_norm,
+                    delta: planned.delta,
+                    noise_enabled: planned.noise_enabled,
+                    client_noise_stddev: task.client_noise_stddev,
                     recorded_unix_ms: now_unix_ms(),
                     nonce: hex::encode(nonce),
                     update_sha256,
@@ -232,7 +218,7 @@ impl Runner<'_> {
         });
         let nonce = hex::decode(&nonce_hex).unwrap_or_else(|_| nonce_hex.clone().into_bytes());
         // 7. Upload, retrying transient failures with the same nonce.
-        let messages = update_messages(&task, &nonce, &trained.update, trained.within_clip);
+        let messages = update_messages(&tref, &nonce, &trained.update, trained.within_clip);
         self.submit(&tref, &nonce_hex, &messages, deadline).await
     }
 

@@ -381,6 +381,7 @@ impl CoordinatorConfig {
 }
 
 mod job;
+mod job_check;
 mod job_wire;
 
 pub use job::*;

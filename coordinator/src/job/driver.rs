@@ -230,7 +230,7 @@ async fn step(
     let closed = open.close();
     job.set_round(None);
     let Some(closed) = closed else {
-        return Err(Error::Internal("round closed twice".into()));
+        return Err(Error::Internal("round closed twice"));
     };
     let attempt = open.attempt;
     let accepted = closed.sum.accepted();
@@ -285,7 +285,10 @@ async fn step(
                     &mut sum,
                     &mut Vec::new(),
                 )
-                .map_err(|e| Error::Internal(format!("canary update: {e}")))?;
+                .map_err(|source| Error::Clip {
+                    what: "a canary update",
+                    source,
+                })?;
         }
         let adaptive = spec.clipping.adaptive.then_some(AdaptivePlan {
             state: AdaptiveClipState {
@@ -385,7 +388,6 @@ async fn step(
         momentum: released.momentum,
         clip_norm: released.next_clip_norm,
         receipt,
-        created_unix_ms: now,
     });
     job.record_round(charge, epsilon_pld, epsilon_rdp);
     drop(guard);
@@ -503,7 +505,6 @@ async fn open_attempt(
         dim: job.dim,
         deadline,
         deadline_unix_ms,
-        opened_unix_ms: opened,
         selected,
         task,
     }));

@@ -34,14 +34,13 @@ pub(crate) mod audit;
 pub(crate) mod driver;
 pub(crate) mod population;
 pub(crate) mod resolve;
-pub mod weather;
+pub(crate) mod weather;
 
 pub(crate) use driver::{create, start};
-pub use population::population_drift;
 
 /// A published model version held in memory.
 #[derive(Debug, Clone)]
-pub struct Published {
+pub(crate) struct Published {
     /// Version number.
     pub version: u64,
     /// Round after which it was published (0: initial).
@@ -56,13 +55,11 @@ pub struct Published {
     pub clip_norm: f64,
     /// Its privacy receipt.
     pub receipt: Receipt,
-    /// Publication time.
-    pub created_unix_ms: i64,
 }
 
 impl Published {
     /// From a stored version.
-    pub fn from_record(r: ModelVersionRecord) -> Result<Self, Error> {
+    pub(crate) fn from_record(r: ModelVersionRecord) -> Result<Self, Error> {
         let receipt = Receipt::from_json(&r.receipt_json)?;
         let momentum = r.momentum.as_deref().map(f32s_from_le);
         Ok(Self {
@@ -73,12 +70,11 @@ impl Published {
             momentum,
             clip_norm: r.clip_norm,
             receipt,
-            created_unix_ms: r.info.created_unix_ms,
         })
     }
 
     /// The weights as f32.
-    pub fn weights(&self) -> Vec<f32> {
+    pub(crate) fn weights(&self) -> Vec<f32> {
         f32s_from_le(&self.bytes)
     }
 }
@@ -91,7 +87,7 @@ pub(crate) fn f32s_from_le(b: &[u8]) -> Vec<f32> {
 
 /// Mutable status of a job.
 #[derive(Debug, Clone)]
-pub struct JobStatus {
+pub(crate) struct JobStatus {
     /// State.
     pub state: JobState,
     /// Why.
@@ -109,7 +105,7 @@ pub struct JobStatus {
 }
 
 /// A job at run time.
-pub struct JobRuntime {
+pub(crate) struct JobRuntime {
     /// Definition.
     pub spec: JobSpec,
     /// Model dimension.
@@ -153,7 +149,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl JobRuntime {
     /// Builds the runtime of a stored job.
-    pub fn new(record: &JobRecord, current: Published, ledger: &[LedgerRecord]) -> Self {
+    pub(crate) fn new(record: &JobRecord, current: Published, ledger: &[LedgerRecord]) -> Self {
         let charges: Vec<RoundCharge> = ledger.iter().filter_map(|e| e.charge).collect();
         let (epsilon_pld, epsilon_rdp) = ledger
             .last()
@@ -186,7 +182,7 @@ impl JobRuntime {
     }
 
     /// The job's empirical audit, once computed.
-    pub fn audit(&self) -> Option<EmpiricalAudit> {
+    pub(crate) fn audit(&self) -> Option<EmpiricalAudit> {
         *lock(&self.audit)
     }
 
@@ -195,17 +191,17 @@ impl JobRuntime {
     }
 
     /// The job id.
-    pub fn id(&self) -> &str {
+    pub(crate) fn id(&self) -> &str {
         &self.spec.id
     }
 
     /// A snapshot of the status.
-    pub fn status(&self) -> JobStatus {
+    pub(crate) fn status(&self) -> JobStatus {
         lock(&self.status).clone()
     }
 
     /// Current state.
-    pub fn state(&self) -> JobState {
+    pub(crate) fn state(&self) -> JobState {
         lock(&self.status).state
     }
 
@@ -216,7 +212,7 @@ impl JobRuntime {
     }
 
     /// The published model.
-    pub fn current(&self) -> Arc<Published> {
+    pub(crate) fn current(&self) -> Arc<Published> {
         self.model.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -225,7 +221,7 @@ impl JobRuntime {
     }
 
     /// The open round, if any.
-    pub fn open_round(&self) -> Option<Arc<OpenRound>> {
+    pub(crate) fn open_round(&self) -> Option<Arc<OpenRound>> {
         self.round.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -234,12 +230,12 @@ impl JobRuntime {
     }
 
     /// Whether noise is added at all.
-    pub fn noise_enabled(&self) -> bool {
+    pub(crate) fn noise_enabled(&self) -> bool {
         !self.spec.disable_noise
     }
 
     /// The job as the Admin API's message.
-    pub fn to_proto(&self) -> v1::Job {
+    pub(crate) fn to_proto(&self) -> v1::Job {
         let s = self.status();
         let current = self.current();
         // A fault holds only a running job: a job that has finished is held

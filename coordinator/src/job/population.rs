@@ -7,7 +7,7 @@ use super::JobRuntime;
 
 /// Relative drift of the registered tenant count from the declared
 /// population: `(registered − population) / population`.
-pub fn population_drift(population: u64, registered_tenants: u64) -> f64 {
+pub(crate) fn population_drift(population: u64, registered_tenants: u64) -> f64 {
     (registered_tenants as f64 - population as f64) / (population.max(1) as f64)
 }
 

@@ -38,13 +38,13 @@ use crate::error::Error;
 use crate::store::{AttemptClose, AttemptState, LedgerKind, Store, StoreResult};
 
 /// Delay before the first retry.
-pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Longest delay between retries (the backoff doubles up to this).
-pub const MAX_RETRY: Duration = Duration::from_secs(5);
+pub(crate) const MAX_RETRY: Duration = Duration::from_secs(5);
 
 /// The backoff before retry number `retries + 1`: [`FIRST_RETRY`] doubled
 /// per failed try, at most [`MAX_RETRY`].
-pub fn backoff(retries: u32) -> Duration {
+pub(crate) fn backoff(retries: u32) -> Duration {
     FIRST_RETRY
         .saturating_mul(1u32 << retries.min(16))
         .min(MAX_RETRY)
@@ -52,7 +52,7 @@ pub fn backoff(retries: u32) -> Duration {
 
 /// A transient store fault holding a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreFault {
+pub(crate) struct StoreFault {
     /// The store's error of the last failed try.
     pub error: String,
     /// When the fault was first seen.
@@ -65,7 +65,7 @@ pub struct StoreFault {
 
 impl StoreFault {
     /// As the Admin API's message.
-    pub fn to_proto(&self) -> v1::StoreFault {
+    pub(crate) fn to_proto(&self) -> v1::StoreFault {
         v1::StoreFault {
             error: self.error.clone(),
             since_unix_ms: self.since_unix_ms,
@@ -77,13 +77,13 @@ impl StoreFault {
 
 /// The fault (if any) holding one job.
 #[derive(Debug, Default)]
-pub struct Weather {
+pub(crate) struct Weather {
     fault: std::sync::Mutex<Option<StoreFault>>,
 }
 
 impl Weather {
     /// The fault holding the job now, if any.
-    pub fn fault(&self) -> Option<StoreFault> {
+    pub(crate) fn fault(&self) -> Option<StoreFault> {
         lock(&self.fault).clone()
     }
 

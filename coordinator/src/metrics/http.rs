@@ -29,7 +29,7 @@ use super::Metrics;
 use crate::error::Error;
 
 /// Shortest accepted token.
-pub const MIN_TOKEN_CHARS: usize = 32;
+pub(crate) const MIN_TOKEN_CHARS: usize = 32;
 
 /// Time a scraper gets to complete its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ const MAX_HANDSHAKES: usize = 16;
 
 /// The bearer token scrapers must present; only its digest is kept.
 #[derive(Clone)]
-pub struct BearerToken {
+pub(crate) struct BearerToken {
     digest: [u8; 32],
 }
 
@@ -52,7 +52,7 @@ impl std::fmt::Debug for BearerToken {
 impl BearerToken {
     /// A token from its text (at least [`MIN_TOKEN_CHARS`] visible ASCII
     /// characters, no whitespace).
-    pub fn new(token: &str) -> Result<Self, String> {
+    pub(crate) fn new(token: &str) -> Result<Self, String> {
         if token.len() < MIN_TOKEN_CHARS {
             return Err(format!(
                 "the token has {} characters; at least {MIN_TOKEN_CHARS} are required",
@@ -69,7 +69,7 @@ impl BearerToken {
 
     /// Reads a token file (surrounding whitespace and a final newline are
     /// ignored). On Unix the file must not be readable by group or others.
-    pub fn load(path: &Path) -> Result<Self, String> {
+    pub(crate) fn load(path: &Path) -> Result<Self, String> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -109,7 +109,7 @@ impl BearerToken {
 
 /// Who may read `/metrics` and how it is served.
 #[derive(Debug, Clone, Default)]
-pub struct Access {
+pub(crate) struct Access {
     /// Required bearer token, if any.
     pub token: Option<BearerToken>,
     /// TLS configuration, if served over TLS.
@@ -118,7 +118,10 @@ pub struct Access {
 
 /// A TLS 1.3 server configuration without client authentication for the
 /// metrics endpoint, from the gRPC server's certificate chain and key.
-pub fn tls_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
+pub(crate) fn tls_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<rustls::ServerConfig>, String> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let certs = CertificateDer::pem_slice_iter(cert_pem)

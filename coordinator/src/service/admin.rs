@@ -30,7 +30,7 @@ use crate::ratelimit::RpcClass;
 
 /// The administration service.
 #[derive(Debug, Clone)]
-pub struct AdminService {
+pub(crate) struct AdminService {
     engine: Arc<Engine>,
     api: AdminApi,
 }

@@ -29,7 +29,7 @@ use crate::store::JobState;
 
 /// The client-facing service.
 #[derive(Debug, Clone)]
-pub struct CoordinatorService {
+pub(crate) struct CoordinatorService {
     pub(super) engine: Arc<Engine>,
     versions: Arc<Versions>,
 }

@@ -34,7 +34,7 @@ use crate::listener::Conn;
 use crate::shares::ByteShare;
 
 /// Grace after the deadline before an unread download's connection is closed.
-pub const DOWNLOAD_CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const DOWNLOAD_CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Old versions being served, shared by every download of the same version.
 #[derive(Debug, Default)]
@@ -80,7 +80,7 @@ impl Versions {
 }
 
 /// The response stream of one download.
-pub struct ModelStream {
+pub(crate) struct ModelStream {
     header: Option<GetModelResponse>,
     model: Arc<Published>,
     at: usize,

@@ -3,8 +3,8 @@
 //! identity from its mTLS certificate ([`fedsec_proto::tls::PeerIdentity`])
 //! and return [`crate::Error`]s, turned into statuses in one place.
 
-pub mod admin;
-pub mod coordinator;
-pub mod download;
+pub(crate) mod admin;
+pub(crate) mod coordinator;
+pub(crate) mod download;
 mod history;
 mod upload;

@@ -15,11 +15,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::seal::{Aad, AtRestKey};
 
 use super::{
-    AttemptClose, AttemptRecord, AttemptState, AuditRecord, ClientRecord, ClientStatus, JobRecord,
-    JobState, LedgerRecord, ModelVersionRecord, NewAuditEvent, Resolution, RoundCommit, Store,
-    StoreError, StoreResult, VersionInfo,
+    AttemptClose, AttemptRecord, AuditRecord, ClientRecord, ClientStatus, JobRecord, JobState,
+    LedgerRecord, ModelVersionRecord, NewAuditEvent, Resolution, RoundCommit, Store, StoreError,
+    StoreResult, VersionInfo,
 };
 
+mod attempts;
 mod clients;
 mod commit;
 mod files;
@@ -38,8 +39,8 @@ use jobs::{JOB_READ_COLS, RawJob, decode_job, insert_job, job_row, seal_resoluti
 use ledger_check::check_ledger;
 use participation::decode_client;
 use records::{
-    ATTEMPT_COLS, CLIENT_READ_COLS, LEDGER_COLS, attempt_row, client_row, insert_version,
-    ledger_charge, ledger_row, version_info_row,
+    CLIENT_READ_COLS, LEDGER_COLS, client_row, insert_version, ledger_charge, ledger_row,
+    version_info_row,
 };
 use schema::migrate;
 pub use schema::{MIGRATIONS, schema_version};
@@ -338,37 +339,11 @@ impl Store for SqliteStore {
     }
 
     fn next_attempt(&self, job_id: &str, round: u64) -> StoreResult<u32> {
-        let max: i64 = self
-            .conn()
-            .query_row(
-                "SELECT COALESCE(MAX(attempt), 0) FROM rounds WHERE job_id = ?1 AND round = ?2",
-                params![job_id, to_i64(round)?],
-                |r| r.get(0),
-            )
-            .map_err(db)?;
-        u32::try_from(max + 1).map_err(|_| corrupt("attempt counter overflow"))
+        attempts::next(&self.conn(), job_id, round)
     }
 
     fn open_attempt(&self, a: &AttemptRecord) -> StoreResult<()> {
-        self.conn()
-            .execute(
-                &format!(
-                    "INSERT INTO rounds ({ATTEMPT_COLS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL, ?8, 0, 0, '')"
-                ),
-                params![
-                    a.job_id,
-                    to_i64(a.round)?,
-                    a.attempt,
-                    AttemptState::Open.as_str(),
-                    to_i64(a.base_version)?,
-                    a.opened_unix_ms,
-                    a.deadline_unix_ms,
-                    to_i64(a.selected)?,
-                ],
-            )
-            .map_err(db)?;
-        Ok(())
+        attempts::open(&self.conn(), a)
     }
 
     fn abandon_attempt(
@@ -378,30 +353,7 @@ impl Store for SqliteStore {
         attempt: u32,
         close: &AttemptClose,
     ) -> StoreResult<()> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE rounds SET state = ?4, closed_unix_ms = ?5, accepted = ?6, \
-                 rejected = ?7, note = ?8 \
-                 WHERE job_id = ?1 AND round = ?2 AND attempt = ?3 AND state = 'OPEN'",
-                params![
-                    job_id,
-                    to_i64(round)?,
-                    attempt,
-                    AttemptState::Abandoned.as_str(),
-                    close.closed_unix_ms,
-                    to_i64(close.accepted)?,
-                    to_i64(close.rejected)?,
-                    close.note,
-                ],
-            )
-            .map_err(db)?;
-        if n == 0 {
-            return Err(StoreError::Conflict(format!(
-                "job {job_id:?} round {round} attempt {attempt} is not open"
-            )));
-        }
-        Ok(())
+        attempts::abandon(&self.conn(), job_id, round, attempt, close)
     }
 
     fn abandon_open_attempts(
@@ -409,35 +361,11 @@ impl Store for SqliteStore {
         note: &str,
         now_unix_ms: i64,
     ) -> StoreResult<Vec<AttemptRecord>> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
-        let open: Vec<AttemptRecord> = {
-            let mut stmt = tx
-                .prepare(&format!(
-                    "SELECT {ATTEMPT_COLS} FROM rounds WHERE state = 'OPEN' ORDER BY job_id, round, attempt"
-                ))
-                .map_err(db)?;
-            let rows = stmt.query_map([], attempt_row).map_err(db)?;
-            rows.collect::<Result<_, _>>().map_err(db)?
-        };
-        tx.execute(
-            "UPDATE rounds SET state = 'ABANDONED', closed_unix_ms = ?1, note = ?2 WHERE state = 'OPEN'",
-            params![now_unix_ms, note],
-        )
-        .map_err(db)?;
-        tx.commit().map_err(db)?;
-        Ok(open)
+        attempts::abandon_all_open(&mut self.conn(), note, now_unix_ms)
     }
 
     fn attempts(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn
-            .prepare(&format!(
-                "SELECT {ATTEMPT_COLS} FROM rounds WHERE job_id = ?1 ORDER BY round, attempt"
-            ))
-            .map_err(db)?;
-        let rows = stmt.query_map([job_id], attempt_row).map_err(db)?;
-        rows.collect::<Result<_, _>>().map_err(db)
+        attempts::of_job(&self.conn(), job_id)
     }
 
     fn commit_round(&self, c: &RoundCommit) -> StoreResult<(u64, u64)> {

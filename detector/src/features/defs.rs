@@ -1,5 +1,11 @@
 //! The feature table: every feature's name, definition, fixed transform,
 //! unit, phrases and source, in vector order.
+//!
+//! One table, kept in one file on purpose: [`FEATURES`] (with the
+//! [`FEATURE_NAMES`] and [`idx`] positions that must stay in step with it)
+//! is most of its length, and a reader checking a feature's transform
+//! against its definition wants both on one screen. The compute side lives
+//! in the sibling modules by feature family.
 
 use super::NUM_FEATURES;
 

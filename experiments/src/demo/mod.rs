@@ -132,8 +132,7 @@ impl DemoConfig {
     pub fn tenant_cap(&self) -> Result<f64> {
         use fedsec_privacy::{Accountant, Mechanism, PldAccountant};
         let q = f64::from(self.expected_cohort()) / self.tenants as f64;
-        let z =
-            fedsec_coordinator::accounting::calibrate(q, self.rounds, self.delta, self.epsilon)?;
+        let z = fedsec_round::calibrate(q, self.rounds, self.delta, self.epsilon)?;
         let every_round = PldAccountant
             .epsilon(
                 &[(
@@ -145,7 +144,7 @@ impl DemoConfig {
                 )],
                 self.delta,
             )
-            .map_err(|e| Error::Privacy(format!("tenant cap: {e}")))?;
+            .map_err(Error::Accounting)?;
         // The guard computes the same number; a hair of slack for rounding.
         Ok(every_round * (1.0 + 1e-9))
     }
@@ -291,10 +290,6 @@ pub struct DemoOutcome {
     pub report: PathBuf,
 }
 
-fn client_err(e: impl std::fmt::Display) -> Error {
-    Error::Client(e.to_string())
-}
-
 fn job_state_name(state: i32) -> String {
     v1::JobState::try_from(state)
         .map(|s| s.as_str_name().trim_start_matches("JOB_STATE_").to_string())
@@ -421,7 +416,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
                 ..Timing::default()
             })
             .build()
-            .map_err(client_err)?;
+            .map_err(Error::client)?;
         let mut events = participant.subscribe();
         let c = counts.clone();
         tokio::spawn(async move {
@@ -465,10 +460,10 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
             break;
         }
         if Instant::now() > deadline {
-            return Err(Error::Client(format!(
-                "only {n} of {} participants registered in time",
-                cfg.tenants
-            )));
+            return Err(Error::Registration {
+                registered: n,
+                expected: cfg.tenants,
+            });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -21,6 +21,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use fedsec_client::TaskRef;
 use fedsec_client::rpc::{Rpc, update_messages};
 use fedsec_coordinator::config::{AuditSpec, DangerousConfig};
 use fedsec_coordinator::{Coordinator, JobSpec};
@@ -228,7 +229,7 @@ async fn client_loop(
                 let update = synthetic_update(seed, client, &t, dim);
                 let nonce = format!("{}-{}", t.round, t.attempt);
                 let within = update.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() <= CLIP;
-                let msgs = update_messages(&t, nonce.as_bytes(), &update, within);
+                let msgs = update_messages(&TaskRef::from(&t), nonce.as_bytes(), &update, within);
                 if let Err(e) = rpc.submit(&msgs[..]).await {
                     tracing::debug!(client, error = %e, "audit client: upload refused");
                 }
@@ -285,13 +286,9 @@ async fn run_jobs(setup: &Setup, p: &Params) -> Result<Vec<Row>> {
     let admin = running.admin();
     let mut rpcs = Vec::with_capacity(p.clients);
     for entry in &pki.clients {
-        let tls = ClientTls::from_files(&pki.client_files(entry))
-            .map_err(|e| Error::Client(e.to_string()))?;
-        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30))
-            .map_err(|e| Error::Client(e.to_string()))?;
-        rpc.register()
-            .await
-            .map_err(|e| Error::Client(e.to_string()))?;
+        let tls = ClientTls::from_files(&pki.client_files(entry)).map_err(Error::client)?;
+        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30)).map_err(Error::client)?;
+        rpc.register().await.map_err(Error::client)?;
         rpcs.push(rpc);
     }
     let dim = p.model.num_params();
@@ -556,10 +553,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     );
     upsert_section(&setup.readme(), KEY, &body)?;
     if !failures.is_empty() {
-        return Err(Error::Privacy(format!(
-            "audit check failed: {}",
-            failures.join("; ")
-        )));
+        return Err(Error::AuditCheck(failures));
     }
     Ok(Outcome {
         rows,

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::JobSpec;
+use crate::store::AttemptState;
 use fedsec_privacy::RoundCharge;
 
 use crate::store::LedgerKind;

@@ -19,7 +19,13 @@ use plotters::style::FontStyle;
 
 use crate::error::{Error, Result};
 
-static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+mod bar;
+mod png;
+
+pub use bar::{BarChart, bar_chart};
+pub use png::write_palette_png;
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 static REGISTER: Once = Once::new();
 
 fn register_font() {
@@ -162,7 +168,7 @@ pub struct LineChart {
     pub legend: Legend,
 }
 
-fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(super) fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Plot {
         path: path.to_owned(),
         message: e.to_string(),
@@ -186,7 +192,7 @@ fn fit(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
 }
 
 /// Formats an axis value compactly.
-fn tick(v: f64) -> String {
+pub(super) fn tick(v: f64) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-3..1e5).contains(&a) {
         format!("{v:.0e}")
@@ -202,49 +208,8 @@ fn tick(v: f64) -> String {
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
-/// Writes an RGB buffer as an 8-bit palette PNG: the 256 most frequent
-/// colours form the palette, every other colour maps to its nearest entry.
-pub fn write_palette_png(path: &Path, rgb: &[u8], size: (u32, u32)) -> Result<()> {
-    let mut counts: std::collections::HashMap<[u8; 3], u64> = std::collections::HashMap::new();
-    for px in rgb.chunks_exact(3) {
-        *counts.entry([px[0], px[1], px[2]]).or_insert(0) += 1;
-    }
-    let mut by_count: Vec<([u8; 3], u64)> = counts.iter().map(|(c, n)| (*c, *n)).collect();
-    by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let palette: Vec<[u8; 3]> = by_count.iter().take(256).map(|(c, _)| *c).collect();
-    let dist = |a: [u8; 3], b: [u8; 3]| {
-        (0..3)
-            .map(|i| (i32::from(a[i]) - i32::from(b[i])).pow(2))
-            .sum::<i32>()
-    };
-    let index: std::collections::HashMap<[u8; 3], u8> = counts
-        .keys()
-        .map(|&c| {
-            let best = palette
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, p)| dist(c, **p))
-                .map_or(0, |(i, _)| i as u8);
-            (c, best)
-        })
-        .collect();
-    let data: Vec<u8> = rgb
-        .chunks_exact(3)
-        .map(|px| index.get(&[px[0], px[1], px[2]]).copied().unwrap_or(0))
-        .collect();
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
-    enc.set_color(png::ColorType::Indexed);
-    enc.set_depth(png::BitDepth::Eight);
-    enc.set_palette(palette.concat());
-    enc.set_compression(png::Compression::Best);
-    let mut w = enc.write_header().map_err(|e| plot_err(path, e))?;
-    w.write_image_data(&data).map_err(|e| plot_err(path, e))?;
-    w.finish().map_err(|e| plot_err(path, e))
-}
-
 /// Renders with `draw` into an RGB buffer of `size` and writes it as a palette PNG.
-fn render(
+pub(super) fn render(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> std::result::Result<(), String>,
@@ -260,7 +225,7 @@ fn render(
     write_palette_png(path, &buf, size)
 }
 
-fn draw_titles<'a>(
+pub(super) fn draw_titles<'a>(
     area: &Area<'a>,
     title: &str,
     caption: &str,
@@ -455,92 +420,6 @@ pub fn panels(
         for (a, c) in areas.iter().zip(charts) {
             draw_line_chart(a, c)?;
         }
-        Ok(())
-    })
-}
-
-/// A horizontal grouped bar chart: one row per category, one bar per group.
-#[derive(Debug, Clone)]
-pub struct BarChart {
-    /// Title.
-    pub title: String,
-    /// Caption under the title.
-    pub caption: String,
-    /// Category names, top to bottom.
-    pub categories: Vec<String>,
-    /// Groups: legend label, colour, one value per category (NaN: no bar).
-    pub groups: Vec<(String, RGBColor, Vec<f64>)>,
-    /// Value axis label.
-    pub x_label: String,
-    /// Value range.
-    pub x_range: (f64, f64),
-}
-
-/// Draws a horizontal grouped bar chart.
-pub fn bar_chart(path: &Path, size: (u32, u32), c: &BarChart) -> Result<()> {
-    render(path, size, |root| {
-        let area = draw_titles(&root, &c.title, &c.caption)?;
-        let n = c.categories.len();
-        let mut chart = ChartBuilder::on(&area)
-            .margin(12)
-            .x_label_area_size(44)
-            .y_label_area_size(230)
-            .build_cartesian_2d(c.x_range.0..c.x_range.1, -0.5f64..(n as f64 - 0.5))
-            .map_err(|e| e.to_string())?;
-        let cats = c.categories.clone();
-        let y_fmt = move |v: &f64| {
-            // Category i sits at y = n - 1 - i (first category on top).
-            let k = (n as f64 - 1.0 - v).round();
-            if (v.fract().abs() < 1e-9 || (v - v.round()).abs() < 1e-9) && k >= 0.0 {
-                cats.get(k as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
-        let x_fmt = |v: &f64| tick(*v);
-        chart
-            .configure_mesh()
-            .disable_y_mesh()
-            .y_labels(n)
-            .y_label_formatter(&y_fmt)
-            .x_label_formatter(&x_fmt)
-            .x_desc(c.x_label.as_str())
-            .axis_desc_style(("sans-serif", 16))
-            .label_style(("sans-serif", 13))
-            .light_line_style(WHITE)
-            .bold_line_style(RGBColor(225, 225, 225))
-            .draw()
-            .map_err(|e| e.to_string())?;
-        let g = c.groups.len().max(1) as f64;
-        let band = 0.8 / g;
-        for (gi, (label, color, values)) in c.groups.iter().enumerate() {
-            let color = *color;
-            let rects: Vec<Rectangle<(f64, f64)>> = values
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_finite())
-                .map(|(i, &v)| {
-                    let center = n as f64 - 1.0 - i as f64;
-                    let top = center + 0.4 - gi as f64 * band;
-                    Rectangle::new([(c.x_range.0, top - band * 0.92), (v, top)], color.filled())
-                })
-                .collect();
-            chart
-                .draw_series(rects)
-                .map_err(|e| e.to_string())?
-                .label(label.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled())
-                });
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(180, 180, 180))
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(|e| e.to_string())?;
         Ok(())
     })
 }

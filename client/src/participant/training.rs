@@ -1,61 +1,18 @@
-//! What a task asks, parsed and checked against what the client can do, and
-//! local training of a prepared task.
+//! Local training of a task: subsample to the tenant's cap, train, report on
+//! the local holdout, clip (and noise) the update.
 
-use super::*;
+use fedsec_detector::dataset::Dataset;
+use fedsec_detector::metrics::roc_auc;
+use fedsec_detector::model::score;
+use fedsec_detector::train::{TrainConfig, evaluate_loss, train_local};
+use fedsec_model::ModelSpec;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
-/// What a task asks, parsed and checked against what the client can do.
-pub(super) struct PreparedTask {
-    pub(super) spec: ModelSpec,
-    pub(super) train: TrainConfig,
-    pub(super) noise_stddev: f64,
-}
+use crate::events::{HoldoutReport, TrainReport};
+use crate::guard::SkipReason;
 
-pub(super) fn prepare_task(task: &v1::Task, cfg: &Config) -> Result<PreparedTask, SkipReason> {
-    let invalid = |m: String| SkipReason::InvalidTask(m);
-    let spec = task
-        .model_spec
-        .as_ref()
-        .ok_or_else(|| invalid("the task has no model spec".into()))
-        .and_then(|s| ModelSpec::from_proto(s).map_err(|e| invalid(format!("model spec: {e}"))))?;
-    if spec.input_dim as usize != NUM_FEATURES {
-        return Err(invalid(format!(
-            "the job's model takes {} inputs; this client's sessions have {NUM_FEATURES} features",
-            spec.input_dim
-        )));
-    }
-    let train = task
-        .training
-        .as_ref()
-        .ok_or_else(|| invalid("the task has no training configuration".into()))
-        .and_then(|t| {
-            TrainConfig::from_proto(t).map_err(|e| invalid(format!("training config: {e}")))
-        })?;
-    let train = cfg.training.apply(train);
-    let noise_stddev = match &task.client_noise {
-        Some(n) if n.mode == v1::NoiseMode::Client as i32 => {
-            if !(n.stddev > 0.0 && n.stddev.is_finite()) {
-                return Err(invalid(format!(
-                    "client noise mode with stddev {}",
-                    n.stddev
-                )));
-            }
-            n.stddev
-        }
-        Some(n)
-            if n.mode == v1::NoiseMode::Central as i32
-                || n.mode == v1::NoiseMode::Unspecified as i32 =>
-        {
-            0.0
-        }
-        None => 0.0,
-        Some(n) => return Err(invalid(format!("unknown noise mode {}", n.mode))),
-    };
-    Ok(PreparedTask {
-        spec,
-        train,
-        noise_stddev,
-    })
-}
+use super::Trained;
 
 fn auc(spec: &ModelSpec, weights: &[f32], data: &Dataset) -> Option<f64> {
     let scores = score(spec, weights, data.features()).ok()?;
