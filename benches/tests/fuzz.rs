@@ -14,7 +14,7 @@
 //! | `format` | format-string compilation and parsing with mutated formats | — |
 //! | `config` | coordinator and client TOML (incl. `[[jobs]]` job specs) from mutated example files | — |
 //! | `job_proto` | `JobSpec::from_proto` over mutated `JobConfig` messages (claimed sizes up to 2⁶⁴) | — |
-//! | `receipt` | receipt JSON decoding and verification over mutated valid receipts | a verified receipt states ε ≥ the recomputed ε |
+//! | `receipt` | receipt JSON decoding and verification over mutated valid receipts, old and summary form (history inline with its digest, or referenced) | a verified receipt states ε ≥ the recomputed ε; an inline history must match its digest |
 //!
 //! Inputs: `FEDSEC_FUZZ_INPUTS` (default 120,000: the CI mode, 22 s in a
 //! test-profile build on a loaded 2-core machine), seed `FEDSEC_FUZZ_SEED`
@@ -36,7 +36,7 @@ use std::time::Instant;
 use fedsec_detector::logs::client::ClientIpPolicy;
 use fedsec_detector::logs::format::LineFormat;
 use fedsec_detector::logs::{clf, json};
-use fedsec_privacy::{PrivacyReceipt, RoundCharge};
+use fedsec_privacy::{PrivacyReceipt, ReceiptSummary, RoundCharge};
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::v1;
 use prost::Message;
@@ -298,7 +298,10 @@ fn seeds() -> Seeds {
         ),
     ];
     let mut receipts = Vec::new();
-    for n in [1u64, 2, 5] {
+    // Receipts as earlier coordinators stored them (1, 2, 5 rounds), then in
+    // the summary form (issue 16): inline with a reference, and referenced
+    // only (300 rounds).
+    for n in [1u64, 2, 5, 1, 2, 300] {
         let rounds: Vec<RoundCharge> = (1..=n)
             .map(|r| RoundCharge {
                 round: r,
@@ -312,7 +315,11 @@ fn seeds() -> Seeds {
             })
             .collect();
         let r = PrivacyReceipt::compute(rounds, 1e-5).unwrap();
-        receipts.push(serde_json::to_string(&r).unwrap());
+        if receipts.len() < 3 {
+            receipts.push(serde_json::to_string(&r).unwrap());
+        } else {
+            receipts.push(serde_json::to_string(&ReceiptSummary::of(&r).unwrap()).unwrap());
+        }
     }
     Seeds {
         log_lines,
@@ -394,6 +401,7 @@ fn framing(g: &mut Gen, s: &Seeds) {
     }
     round_trip::<v1::GetModelResponse>(&bytes);
     round_trip::<v1::PrivacyReceipt>(&bytes);
+    round_trip::<v1::GetRoundHistoryResponse>(&bytes);
 }
 
 fn clf_target(g: &mut Gen, s: &Seeds) {
@@ -459,6 +467,25 @@ fn receipt_target(g: &mut Gen, s: &Seeds) {
                 >= recomputed.epsilon_pld * (1.0 - fedsec_privacy::receipt::VERIFY_RELATIVE_SLACK),
             "verified receipt understates ε: {text}"
         );
+    }
+    // The summary form: an inline history must match its reference (any
+    // mutation of either is refused), and what expands and verifies states
+    // no less than its history costs.
+    if let Ok(summary) = serde_json::from_str::<ReceiptSummary>(&text) {
+        let _ = summary.history_rounds();
+        if summary.rounds.as_ref().is_some_and(|r| r.len() <= 16)
+            && g.chance(0.005)
+            && let Ok(full) = summary.expand(None)
+            && full.verify().is_ok()
+        {
+            let recomputed = PrivacyReceipt::compute(full.rounds.clone(), full.delta).unwrap();
+            assert!(
+                full.epsilon_pld
+                    >= recomputed.epsilon_pld
+                        * (1.0 - fedsec_privacy::receipt::VERIFY_RELATIVE_SLACK),
+                "verified summary understates ε: {text}"
+            );
+        }
     }
     let _ = fedsec_coordinator::Receipt::from_json(&text);
 }

@@ -41,6 +41,8 @@
 //!
 //! - [`participant`]: the builder and the protocol loop;
 //! - [`handle`]: the host's handle (events, scoring, explanations, data);
+//! - [`history`]: the round history a receipt references: fetched page by
+//!   page, checked against its digest, then verified;
 //! - [`events`]: what the participant reports;
 //! - [`policy`]: the tenant's privacy policy and training limits;
 //! - [`guard`]: the tenant-side privacy guard (pure accounting decisions);
@@ -63,6 +65,7 @@ pub mod error;
 pub mod events;
 pub mod guard;
 pub mod handle;
+pub mod history;
 pub mod ledger;
 pub mod participant;
 pub mod policy;

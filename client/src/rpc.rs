@@ -39,6 +39,7 @@ pub struct Rpc {
     grpc: Arc<OnceLock<CoordinatorClient<Channel>>>,
     endpoint: String,
     timeout: Duration,
+    histories: crate::history::HistoryCache,
 }
 
 /// A verified model download.
@@ -89,11 +90,12 @@ impl Rpc {
             grpc: Arc::new(OnceLock::new()),
             endpoint: endpoint.to_owned(),
             timeout,
+            histories: crate::history::HistoryCache::default(),
         })
     }
 
     /// The gRPC client, creating the channel on first use.
-    fn client(&self, op: &'static str) -> Result<CoordinatorClient<Channel>, RpcError> {
+    pub(crate) fn client(&self, op: &'static str) -> Result<CoordinatorClient<Channel>, RpcError> {
         if let Some(c) = self.grpc.get() {
             return Ok(c.clone());
         }
@@ -102,7 +104,8 @@ impl Rpc {
             .channel(&self.endpoint)
             .map_err(|e| RpcError::local(op, tonic::Code::InvalidArgument, e.to_string()))?;
         let client = CoordinatorClient::new(channel)
-            // A model chunk is ≤ 1 MiB; leave room for the header's receipt.
+            // A model chunk is ≤ 1 MiB, a history page ~1.1 MB, a header's
+            // receipt O(1) in rounds (a long history is fetched separately).
             .max_decoding_message_size(8 << 20);
         let _ = self.grpc.set(client.clone());
         Ok(client)
@@ -113,7 +116,17 @@ impl Rpc {
         &self.endpoint
     }
 
-    fn err(&self, op: &'static str, s: &tonic::Status) -> RpcError {
+    /// The per-call timeout.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The last verified round history per job ([`crate::history`]).
+    pub(crate) fn histories(&self) -> &crate::history::HistoryCache {
+        &self.histories
+    }
+
+    pub(crate) fn err(&self, op: &'static str, s: &tonic::Status) -> RpcError {
         RpcError::from_status(op, s, &self.endpoint)
     }
 
@@ -262,26 +275,13 @@ impl Rpc {
         if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
             return Err(reject(format!("weight {i} is not finite")));
         }
-        let (receipt, receipt_problem) = match &header.receipt {
-            None => (
-                None,
-                Some("the model came without a privacy receipt".to_owned()),
-            ),
-            Some(r) => match serde_json::from_str::<PrivacyReceipt>(&r.json) {
-                Err(e) => (
-                    None,
-                    Some(format!(
-                        "the privacy receipt does not state a DP guarantee ({e})"
-                    )),
-                ),
-                Ok(p) => match p.verify() {
-                    Ok(()) => (Some(p), None),
-                    Err(e) => (
-                        None,
-                        Some(format!("the privacy receipt does not verify: {e}")),
-                    ),
-                },
-            },
+        // Issue 16: a long history is referenced, fetched and checked here.
+        let (receipt, receipt_problem) = match self
+            .resolve_receipt(job_id, header.receipt.as_ref())
+            .await?
+        {
+            Ok(p) => (Some(p), None),
+            Err(problem) => (None, Some(problem)),
         };
         Ok(Some(Downloaded {
             job_id: header.job_id,

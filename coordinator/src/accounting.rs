@@ -4,9 +4,10 @@
 //! All privacy math lives in the privacy crate; this module only chooses
 //! which of its pieces a job uses and converts results to the wire types.
 
+use fedsec_privacy::history::INLINE_HISTORY_ROUNDS;
 use fedsec_privacy::{
-    DiscreteGaussianNoise, EmpiricalAudit, GaussianNoise, NoiseKind, OpenDpGaussian,
-    PrivacyReceipt, RoundCharge, SimulationGaussian,
+    DiscreteGaussianNoise, EmpiricalAudit, GaussianNoise, HistoryChain, HistoryRef, NoiseKind,
+    OpenDpGaussian, PrivacyReceipt, ReceiptSummary, RoundCharge, SimulationGaussian,
 };
 use fedsec_proto::v1;
 use fedsec_round::Statement;
@@ -55,14 +56,18 @@ pub struct Receipt {
     body: Body,
 }
 
-/// The typed receipt behind the JSON.
+/// The typed receipt behind the JSON: the summary form, whose round
+/// history is inline when short and otherwise only referenced by its digest
+/// (issue 16: a version's receipt is O(1) in rounds; the history is stored
+/// once per job, in the ledger, and served by `GetRoundHistory`).
 #[derive(Debug, Clone, PartialEq)]
 enum Body {
-    Dp(PrivacyReceipt),
+    Dp(ReceiptSummary),
     NoGuarantee(NoGuaranteeReceipt),
 }
 
-/// The JSON of a receipt without a guarantee (ε fields are `null`).
+/// The JSON of a receipt without a guarantee (ε fields are `null`); its
+/// history is inline or referenced as in [`ReceiptSummary`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct NoGuaranteeReceipt {
     mechanism: String,
@@ -70,9 +75,19 @@ struct NoGuaranteeReceipt {
     delta: f64,
     epsilon_pld: Option<f64>,
     epsilon_rdp: Option<f64>,
-    rounds: Vec<RoundCharge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rounds: Option<Vec<RoundCharge>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    history: Option<HistoryRef>,
     accountant_versions: Vec<String>,
     empirical_audit: Option<EmpiricalAudit>,
+}
+
+/// `history_rounds` and `history_sha256` of the wire form.
+fn history_fields(h: Option<&HistoryRef>) -> (u64, Vec<u8>) {
+    h.map_or((0, Vec::new()), |h| {
+        (h.rounds, h.digest().map(|d| d.to_vec()).unwrap_or_default())
+    })
 }
 
 fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
@@ -131,13 +146,16 @@ impl Receipt {
             let r = PrivacyReceipt::compute(rounds, delta).map_err(Error::Receipt)?;
             Self::from_receipt(&r)
         } else {
+            let chain = HistoryChain::of(&rounds)
+                .map_err(|_| Error::Internal("round history not numbered 1, 2, 3, …"))?;
             let r = NoGuaranteeReceipt {
                 mechanism: NO_NOISE_MECHANISM.into(),
                 neighbouring: fedsec_privacy::receipt::NEIGHBOURING.into(),
                 delta,
                 epsilon_pld: None,
                 epsilon_rdp: None,
-                rounds,
+                rounds: (rounds.len() <= INLINE_HISTORY_ROUNDS).then_some(rounds),
+                history: Some(chain.to_ref()),
                 accountant_versions: Vec::new(),
                 empirical_audit: None,
             };
@@ -147,30 +165,40 @@ impl Receipt {
     }
 
     fn from_receipt(r: &PrivacyReceipt) -> Result<Self, Error> {
-        let json = serde_json::to_string(r).map_err(Error::json("receipt JSON"))?;
+        let summary = ReceiptSummary::of(r)
+            .map_err(|_| Error::Internal("round history not numbered 1, 2, 3, …"))?;
+        Self::from_summary(summary)
+    }
+
+    fn from_summary(r: ReceiptSummary) -> Result<Self, Error> {
+        let json = serde_json::to_string(&r).map_err(Error::json("receipt JSON"))?;
+        let (history_rounds, history_sha256) = history_fields(r.history.as_ref());
         let proto = v1::PrivacyReceipt {
             mechanism: r.mechanism.clone(),
             neighbouring: r.neighbouring.clone(),
             delta: r.delta,
             epsilon_pld: r.epsilon_pld,
             epsilon_rdp: r.epsilon_rdp,
-            rounds: r.rounds.iter().map(charge_proto).collect(),
+            rounds: r.rounds.iter().flatten().map(charge_proto).collect(),
             accountant_versions: r.accountant_versions.clone(),
             empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
             json: json.clone(),
+            history_rounds,
+            history_sha256,
         };
         Ok(Self {
             epsilon_pld: r.epsilon_pld,
             epsilon_rdp: r.epsilon_rdp,
             json,
             proto,
-            body: Body::Dp(r.clone()),
+            body: Body::Dp(r),
         })
     }
 
     fn from_no_guarantee(r: NoGuaranteeReceipt, json: String) -> Self {
         let pld = r.epsilon_pld.unwrap_or(f64::INFINITY);
         let rdp = r.epsilon_rdp.unwrap_or(f64::INFINITY);
+        let (history_rounds, history_sha256) = history_fields(r.history.as_ref());
         Self {
             epsilon_pld: pld,
             epsilon_rdp: rdp,
@@ -180,21 +208,24 @@ impl Receipt {
                 delta: r.delta,
                 epsilon_pld: pld,
                 epsilon_rdp: rdp,
-                rounds: r.rounds.iter().map(charge_proto).collect(),
+                rounds: r.rounds.iter().flatten().map(charge_proto).collect(),
                 accountant_versions: r.accountant_versions.clone(),
                 empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
                 json: json.clone(),
+                history_rounds,
+                history_sha256,
             },
             json,
             body: Body::NoGuarantee(r),
         }
     }
 
-    /// Reads a stored receipt.
+    /// Reads a stored receipt: a summary (history inline or referenced),
+    /// or one written before references existed (history always inline).
     pub fn from_json(json: &str) -> Result<Self, Error> {
-        match serde_json::from_str::<PrivacyReceipt>(json) {
+        match serde_json::from_str::<ReceiptSummary>(json) {
             Ok(r) => {
-                let mut out = Self::from_receipt(&r)?;
+                let mut out = Self::from_summary(r)?;
                 // Keep the stored bytes exactly.
                 out.json = json.to_owned();
                 out.proto.json = json.to_owned();
@@ -215,7 +246,7 @@ impl Receipt {
             Body::Dp(r) => {
                 let mut r = r.clone();
                 r.empirical_audit = Some(audit);
-                Self::from_receipt(&r)
+                Self::from_summary(r)
             }
             Body::NoGuarantee(r) => {
                 let mut r = r.clone();
@@ -242,30 +273,14 @@ impl Receipt {
         }
     }
 
-    /// Replaces the last round of the history (same mechanism, so ε is
-    /// unchanged) — used to stamp the commit time on a planned receipt.
-    pub fn with_last_round(&self, charge: RoundCharge) -> Result<Self, Error> {
+    /// Rounds the statement covers (inline or referenced).
+    pub fn history_rounds(&self) -> u64 {
         match &self.body {
-            Body::Dp(r) => {
-                let mut r = r.clone();
-                if let Some(last) = r.rounds.last_mut() {
-                    if last.mechanism() != charge.mechanism() || last.round != charge.round {
-                        return Err(Error::Internal(
-                            "stamped charge differs from the planned one",
-                        ));
-                    }
-                    *last = charge;
-                }
-                Self::from_receipt(&r)
-            }
-            Body::NoGuarantee(r) => {
-                let mut r = r.clone();
-                if let Some(last) = r.rounds.last_mut() {
-                    *last = charge;
-                }
-                let json = serde_json::to_string(&r).map_err(Error::json("receipt JSON"))?;
-                Ok(Self::from_no_guarantee(r, json))
-            }
+            Body::Dp(r) => r.history_rounds(),
+            Body::NoGuarantee(r) => r.history.as_ref().map_or_else(
+                || r.rounds.as_ref().map_or(0, |v| v.len() as u64),
+                |h| h.rounds,
+            ),
         }
     }
 }
@@ -295,14 +310,9 @@ mod tests {
         let back = Receipt::from_json(&r.json).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.proto.rounds.len(), 2);
-        let stamped = r
-            .with_last_round(RoundCharge {
-                committed_unix_ms: 99,
-                ..charge(2)
-            })
-            .unwrap();
-        assert_eq!(stamped.epsilon_pld, r.epsilon_pld);
-        assert_eq!(stamped.proto.rounds[1].committed_unix_ms, 99);
+        assert_eq!(r.history_rounds(), 2);
+        assert_eq!(r.proto.history_rounds, 2);
+        assert_eq!(r.proto.history_sha256.len(), 32);
         let empty = Receipt::compute(vec![], 1e-5, true).unwrap();
         assert_eq!(empty.epsilon_pld, 0.0);
         // The round core's statement gives the same receipt.
@@ -319,6 +329,37 @@ mod tests {
             Receipt::from_statement(none).unwrap(),
             Receipt::compute(vec![charge(1)], 1e-5, false).unwrap()
         );
+    }
+
+    #[test]
+    fn long_histories_are_referenced_not_embedded() {
+        let history: Vec<RoundCharge> = (1..=1000).map(charge).collect();
+        for noise in [true, false] {
+            let r = Receipt::compute(history.clone(), 1e-5, noise).unwrap();
+            assert!(r.proto.rounds.is_empty());
+            assert!(!r.json.contains("\"rounds\":["), "{}", r.json);
+            assert!(r.json.len() < 1_500, "{} bytes", r.json.len());
+            assert_eq!((r.history_rounds(), r.proto.history_rounds), (1000, 1000));
+            let chain = HistoryChain::of(&history).unwrap();
+            assert_eq!(r.proto.history_sha256, chain.digest().to_vec());
+            let back = Receipt::from_json(&r.json).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn receipts_stored_before_references_are_served_as_stored() {
+        // The JSON an earlier coordinator stored: the privacy crate's
+        // receipt with its whole history and no reference.
+        let old = PrivacyReceipt::compute((1..=3).map(charge).collect(), 1e-5).unwrap();
+        let json = serde_json::to_string(&old).unwrap();
+        let r = Receipt::from_json(&json).unwrap();
+        assert_eq!(r.json, json);
+        assert_eq!(r.proto.rounds.len(), 3);
+        assert_eq!((r.history_rounds(), r.proto.history_rounds), (3, 0));
+        assert!(r.proto.history_sha256.is_empty());
+        let served: PrivacyReceipt = serde_json::from_str(&r.proto.json).unwrap();
+        served.verify().unwrap();
     }
 
     #[test]

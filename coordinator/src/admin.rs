@@ -341,7 +341,7 @@ impl AdminApi {
         // the rolled-back-to version's own, older statement.
         let mut published = Published::from_record(record)?;
         let charges = job.status().charges;
-        if published.receipt.proto.rounds.len() < charges.len() {
+        if published.receipt.history_rounds() < charges.len() as u64 {
             let audit = published.receipt.empirical_audit();
             published.receipt =
                 crate::accounting::Receipt::compute(charges, job.spec.delta, job.noise_enabled())?

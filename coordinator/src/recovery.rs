@@ -133,7 +133,7 @@ fn restate_after_rollback(
 ) -> Result<(), Error> {
     let current = job.current();
     let charges: Vec<_> = ledger.iter().filter_map(|e| e.charge).collect();
-    if current.receipt.proto.rounds.len() >= charges.len() {
+    if current.receipt.history_rounds() >= charges.len() as u64 {
         return Ok(());
     }
     let receipt =

@@ -156,6 +156,11 @@ async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
     assert_eq!(report["chunk_bytes"], 65_536);
     assert_eq!(report["chunks"], 13);
     assert_eq!(report["newly_accepted"], true);
+    // Issue 16: the history the receipt references, fetched and checked by
+    // an implementation of the documented hash chain that is not ours.
+    assert_eq!(report["history_rounds"], 1);
+    assert_eq!(report["history_digest_ok"], true);
+    assert_eq!(report["inline_rounds_match"], true);
 
     admin
         .wait_for_job("py", Duration::from_secs(60), |j| j.rounds_completed == 1)

@@ -10,6 +10,8 @@
 //! - [`calibrate`]: noise multiplier for a target ε; rounds for a noise level.
 //! - [`adaptive`]: adaptive clipping (Andrew et al. 2021) and its accounting.
 //! - [`receipt`]: round charges, privacy receipts and their verification.
+//! - [`history`]: the digest of a round history (SHA-256 hash chain) and the
+//!   summary form of a receipt that references its history by that digest.
 //! - [`audit`]: empirical privacy estimators (lower bounds and estimates).
 //!
 //! The crate does no I/O: no network, no storage, no async runtime.
@@ -19,6 +21,7 @@ pub mod adaptive;
 pub mod audit;
 pub mod calibrate;
 pub mod clip;
+pub mod history;
 mod kernels;
 pub mod noise;
 pub mod receipt;
@@ -35,6 +38,7 @@ pub use clip::{
     ClipError, ClipOutcome, Measured, accumulation_inflation, clip_and_accumulate, clip_in_place,
     l2_norm,
 };
+pub use history::{HistoryChain, HistoryError, HistoryRef, ReceiptSummary};
 pub use noise::{
     DiscreteGaussianNoise, GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian, SimulationGaussian,
 };

@@ -30,6 +30,11 @@ pub mod v1 {
 /// milliseconds until a retry can be admitted, as ASCII digits.
 pub const RETRY_AFTER_MS_METADATA: &str = "retry-after-ms";
 
+/// Most rounds one `Coordinator/GetRoundHistory` page holds (~66 B each on
+/// the wire: ~1.1 MB, under every gRPC implementation's default 4 MiB
+/// message limit). A `max_rounds` of 0 or above it means this many.
+pub const MAX_HISTORY_PAGE_ROUNDS: u32 = 16_384;
+
 /// Encoded `FileDescriptorSet` of the `fedsec.v1` package, for gRPC server
 /// reflection (`tonic-reflection`).
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fedsec_v1_descriptor");

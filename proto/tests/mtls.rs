@@ -55,6 +55,13 @@ impl Coordinator for Echo {
     ) -> Result<Response<Self::GetModelStream>, Status> {
         Err(Status::unimplemented("not in this test"))
     }
+    async fn get_round_history(
+        &self,
+        _: Request<fedsec_proto::v1::GetRoundHistoryRequest>,
+    ) -> Result<Response<fedsec_proto::v1::GetRoundHistoryResponse>, Status> {
+        Err(Status::unimplemented("echo"))
+    }
+
     async fn submit_update(
         &self,
         _: Request<Streaming<SubmitUpdateRequest>>,

@@ -189,6 +189,14 @@ impl Coordinator for Scripted {
         Ok(Response::new(tokio_stream::iter(out)))
     }
 
+    async fn get_round_history(
+        &self,
+        _: Request<v1::GetRoundHistoryRequest>,
+    ) -> Result<Response<v1::GetRoundHistoryResponse>, Status> {
+        // Its receipts (none) reference no history.
+        Err(Status::unimplemented("no round history in this script"))
+    }
+
     async fn submit_update(
         &self,
         request: Request<Streaming<SubmitUpdateRequest>>,

@@ -296,6 +296,16 @@ impl JobRuntime {
         s.epsilon_rdp = epsilon_rdp;
     }
 
+    /// At most `max` committed charges from round `first` (1-based) on, and
+    /// the number of rounds committed: one page of `GetRoundHistory`
+    /// (copies only the page, never the whole history).
+    pub(crate) fn charges_page(&self, first: u64, max: usize) -> (Vec<RoundCharge>, u64) {
+        let s = lock(&self.status);
+        let from = usize::try_from(first.saturating_sub(1)).unwrap_or(usize::MAX);
+        let page = s.charges.iter().skip(from).take(max).copied().collect();
+        (page, s.charges.len() as u64)
+    }
+
     /// Rounds committed, ε (PLD) spent and the charge history.
     pub(crate) fn history(&self) -> (u64, f64, Vec<RoundCharge>) {
         let s = lock(&self.status);

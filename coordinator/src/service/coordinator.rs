@@ -13,8 +13,9 @@ use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::tls::{ClientIdentity, PeerIdentity};
 use fedsec_proto::v1::coordinator_server::Coordinator;
 use fedsec_proto::v1::{
-    self, GetModelRequest, GetTaskRequest, GetTaskResponse, RegisterRequest, RegisterResponse,
-    SubmitUpdateRequest, SubmitUpdateResponse, get_task_response,
+    self, GetModelRequest, GetRoundHistoryRequest, GetRoundHistoryResponse, GetTaskRequest,
+    GetTaskResponse, RegisterRequest, RegisterResponse, SubmitUpdateRequest, SubmitUpdateResponse,
+    get_task_response,
 };
 use tonic::{Request, Response, Status, Streaming};
 
@@ -239,6 +240,28 @@ impl Coordinator for CoordinatorService {
             bytes,
             conn,
         )))
+    }
+
+    async fn get_round_history(
+        &self,
+        request: Request<GetRoundHistoryRequest>,
+    ) -> Result<Response<GetRoundHistoryResponse>, Status> {
+        // Gated like a download (issue 16: the history a receipt references).
+        self.engine.check_alive()?;
+        let client = client_of(&request).inspect_err(|e| self.count(e))?;
+        self.engine
+            .throttle(RpcClass::GetModel, &rate_key(&client), &client.client_id)?;
+        self.engine
+            .clients
+            .authorize(&client)
+            .inspect_err(|e| self.count(e))?;
+        let req = request.into_inner();
+        fields::job_id("job_id", &req.job_id)?;
+        let job = self
+            .engine
+            .job(&req.job_id)
+            .ok_or_else(|| Error::NotFound(format!("no job {:?}", req.job_id)))?;
+        Ok(Response::new(super::history::page(&job, &req)?))
     }
 
     async fn submit_update(

@@ -6,4 +6,5 @@
 pub(crate) mod admin;
 pub(crate) mod coordinator;
 pub(crate) mod download;
+mod history;
 mod upload;

@@ -1,7 +1,8 @@
 """A minimal fedsec participant written from the .proto alone (grpcio).
 
 Goes through one round over mutual TLS: Register, GetTask (polling as told),
-GetModel (digest checked), SubmitUpdate with fixed-size chunks; prints one
+GetModel (digest checked), SubmitUpdate with fixed-size chunks, then the
+committed version's round history (GetRoundHistory, hash chain checked); prints one
 JSON line describing what it did. Used by coordinator/tests/python_client.rs,
 which generates the stubs from proto/ with grpcio-tools first.
 
@@ -106,6 +107,56 @@ def main() -> int:
         )
 
     resp = stub.SubmitUpdate(messages(), timeout=30)
+
+    # Once the round is committed, the current version's receipt names its
+    # round history (history_rounds, history_sha256): fetch it page by page
+    # with GetRoundHistory and check the hash chain documented in
+    # common.proto, written here from that comment alone.
+    while True:
+        first = stub.GetRoundHistory(
+            coordinator_pb2.GetRoundHistoryRequest(
+                job_id=a.job, first_round=1, max_rounds=1
+            ),
+            timeout=10,
+        )
+        if first.rounds_committed >= task.round:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit("the round was not committed before the timeout")
+        time.sleep(0.05)
+    current = None
+    for msg in stub.GetModel(
+        coordinator_pb2.GetModelRequest(job_id=a.job, version=0), timeout=30
+    ):
+        if msg.WhichOneof("part") == "header":
+            current = msg.header
+    receipt = current.receipt
+    charges = []
+    while len(charges) < receipt.history_rounds:
+        page = stub.GetRoundHistory(
+            coordinator_pb2.GetRoundHistoryRequest(
+                job_id=a.job, first_round=len(charges) + 1, max_rounds=0
+            ),
+            timeout=10,
+        )
+        assert page.rounds, "the history ends before the receipt's rounds"
+        charges.extend(page.rounds)
+    chain = hashlib.sha256(b"fedsec.v1 round history").digest()
+    for i, c in enumerate(charges[: receipt.history_rounds]):
+        assert c.round == i + 1, "rounds out of order"
+        enc = struct.pack(
+            "<Q6dq",
+            c.round,
+            c.sampling_rate,
+            c.noise_multiplier,
+            c.clip_norm,
+            c.sensitivity,
+            c.count_stddev,
+            c.expected_cohort,
+            c.committed_unix_ms,
+        )
+        chain = hashlib.sha256(chain + enc).digest()
+
     print(
         json.dumps(
             {
@@ -117,6 +168,9 @@ def main() -> int:
                 "chunks": len(chunks),
                 "chunk_bytes": step,
                 "newly_accepted": resp.newly_accepted,
+                "history_rounds": receipt.history_rounds,
+                "history_digest_ok": chain == receipt.history_sha256,
+                "inline_rounds_match": list(receipt.rounds) == charges,
             }
         )
     )
