@@ -57,6 +57,21 @@ struct State {
     limited: usize,
 }
 
+impl State {
+    /// A coordinator whose job has `rounds` rounds, `covered` of them in the
+    /// receipt, telling `lie`; nothing served yet.
+    fn new(rounds: u64, covered: usize, lie: Lie) -> Self {
+        Self {
+            history: history(rounds),
+            covered,
+            lie,
+            rounds_served: 0,
+            pages: 0,
+            limited: 0,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Hostile(Arc<Mutex<State>>);
 
@@ -245,15 +260,7 @@ fn history(n: u64) -> Vec<RoundCharge> {
 #[tokio::test]
 async fn a_referenced_history_is_fetched_checked_and_verified_then_extended() {
     // 40,000 rounds: three pages of at most 16,384.
-    let (state, rpc, stop) = serve(State {
-        history: history(40_010),
-        covered: 40_000,
-        lie: Lie::None,
-        rounds_served: 0,
-        pages: 0,
-        limited: 0,
-    })
-    .await;
+    let (state, rpc, stop) = serve(State::new(40_010, 40_000, Lie::None)).await;
     let d = rpc
         .download_model(JOB, 0, None, None)
         .await
@@ -291,15 +298,7 @@ async fn a_coordinator_serving_a_history_that_does_not_match_is_refused() {
         (Lie::ShortHistory, "ends at round 2990"),
         (Lie::HugeReference, "more than this client accepts"),
     ] {
-        let (state, rpc, stop) = serve(State {
-            history: history(6_000),
-            covered: 3_000,
-            lie,
-            rounds_served: 0,
-            pages: 0,
-            limited: 0,
-        })
-        .await;
+        let (state, rpc, stop) = serve(State::new(6_000, 3_000, lie)).await;
         let d = rpc
             .download_model(JOB, 0, None, None)
             .await
@@ -322,15 +321,7 @@ async fn a_coordinator_serving_a_history_that_does_not_match_is_refused() {
 async fn a_tampered_page_is_refused_even_after_a_verified_prefix() {
     // A verified history of 1,000 rounds is cached; the next receipt's
     // history is served with a changed round inside the new part.
-    let (state, rpc, stop) = serve(State {
-        history: history(3_000),
-        covered: 1_000,
-        lie: Lie::None,
-        rounds_served: 0,
-        pages: 0,
-        limited: 0,
-    })
-    .await;
+    let (state, rpc, stop) = serve(State::new(3_000, 1_000, Lie::None)).await;
     let d = rpc
         .download_model(JOB, 0, None, None)
         .await
@@ -359,15 +350,7 @@ async fn a_tampered_page_is_refused_even_after_a_verified_prefix() {
 
 #[tokio::test]
 async fn rate_limited_pages_are_waited_out_not_restarted() {
-    let (state, rpc, stop) = serve(State {
-        history: history(40_000),
-        covered: 40_000,
-        lie: Lie::RateLimited,
-        rounds_served: 0,
-        pages: 0,
-        limited: 0,
-    })
-    .await;
+    let (state, rpc, stop) = serve(State::new(40_000, 40_000, Lie::RateLimited)).await;
     let d = rpc
         .download_model(JOB, 0, None, None)
         .await
