@@ -90,7 +90,8 @@ fn history_fields(h: Option<&HistoryRef>) -> (u64, Vec<u8>) {
     })
 }
 
-fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
+/// Wire form of a ledger charge.
+pub(crate) fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
     v1::RoundCharge {
         round: c.round,
         sampling_rate: c.sampling_rate,
@@ -101,11 +102,6 @@ fn charge_proto(c: &RoundCharge) -> v1::RoundCharge {
         expected_cohort: c.expected_cohort,
         committed_unix_ms: c.committed_unix_ms,
     }
-}
-
-/// Wire form of a ledger charge.
-pub(crate) fn charge_to_proto(c: &RoundCharge) -> v1::RoundCharge {
-    charge_proto(c)
 }
 
 /// Wire form of an empirical audit (receipts and `Job.audit`).
@@ -179,7 +175,7 @@ impl Receipt {
             delta: r.delta,
             epsilon_pld: r.epsilon_pld,
             epsilon_rdp: r.epsilon_rdp,
-            rounds: r.rounds.iter().flatten().map(charge_proto).collect(),
+            rounds: r.rounds.iter().flatten().map(charge_to_proto).collect(),
             accountant_versions: r.accountant_versions.clone(),
             empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
             json: json.clone(),
@@ -208,7 +204,7 @@ impl Receipt {
                 delta: r.delta,
                 epsilon_pld: pld,
                 epsilon_rdp: rdp,
-                rounds: r.rounds.iter().flatten().map(charge_proto).collect(),
+                rounds: r.rounds.iter().flatten().map(charge_to_proto).collect(),
                 accountant_versions: r.accountant_versions.clone(),
                 empirical_audit: r.empirical_audit.as_ref().map(audit_to_proto),
                 json: json.clone(),
