@@ -162,6 +162,7 @@ impl Coordinator for Hostile {
                 sha256: digest(&WEIGHTS).to_vec(),
                 receipt: Some(receipt(&s.history[..s.covered], s.lie)),
                 round: s.covered as u64,
+                ..Default::default()
             })),
         })];
         out.extend(encode_chunks(&WEIGHTS).map(|data| {

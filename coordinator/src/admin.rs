@@ -89,15 +89,17 @@ impl AdminApi {
     /// Creates and starts a job (defaults filled, validated against the
     /// coordinator's `[dangerous]` settings).
     pub async fn create_job(&self, spec: JobSpec) -> Result<v1::Job, Error> {
-        let job = crate::job::create(&self.engine, spec).await?;
+        // Admin actions are recorded before they are carried out: an
+        // action that cannot be audited is refused (issue 21).
         self.engine
             .audit(
                 "admin_create_job",
-                job.id(),
+                &spec.id,
                 "",
                 format!("by {}", self.actor),
             )
-            .await;
+            .await?;
+        let job = crate::job::create(&self.engine, spec).await?;
         Ok(job.to_proto())
     }
 
@@ -132,6 +134,9 @@ impl AdminApi {
             }
         }
         let reason = format!("paused by {}", self.actor);
+        self.engine
+            .audit("job_paused", job_id, "", reason.clone())
+            .await?;
         {
             let (id, r) = (job_id.to_owned(), reason.clone());
             self.engine
@@ -141,7 +146,6 @@ impl AdminApi {
         job.set_state(JobState::Paused, &reason);
         job.wake.notify_one();
         tracing::info!(job = job_id, actor = %self.actor, "job paused");
-        self.engine.audit("job_paused", job_id, "", reason).await;
         Ok(job.to_proto())
     }
 
@@ -167,6 +171,9 @@ impl AdminApi {
                 )));
             }
         }
+        self.engine
+            .audit("job_resumed", job_id, "", format!("by {}", self.actor))
+            .await?;
         {
             let id = job_id.to_owned();
             self.engine
@@ -176,9 +183,6 @@ impl AdminApi {
         job.set_state(JobState::Running, "");
         job.wake.notify_one();
         tracing::info!(job = job_id, actor = %self.actor, "job resumed");
-        self.engine
-            .audit("job_resumed", job_id, "", format!("by {}", self.actor))
-            .await;
         Ok(job.to_proto())
     }
 
@@ -208,6 +212,9 @@ impl AdminApi {
                 "client {client_id:?} is revoked; revocation is permanent"
             )));
         }
+        self.engine
+            .audit(kind, "", client_id, format!("by {}: {reason}", self.actor))
+            .await?;
         let (id, r) = (client_id.to_owned(), reason.to_owned());
         let record = self
             .engine
@@ -216,9 +223,6 @@ impl AdminApi {
             .ok_or_else(|| Error::NotFound(format!("no client {client_id:?}")))?;
         self.engine.clients.set_status(&record);
         tracing::info!(client = client_id, status = status.as_str(), actor = %self.actor, reason, "client status changed");
-        self.engine
-            .audit(kind, "", client_id, format!("by {}: {reason}", self.actor))
-            .await;
         Ok(client_info(&record))
     }
 
@@ -349,10 +353,9 @@ impl AdminApi {
         }
         job.publish(published);
         job.wake.notify_one();
+        // Its audit row (model_rolled_back, with the note) was written by
+        // the store in the rollback's transaction and anchors the release.
         tracing::warn!(job = job_id, version, ledger_seq = seq, actor = %self.actor, reason, "model rolled back");
-        self.engine
-            .audit("model_rolled_back", job_id, "", entry.note)
-            .await;
         Ok(job.to_proto())
     }
 
@@ -373,6 +376,10 @@ impl AdminApi {
                 })?;
             Arc::new(Published::from_record(record)?)
         };
+        let seal = self
+            .engine
+            .seal(job_id, &job.spec.model, &published)
+            .await?;
         let spec = job.spec.model.clone();
         let id = job_id.to_owned();
         let bytes = tokio::task::spawn_blocking(move || {
@@ -385,6 +392,11 @@ impl AdminApi {
                     version: published.version,
                     round: published.round,
                     receipt_json: &published.receipt.json,
+                    release: Some(crate::export::ReleaseMetadata {
+                        signature: seal.signature,
+                        key_id: seal.key_id,
+                        anchor: seal.anchor,
+                    }),
                 },
             )
         })

@@ -59,8 +59,21 @@ pub(crate) struct AuditRetention {
     pub(crate) max_age: Duration,
 }
 
+/// A release signature and what it is anchored at, as served.
+#[derive(Debug, Clone)]
+pub(crate) struct Seal {
+    /// Ed25519 signature of the release statement.
+    pub(crate) signature: Vec<u8>,
+    /// Id of the signing key.
+    pub(crate) key_id: String,
+    /// The audit row the release is anchored at.
+    pub(crate) anchor: fedsec_proto::release::AuditAnchor,
+}
+
 /// The coordinator's shared state.
 pub(crate) struct Engine {
+    pub(crate) release_key: Arc<fedsec_proto::release::ReleaseKey>,
+    pub(crate) release_key_id: String,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) sampler: Arc<dyn Sampler>,
@@ -84,6 +97,7 @@ impl std::fmt::Debug for Engine {
 
 /// What an [`Engine`] is built from, besides its store and metrics.
 pub(crate) struct EngineParts {
+    pub(crate) release_key: Arc<fedsec_proto::release::ReleaseKey>,
     pub(crate) sampler: Arc<dyn Sampler>,
     pub(crate) pool: DecodePool,
     pub(crate) settings: Settings,
@@ -95,6 +109,7 @@ pub(crate) struct EngineParts {
 impl Engine {
     pub(crate) fn new(store: Arc<dyn Store>, metrics: Arc<Metrics>, parts: EngineParts) -> Self {
         let EngineParts {
+            release_key,
             sampler,
             pool,
             settings,
@@ -103,6 +118,8 @@ impl Engine {
             connections,
         } = parts;
         Self {
+            release_key_id: release_key.public().key_id(),
+            release_key,
             store,
             metrics,
             sampler,
@@ -219,9 +236,19 @@ impl Engine {
             .push(handle);
     }
 
-    /// Appends an audit event; failures are logged, not returned. Events a
-    /// caller causes go through [`Self::audit_by`] (the row budget).
-    pub(crate) async fn audit(&self, kind: &str, job_id: &str, client_id: &str, detail: String) {
+    /// Appends an audit event to the tamper-evident log. A failed write is
+    /// an error ([`Error::AuditLog`], `UNAVAILABLE` to a caller): the
+    /// operation it records must be refused or held, not carried out
+    /// unrecorded. Events a caller causes go through [`Self::audit_by`]
+    /// (the row budget); a job driver's go through
+    /// `crate::job::weather::audit` (the job is held until the row lands).
+    pub(crate) async fn audit(
+        &self,
+        kind: &str,
+        job_id: &str,
+        client_id: &str,
+        detail: String,
+    ) -> Result<(), Error> {
         let event = NewAuditEvent {
             unix_ms: now_unix_ms(),
             kind: kind.to_owned(),
@@ -229,9 +256,49 @@ impl Engine {
             client_id: client_id.to_owned(),
             detail: crate::fields::audit_detail(detail),
         };
-        if let Err(e) = self.db(move |s| s.append_audit(&event)).await {
-            tracing::error!(error = %e, kind, "cannot write an audit event");
+        match self.db(move |s| s.append_audit(&event)).await {
+            Ok(_) => Ok(()),
+            Err(Error::Store(source)) => {
+                tracing::error!(error = %source, kind, "cannot write an audit event");
+                Err(Error::AuditLog {
+                    kind: kind.to_owned(),
+                    source,
+                })
+            }
+            Err(e) => Err(e),
         }
+    }
+
+    /// Signs what `GetModel` and the export serve of `published` (version
+    /// of `job_id`, architecture `spec`): the release statement anchored at
+    /// the audit row of the version's latest release.
+    pub(crate) async fn seal(
+        &self,
+        job_id: &str,
+        spec: &fedsec_model::ModelSpec,
+        published: &Published,
+    ) -> Result<Seal, Error> {
+        let (id, version) = (job_id.to_owned(), published.version);
+        let anchor = self
+            .db(move |s| s.release_anchor(&id, version))
+            .await?
+            .ok_or(Error::Internal(
+                "a served model version has no release anchor",
+            ))?;
+        let statement = fedsec_proto::release::ReleaseStatement::new(
+            job_id,
+            published.version,
+            published.round,
+            spec,
+            published.sha256,
+            &published.receipt.json,
+            anchor,
+        );
+        Ok(Seal {
+            signature: self.release_key.sign(&statement).to_vec(),
+            key_id: self.release_key_id.clone(),
+            anchor,
+        })
     }
 
     /// Registers (or refreshes) a client.
@@ -275,19 +342,24 @@ impl Engine {
                 }
                 other => other,
             })?;
-        // Never the status: an admin action may have changed it since the
-        // store returned this record.
-        self.clients.registered(&record);
-        self.metrics.set_registered_clients(self.clients.len());
         if new {
-            tracing::info!(client = %id.client_id, tenant = %id.tenant_id, software, "client registered");
+            // Recorded before the client is admitted in memory: if the row
+            // cannot be written the registration is refused, and the retry
+            // is new again (so the row is written then).
             self.audit(
                 "client_registered",
                 "",
                 &id.client_id,
                 format!("tenant {}, software {software:?}", id.tenant_id),
             )
-            .await;
+            .await?;
+        }
+        // Never the status: an admin action may have changed it since the
+        // store returned this record.
+        self.clients.registered(&record);
+        self.metrics.set_registered_clients(self.clients.len());
+        if new {
+            tracing::info!(client = %id.client_id, tenant = %id.tenant_id, software, "client registered");
             self.wake_all();
         }
         Ok(record)
@@ -364,6 +436,15 @@ impl Engine {
             clip_norm: spec.clipping.clip_norm,
             receipt_json: receipt.json.clone(),
         };
+        // Recorded first: a job whose creation cannot be audited is not
+        // created (its version 0 release row is written with it).
+        self.audit(
+            "job_created",
+            &spec.id,
+            "",
+            serde_json::to_string(&spec).unwrap_or_default(),
+        )
+        .await?;
         {
             let (record, initial) = (record.clone(), initial.clone());
             self.db(move |s| s.insert_job(&record, &initial))
@@ -379,13 +460,6 @@ impl Engine {
             &[],
         ));
         tracing::info!(job = %spec.id, model = %spec.model, params = job.dim, rounds = spec.rounds, "job created");
-        self.audit(
-            "job_created",
-            &spec.id,
-            "",
-            serde_json::to_string(&spec).unwrap_or_default(),
-        )
-        .await;
         Ok(job)
     }
 
@@ -406,13 +480,13 @@ impl Engine {
             state = state.as_str(),
             "job finished: {reason}"
         );
-        self.audit(
+        crate::job::weather::audit(
+            self,
+            job,
             &format!("job_{}", state.as_str().to_lowercase()),
-            job.id(),
-            "",
             reason.to_owned(),
         )
-        .await;
+        .await?;
         Ok(())
     }
 

@@ -267,6 +267,20 @@ pub enum Error {
     /// with a source have their own variant above.
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// An audit event could not be appended to the tamper-evident audit
+    /// log: the operation it records was refused or held (issue 21), never
+    /// carried out unrecorded.
+    #[error("the audit log cannot be written ({kind}): {source}")]
+    AuditLog {
+        /// Kind of the event that could not be written.
+        kind: String,
+        /// The store's error.
+        #[source]
+        source: StoreError,
+    },
+    /// The release signing key could not be loaded or created.
+    #[error(transparent)]
+    Signing(#[from] fedsec_proto::release::ReleaseError),
 }
 
 /// An error and its sources, `outer: inner: ...`.
@@ -322,7 +336,7 @@ impl Error {
     /// operation may succeed later, so a job pauses and retries instead of
     /// failing, and a caller gets `UNAVAILABLE`.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Store(e) if e.is_transient())
+        matches!(self, Self::Store(e) | Self::AuditLog { source: e, .. } if e.is_transient())
     }
 
     /// The rejection reason, if this is a rejection.
@@ -371,8 +385,16 @@ impl From<Error> for Status {
                     "the coordinator's store is temporarily unavailable; retry later",
                 )
             }
+            e @ Error::AuditLog { .. } => {
+                tracing::error!(error = %e, "audit log write failed: the call is refused");
+                Status::unavailable(
+                    "the coordinator cannot record this call in its audit log; nothing was done, \
+                     retry later",
+                )
+            }
             // Internal details go to the log, not to the caller.
             e @ (Error::Store(_)
+            | Error::Signing(_)
             | Error::Round(_)
             | Error::Receipt(_)
             | Error::Json { .. }

@@ -6,7 +6,10 @@
 //! dtype F32. Metadata keys: `format` (`fedsec`), `model_spec` (JSON),
 //! `privacy_receipt` (the receipt's canonical JSON), `job_id`, `version`,
 //! `round` and `sha256` (hex digest of the flat little-endian weights, the
-//! same digest `GetModel` sends).
+//! same digest `GetModel` sends); a signed export adds `release_signature`
+//! (hex Ed25519 signature of the release statement, as in the model header),
+//! `signing_key_id`, `audit_seq` and `audit_head` (hex), which
+//! `fedsec-client model verify FILE --public-key PEM` checks offline.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -70,6 +73,20 @@ pub struct ExportInfo<'a> {
     pub round: u64,
     /// The privacy receipt's canonical JSON.
     pub receipt_json: &'a str,
+    /// The release signature, if the export is signed.
+    pub release: Option<ReleaseMetadata>,
+}
+
+/// The release signature of an exported version and what it covers
+/// besides the file's other metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseMetadata {
+    /// Ed25519 signature of the release statement.
+    pub signature: Vec<u8>,
+    /// Id of the signing key.
+    pub key_id: String,
+    /// The audit row the release is anchored at.
+    pub anchor: fedsec_proto::release::AuditAnchor,
 }
 
 /// Little-endian bytes of `values`.
@@ -106,7 +123,7 @@ pub fn to_safetensors(
         views.push((slot.name.clone(), view));
     }
     let spec_json = serde_json::to_string(spec).map_err(ExportError::SpecJson)?;
-    let metadata = HashMap::from([
+    let mut metadata = HashMap::from([
         ("format".to_owned(), "fedsec".to_owned()),
         ("model_spec".to_owned(), spec_json),
         ("privacy_receipt".to_owned(), info.receipt_json.to_owned()),
@@ -118,6 +135,14 @@ pub fn to_safetensors(
             hex::encode(fedsec_proto::tensor::digest(weights)),
         ),
     ]);
+    if let Some(r) = &info.release {
+        metadata.extend([
+            ("release_signature".to_owned(), hex::encode(&r.signature)),
+            ("signing_key_id".to_owned(), r.key_id.clone()),
+            ("audit_seq".to_owned(), r.anchor.seq.to_string()),
+            ("audit_head".to_owned(), hex::encode(r.anchor.hash)),
+        ]);
+    }
     safetensors::serialize(views, Some(metadata)).map_err(ExportError::Format)
 }
 
@@ -259,6 +284,7 @@ mod tests {
             version: 4,
             round: 3,
             receipt_json: "{\"epsilon_pld\":1.0}",
+            release: None,
         };
         let bytes = to_safetensors(&spec, &w, &info).unwrap();
         let (back, meta) = from_safetensors(&spec, &bytes).unwrap();

@@ -118,6 +118,7 @@ pub(crate) mod selection;
 pub(crate) mod server;
 pub(crate) mod service;
 pub(crate) mod shares;
+mod signing;
 pub mod store;
 
 pub use accounting::Receipt;

@@ -37,7 +37,7 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
                     a.round, a.attempt
                 ),
             )
-            .await;
+            .await?;
     }
     for c in engine.db(|s| s.clients()).await? {
         engine.clients.load(&c);
@@ -119,7 +119,7 @@ async fn forbid_if_dangerous(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Res
     }
     job.set_state(crate::store::JobState::Paused, &reason);
     tracing::warn!(job = job.id(), "{reason}");
-    engine.audit("job_paused", job.id(), "", reason).await;
+    engine.audit("job_paused", job.id(), "", reason).await?;
     Ok(())
 }
 

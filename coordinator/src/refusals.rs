@@ -149,8 +149,26 @@ impl Engine {
         if let Err(wait) = self.limits.rows().take(identity) {
             return Err(self.rows_exhausted(identity, wait, None));
         }
-        self.audit(kind, job_id, client_id, detail).await;
-        Ok(())
+        self.audit(kind, job_id, client_id, detail).await
+    }
+
+    /// Records a refused bearer token (issue 21, the token half calls it):
+    /// an audit row `token_refused` caused by `identity` (the certificate's
+    /// rate key), within its row budget like every rejection. `Err` is the
+    /// `RESOURCE_EXHAUSTED` of a used-up budget or the `UNAVAILABLE` of an
+    /// audit log that cannot be written; either way the call stays refused.
+    #[allow(
+        dead_code,
+        reason = "the entry point of the token interceptor (issue 21, token half)"
+    )]
+    pub(crate) async fn audit_token_refused(
+        &self,
+        identity: &str,
+        client_id: &str,
+        detail: String,
+    ) -> Result<(), Error> {
+        self.audit_by(identity, "token_refused", "", client_id, detail)
+            .await
     }
 
     /// Counts, logs and audits a rejection of `identity`'s call, and returns
@@ -180,8 +198,14 @@ impl Engine {
             return self.rows_exhausted(identity, wait, Some(reason));
         }
         tracing::info!(reason = reason.label(), job = job_id, client = client_id, error = %err, "rejected");
-        self.audit("update_rejected", job_id, client_id, err.to_string())
-            .await;
+        // A refusal that cannot be recorded is answered UNAVAILABLE: the
+        // call stays refused, never unrecorded.
+        if let Err(e) = self
+            .audit("update_rejected", job_id, client_id, err.to_string())
+            .await
+        {
+            return e;
+        }
         err
     }
 }

@@ -180,6 +180,7 @@ impl Coordinator {
             .await
             .map_err(Error::task("store"))??
         };
+        let release = crate::signing::load(&config)?;
         let metrics = Arc::new(Metrics::new());
         let dangerous = config.dangerous();
         if config.dangerous.is_some() {
@@ -241,6 +242,7 @@ impl Coordinator {
             store,
             metrics.clone(),
             EngineParts {
+                release_key: Arc::new(release.key),
                 sampler: Arc::new(KeyedPoissonSampler::new(&key)),
                 pool: DecodePool::new(l.max_concurrent_uploads),
                 settings,
@@ -250,6 +252,15 @@ impl Coordinator {
             },
         ));
 
+        // Loading the key that signs every release is a security event: a
+        // coordinator that cannot record it does not start.
+        if let Err(e) = engine
+            .audit("release_key_loaded", "", "", release.detail)
+            .await
+        {
+            engine.kill();
+            return Err(e);
+        }
         match launch(&engine, &config, tls).await {
             Ok(l) => Ok(RunningCoordinator {
                 engine,
@@ -401,7 +412,7 @@ async fn launch(
             "",
             format!("listening on {local_addr}"),
         )
-        .await;
+        .await?;
     Ok(Launched {
         local_addr,
         metrics_addr,
@@ -460,6 +471,12 @@ impl RunningCoordinator {
     /// The metrics address, if enabled.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The public key of the release signing key: what clients verify
+    /// served models against.
+    pub fn release_public_key(&self) -> fedsec_proto::release::ReleasePublicKey {
+        self.engine.release_key.public()
     }
 
     /// The data directory.
@@ -524,9 +541,14 @@ impl RunningCoordinator {
             f.abort();
         }
         self.engine.flush_last_seen().await;
-        self.engine
+        if let Err(e) = self
+            .engine
             .audit("coordinator_stopped", "", "", "graceful shutdown".into())
-            .await;
+            .await
+        {
+            // Stopping cannot be refused; the next start's row follows.
+            tracing::error!(error = %e, "cannot record the shutdown in the audit log");
+        }
         self.lock.take();
         tracing::info!("coordinator stopped");
         Ok(())

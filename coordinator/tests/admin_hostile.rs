@@ -147,6 +147,7 @@ fn write_weights(path: &Path, spec: &ModelSpec, fill: f32) -> Vec<f32> {
         version: 0,
         round: 0,
         receipt_json: "{}",
+        release: None,
     };
     std::fs::write(path, to_safetensors(spec, &w, &info).unwrap()).unwrap();
     w

@@ -11,9 +11,12 @@
 //!   rustls, and the peer identity carried in client certificates.
 //! - [`devca`]: a development certificate authority (rcgen) that writes a CA,
 //!   a server certificate, client certificates and an admin certificate.
+//! - [`release`]: the coordinator's Ed25519 release key and the canonical
+//!   statement it signs for every served model version (issue 21).
 
 pub mod devca;
 pub mod model;
+pub mod release;
 pub mod tensor;
 pub mod tls;
 

@@ -175,6 +175,7 @@ impl Coordinator for Scripted {
                 sha256: sha,
                 receipt: None,
                 round: 0,
+                ..Default::default()
             })),
         })];
         out.extend(encode_chunks(&s.weights).map(|data| {

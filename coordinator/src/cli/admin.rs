@@ -28,15 +28,16 @@ pub(crate) struct AdminArgs {
         default_value = "https://localhost:7443"
     )]
     endpoint: String,
-    /// CA certificate the coordinator's certificate chains to.
+    /// CA certificate the coordinator's certificate chains to (required
+    /// by every command but `audit verify` and `audit export`).
     #[arg(long, env = "FEDSEC_CA")]
-    ca: PathBuf,
+    ca: Option<PathBuf>,
     /// Admin certificate (`spiffe://fedsec/admin/<name>`).
     #[arg(long, env = "FEDSEC_CERT")]
-    cert: PathBuf,
+    cert: Option<PathBuf>,
     /// Admin private key.
     #[arg(long, env = "FEDSEC_KEY")]
-    key: PathBuf,
+    key: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -61,15 +62,9 @@ pub(crate) enum AdminCommand {
     /// Model versions: list, rollback, export.
     #[command(subcommand)]
     Models(ModelsCommand),
-    /// Audit events, newest first.
-    Audit {
-        /// Only events of this job.
-        #[arg(long)]
-        job: Option<String>,
-        /// Maximum number of events.
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
-    },
+    /// Audit events, newest first; `audit verify` / `audit export` check
+    /// and export the tamper-evident log of a data directory offline.
+    Audit(super::audit::AuditArgs),
 }
 
 /// Job commands.
@@ -333,10 +328,19 @@ pub(crate) fn run(args: AdminArgs) -> Result<(), CliError> {
 }
 
 async fn run_async(args: AdminArgs) -> Result<(), CliError> {
+    if let AdminCommand::Audit(a) = &args.command
+        && let Some(offline) = &a.action
+    {
+        return super::audit::run_offline(offline, args.json);
+    }
+    let need = |v: &Option<PathBuf>, flag: &str| {
+        v.clone()
+            .ok_or_else(|| format!("{flag} is required (or its FEDSEC_* variable)"))
+    };
     let tls = ClientTls::from_files(&TlsFiles {
-        ca: args.ca.clone(),
-        cert: args.cert.clone(),
-        key: args.key.clone(),
+        ca: need(&args.ca, "--ca")?,
+        cert: need(&args.cert, "--cert")?,
+        key: need(&args.key, "--key")?,
     })?;
     let mut admin: AdminClient<Channel> = AdminClient::new(tls.channel(&args.endpoint)?);
     let j = args.json;
@@ -564,7 +568,7 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
                 )
             }
         },
-        AdminCommand::Audit { job, limit } => {
+        AdminCommand::Audit(super::audit::AuditArgs { job, limit, .. }) => {
             let events = admin
                 .list_audit_events(ListAuditEventsRequest {
                     limit,

@@ -1,6 +1,7 @@
 //! Subcommands of the `fedsec-coordinator` binary, one module each.
 
 pub(crate) mod admin;
+pub(crate) mod audit;
 pub(crate) mod budget;
 pub(crate) mod certs;
 pub(crate) mod keys;

@@ -101,6 +101,9 @@ pub struct CoordinatorConfig {
     /// Storage options (encryption at rest).
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The release signing key (issue 21).
+    #[serde(default)]
+    pub signing: SigningConfig,
     /// Directory of the files jobs may name as `init_weights_path`: only
     /// regular files inside it (after resolving symlinks) are read, at most
     /// `limits.max_init_weights_bytes`. A relative `init_weights_path` in
@@ -139,6 +142,7 @@ impl Default for CoordinatorConfig {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             storage: StorageConfig::default(),
+            signing: SigningConfig::default(),
             init_weights_dir: None,
             dangerous: None,
             jobs: Vec::new(),
@@ -205,6 +209,33 @@ pub struct StorageConfig {
     pub encryption_key_file: Option<PathBuf>,
 }
 
+/// `[signing]`: the Ed25519 key that signs every served model version and
+/// its receipt (clients verify with its public key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// PKCS#8 PEM private key, mode 0600 or stricter
+    /// (`fedsec-coordinator keys generate --signing --out FILE` writes it
+    /// and its public key `FILE`'s stem + `.pub.pem`). Must exist when set.
+    /// Default none: `<data_dir>/release-signing.pem`, created with its
+    /// public key on first start if missing.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+/// File name of the default release signing key in the data directory.
+pub const DEFAULT_SIGNING_KEY_FILE: &str = "release-signing.pem";
+
+impl SigningConfig {
+    /// The key file in force and whether it may be created (only the default one).
+    pub fn key_path(&self, data_dir: &Path) -> (PathBuf, bool) {
+        match &self.key_file {
+            Some(p) => (p.clone(), false),
+            None => (data_dir.join(DEFAULT_SIGNING_KEY_FILE), true),
+        }
+    }
+}
+
 /// Settings that void the privacy guarantee. For tests and simulations only.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,6 +293,9 @@ impl CoordinatorConfig {
         if let Some(k) = &mut self.storage.encryption_key_file {
             fix(k);
         }
+        if let Some(k) = &mut self.signing.key_file {
+            fix(k);
+        }
         if let Some(t) = &mut self.metrics.bearer_token_file {
             fix(t);
         }
@@ -316,6 +350,17 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> CResult {
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("data_dir", "must not be empty"));
+        }
+        if self
+            .signing
+            .key_file
+            .as_ref()
+            .is_some_and(|k| k.as_os_str().is_empty())
+        {
+            return Err(ConfigError::invalid(
+                "signing.key_file",
+                "must not be empty when set",
+            ));
         }
         for (i, name) in self.admins.iter().enumerate() {
             if !is_valid_id(name) {

@@ -42,9 +42,7 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
         Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
             tracing::error!(job = %id, error = %e, "canary audit failed; the job finishes without one");
-            engine
-                .audit("canary_audit_failed", &id, "", e.to_string())
-                .await;
+            super::weather::audit(engine, job, "canary_audit_failed", e.to_string()).await?;
             return Ok(());
         }
     };
@@ -78,11 +76,10 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
         audit.epsilon_lower_bound,
         audit.confidence,
     );
-    engine
-        .audit(
-            "canary_audit",
-            &id,
-            "",
+    super::weather::audit(
+        engine,
+        job,
+        "canary_audit",
             format!(
                 "{} canaries, {} unseen: one-shot ε̂ final {:.4}, all iterates {:.4}; lower bound {:.4} at confidence {} (δ = {delta})",
                 set.inserted,
@@ -93,7 +90,7 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
                 audit.confidence
             ),
         )
-        .await;
+        .await?;
     Ok(())
 }
 

@@ -532,7 +532,7 @@ async fn pause_on_accountant_error(
     }
     job.set_state(JobState::Paused, &reason);
     tracing::error!(job = job.id(), "{reason}");
-    engine.audit("job_paused", job.id(), "", reason).await;
+    weather::audit(engine, job, "job_paused", reason).await?;
     Ok(Flow::Continue)
 }
 
@@ -582,13 +582,12 @@ async fn abandon(engine: &Arc<Engine>, job: &JobRuntime, a: &Abandoned) -> Resul
     }
     engine.metrics.round_abandoned(&job_id);
     tracing::info!(job = %job_id, round, attempt, accepted, rejected, "round abandoned, nothing released or charged: {note}");
-    engine
-        .audit(
-            "round_abandoned",
-            &job_id,
-            "",
-            format!("round {round} attempt {attempt}: {note}"),
-        )
-        .await;
+    weather::audit(
+        engine,
+        job,
+        "round_abandoned",
+        format!("round {round} attempt {attempt}: {note}"),
+    )
+    .await?;
     Ok(())
 }

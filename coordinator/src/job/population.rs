@@ -48,7 +48,9 @@ pub(crate) async fn check_population(engine: &Engine, job: &JobRuntime, register
             drift,
             "registered tenants drift from the declared population: {detail}"
         );
-        engine.audit("population_drift", job.id(), "", detail).await;
+        if let Err(e) = super::weather::audit(engine, job, "population_drift", detail).await {
+            tracing::error!(job = job.id(), error = %e, "cannot record the population drift");
+        }
     } else {
         tracing::info!(
             job = job.id(),

@@ -81,17 +81,16 @@ pub(crate) async fn resolve(
         count_stddev,
         "job started"
     );
-    engine
-        .audit(
-            "job_started",
-            job.id(),
-            "",
+    super::weather::audit(
+        engine,
+        job,
+        "job_started",
             format!(
                 "q = {q}, expected cohort = {cohort} (declared population {}, {n} tenant(s) registered), z = {z}, z_update = {z_delta}, count stddev = {count_stddev}",
                 spec.population.unwrap_or(0)
             ),
         )
-        .await;
+        .await?;
     Ok(res)
 }
 

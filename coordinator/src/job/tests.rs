@@ -165,6 +165,16 @@ impl Store for LeanStore {
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
         self.0.audit_events(job_id, limit)
     }
+    fn audit_head(&self) -> StoreResult<fedsec_proto::release::AuditAnchor> {
+        self.0.audit_head()
+    }
+    fn release_anchor(
+        &self,
+        job_id: &str,
+        version: u64,
+    ) -> StoreResult<Option<fedsec_proto::release::AuditAnchor>> {
+        self.0.release_anchor(job_id, version)
+    }
 }
 
 fn engine(key: &[u8]) -> Arc<Engine> {

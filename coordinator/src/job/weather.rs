@@ -151,9 +151,47 @@ pub(crate) async fn cleared(engine: &Engine, job: &JobRuntime) {
         f.retries, f.error
     );
     tracing::info!(job = job.id(), retries = f.retries, seconds, "{detail}");
-    engine
-        .audit("job_store_recovered", job.id(), "", detail)
-        .await;
+    // The store just took a write; if this row still fails, the job waits
+    // (a fixed 1 s backoff, without recording a new fault) until it lands.
+    while let Err(e) = engine
+        .audit("job_store_recovered", job.id(), "", detail.clone())
+        .await
+    {
+        if !e.is_transient() {
+            tracing::error!(job = job.id(), error = %e, "the store recovered but its audit row cannot be written");
+            return;
+        }
+        let mut shutdown = engine.shutdown_signal();
+        tokio::select! {
+            () = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Appends a job's audit event (issue 21), holding the job while the
+/// write fails transiently (retried with backoff, like any store write of
+/// the job); a permanent failure is returned.
+pub(crate) async fn audit(
+    engine: &Engine,
+    job: &JobRuntime,
+    kind: &str,
+    detail: String,
+) -> Result<(), Error> {
+    loop {
+        match engine.audit(kind, job.id(), "", detail.clone()).await {
+            Ok(()) => {
+                cleared(engine, job).await;
+                return Ok(());
+            }
+            Err(e) if e.is_transient() => {
+                if !wait_out(engine, job, "audit log", &e).await {
+                    return Err(Error::ShuttingDown);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Runs a store write for `job`, retrying transient faults in place with

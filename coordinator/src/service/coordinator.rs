@@ -232,11 +232,13 @@ impl Coordinator for CoordinatorService {
                 self.engine
                     .exhausted(&key, &client.client_id, "bytes in flight", e)
             })?;
+        let seal = self.engine.seal(&job_id, &job.spec.model, &model).await?;
         Ok(Response::new(ModelStream::new(
             &self.engine,
             &job_id,
             &job.spec.model.to_proto(),
             model,
+            seal,
             bytes,
             conn,
         )))

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::Status;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Seal};
 use crate::error::Error;
 use crate::job::{JobRuntime, Published};
 use crate::listener::Conn;
@@ -101,7 +101,8 @@ impl std::fmt::Debug for ModelStream {
 }
 
 impl ModelStream {
-    /// A download of `model` (of `job_id`, architecture `spec`) holding
+    /// A download of `model` (of `job_id`, architecture `spec`, signed by
+    /// `seal`) holding
     /// `bytes`, ending at `deadline`; with a connection, a watchdog closes it
     /// if the stream is still alive [`DOWNLOAD_CLOSE_GRACE`] after the deadline.
     pub(crate) fn new(
@@ -109,6 +110,7 @@ impl ModelStream {
         job_id: &str,
         spec: &v1::ModelSpec,
         model: Arc<Published>,
+        seal: Seal,
         bytes: ByteShare,
         conn: Option<Arc<Conn>>,
     ) -> Self {
@@ -139,6 +141,10 @@ impl ModelStream {
                 sha256: model.sha256.to_vec(),
                 receipt: Some(model.receipt.proto.clone()),
                 round: model.round,
+                release_signature: seal.signature,
+                signing_key_id: seal.key_id,
+                audit_seq: seal.anchor.seq,
+                audit_head: seal.anchor.hash.to_vec(),
             })),
         };
         Self {

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 
 use super::{
@@ -161,6 +162,8 @@ delegate! {
     fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<u64>;
     fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    fn audit_head(&self) -> StoreResult<AuditAnchor>;
+    fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>>;
 }
 
 #[cfg(test)]

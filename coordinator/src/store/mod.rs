@@ -10,14 +10,19 @@
 //! Invariant kept by every implementation: a round's ledger entry, its model
 //! version and the job's progress are written in ONE transaction
 //! ([`Store::commit_round`]); ledger sequence numbers are 1-based and
-//! gap-free per job; model version numbers increase by one.
+//! gap-free per job; model version numbers increase by one. Every release
+//! of a version (job creation, round commit, rollback) appends its audit
+//! row (`model_released` / `model_rolled_back`) and anchors the version at
+//! it in that same transaction: no version is served without its row.
 
+pub mod audit_chain;
 pub mod fault;
 pub mod seal;
 pub mod sqlite;
 mod transient;
 
 use fedsec_privacy::RoundCharge;
+use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 use serde::{Deserialize, Serialize};
 
@@ -500,11 +505,18 @@ pub trait Store: Send + Sync + 'static {
     /// `fedsec_privacy::EmpiricalAudit`) and the version it is attached to.
     fn empirical_audit(&self, job_id: &str) -> StoreResult<Option<(String, u64)>>;
 
-    /// Appends an audit event; returns its id.
+    /// Appends an audit event chained to the log's head
+    /// ([`audit_chain`]); returns its id.
     fn append_audit(&self, event: &NewAuditEvent) -> StoreResult<u64>;
     /// Deletes audit events older than `before_unix_ms`, and the oldest
-    /// ones beyond the newest `max_rows`; returns how many were deleted.
+    /// ones beyond the newest `max_rows`, moving the chain's checkpoint to
+    /// the last one deleted; returns how many were deleted.
     fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
+    /// The audit chain's head (newest row, or the checkpoint, or genesis).
+    fn audit_head(&self) -> StoreResult<AuditAnchor>;
+    /// The audit row a model version's latest release (creation, commit or
+    /// rollback to it) is anchored at; `None` for an unknown version.
+    fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>>;
     /// Audit events, newest first.
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
 }

@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
+use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -21,6 +22,7 @@ use super::{
 };
 
 mod attempts;
+pub mod audit;
 mod clients;
 mod commit;
 mod files;
@@ -134,6 +136,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON").map_err(db)?;
         migrate(&mut conn)?;
         check_encryption(&mut conn, &path, key.as_ref())?;
+        audit::chain_unhashed(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             path,
@@ -196,6 +199,19 @@ impl Store for SqliteStore {
         let tx = conn.transaction().map_err(db)?;
         insert_job(&tx, self.key.as_ref(), job)?;
         insert_version(&tx, self.key.as_ref(), job.id(), initial, 0)?;
+        audit::release(
+            &tx,
+            &audit::Release {
+                kind: audit::MODEL_RELEASED,
+                job_id: job.id(),
+                version: 0,
+                round: 0,
+                weights_sha256: &initial.info.sha256,
+                receipt_json: &initial.receipt_json,
+                note: "initial model of a new job",
+                unix_ms: job.created_unix_ms,
+            },
+        )?;
         tx.commit().map_err(db)
     }
 
@@ -509,47 +525,28 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, e: &NewAuditEvent) -> StoreResult<u64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO audit (unix_ms, kind, job_id, client_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![e.unix_ms, e.kind, e.job_id, e.client_id, e.detail],
-        )
-        .map_err(db)?;
-        Ok(conn.last_insert_rowid() as u64)
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let head = audit::append(&tx, e)?;
+        tx.commit().map_err(db)?;
+        Ok(head.seq)
     }
 
     fn prune_audit(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(db)?;
-        let mut deleted = 0usize;
-        // By count: keep the newest `max_rows` (ids only grow: AUTOINCREMENT).
-        let newest: Option<i64> = tx
-            .query_row("SELECT max(id) FROM audit", [], |r| r.get(0))
-            .map_err(db)?;
-        if let Some(newest) = newest {
-            let cut = newest.saturating_sub(i64::try_from(max_rows).unwrap_or(i64::MAX));
-            deleted += tx
-                .execute("DELETE FROM audit WHERE id <= ?1", [cut])
-                .map_err(db)?;
-        }
-        // By age: events are appended in time order, so everything before
-        // the oldest event young enough goes. The scan stops at that event:
-        // its cost is the number of rows deleted.
-        let first_kept: Option<i64> = tx
-            .query_row(
-                "SELECT id FROM audit WHERE unix_ms >= ?1 ORDER BY id LIMIT 1",
-                [before_unix_ms],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(db)?;
-        deleted += match first_kept {
-            Some(id) => tx.execute("DELETE FROM audit WHERE id < ?1", [id]),
-            None => tx.execute("DELETE FROM audit", []),
-        }
-        .map_err(db)?;
+        let now = crate::engine::now_unix_ms();
+        let deleted = audit::prune(&tx, before_unix_ms, max_rows, now)?;
         tx.commit().map_err(db)?;
-        Ok(deleted as u64)
+        Ok(deleted)
+    }
+
+    fn audit_head(&self) -> StoreResult<AuditAnchor> {
+        audit::head(&self.conn())
+    }
+
+    fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>> {
+        audit::release_anchor(&self.conn(), job_id, version)
     }
 
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {

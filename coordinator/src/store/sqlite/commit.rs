@@ -84,6 +84,22 @@ pub(super) fn commit_round(
     )
     .map_err(db)?;
     count_participation(tx, key, &c.participants)?;
+    super::audit::release(
+        tx,
+        &super::audit::Release {
+            kind: super::audit::MODEL_RELEASED,
+            job_id: &c.job_id,
+            version,
+            round: c.round,
+            weights_sha256: &c.version.info.sha256,
+            receipt_json: &c.version.receipt_json,
+            note: &format!(
+                "ledger entry {seq}, ε so far {} (RDP {}) at δ = {}",
+                c.ledger.epsilon_pld, c.ledger.epsilon_rdp, c.ledger.delta
+            ),
+            unix_ms: c.ledger.committed_unix_ms,
+        },
+    )?;
     Ok((seq, version))
 }
 
@@ -96,15 +112,15 @@ pub(super) fn rollback(
     version: u64,
     entry: &LedgerRecord,
 ) -> StoreResult<u64> {
-    let clip: Option<f64> = tx
+    let clip: Option<(f64, i64, Vec<u8>)> = tx
         .query_row(
-            "SELECT clip_norm FROM model_versions WHERE job_id = ?1 AND version = ?2",
+            "SELECT clip_norm, round, sha256 FROM model_versions WHERE job_id = ?1 AND version = ?2",
             params![job_id, to_i64(version)?],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(db)?;
-    let clip = clip
+    let (clip, round, sha256): (f64, i64, Vec<u8>) = clip
         .ok_or_else(|| StoreError::Conflict(format!("job {job_id:?} has no version {version}")))?;
     let mut e = entry.clone();
     e.model_version = version;
@@ -116,5 +132,20 @@ pub(super) fn rollback(
         params![job_id, to_i64(version)?, clip],
     )
     .map_err(db)?;
+    // The receipt served after a rollback is restated (it states the full
+    // spend); its digest is in the signed release, not in this row.
+    super::audit::release(
+        tx,
+        &super::audit::Release {
+            kind: super::audit::MODEL_ROLLED_BACK,
+            job_id,
+            version,
+            round: u64::try_from(round).unwrap_or(0),
+            weights_sha256: &<[u8; 32]>::try_from(sha256.as_slice()).unwrap_or([0; 32]),
+            receipt_json: "",
+            note: &format!("ledger entry {seq}: {}", entry.note),
+            unix_ms: entry.committed_unix_ms,
+        },
+    )?;
     Ok(seq)
 }

@@ -106,6 +106,23 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE clients ADD COLUMN participation BLOB;
     "#,
+    // 4: the tamper-evident audit log (issue 21). Each row's chain hash
+    // h_i = SHA-256(h_{i-1} || canonical row i); rows already there are
+    // chained on open (`audit::chain_unhashed`). The checkpoint carries the
+    // hash of the last row pruned by retention. Each model version records
+    // the audit row its release is anchored at (signed into the release).
+    r#"
+    ALTER TABLE audit ADD COLUMN hash BLOB;
+    CREATE TABLE audit_checkpoint (
+        id             INTEGER PRIMARY KEY CHECK (id = 1),
+        last_id        INTEGER NOT NULL,
+        head           BLOB NOT NULL,
+        pruned_rows    INTEGER NOT NULL,
+        pruned_unix_ms INTEGER NOT NULL
+    );
+    ALTER TABLE model_versions ADD COLUMN audit_seq INTEGER;
+    ALTER TABLE model_versions ADD COLUMN audit_head BLOB;
+    "#,
 ];
 
 /// Current schema version of this build.
