@@ -167,6 +167,8 @@ async fn main() {
         .await
         .unwrap();
     let endpoint = coordinator.endpoint();
+    // Shipped to tenants with the CA bundle in a real deployment.
+    let release_key = coordinator.release_public_key();
     let identity = |tenant: &str, client: &str| pki.client_tls(tenant, client).unwrap();
 
     // --- Synthetic traffic: tenant 0 is our shop, 1 and 2 are others. ------
@@ -192,6 +194,7 @@ async fn main() {
         std::fs::write(&files.labels, &t.labels).unwrap();
         let p = Participant::builder()
             .endpoint(&endpoint)
+            .release_public_key(release_key.clone())
             .tls(identity(&format!("tenant-{i}"), &format!("client-{i}")))
             .data(DataSource::Files(vec![files]))
             .policy(PrivacyPolicy::new(20.0, 1e-5))
@@ -207,6 +210,7 @@ async fn main() {
     // Build the participant (no connection yet), keep its handle, spawn it.
     let participant = Participant::builder()
         .endpoint(&endpoint)
+        .release_public_key(release_key.clone())
         .tls(identity("shop", "shop-eu-1"))
         .data(DataSource::Host)
         .data_options(DataOptions {

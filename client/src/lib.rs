@@ -14,6 +14,7 @@
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 //! let participant = Participant::builder()
 //!     .endpoint("https://coordinator.example:7443")
+//!     .release_public_key_file("pki/release-signing.pub.pem")
 //!     .tls_files(TlsFiles {
 //!         ca: "pki/ca.pem".into(),
 //!         cert: "pki/clients/client-0001.pem".into(),
@@ -70,6 +71,7 @@ pub mod ledger;
 pub mod participant;
 pub mod policy;
 pub mod probe;
+pub mod release_file;
 pub mod retry;
 pub mod rpc;
 pub mod state;

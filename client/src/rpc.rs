@@ -1,7 +1,8 @@
 //! The client side of `fedsec.v1.Coordinator`: one call per function, each
 //! bounded by a timeout, every byte of the answers validated (a downloaded
 //! model's header, spec, size, chunks, SHA-256 digest and values; its
-//! privacy receipt).
+//! release signature, checked against the coordinator's release public key
+//! before the model is installed or trained on; its privacy receipt).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use fedsec_model::ModelSpec;
 use fedsec_privacy::PrivacyReceipt;
 use fedsec_proto::model::ModelSpecWire;
+use fedsec_proto::release::{AuditAnchor, ReleasePublicKey, ReleaseStatement};
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::tls::{ClientTls, TlsError};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
@@ -40,6 +42,18 @@ pub struct Rpc {
     endpoint: String,
     timeout: Duration,
     histories: crate::history::HistoryCache,
+    release: ReleaseCheck,
+}
+
+/// How downloaded models' release signatures are checked.
+#[derive(Debug, Clone)]
+enum ReleaseCheck {
+    /// Against this key (the coordinator's release public key).
+    Key(Arc<ReleasePublicKey>),
+    /// No key configured: every download is refused.
+    Missing,
+    /// Not checked (tests of unrelated protocol parts only).
+    Unchecked,
 }
 
 /// A verified model download.
@@ -59,6 +73,12 @@ pub struct Downloaded {
     pub receipt: Option<PrivacyReceipt>,
     /// Why the receipt was not usable, if it was not.
     pub receipt_problem: Option<String>,
+    /// The receipt's canonical JSON as served and signed ("" if none).
+    pub receipt_json: String,
+    /// The release signature (verified unless checks were switched off).
+    pub signature: Vec<u8>,
+    /// The audit anchor the signature covers.
+    pub anchor: AuditAnchor,
 }
 
 /// Why a download failed.
@@ -91,7 +111,24 @@ impl Rpc {
             endpoint: endpoint.to_owned(),
             timeout,
             histories: crate::history::HistoryCache::default(),
+            release: ReleaseCheck::Missing,
         })
+    }
+
+    /// Verifies every downloaded model against `key`, the coordinator's
+    /// release public key (shipped with the CA bundle). Without a key every
+    /// download is refused.
+    pub fn with_release_key(mut self, key: ReleasePublicKey) -> Self {
+        self.release = ReleaseCheck::Key(Arc::new(key));
+        self
+    }
+
+    /// Accepts models without checking their release signature. Dangerous:
+    /// for tests of unrelated protocol parts against scripted coordinators
+    /// that sign nothing.
+    pub fn dangerously_skip_release_check(mut self) -> Self {
+        self.release = ReleaseCheck::Unchecked;
+        self
     }
 
     /// The gRPC client, creating the channel on first use.
@@ -275,6 +312,58 @@ impl Rpc {
         if let Some(i) = weights.iter().position(|w| !w.is_finite()) {
             return Err(reject(format!("weight {i} is not finite")));
         }
+        // The signature covers the header, the weights' digest (checked
+        // against the bytes above) and the receipt's JSON: checked before
+        // anything is installed, trained on or fetched for the receipt.
+        let receipt_json = header
+            .receipt
+            .as_ref()
+            .map(|r| r.json.clone())
+            .unwrap_or_default();
+        let sha256: [u8; 32] = header
+            .sha256
+            .as_slice()
+            .try_into()
+            .map_err(|_| reject("the header's sha256 is not 32 bytes".into()))?;
+        let anchor = AuditAnchor {
+            seq: header.audit_seq,
+            hash: header.audit_head.as_slice().try_into().unwrap_or([0; 32]),
+        };
+        match &self.release {
+            ReleaseCheck::Unchecked => {}
+            ReleaseCheck::Missing => {
+                return Err(reject(
+                    "no release public key is configured (release_public_key), so no model \
+                     can be verified"
+                        .into(),
+                ));
+            }
+            ReleaseCheck::Key(key) => {
+                if header.audit_head.len() != 32 {
+                    return Err(reject(format!(
+                        "version {} of job {job_id:?}: the release's audit head is {} bytes, not 32",
+                        header.version,
+                        header.audit_head.len()
+                    )));
+                }
+                let statement = ReleaseStatement::new(
+                    &header.job_id,
+                    header.version,
+                    header.round,
+                    &spec,
+                    sha256,
+                    &receipt_json,
+                    anchor,
+                );
+                key.verify(&statement, &header.release_signature)
+                    .map_err(|e| {
+                        reject(format!(
+                            "version {} of job {job_id:?} refused: {e}",
+                            header.version
+                        ))
+                    })?;
+            }
+        }
         // Issue 16: a long history is referenced, fetched and checked here.
         let (receipt, receipt_problem) = match self
             .resolve_receipt(job_id, header.receipt.as_ref())
@@ -291,6 +380,9 @@ impl Rpc {
             weights,
             receipt,
             receipt_problem,
+            receipt_json,
+            signature: header.release_signature,
+            anchor,
         }))
     }
 

@@ -35,6 +35,7 @@ endpoint = "{endpoint}"
 job = "cli"
 state_dir = "{state}"
 seed = 3
+release_public_key = "{pki}/release-signing.pub.pem"
 
 [tls]
 ca = "{pki}/ca.pem"
@@ -76,6 +77,8 @@ async fn run_ledger_model_pull_and_score() {
     .unwrap();
     let mut config = support::coordinator_config(&dir.path().join("coord"), "127.0.0.1:0");
     config.tls = Some(manifest.server.clone());
+    // The dev PKI's release key: the clients verify with its public half.
+    config.signing.key_file = manifest.release_signing_key.clone();
     let running = Coordinator::start(CoordinatorConfig { ..config })
         .await
         .unwrap();
@@ -192,6 +195,69 @@ async fn run_ledger_model_pull_and_score() {
     );
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["version"], done.current_version);
+    // Both the pulled file and the coordinator's export carry the release
+    // signature; `model verify` checks it offline, and refuses a changed
+    // weight byte, a changed metadata value, or another key.
+    let public = manifest.release_public_key.clone().unwrap();
+    let export = dir.path().join("export.safetensors");
+    std::fs::write(&export, admin.export("cli", 0).await.unwrap()).unwrap();
+    let other = dir.path().join("other.pem");
+    fedsec_proto::release::ReleaseKey::generate()
+        .write(&other, false)
+        .unwrap();
+    let verify = |file: &Path, key: &Path| {
+        bin()
+            .args(["model", "verify"])
+            .arg(file)
+            .arg("--public-key")
+            .arg(key)
+            .output()
+            .unwrap()
+    };
+    for file in [&model, &export] {
+        let out = verify(file, &public);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["verified"], true);
+        assert_eq!(v["version"], done.current_version);
+        let out = verify(file, &dir.path().join("other.pub.pem"));
+        assert!(!out.status.success(), "another key verified");
+        let bytes = std::fs::read(file).unwrap();
+        // The last byte is tensor data (a weight).
+        let mut changed = bytes.clone();
+        *changed.last_mut().unwrap() ^= 1;
+        // A metadata value: the version, in the JSON header.
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+        let v = done.current_version;
+        let forged_header = header
+            .replacen(
+                &format!("\\\"version\\\":{v}"),
+                &format!("\\\"version\\\":{}", v + 1),
+                1,
+            )
+            .replacen(
+                &format!("\"version\":\"{v}\""),
+                &format!("\"version\":\"{}\"", v + 1),
+                1,
+            );
+        assert_ne!(forged_header, header, "no version in {header}");
+        let mut forged = bytes[..8].to_vec();
+        forged.extend_from_slice(forged_header.as_bytes());
+        forged.extend_from_slice(&bytes[8 + n..]);
+        for (what, b) in [("a weight", changed), ("the version", forged)] {
+            let path = dir.path().join("tampered.safetensors");
+            std::fs::write(&path, b).unwrap();
+            let out = verify(&path, &public);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{what} changed, still verified");
+            assert!(err.contains("refused"), "{what}: {err}");
+        }
+    }
     let file = fedsec_detector::model::ModelFile::load(&model).unwrap();
     assert_eq!(
         file.spec.num_params(),

@@ -153,6 +153,22 @@ impl Coordinator for Hostile {
         _: Request<GetModelRequest>,
     ) -> Result<Response<Self::GetModelStream>, Status> {
         let s = self.0.lock().unwrap();
+        // Signed with the tests' release key: this coordinator's lies are
+        // in the history it serves, which the receipt names by digest.
+        let receipt = receipt(&s.history[..s.covered], s.lie);
+        let anchor = fedsec_proto::release::AuditAnchor {
+            seq: 1,
+            hash: [7; 32],
+        };
+        let statement = fedsec_proto::release::ReleaseStatement::new(
+            JOB,
+            s.covered as u64,
+            s.covered as u64,
+            &spec(),
+            digest(&WEIGHTS),
+            &receipt.json,
+            anchor,
+        );
         let mut out = vec![Ok(GetModelResponse {
             part: Some(get_model_response::Part::Header(v1::ModelHeader {
                 job_id: JOB.into(),
@@ -160,9 +176,12 @@ impl Coordinator for Hostile {
                 model_spec: Some(spec().to_proto()),
                 num_params: WEIGHTS.len() as u64,
                 sha256: digest(&WEIGHTS).to_vec(),
-                receipt: Some(receipt(&s.history[..s.covered], s.lie)),
+                receipt: Some(receipt),
                 round: s.covered as u64,
-                ..Default::default()
+                release_signature: support::release_key().sign(&statement).to_vec(),
+                signing_key_id: String::new(),
+                audit_seq: anchor.seq,
+                audit_head: anchor.hash.to_vec(),
             })),
         })];
         out.extend(encode_chunks(&WEIGHTS).map(|data| {
@@ -250,7 +269,8 @@ async fn serve(state: State) -> (Arc<Mutex<State>>, Rpc, tokio::sync::oneshot::S
         &endpoint,
         Duration::from_secs(30),
     )
-    .unwrap();
+    .unwrap()
+    .with_release_key(support::release_key().public());
     (state, rpc, stop)
 }
 

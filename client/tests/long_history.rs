@@ -143,7 +143,8 @@ async fn a_40000_round_job_stays_downloadable_verifiable_and_grows_o1_per_versio
         &h.endpoint(),
         Duration::from_secs(60),
     )
-    .unwrap();
+    .unwrap()
+    .with_release_key(support::release_key().public());
     // Registered before the job exists, so round 1 selects the tenant.
     rpc.register().await.unwrap();
     h.running().admin().create_job(spec).await.unwrap();
@@ -169,7 +170,8 @@ async fn a_40000_round_job_stays_downloadable_verifiable_and_grows_o1_per_versio
         &h.endpoint(),
         Duration::from_secs(60),
     )
-    .unwrap();
+    .unwrap()
+    .with_release_key(support::release_key().public());
     for i in 1..=REAL {
         assert_eq!(one_round(&rpc).await, SYNTHETIC + i);
         h.running()
@@ -275,7 +277,8 @@ async fn receipts_stored_before_references_keep_verifying() {
         &h.endpoint(),
         Duration::from_secs(60),
     )
-    .unwrap();
+    .unwrap()
+    .with_release_key(support::release_key().public());
     // Registered before the job exists, so round 1 selects the tenant.
     rpc.register().await.unwrap();
     h.running().admin().create_job(spec).await.unwrap();
@@ -316,7 +319,8 @@ async fn receipts_stored_before_references_keep_verifying() {
         &h.endpoint(),
         Duration::from_secs(60),
     )
-    .unwrap();
+    .unwrap()
+    .with_release_key(support::release_key().public());
     for version in [2, 0] {
         let d = rpc
             .download_model(JOB, version, None, None)

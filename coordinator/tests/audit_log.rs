@@ -420,3 +420,60 @@ async fn an_audit_write_that_fails_refuses_the_operation_it_records() {
         "{kinds:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configured_release_key_must_exist_and_keys_generate_writes_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("keys/release.pem");
+    let pki = support::pki();
+    // Configured but missing: a clear error naming the key, no new key.
+    let mut config = support::test_config(&dir.path().join("data"));
+    config.signing.key_file = Some(key.clone());
+    let e =
+        fedsec_coordinator::Coordinator::start_with_tls(config.clone(), pki.server_tls().clone())
+            .await
+            .unwrap_err()
+            .to_string();
+    assert!(
+        e.contains("signing.key_file") && e.contains("keys generate --signing"),
+        "{e}"
+    );
+    assert!(!key.exists());
+    // `keys generate --signing` writes the key (0600) and its public key.
+    let out = Command::new(BIN)
+        .args(["keys", "generate", "--signing", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let public = ReleasePublicKey::load(&dir.path().join("keys/release.pub.pem")).unwrap();
+    let running = fedsec_coordinator::Coordinator::start_with_tls(config, pki.server_tls().clone())
+        .await
+        .unwrap();
+    assert_eq!(running.release_public_key(), public);
+    let events = running.admin().audit_events(None, 10).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "release_key_loaded" && e.detail.contains(&public.key_id())),
+        "{events:?}"
+    );
+    running.shutdown().await.unwrap();
+    // Not twice without --force.
+    let out = Command::new(BIN)
+        .args(["keys", "generate", "--signing", "--out"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

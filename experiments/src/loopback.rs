@@ -34,6 +34,8 @@ pub fn dev_coordinator(work: &Path, clients: usize) -> Result<(DevPkiManifest, C
         ..CoordinatorConfig::default()
     };
     config.metrics.enabled = false;
+    // The PKI's release signing key; clients verify with its public half.
+    config.signing.key_file = pki.release_signing_key.clone();
     // Every client of the one-process demo connects from 127.0.0.1 at once.
     config.limits.max_pending_handshakes_per_address = config.limits.max_pending_handshakes;
     Ok((pki, config))

@@ -358,6 +358,13 @@ pub struct DevPkiManifest {
     pub admin: TlsFiles,
     /// Client identities.
     pub clients: Vec<ClientEntry>,
+    /// The coordinator's Ed25519 release signing key (`[signing]
+    /// key_file`); absent in manifests written before issue 21.
+    #[serde(default)]
+    pub release_signing_key: Option<PathBuf>,
+    /// Its public key, shipped to clients with the CA (`release_public_key`).
+    #[serde(default)]
+    pub release_public_key: Option<PathBuf>,
 }
 
 impl DevPkiManifest {
@@ -405,8 +412,9 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), DevCaErr
 /// an admin certificate, and writes them with `manifest.json` into `out`.
 ///
 /// Layout: `ca.pem`, `ca.key`, `server.pem`, `server.key`, `admin.pem`,
-/// `admin.key`, `clients/<client_id>.pem`, `clients/<client_id>.key`. Paths in
-/// the manifest are absolute when `out` is.
+/// `admin.key`, `clients/<client_id>.pem`, `clients/<client_id>.key`, and the
+/// release signing key `release-signing.pem` (mode 0600) with its public key
+/// `release-signing.pub.pem`. Paths in the manifest are absolute when `out` is.
 pub fn write_dev_pki(out: &Path, opts: &DevPkiOptions) -> Result<DevPkiManifest, DevCaError> {
     let mk = |p: &Path| {
         std::fs::create_dir_all(p).map_err(|source| DevCaError::Write {
@@ -459,6 +467,15 @@ pub fn write_dev_pki(out: &Path, opts: &DevPkiOptions) -> Result<DevPkiManifest,
             key: files.key,
         });
     }
+    // The release signing key travels with the CA bundle: the coordinator
+    // signs with the private half, clients verify with the public one.
+    let release_key = out.join("release-signing.pem");
+    let release_public = crate::release::ReleaseKey::generate()
+        .write(&release_key, true)
+        .map_err(|e| DevCaError::Write {
+            path: release_key.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
     let manifest = DevPkiManifest {
         ca: ca_path,
         ca_key: out.join("ca.key"),
@@ -466,6 +483,8 @@ pub fn write_dev_pki(out: &Path, opts: &DevPkiOptions) -> Result<DevPkiManifest,
         admin_name: opts.admin_name.clone(),
         admin,
         clients,
+        release_signing_key: Some(release_key),
+        release_public_key: Some(release_public),
     };
     let json = serde_json::to_string_pretty(&manifest).map_err(|e| DevCaError::Write {
         path: out.join("manifest.json"),

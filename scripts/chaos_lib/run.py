@@ -192,6 +192,9 @@ ca = "{manifest['ca']}"
 cert = "{manifest['server']['cert']}"
 key = "{manifest['server']['key']}"
 
+[signing]
+key_file = "{manifest['release_signing_key']}"
+
 [metrics]
 listen = "127.0.0.1:{mport}"
 
@@ -241,6 +244,7 @@ learning_rate = 0.05
 job = "{job}"
 state_dir = "{work}/client-state-{i}"
 seed = {i}
+release_public_key = "{manifest['release_public_key']}"
 
 [tls]
 ca = "{manifest['ca']}"

@@ -1,6 +1,7 @@
 //! `fedsec-client model pull`: download a published model version, verify
-//! it (digest, spec, finite values, privacy receipt) and write it as the
-//! detector's model file, ready for `fedsec-client score --model`.
+//! it (release signature, digest, spec, finite values, privacy receipt) and
+//! write it as the detector's model file, ready for `fedsec-client score
+//! --model`; `model verify`: check a model file's release signature offline.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use fedsec_client::GlobalModel;
 use fedsec_client::config::ClientConfig;
 use fedsec_client::rpc::{DownloadError, Rpc};
 use fedsec_client::state::write_atomic;
+use fedsec_proto::release::ReleasePublicKey;
 use fedsec_proto::tls::ClientTls;
 
 use super::{CliError, runtime};
@@ -17,8 +19,24 @@ use super::{CliError, runtime};
 /// `model` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum ModelCommand {
-    /// Download and verify a model version; write it as a safetensors file.
+    /// Download and verify a model version; write it as a safetensors file
+    /// (with its release signature, for `model verify`).
     Pull(PullArgs),
+    /// Check a model file's release signature offline: the coordinator's
+    /// safetensors export or a `model pull` file. Exits non-zero if the
+    /// file is unsigned, changed in any byte that matters, or signed by
+    /// another key.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `model verify`.
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The model file.
+    file: PathBuf,
+    /// The coordinator's release public key (SPKI PEM, `release-signing.pub.pem`).
+    #[arg(long)]
+    public_key: PathBuf,
 }
 
 /// Arguments of `model pull`.
@@ -42,7 +60,29 @@ pub(crate) struct PullArgs {
 pub(crate) fn run(command: ModelCommand) -> Result<(), CliError> {
     match command {
         ModelCommand::Pull(args) => pull(args),
+        ModelCommand::Verify(args) => verify(&args),
     }
+}
+
+fn verify(args: &VerifyArgs) -> Result<(), CliError> {
+    let key = ReleasePublicKey::load(&args.public_key)?;
+    let bytes = std::fs::read(&args.file)
+        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let v = fedsec_client::release_file::verify_model_file(&bytes, &key)
+        .map_err(|e| format!("{}: refused: {e}", args.file.display()))?;
+    let summary = serde_json::json!({
+        "verified": true,
+        "file": args.file,
+        "job": v.job_id,
+        "version": v.version,
+        "round": v.round,
+        "spec": v.spec.to_string(),
+        "signing_key_id": key.key_id(),
+        "audit_seq": v.anchor.seq,
+        "audit_head": hex::encode(v.anchor.hash),
+    });
+    println!("{summary}");
+    Ok(())
 }
 
 fn pull(args: PullArgs) -> Result<(), CliError> {
@@ -54,7 +94,12 @@ fn pull(args: PullArgs) -> Result<(), CliError> {
     let tls = ClientTls::from_files(&config.tls)?;
     let timeout = Duration::from_millis(config.timing.rpc_timeout_ms);
     runtime()?.block_on(async move {
-        let rpc = Rpc::new(tls, &config.endpoint, timeout)?;
+        let key = config.release_public_key.as_ref().ok_or(
+            "release_public_key is required in the config (the coordinator's release public key)",
+        )?;
+        let key = ReleasePublicKey::load(key)?;
+        let key_id = key.key_id();
+        let rpc = Rpc::new(tls, &config.endpoint, timeout)?.with_release_key(key);
         // The coordinator serves registered clients only.
         rpc.register().await?;
         let d = match rpc.download_model(&job, args.version, None, None).await {
@@ -76,7 +121,19 @@ fn pull(args: PullArgs) -> Result<(), CliError> {
             weights: d.weights,
             epsilon: d.receipt.as_ref().map(|r| r.epsilon_pld),
         };
-        let bytes = model.to_model_file()?.to_bytes()?;
+        // The provenance note also carries what the signature covers, so
+        // `model verify` can check the file offline.
+        let mut file = model.to_model_file()?;
+        let mut note: serde_json::Value = serde_json::from_str(&file.note)?;
+        note["release"] = serde_json::to_value(fedsec_client::release_file::ReleaseRecord {
+            receipt_json: d.receipt_json.clone(),
+            signature: hex::encode(&d.signature),
+            signing_key_id: key_id.clone(),
+            audit_seq: d.anchor.seq,
+            audit_head: hex::encode(d.anchor.hash),
+        })?;
+        file.note = note.to_string();
+        let bytes = file.to_bytes()?;
         write_atomic(&args.out, &bytes)
             .map_err(|e| format!("cannot write {}: {e}", args.out.display()))?;
         let summary = serde_json::json!({

@@ -237,6 +237,12 @@ pub struct ClientConfig {
     pub seed: u64,
     /// `ca`, `cert`, `key` PEM files. Required.
     pub tls: TlsFiles,
+    /// The coordinator's release public key (SPKI PEM,
+    /// `release-signing.pub.pem`, shipped with the CA bundle): every
+    /// downloaded model's signature is checked against it before it is
+    /// installed or trained on. Required by `run` and `model pull`.
+    #[serde(default)]
+    pub release_public_key: Option<PathBuf>,
     /// Local data. Required.
     pub data: DataConfig,
     /// The tenant's privacy policy; `max_epsilon` is required.
@@ -292,6 +298,9 @@ impl ClientConfig {
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        if let Some(k) = &mut self.release_public_key {
+            fix(k);
+        }
         for f in &mut self.data.files {
             fix(&mut f.log);
             fix(&mut f.labels);
@@ -428,6 +437,9 @@ impl ClientConfig {
             });
         if let Some(j) = &self.job {
             b = b.job(j);
+        }
+        if let Some(k) = &self.release_public_key {
+            b = b.release_public_key_file(k);
         }
         b
     }

@@ -6,6 +6,7 @@ use crate::ledger::LedgerError;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
+use fedsec_proto::release::ReleasePublicKey;
 use fedsec_proto::tls::{ClientTls, TlsFiles, TlsPem};
 use tokio::sync::broadcast;
 
@@ -33,6 +34,7 @@ pub(super) enum TlsSetting {
 /// # fn demo() -> Result<(), fedsec_client::BuildError> {
 /// let participant = Participant::builder()
 ///     .endpoint("https://coordinator.example:7443")
+///     .release_public_key_file("pki/release-signing.pub.pem")
 ///     .tls_files(TlsFiles {
 ///         ca: "pki/ca.pem".into(),
 ///         cert: "pki/clients/client-0001.pem".into(),
@@ -57,6 +59,12 @@ pub struct ParticipantBuilder {
     seed: u64,
     job_id: Option<String>,
     timing: Timing,
+    release_key: Option<ReleaseKeySetting>,
+}
+
+enum ReleaseKeySetting {
+    Key(ReleasePublicKey),
+    File(PathBuf),
 }
 
 impl std::fmt::Debug for ParticipantBuilder {
@@ -84,7 +92,22 @@ impl ParticipantBuilder {
             seed: 0,
             job_id: None,
             timing: Timing::default(),
+            release_key: None,
         }
+    }
+
+    /// The coordinator's release public key (shipped with the CA bundle):
+    /// every downloaded model's signature is checked against it before the
+    /// model is installed or trained on. Required.
+    pub fn release_public_key(mut self, key: ReleasePublicKey) -> Self {
+        self.release_key = Some(ReleaseKeySetting::Key(key));
+        self
+    }
+
+    /// The release public key from an SPKI PEM file (read by `build`).
+    pub fn release_public_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.release_key = Some(ReleaseKeySetting::File(path.into()));
+        self
     }
 
     /// The coordinator, `https://host:port`. Required.
@@ -180,8 +203,18 @@ impl ParticipantBuilder {
                 TlsSetting::Pem(p) => ClientTls::from_pem(&p)
                     .map_err(|e| BuildError::invalid("tls", e.to_string()))?,
             };
+        let release_key = match self.release_key.ok_or(BuildError::Missing {
+            field: "release_public_key",
+            hint: "the coordinator's release public key (release-signing.pub.pem, shipped with \
+                   the CA bundle)",
+        })? {
+            ReleaseKeySetting::Key(k) => k,
+            ReleaseKeySetting::File(p) => ReleasePublicKey::load(&p)
+                .map_err(|e| BuildError::invalid("release_public_key", e.to_string()))?,
+        };
         let rpc = Rpc::new(tls.clone(), &endpoint, self.timing.rpc_timeout)
-            .map_err(|e| BuildError::invalid("endpoint", e.to_string()))?;
+            .map_err(|e| BuildError::invalid("endpoint", e.to_string()))?
+            .with_release_key(release_key);
         let data = self.data.ok_or(BuildError::Missing {
             field: "data",
             hint: "log files, a directory to watch, or DataSource::Host",

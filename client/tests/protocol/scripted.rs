@@ -64,6 +64,28 @@ pub struct Script {
     pub model_downloads: usize,
     pub finished: bool,
     pub ledger_path: Option<std::path::PathBuf>,
+    /// How the served release is tampered with after it was signed (with
+    /// the tests' release key, [`crate::support::release_key`]).
+    pub release_tamper: Option<Tamper>,
+}
+
+/// A change to a signed release, made after signing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tamper {
+    /// One weight changed, the header's digest recomputed to match it.
+    Weights,
+    /// A receipt attached that the signature does not cover.
+    Receipt,
+    /// The header's round changed.
+    HeaderRound,
+    /// One byte of the signature flipped.
+    Signature,
+    /// Signed by another key.
+    WrongKey,
+    /// No signature.
+    Unsigned,
+    /// One byte of the anchored audit head flipped.
+    AuditHead,
 }
 
 #[derive(Clone)]
@@ -166,19 +188,63 @@ impl Coordinator for Scripted {
             .tampered_digest
             .clone()
             .unwrap_or_else(|| digest(&s.weights).to_vec());
+        let anchor = fedsec_proto::release::AuditAnchor {
+            seq: 1,
+            hash: [7; 32],
+        };
+        let statement = fedsec_proto::release::ReleaseStatement::new(
+            JOB,
+            s.base_version,
+            0,
+            &spec,
+            digest(&s.weights),
+            "",
+            anchor,
+        );
+        let mut header = v1::ModelHeader {
+            job_id: JOB.into(),
+            version: s.base_version,
+            model_spec: Some(spec.to_proto()),
+            num_params: s.weights.len() as u64,
+            sha256: sha,
+            receipt: None,
+            round: 0,
+            release_signature: crate::support::release_key().sign(&statement).to_vec(),
+            signing_key_id: String::new(),
+            audit_seq: anchor.seq,
+            audit_head: anchor.hash.to_vec(),
+        };
+        let mut weights = s.weights.clone();
+        match s.release_tamper {
+            None => {}
+            Some(Tamper::Weights) => {
+                weights[1] += 0.25;
+                header.sha256 = digest(&weights).to_vec();
+            }
+            Some(Tamper::Receipt) => {
+                header.receipt = Some(v1::PrivacyReceipt {
+                    json: "{}".into(),
+                    ..Default::default()
+                });
+            }
+            Some(Tamper::HeaderRound) => header.round = 5,
+            Some(Tamper::Signature) => header.release_signature[17] ^= 1,
+            Some(Tamper::WrongKey) => {
+                header.release_signature = fedsec_proto::release::ReleaseKey::from_seed([9; 32])
+                    .sign(&statement)
+                    .to_vec();
+            }
+            Some(Tamper::Unsigned) => header.release_signature.clear(),
+            Some(Tamper::AuditHead) => header.audit_head[0] ^= 1,
+        }
+        if s.release_tamper.is_some() {
+            // Whatever the client does, the job ends after this download.
+            s.finished = true;
+        }
         let mut out = vec![Ok(GetModelResponse {
-            part: Some(get_model_response::Part::Header(v1::ModelHeader {
-                job_id: JOB.into(),
-                version: s.base_version,
-                model_spec: Some(spec.to_proto()),
-                num_params: s.weights.len() as u64,
-                sha256: sha,
-                receipt: None,
-                round: 0,
-                ..Default::default()
-            })),
+            part: Some(get_model_response::Part::Header(header)),
         })];
-        out.extend(encode_chunks(&s.weights).map(|data| {
+        out.extend(encode_chunks(&weights).map(|data| {
             Ok(GetModelResponse {
                 part: Some(get_model_response::Part::Chunk(v1::TensorChunk { data })),
             })

@@ -6,7 +6,7 @@
 #![allow(dead_code, unreachable_pub, missing_docs, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use fedsec_client::{
@@ -19,6 +19,7 @@ use fedsec_detector::synth::{SynthConfig, SynthFormat, generate_tenant};
 use fedsec_model::ModelSpec;
 use fedsec_privacy::NoiseKind;
 use fedsec_proto::devca::LoopbackPki;
+use fedsec_proto::release::ReleaseKey;
 use fedsec_proto::tls::ClientTls;
 use tokio::sync::broadcast;
 
@@ -30,7 +31,21 @@ pub fn pki() -> Arc<LoopbackPki> {
     Arc::new(LoopbackPki::generate("fedsec client test CA").unwrap())
 }
 
+/// The release signing key of every coordinator these tests start (one per
+/// test process, written next to the data directory).
+pub fn release_key() -> &'static ReleaseKey {
+    static KEY: OnceLock<ReleaseKey> = OnceLock::new();
+    KEY.get_or_init(|| ReleaseKey::from_seed([42; 32]))
+}
+
 pub fn coordinator_config(data_dir: &Path, listen: &str) -> CoordinatorConfig {
+    let key_file = data_dir
+        .parent()
+        .unwrap_or(data_dir)
+        .join("release-signing.pem");
+    if !key_file.exists() {
+        release_key().write(&key_file, true).unwrap();
+    }
     let mut c = CoordinatorConfig {
         listen: listen.parse().unwrap(),
         data_dir: data_dir.to_owned(),
@@ -43,6 +58,7 @@ pub fn coordinator_config(data_dir: &Path, listen: &str) -> CoordinatorConfig {
         ..Default::default()
     };
     c.metrics.enabled = false;
+    c.signing.key_file = Some(key_file);
     c
 }
 
@@ -193,6 +209,7 @@ pub fn builder(
         .state_dir(state)
         .seed(seed)
         .timing(fast_timing())
+        .release_public_key(release_key().public())
 }
 
 /// Waits for the first event matching `pred`.

@@ -165,6 +165,7 @@ fn the_example_config_is_valid() {
     assert_eq!(c.limits, d.limits);
     assert_eq!(c.rate_limits, d.rate_limits);
     assert_eq!(c.storage, d.storage);
+    assert_eq!(c.signing, d.signing);
     // ... and every [limits] key is written out, not left to its default.
     let example = include_str!("../../coordinator.example.toml");
     let limits = toml::to_string(&d.limits).unwrap();
@@ -204,6 +205,25 @@ fn rate_limit_and_storage_keys_are_validated() {
         c.storage.encryption_key_file.as_deref(),
         Some(Path::new("k.hex"))
     );
+    // [signing]: a key path, relative paths kept as written here; an
+    // empty one names the key; unknown keys are errors.
+    let c = CoordinatorConfig::from_toml_str(&with("signing = { key_file = \"r.pem\" }")).unwrap();
+    assert_eq!(c.signing.key_file.as_deref(), Some(Path::new("r.pem")));
+    assert_eq!(
+        c.signing.key_path(Path::new("/d")),
+        (Path::new("r.pem").to_owned(), false)
+    );
+    assert_eq!(
+        CoordinatorConfig::default()
+            .signing
+            .key_path(Path::new("/d")),
+        (Path::new("/d/release-signing.pem").to_owned(), true)
+    );
+    assert_eq!(
+        invalid_key(&with("signing = { key_file = \"\" }")),
+        "signing.key_file"
+    );
+    assert!(CoordinatorConfig::from_toml_str(&with("signing = { key = \"x\" }")).is_err());
     assert_eq!(
         invalid_key(&with("rate_limits = { get_model_burst = 0 }")),
         "rate_limits.get_model_burst"

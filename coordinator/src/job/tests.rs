@@ -196,6 +196,7 @@ fn engine(key: &[u8]) -> Arc<Engine> {
         Arc::new(LeanStore(SqliteStore::in_memory().unwrap())),
         metrics,
         EngineParts {
+            release_key: Arc::new(fedsec_proto::release::ReleaseKey::from_seed([7; 32])),
             sampler: Arc::new(KeyedPoissonSampler::new(key)),
             pool: DecodePool::new(4),
             settings: Settings {

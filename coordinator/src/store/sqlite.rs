@@ -207,7 +207,7 @@ impl Store for SqliteStore {
                 version: 0,
                 round: 0,
                 weights_sha256: &initial.info.sha256,
-                receipt_json: &initial.receipt_json,
+                receipt_json: Some(&initial.receipt_json),
                 note: "initial model of a new job",
                 unix_ms: job.created_unix_ms,
             },

@@ -287,6 +287,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
         let participant = Participant::builder()
             .endpoint(endpoint.clone())
             .tls_files(pki.client_files(entry))
+            .release_public_key(running.release_public_key())
             .data(DataSource::Files(vec![LabelledLog {
                 log: t.log.clone(),
                 labels: t.labels.clone(),

@@ -287,7 +287,9 @@ async fn run_jobs(setup: &Setup, p: &Params) -> Result<Vec<Row>> {
     let mut rpcs = Vec::with_capacity(p.clients);
     for entry in &pki.clients {
         let tls = ClientTls::from_files(&pki.client_files(entry)).map_err(Error::client)?;
-        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30)).map_err(Error::client)?;
+        let rpc = Rpc::new(tls, &endpoint, Duration::from_secs(30))
+            .map_err(Error::client)?
+            .with_release_key(running.release_public_key());
         rpc.register().await.map_err(Error::client)?;
         rpcs.push(rpc);
     }

@@ -111,7 +111,9 @@ pub(super) struct Release<'a> {
     pub(super) version: u64,
     pub(super) round: u64,
     pub(super) weights_sha256: &'a [u8; 32],
-    pub(super) receipt_json: &'a str,
+    /// The receipt as stored (none for a rollback: the served receipt is
+    /// restated from the ledger and its digest is in the signed release).
+    pub(super) receipt_json: Option<&'a str>,
     pub(super) note: &'a str,
     pub(super) unix_ms: i64,
 }
@@ -121,12 +123,17 @@ pub(super) struct Release<'a> {
 /// that releases it): a version is never served without its audit row.
 pub(super) fn release(tx: &Transaction<'_>, r: &Release<'_>) -> StoreResult<AuditAnchor> {
     let mut detail = format!(
-        "version {} after round {}, weights sha256 {}, receipt sha256 {}",
+        "version {} after round {}, weights sha256 {}",
         r.version,
         r.round,
         hex::encode(r.weights_sha256),
-        hex::encode(receipt_digest(r.receipt_json)),
     );
+    if let Some(json) = r.receipt_json {
+        detail.push_str(&format!(
+            ", receipt sha256 {}",
+            hex::encode(receipt_digest(json))
+        ));
+    }
     if !r.note.is_empty() {
         detail.push_str("; ");
         detail.push_str(r.note);

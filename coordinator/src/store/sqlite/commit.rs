@@ -92,7 +92,7 @@ pub(super) fn commit_round(
             version,
             round: c.round,
             weights_sha256: &c.version.info.sha256,
-            receipt_json: &c.version.receipt_json,
+            receipt_json: Some(&c.version.receipt_json),
             note: &format!(
                 "ledger entry {seq}, ε so far {} (RDP {}) at δ = {}",
                 c.ledger.epsilon_pld, c.ledger.epsilon_rdp, c.ledger.delta
@@ -142,7 +142,7 @@ pub(super) fn rollback(
             version,
             round: u64::try_from(round).unwrap_or(0),
             weights_sha256: &<[u8; 32]>::try_from(sha256.as_slice()).unwrap_or([0; 32]),
-            receipt_json: "",
+            receipt_json: None,
             note: &format!("ledger entry {seq}: {}", entry.note),
             unix_ms: entry.committed_unix_ms,
         },
