@@ -23,6 +23,7 @@ use super::{
 
 mod attempts;
 pub mod audit;
+mod audit_time;
 mod clients;
 mod commit;
 mod files;
