@@ -289,7 +289,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
             .tls_files(pki.client_files(entry))
             .data(DataSource::Files(vec![LabelledLog {
                 log: t.log.clone(),
-                labels: t.labels.clone(),
+                labels: Some(t.labels.clone()),
             }]))
             .data_options(DataOptions {
                 // Evaluation uses the later time window; train on all read sessions.
