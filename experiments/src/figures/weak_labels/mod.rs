@@ -506,7 +506,7 @@ fn section(
     let betas: Vec<String> = rows
         .iter()
         .filter(|r| r.method == "federated_plus_anomaly")
-        .map(|r| format!("seed {}: β = {}", r.seed, r.chosen))
+        .map(|r| format!("seed {}: β = {:.1}", r.seed, r.chosen))
         .collect();
     format!(
         "## 7. Weak labels: tenants with logs and no labels\n\n{}\n\n\
