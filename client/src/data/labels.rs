@@ -28,7 +28,7 @@ pub struct LabelOptions {
     /// Multiplier of a silver label's confidence, in (0, 1] (default 1).
     pub silver_weight: f64,
     /// Weight of an abstained session as a negative, in [0, 1]; 0 leaves it
-    /// out (default 0.1, chosen on the weak-labels experiment's validation split).
+    /// out (default 0.1; the weak-labels experiment's validation split preferred 0).
     pub abstained_weight: f64,
     /// The rules.
     pub rules: RuleConfig,
