@@ -188,10 +188,12 @@ async fn main() {
     for (i, t) in tenants.iter().enumerate().skip(1) {
         let files = LabelledLog {
             log: work.path().join(format!("tenant-{i}.log")),
-            labels: work.path().join(format!("tenant-{i}.labels.jsonl")),
+            labels: Some(work.path().join(format!("tenant-{i}.labels.jsonl"))),
         };
         std::fs::write(&files.log, &t.log).unwrap();
-        std::fs::write(&files.labels, &t.labels).unwrap();
+        if let Some(labels) = &files.labels {
+            std::fs::write(labels, &t.labels).unwrap();
+        }
         let p = Participant::builder()
             .endpoint(&endpoint)
             .release_public_key(release_key.clone())

@@ -79,7 +79,10 @@ pub mod task;
 pub mod update;
 pub mod wire;
 
-pub use data::{DataOptions, DataPipeline, DataSource, LabelledLog, SharedEnrichment};
+pub use data::{
+    DataOptions, DataPipeline, DataSource, LabelOptions, LabelledLog, SharedEnrichment,
+    WeakLabelling,
+};
 pub use error::{BuildError, ConnectionError, Error, RpcError};
 pub use events::{Event, HoldoutReport, TaskRef, TrainReport};
 pub use guard::{Basis, SkipReason};

@@ -25,6 +25,9 @@ enum Command {
     Sessions(cli::sessions::SessionsArgs),
     /// Score a log's sessions with a model; print the most bot-like with reasons.
     Score(cli::score::ScoreArgs),
+    /// Weak (silver) labels for a log from rules and imported outcomes, with
+    /// per-rule coverage and abstention statistics.
+    Label(cli::label::LabelArgs),
     /// Run the federated participant (config: client.toml).
     Run(cli::run::RunArgs),
     /// Print the tenant's own privacy ledger: rounds joined, ε by PLD and RDP.
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => cli::synth::run(args),
         Command::Sessions(args) => cli::sessions::run(args),
         Command::Score(args) => cli::score::run(args),
+        Command::Label(args) => cli::label::run(args),
         Command::Run(args) => cli::run::run(args),
         Command::Ledger(args) => cli::ledger::run(args),
         Command::Model { command } => cli::model::run(command),

@@ -94,7 +94,7 @@ async fn run_ledger_model_pull_and_score() {
             &pki_dir,
             &entry.client_id,
             &logs[i].log,
-            &logs[i].labels,
+            logs[i].labels.as_deref().unwrap(),
             &state,
         );
         let path = dir.path().join(format!("client-{i}.toml"));
@@ -315,7 +315,7 @@ async fn run_refuses_a_coordinator_from_another_ca_and_exits() {
             &dir.path().join("ours"),
             &ours.clients[0].client_id,
             &logs[0].log,
-            &logs[0].labels,
+            logs[0].labels.as_deref().unwrap(),
             &dir.path().join("state"),
         ),
     )

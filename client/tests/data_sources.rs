@@ -8,7 +8,7 @@ mod support;
 
 use std::io::Write;
 
-use fedsec_client::{DataSource, Event, PrivacyPolicy};
+use fedsec_client::{DataOptions, DataSource, Event, LabelOptions, PrivacyPolicy};
 use fedsec_detector::logs::{LogReader, ReaderConfig};
 use fedsec_detector::session::{Sessionizer, sessionize};
 use support::{Harness, builder, state_dir, tenant_logs, wait_for};
@@ -28,6 +28,17 @@ async fn a_watched_directory_picks_up_new_and_growing_logs() {
         &state_dir(h.dir.path(), "w"),
         1,
     )
+    // Ground truth only: a session split across two polls must wait for its
+    // label rather than take a silver one (weak labels: tests/weak_labels.rs).
+    .data_options(DataOptions {
+        min_examples: 10,
+        rescan_interval: std::time::Duration::from_millis(200),
+        labels: LabelOptions {
+            weak: false,
+            ..LabelOptions::default()
+        },
+        ..DataOptions::default()
+    })
     .build()
     .unwrap();
     let handle = p.handle();
@@ -55,7 +66,11 @@ async fn a_watched_directory_picks_up_new_and_growing_logs() {
 
     // A first tenant appears, labels first, then its log in two pieces
     // (the second piece lands while the participant is running).
-    std::fs::copy(&logs[0].labels, watched.join("a.labels.jsonl")).unwrap();
+    std::fs::copy(
+        logs[0].labels.as_ref().unwrap(),
+        watched.join("a.labels.jsonl"),
+    )
+    .unwrap();
     let text = std::fs::read(&logs[0].log).unwrap();
     let cut = text[..text.len() / 2]
         .iter()
@@ -89,7 +104,11 @@ async fn a_watched_directory_picks_up_new_and_growing_logs() {
     );
 
     // A second tenant's files appear.
-    std::fs::copy(&logs[1].labels, watched.join("b.labels.jsonl")).unwrap();
+    std::fs::copy(
+        logs[1].labels.as_ref().unwrap(),
+        watched.join("b.labels.jsonl"),
+    )
+    .unwrap();
     std::fs::copy(&logs[1].log, watched.join("b.log")).unwrap();
     let mut more = 0;
     while more < expected[1] {

@@ -52,6 +52,9 @@ pub enum DatasetError {
     /// A label other than 0 or 1.
     #[error("label of row {0} is not 0 or 1")]
     Label(usize),
+    /// A training weight that is not finite and positive.
+    #[error("weight of row {0} is not finite and positive")]
+    Weight(usize),
 }
 
 /// The three classes of traffic.
@@ -103,13 +106,17 @@ impl std::fmt::Display for TrafficClass {
     }
 }
 
-/// Feature rows with labels (1 = abusive bot, the model's positive class) and tags.
+/// Feature rows with labels (1 = abusive bot, the model's positive class),
+/// tags and per-row training weights (1 unless a row was pushed with
+/// [`Dataset::push_weighted`]: a silver label's confidence, see
+/// [`crate::weak::silver`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Dataset {
     dim: usize,
     features: Vec<f32>,
     labels: Vec<f32>,
     tags: Vec<u32>,
+    weights: Vec<f32>,
 }
 
 impl Dataset {
@@ -144,11 +151,13 @@ impl Dataset {
         if let Some(i) = labels.iter().position(|&y| y != 0.0 && y != 1.0) {
             return Err(DatasetError::Label(i));
         }
+        let weights = vec![1.0; labels.len()];
         Ok(Self {
             dim,
             features,
             labels,
             tags,
+            weights,
         })
     }
 
@@ -159,6 +168,21 @@ impl Dataset {
 
     /// Appends a row with a tag.
     pub fn push_tagged(&mut self, row: &[f32], is_bot: bool, tag: u32) -> Result<(), DatasetError> {
+        self.push_weighted(row, is_bot, tag, 1.0)
+    }
+
+    /// Appends a row with a tag and a training weight (finite, in (0, 1];
+    /// anything else is stored as 1 if above, refused if not positive).
+    pub fn push_weighted(
+        &mut self,
+        row: &[f32],
+        is_bot: bool,
+        tag: u32,
+        weight: f32,
+    ) -> Result<(), DatasetError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(DatasetError::Weight(self.len()));
+        }
         if row.len() != self.dim {
             return Err(DatasetError::Width {
                 dim: self.dim,
@@ -174,6 +198,7 @@ impl Dataset {
         self.features.extend_from_slice(row);
         self.labels.push(if is_bot { 1.0 } else { 0.0 });
         self.tags.push(tag);
+        self.weights.push(weight.min(1.0));
         Ok(())
     }
 
@@ -207,6 +232,11 @@ impl Dataset {
         &self.tags
     }
 
+    /// Training weight of each row (1 for ground truth).
+    pub fn weights(&self) -> &[f32] {
+        &self.weights
+    }
+
     /// Row `i`.
     pub fn row(&self, i: usize) -> &[f32] {
         &self.features[i * self.dim..(i + 1) * self.dim]
@@ -230,6 +260,7 @@ impl Dataset {
             out.features.extend_from_slice(self.row(i));
             out.labels.push(self.labels[i]);
             out.tags.push(self.tags[i]);
+            out.weights.push(self.weights[i]);
         }
         out
     }
@@ -245,12 +276,19 @@ impl Dataset {
         self.features.extend_from_slice(&other.features);
         self.labels.extend_from_slice(&other.labels);
         self.tags.extend_from_slice(&other.tags);
+        self.weights.extend_from_slice(&other.weights);
         Ok(())
     }
 
     /// Seeded split stratified by label: `round(holdout_fraction × count)` of
     /// the bots and of the humans go to the holdout set. Returns (train, holdout).
     pub fn split(&self, holdout_fraction: f64, seed: u64) -> (Dataset, Dataset) {
+        let (train, hold) = self.split_indices(holdout_fraction, seed);
+        (self.subset(&train), self.subset(&hold))
+    }
+
+    /// The row indices of [`split`](Self::split): (train, holdout), each ascending.
+    pub fn split_indices(&self, holdout_fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
         let frac = if holdout_fraction.is_finite() {
             holdout_fraction.clamp(0.0, 1.0)
         } else {
@@ -270,7 +308,7 @@ impl Dataset {
         }
         train.sort_unstable();
         hold.sort_unstable();
-        (self.subset(&train), self.subset(&hold))
+        (train, hold)
     }
 }
 

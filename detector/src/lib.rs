@@ -17,7 +17,9 @@
 //! - [`train`]: local training returning `delta = local − global`;
 //! - [`metrics`]: ROC-AUC, PR-AUC (average precision), recall at a fixed FPR,
 //!   confusion matrices;
-//! - [`explain`]: per-session attributions and plain-words reasons.
+//! - [`explain`]: per-session attributions and plain-words reasons;
+//! - [`weak`]: weak (silver) labels with abstention from rules and imported
+//!   outcomes, training rows from them, and the day-one local anomaly score.
 
 pub mod dataset;
 pub mod explain;
@@ -31,3 +33,4 @@ pub mod session;
 pub mod synth;
 pub mod train;
 pub mod ua;
+pub mod weak;

@@ -4,7 +4,10 @@
 //!
 //! The loss is binary cross-entropy on the bot logit, `ℓ(z, y) = −log σ(z) +
 //! (1 − y)·z`, averaged with weights: with class weighting, bot rows weigh
-//! `negatives / positives` (clamped to [0.01, 100]), humans 1. Minibatches
+//! `negatives / positives` (clamped to [0.01, 100]), humans 1, each times the
+//! row's own weight ([`Dataset::weights`]: 1 for ground truth, a silver
+//! label's confidence for weak labels; the class ratio is then of weight
+//! sums). Minibatches
 //! come from a seeded shuffle per epoch (ChaCha8), so a run is reproducible.
 //! [`TrainConfig`] mirrors the wire's `fedsec.v1.TrainingConfig`; the conversions
 //! live where the wire does (`fedsec_client::wire`).
@@ -155,10 +158,17 @@ pub struct TrainOutcome {
 
 /// Weight of bot rows for a dataset under `class_weighting`.
 pub fn positive_weight(data: &Dataset, class_weighting: bool) -> f64 {
-    let pos = data.positives();
-    let neg = data.len() - pos;
-    if class_weighting && pos > 0 && neg > 0 {
-        (neg as f64 / pos as f64).clamp(0.01, 100.0)
+    // Sums of row weights (counts when every row weighs 1, as with ground truth).
+    let (mut pos, mut neg) = (0.0f64, 0.0f64);
+    for (&y, &w) in data.labels().iter().zip(data.weights()) {
+        if y == 1.0 {
+            pos += f64::from(w);
+        } else {
+            neg += f64::from(w);
+        }
+    }
+    if class_weighting && pos > 0.0 && neg > 0.0 {
+        (neg / pos).clamp(0.01, 100.0)
     } else {
         1.0
     }
@@ -179,7 +189,7 @@ fn batch_tensors(
         x.extend_from_slice(data.row(i));
         let label = data.labels()[i];
         y.push(label);
-        let wi = if label == 1.0 { pos_w } else { 1.0 };
+        let wi = if label == 1.0 { pos_w } else { 1.0 } * f64::from(data.weights()[i]);
         wsum += wi;
         w.push(wi as f32);
     }

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 mode=${1:-full}
 start=$SECONDS
-for s in privacy_utility non_iid scale poisoning small_tenants audit; do
+for s in privacy_utility non_iid scale poisoning small_tenants audit weak_labels; do
     ./$s.sh "$mode"
 done
 echo "all experiments ($mode mode) took $((SECONDS - start)) s"

@@ -36,8 +36,23 @@ enum Command {
     SmallTenants(Common),
     /// 6. Empirical privacy audit: canaries in the real coordinator vs the accountant's ε.
     Audit(Common),
+    /// 7. Weak labels: 0 / 10 / 100 % of tenants with ground truth, the rest silver labels.
+    WeakLabels(WeakArgs),
     /// All five experiments, one after the other.
     All(Common),
+}
+
+#[derive(Debug, Clone, Args)]
+struct WeakArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Seeds: --seed, --seed + 1, ...
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// Write each seed's features (tenant, split, label, f0..f50) as CSV here,
+    /// for experiments/scripts/iforest_baseline.py.
+    #[arg(long)]
+    export_features: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -177,6 +192,45 @@ fn run_experiments(c: &Common, which: &[&str]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn weak_labels(a: &WeakArgs) -> ExitCode {
+    let setup = a.common.setup();
+    let t0 = std::time::Instant::now();
+    let opts = figures::weak_labels::Options {
+        seeds: a.seeds,
+        export_features: a.export_features.clone(),
+    };
+    match figures::weak_labels::run(&setup, &opts) {
+        Ok(o) => {
+            for s in figures::weak_labels::summarise(&o.rows) {
+                println!(
+                    "{} (ground truth {}): AUC {:.3} ± {:.3}, recall@1%FPR {:.3} ± {:.3}",
+                    s.method,
+                    if s.gt_share.is_nan() {
+                        "n/a".to_string()
+                    } else {
+                        format!("{:.0} %", 100.0 * s.gt_share)
+                    },
+                    s.auc_mean,
+                    s.auc_sd,
+                    s.recall_mean,
+                    s.recall_sd
+                );
+            }
+            println!(
+                "weak-labels: done in {:.0} s; figure {}",
+                t0.elapsed().as_secs_f64(),
+                o.png.display()
+            );
+            println!("results: {}", setup.readme().display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("weak-labels: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn audit(c: &Common) -> ExitCode {
     let setup = c.setup();
     let t0 = std::time::Instant::now();
@@ -271,6 +325,7 @@ fn main() -> ExitCode {
         Command::Poisoning(c) => run_experiments(c, &[figures::poisoning::KEY]),
         Command::SmallTenants(c) => run_experiments(c, &[figures::small_tenants::KEY]),
         Command::Audit(c) => audit(c),
+        Command::WeakLabels(a) => weak_labels(a),
         Command::All(c) => run_experiments(
             c,
             &[

@@ -352,7 +352,10 @@ pub fn run(
         for (&t, u) in selected.iter().zip(updates) {
             let u = match u {
                 Ok(u) => u,
-                Err(Error::Train(TrainError::Diverged(_))) => continue,
+                // A diverged update, or a tenant with no training rows (weak
+                // labels that all abstained): nothing is reported, like a
+                // real participant that skips the round.
+                Err(Error::Train(TrainError::Diverged(_) | TrainError::Empty)) => continue,
                 Err(e) => return Err(e),
             };
             reported.push(t);

@@ -136,3 +136,36 @@ fn all_five_experiments_write_their_outputs() {
         assert!(readme.contains(&format!("({f}.csv)")), "{f}");
     }
 }
+
+#[test]
+fn weak_labels_fast_mode_writes_its_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(dir.path());
+    let opts = figures::weak_labels::Options {
+        seeds: 1,
+        export_features: Some(dir.path().join("features")),
+    };
+    let o = figures::weak_labels::run(&s, &opts).unwrap();
+    check_png(&o.png);
+    assert_eq!(csv_rows(&o.csv), o.rows.len());
+    let fed: Vec<_> = o.rows.iter().filter(|r| r.method == "federated").collect();
+    assert_eq!(
+        fed.iter().map(|r| r.gt_share).collect::<Vec<_>>(),
+        figures::weak_labels::GT_SHARES.to_vec()
+    );
+    for r in &fed {
+        assert!(r.epsilon > 0.0 && r.epsilon <= 3.0 + 1e-9, "{r:?}");
+        assert!(r.mean_tenant_auc.is_finite(), "{r:?}");
+    }
+    for m in ["rules_alone", "local_anomaly", "federated_plus_anomaly"] {
+        assert!(o.rows.iter().any(|r| r.method == m), "{m}");
+    }
+    // The IsolationForest script's input: tenant, split, label, 51 features.
+    let features = std::fs::read_to_string(dir.path().join("features/features-seed1.csv")).unwrap();
+    let header = features.lines().next().unwrap();
+    assert!(header.starts_with("tenant,split,label,f0,"));
+    assert_eq!(header.split(',').count(), 3 + 51);
+    let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(readme.contains("<!-- section:weak-labels -->"));
+    assert!(readme.contains("(weak_labels.png)") && readme.contains("(weak_labels.csv)"));
+}

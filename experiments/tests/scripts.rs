@@ -9,13 +9,14 @@
 use std::path::Path;
 use std::process::Command;
 
-const SCRIPTS: [(&str, &str); 6] = [
+const SCRIPTS: [(&str, &str); 7] = [
     ("privacy_utility.sh", "Held-out AUC against ε"),
     ("non_iid.sh", "Non-IID tenants"),
     ("scale.sh", "Scale"),
     ("poisoning.sh", "Poisoning"),
     ("small_tenants.sh", "Small tenants"),
     ("audit.sh", "Empirical privacy audit"),
+    ("weak_labels.sh", "Weak labels"),
 ];
 
 #[test]

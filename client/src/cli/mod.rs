@@ -1,5 +1,6 @@
 //! Subcommands of the `fedsec-client` binary, one module each.
 
+pub(crate) mod label;
 pub(crate) mod ledger;
 pub(crate) mod model;
 pub(crate) mod run;

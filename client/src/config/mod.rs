@@ -13,7 +13,7 @@ use fedsec_detector::network::CrawlerRangesFile;
 use fedsec_proto::tls::TlsFiles;
 use serde::{Deserialize, Serialize};
 
-use crate::data::{DataOptions, DataSource, LabelledLog};
+use crate::data::{DataOptions, DataSource, LabelOptions, LabelledLog};
 use crate::error::BuildError;
 use crate::participant::{ParticipantBuilder, Timing};
 use crate::policy::{PrivacyPolicy, TrainingLimits};
@@ -253,6 +253,10 @@ pub struct ClientConfig {
     /// Protocol timing.
     #[serde(default)]
     pub timing: TimingConfig,
+    /// Weak labels for sessions without ground truth (`[labels]`,
+    /// `[labels.rules]`, `[labels.outcomes]`).
+    #[serde(default)]
+    pub labels: LabelOptions,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -303,7 +307,9 @@ impl ClientConfig {
         }
         for f in &mut self.data.files {
             fix(&mut f.log);
-            fix(&mut f.labels);
+            if let Some(l) = &mut f.labels {
+                fix(l);
+            }
         }
         if let Some(d) = &mut self.data.watch_dir {
             fix(d);
@@ -313,6 +319,9 @@ impl ClientConfig {
         }
         for c in &mut self.data.crawler_ranges {
             fix(&mut c.file);
+        }
+        for f in &mut self.labels.outcomes_files {
+            fix(f);
         }
     }
 
@@ -373,6 +382,9 @@ impl ClientConfig {
         }
         self.privacy.validate()?;
         self.training.validate()?;
+        self.labels
+            .check()
+            .map_err(|(key, problem)| ConfigError::invalid(&key, problem))?;
         Ok(())
     }
 
@@ -411,6 +423,7 @@ impl ClientConfig {
             max_examples: d.max_examples,
             min_examples: d.min_examples,
             rescan_interval: Duration::from_millis(d.rescan_interval_ms),
+            labels: self.labels.clone(),
         }
     }
 

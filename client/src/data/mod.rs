@@ -11,7 +11,15 @@
 //! [`SessionKey`](fedsec_detector::session::SessionKey) string; a host that
 //! labels sessions itself hands them in through the
 //! [`ParticipantHandle`](crate::ParticipantHandle).
+//!
+//! Without ground truth (no labels file, or no line for a session yet), a
+//! session gets a **weak label** from the detector's rules and the tenant's
+//! imported outcomes ([`LabelOptions`], `[labels]` in `client.toml`): a
+//! silver label weighted by its confidence, or an abstention (left out or a
+//! down-weighted negative). Ground truth takes precedence: a label line that
+//! arrives later for a silver-labelled session replaces its label.
 
+mod labels;
 mod tail;
 
 use std::collections::VecDeque;
@@ -29,16 +37,19 @@ use crate::error::BuildError;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use tail::{FileStats, LabelLine, LogTail};
+pub use labels::{LabelOptions, WeakLabelling};
+pub use tail::{FileStats, LabelLine, LogTail, Polled, TailRow};
 
-/// One log file and its labels file.
+/// One log file and its (optional) labels file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LabelledLog {
     /// Access log (Combined Log Format or JSON lines).
     pub log: PathBuf,
-    /// Labels (JSON lines `{"session": key, "is_bot": bool}`).
-    pub labels: PathBuf,
+    /// Ground-truth labels (JSON lines `{"session": key, "class": ...}`);
+    /// `None`: logs only, sessions get weak labels ([`LabelOptions`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
 }
 
 /// Where the participant's labelled sessions come from.
@@ -105,6 +116,8 @@ pub struct DataOptions {
     pub min_examples: usize,
     /// How often files are re-read. Default 10 s.
     pub rescan_interval: Duration,
+    /// Weak labels for sessions without ground truth (`[labels]`).
+    pub labels: LabelOptions,
 }
 
 impl Default for DataOptions {
@@ -122,6 +135,7 @@ impl Default for DataOptions {
             max_examples: 200_000,
             min_examples: 20,
             rescan_interval: Duration::from_secs(10),
+            labels: LabelOptions::default(),
         }
     }
 }
@@ -137,14 +151,17 @@ impl PartialEq for SharedEnrichment {
     }
 }
 
-/// What [`DataOptions`] compile to: the reader settings and the loaded
-/// network files, shared by every log the participant reads.
+/// What [`DataOptions`] compile to: the reader settings, the loaded
+/// network files and the weak labeller, shared by every log the participant reads.
 #[derive(Debug, Clone)]
 pub struct DataPipeline {
     /// Reader settings (format, JSON fields, client policy).
     pub reader: ReaderConfig,
     /// AS database and crawler ranges.
     pub enrichment: Arc<Enrichment>,
+    /// The weak labeller (rules and imported outcomes) with its policy;
+    /// `None` when `labels.weak = false`.
+    pub weak: Option<Arc<WeakLabelling>>,
 }
 
 impl DataOptions {
@@ -165,10 +182,12 @@ impl DataOptions {
             policy.trusted_proxies = t.clone();
         }
         reader.client_ip = Arc::new(policy);
+        let weak = self.labels.load()?.map(Arc::new);
         if let Some(shared) = &self.network {
             return Ok(DataPipeline {
                 reader,
                 enrichment: shared.0.clone(),
+                weak,
             });
         }
         let asn = match &self.asn_db {
@@ -183,6 +202,7 @@ impl DataOptions {
         Ok(DataPipeline {
             reader,
             enrichment: Arc::new(Enrichment { asn, crawlers }),
+            weak,
         })
     }
 }
@@ -191,6 +211,11 @@ impl DataOptions {
 struct Example {
     x: [f32; NUM_FEATURES],
     bot: bool,
+    /// Training weight: 1 for ground truth, a silver label's weight otherwise.
+    weight: f32,
+    /// FNV-1a of the session key of a silver-labelled row (0: none), so
+    /// ground truth arriving later can replace its label.
+    key: u64,
 }
 
 /// Bounded store of labelled feature rows, split once and for all into
@@ -215,6 +240,9 @@ pub enum RowError {
     /// NaN or infinite.
     #[error("feature {0} is not finite")]
     NonFinite(usize),
+    /// A training weight that is not finite and positive.
+    #[error("a row's training weight must be finite and positive")]
+    Weight,
 }
 
 impl LocalStore {
@@ -230,13 +258,33 @@ impl LocalStore {
         }
     }
 
-    /// Adds one labelled row.
+    /// Adds one row with a ground-truth label.
     pub fn push(&mut self, x: &[f32], bot: bool) -> Result<(), RowError> {
+        self.push_weighted(x, bot, 1.0, 0)
+    }
+
+    /// Adds one row with a training weight in (0, 1] (a silver label's) and
+    /// the FNV-1a hash of its session key (0: none).
+    pub fn push_weighted(
+        &mut self,
+        x: &[f32],
+        bot: bool,
+        weight: f32,
+        key: u64,
+    ) -> Result<(), RowError> {
         let row: [f32; NUM_FEATURES] = x.try_into().map_err(|_| RowError::Width(x.len()))?;
         if let Some(i) = row.iter().position(|v| !v.is_finite()) {
             return Err(RowError::NonFinite(i));
         }
-        let e = Example { x: row, bot };
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(RowError::Weight);
+        }
+        let e = Example {
+            x: row,
+            bot,
+            weight: weight.min(1.0),
+            key,
+        };
         if self.rng.random_bool(self.holdout_fraction) {
             self.holdout.push_back(e);
         } else {
@@ -254,6 +302,23 @@ impl LocalStore {
             }
         }
         Ok(())
+    }
+
+    /// Ground truth arrived for a silver-labelled session: its row takes
+    /// the true label at weight 1. Returns whether the row was still held.
+    pub fn relabel(&mut self, key: u64, bot: bool) -> bool {
+        if key == 0 {
+            return false;
+        }
+        for e in self.train.iter_mut().chain(self.holdout.iter_mut()) {
+            if e.key == key {
+                e.bot = bot;
+                e.weight = 1.0;
+                e.key = 0;
+                return true;
+            }
+        }
+        false
     }
 
     /// Training rows.
@@ -275,7 +340,7 @@ impl LocalStore {
         let mut d = Dataset::new(NUM_FEATURES);
         for e in rows {
             // Rows were validated on the way in.
-            let _ = d.push(&e.x, e.bot);
+            let _ = d.push_weighted(&e.x, e.bot, 0, e.weight);
         }
         d
     }

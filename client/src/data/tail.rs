@@ -7,7 +7,10 @@
 //! truncated and is read again from the start. Sessions close as the log's
 //! own clock passes their idle timeout; when a file stops growing, its open
 //! sessions are closed too (by the wall clock for a live log, at once for a
-//! historical one). Sessions whose label has not arrived yet wait, bounded.
+//! historical one). Sessions whose label has not arrived yet wait, bounded
+//! — or, with weak labelling on (the default), take a silver label at once
+//! (ground truth already read wins; ground truth read later replaces the
+//! silver label through [`Polled::relabels`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -20,9 +23,34 @@ use fedsec_detector::dataset::TrafficClass;
 use fedsec_detector::features::{self, NUM_FEATURES};
 use fedsec_detector::logs::{LineEvent, LogReader, ReaderConfig};
 use fedsec_detector::network::Enrichment;
+use fedsec_detector::paths::fnv1a;
 use fedsec_detector::session::{Session, Sessionizer};
+use fedsec_detector::weak::{SessionFacts, Vote};
 
-use super::{DataOptions, DataPipeline, LabelledLog};
+use super::{DataOptions, DataPipeline, LabelledLog, WeakLabelling};
+
+/// One labelled session, ready for the store.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TailRow {
+    /// Features.
+    pub x: [f32; NUM_FEATURES],
+    /// Abusive.
+    pub bot: bool,
+    /// Training weight (1 for ground truth).
+    pub weight: f32,
+    /// FNV-1a of the session key for a silver label (0 for ground truth).
+    pub key: u64,
+}
+
+/// What one poll found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Polled {
+    /// Newly labelled sessions.
+    pub rows: Vec<TailRow>,
+    /// Ground truth for sessions already stored with a silver label:
+    /// (key hash, abusive).
+    pub relabels: Vec<(u64, bool)>,
+}
 
 /// Largest block read per step; a partial line longer than this is skipped.
 const READ_BLOCK: usize = 16 << 20;
@@ -46,6 +74,14 @@ pub struct FileStats {
     pub dropped: u64,
     /// Times the file was found shorter than already read.
     pub truncations: u64,
+    /// Sessions given a silver label "abuse".
+    pub silver_abuse: u64,
+    /// Sessions given a silver label "not abuse".
+    pub silver_not_abuse: u64,
+    /// Sessions the weak labeller abstained on.
+    pub abstained: u64,
+    /// Silver labels replaced by ground truth that arrived later.
+    pub relabelled: u64,
 }
 
 /// One line of a labels file: the session key and its class. `class` wins,
@@ -136,6 +172,9 @@ pub struct LogTail {
     stream_clock: i64,
     labels: Bounded<bool>,
     pending: Bounded<[f32; NUM_FEATURES]>,
+    /// Keys of sessions stored with a silver label (ground truth may follow).
+    silver: Bounded<()>,
+    weak: Option<Arc<WeakLabelling>>,
     stats: FileStats,
 }
 
@@ -205,6 +244,8 @@ impl LogTail {
             stream_clock: i64::MIN,
             labels: Bounded::new(cap),
             pending: Bounded::new(cap),
+            silver: Bounded::new(cap),
+            weak: pipeline.weak.clone(),
             stats: FileStats::default(),
         }
     }
@@ -219,34 +260,66 @@ impl LogTail {
         &self.stats
     }
 
-    fn on_session(&mut self, s: &Session, out: &mut Vec<([f32; NUM_FEATURES], bool)>) {
+    fn on_session(&mut self, s: &Session, out: &mut Polled) {
         self.stats.sessions += 1;
         let key = s.key.to_string();
-        let x = features::extract(s).values;
-        match self.labels.take(&key) {
-            Some(bot) => {
-                self.stats.labelled += 1;
-                out.push((x, bot));
+        let f = features::extract(s);
+        let x = f.values;
+        if let Some(bot) = self.labels.take(&key) {
+            self.stats.labelled += 1;
+            out.rows.push(TailRow {
+                x,
+                bot,
+                weight: 1.0,
+                key: 0,
+            });
+            return;
+        }
+        let target = self.weak.as_ref().map(|w| {
+            let label = w.labeller.label(&SessionFacts::of(s, &f));
+            (label.vote, w.target(&label))
+        });
+        match target {
+            Some((vote, Some((bot, weight)))) => {
+                match vote {
+                    Vote::Abuse => self.stats.silver_abuse += 1,
+                    Vote::NotAbuse => self.stats.silver_not_abuse += 1,
+                    Vote::Abstain => self.stats.abstained += 1,
+                }
+                let h = fnv1a(key.as_bytes()).max(1);
+                self.stats.dropped += self.silver.insert(key, ());
+                out.rows.push(TailRow {
+                    x,
+                    bot,
+                    weight,
+                    key: h,
+                });
+            }
+            Some((_, None)) => {
+                // Abstained and left out: wait for ground truth like any
+                // unlabelled session.
+                self.stats.abstained += 1;
+                self.stats.dropped += self.pending.insert(key, x);
             }
             None => self.stats.dropped += self.pending.insert(key, x),
         }
     }
 
-    fn drain(&mut self, out: &mut Vec<([f32; NUM_FEATURES], bool)>) {
+    fn drain(&mut self, out: &mut Polled) {
         while let Some(s) = self.sessionizer.pop_closed() {
             self.on_session(&s, out);
         }
     }
 
     /// Reads whatever was appended since the last poll and returns the newly
-    /// labelled sessions' features.
-    pub fn poll(&mut self, now_wall_ms: i64) -> io::Result<Vec<([f32; NUM_FEATURES], bool)>> {
-        let mut out = Vec::new();
+    /// labelled sessions' features (and late ground truth for silver rows).
+    pub fn poll(&mut self, now_wall_ms: i64) -> io::Result<Polled> {
+        let mut out = Polled::default();
         // Labels first, so sessions closing in this poll find theirs.
-        loop {
+        while let Some(labels_path) = self.files.labels.clone() {
             let mut truncated = false;
             let Some(bytes) =
-                read_new_lines(&self.files.labels, &mut self.labels_offset, &mut truncated)?
+                read_new_lines(&labels_path, &mut self.labels_offset, &mut truncated)?
             else {
                 break;
             };
@@ -265,13 +338,24 @@ impl LogTail {
                     .ok()
                     .and_then(|l| Some((l.abusive()?, l.session)));
                 match parsed {
-                    Some((abusive, session)) => match self.pending.take(&session) {
-                        Some(x) => {
+                    Some((abusive, session)) => {
+                        if let Some(x) = self.pending.take(&session) {
                             self.stats.labelled += 1;
-                            out.push((x, abusive));
+                            out.rows.push(TailRow {
+                                x,
+                                bot: abusive,
+                                weight: 1.0,
+                                key: 0,
+                            });
+                        } else if self.silver.take(&session).is_some() {
+                            self.stats.labelled += 1;
+                            self.stats.relabelled += 1;
+                            out.relabels
+                                .push((fnv1a(session.as_bytes()).max(1), abusive));
+                        } else {
+                            self.stats.dropped += self.labels.insert(session, abusive);
                         }
-                        None => self.stats.dropped += self.labels.insert(session, abusive),
-                    },
+                    }
                     None => self.stats.malformed_labels += 1,
                 }
             }
@@ -351,6 +435,13 @@ mod tests {
         )
     }
 
+    /// Ground truth only (sessions wait for their labels).
+    fn no_weak() -> DataOptions {
+        let mut o = DataOptions::default();
+        o.labels.weak = false;
+        o
+    }
+
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -365,45 +456,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = LabelledLog {
             log: dir.path().join("a.log"),
-            labels: dir.path().join("a.labels.jsonl"),
+            labels: Some(dir.path().join("a.labels.jsonl")),
         };
-        let o = DataOptions::default();
+        let o = no_weak();
         let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
         // Nothing exists yet.
-        assert!(tail.poll(0).unwrap().is_empty());
+        assert!(tail.poll(0).unwrap().rows.is_empty());
         append(&files.log, &line("1.1.1.1", T0, "/a"));
         // A partial line is not consumed.
         let second = line("2.2.2.2", T0, "/b");
         append(&files.log, &second[..20]);
         let now = 1_709_546_400_000 + 3_600_000 * 24;
         // The file did grow in this poll: its one session stays open.
-        assert!(tail.poll(now).unwrap().is_empty());
+        assert!(tail.poll(now).unwrap().rows.is_empty());
         append(&files.log, &second[20..]);
         // Grew again (the rest of line 2); next poll is quiescent and closes both.
-        assert!(tail.poll(now).unwrap().is_empty());
-        assert!(tail.poll(now).unwrap().is_empty());
+        assert!(tail.poll(now).unwrap().rows.is_empty());
+        assert!(tail.poll(now).unwrap().rows.is_empty());
         assert_eq!(tail.stats().records, 2);
         assert_eq!(tail.stats().sessions, 2);
         assert_eq!(tail.stats().malformed, 0);
         // Labels arrive after the sessions closed.
         append(
-            &files.labels,
+            files.labels.as_ref().unwrap(),
             &format!(
                 "{{\"session\":\"{}\",\"is_bot\":true,\"archetype\":\"x\",\"requests\":1}}\nnot json\n",
                 key("1.1.1.1")
             ),
         );
-        let got = tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap().rows;
         assert_eq!(got.len(), 1);
-        assert!(got[0].1);
+        assert!(got[0].bot);
         assert_eq!(tail.stats().malformed_labels, 1);
         append(
-            &files.labels,
+            files.labels.as_ref().unwrap(),
             &format!("{{\"session\":\"{}\",\"is_bot\":false}}\n", key("2.2.2.2")),
         );
-        let got = tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap().rows;
         assert_eq!(got.len(), 1);
-        assert!(!got[0].1);
+        assert!(!got[0].bot);
         assert_eq!(tail.stats().labelled, 2);
     }
 
@@ -412,22 +503,120 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let files = LabelledLog {
             log: dir.path().join("b.log"),
-            labels: dir.path().join("b.labels.jsonl"),
+            labels: Some(dir.path().join("b.labels.jsonl")),
         };
         append(
-            &files.labels,
+            files.labels.as_ref().unwrap(),
             &format!("{{\"session\":\"{}\",\"is_bot\":true}}\n", key("3.3.3.3")),
         );
         append(&files.log, &line("9.9.9.9", T0, "/x"));
         append(&files.log, &line("9.9.9.9", T0, "/y"));
-        let o = DataOptions::default();
+        let o = no_weak();
         let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
         let now = 1_709_546_400_000 + 86_400_000;
         tail.poll(now).unwrap();
         std::fs::write(&files.log, line("3.3.3.3", T0, "/z")).unwrap();
         tail.poll(now).unwrap();
-        let got = tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap().rows;
         assert_eq!(got.len(), 1, "{:?}", tail.stats());
         assert_eq!(tail.stats().truncations, 1);
+    }
+
+    #[test]
+    fn logs_only_sessions_get_silver_labels_and_late_ground_truth_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LabelledLog {
+            log: dir.path().join("c.log"),
+            labels: Some(dir.path().join("c.labels.jsonl")),
+        };
+        // curl (an HTTP library: the user_agent rule votes abuse, weight 2);
+        // a browser on one page (no vote: abstains, a 0.1 negative by default).
+        append(&files.log, &line("4.4.4.4", T0, "/a"));
+        append(
+            &files.log,
+            &format!(
+                "5.5.5.5 - - [{T0}] \"GET / HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0\"\n"
+            ),
+        );
+        let o = DataOptions::default();
+        let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
+        let now = 1_709_546_400_000 + 86_400_000;
+        assert!(
+            tail.poll(now).unwrap().rows.is_empty(),
+            "sessions still open"
+        );
+        let got = tail.poll(now).unwrap();
+        assert_eq!(got.rows.len(), 2, "{:?}", tail.stats());
+        let curl = got.rows.iter().find(|r| r.bot).unwrap();
+        assert_eq!(
+            (curl.weight, curl.key),
+            (1.0, fnv1a(key("4.4.4.4").as_bytes()))
+        );
+        let browser = got.rows.iter().find(|r| !r.bot).unwrap();
+        assert!((browser.weight - 0.1).abs() < 1e-6, "{}", browser.weight);
+        let st = tail.stats();
+        assert_eq!((st.silver_abuse, st.abstained, st.labelled), (1, 1, 0));
+        // Ground truth arrives later: the curl session was a good bot after all.
+        append(
+            files.labels.as_ref().unwrap(),
+            &format!(
+                "{{\"session\":\"{}\",\"class\":\"good_bot\"}}\n",
+                key("4.4.4.4")
+            ),
+        );
+        let got = tail.poll(now).unwrap();
+        assert!(got.rows.is_empty());
+        assert_eq!(
+            got.relabels,
+            vec![(fnv1a(key("4.4.4.4").as_bytes()), false)]
+        );
+        assert_eq!(tail.stats().relabelled, 1);
+    }
+
+    #[test]
+    fn ground_truth_read_first_wins_and_no_labels_file_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LabelledLog {
+            log: dir.path().join("d.log"),
+            labels: Some(dir.path().join("d.labels.jsonl")),
+        };
+        append(&files.log, &line("6.6.6.6", T0, "/a"));
+        append(
+            files.labels.as_ref().unwrap(),
+            &format!(
+                "{{\"session\":\"{}\",\"class\":\"human\"}}\n",
+                key("6.6.6.6")
+            ),
+        );
+        let o = DataOptions::default();
+        let mut tail = LogTail::new(files, &o, &o.pipeline().unwrap());
+        let now = 1_709_546_400_000 + 86_400_000;
+        tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap().rows;
+        // curl would be silver "abuse"; the ground truth says human, weight 1.
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].bot, got[0].weight, got[0].key), (false, 1.0, 0));
+        assert_eq!(tail.stats().silver_abuse, 0);
+
+        let logs_only = LabelledLog {
+            log: dir.path().join("e.log"),
+            labels: None,
+        };
+        append(&logs_only.log, &line("7.7.7.7", T0, "/a"));
+        let mut tail = LogTail::new(logs_only, &o, &o.pipeline().unwrap());
+        tail.poll(now).unwrap();
+        assert_eq!(tail.poll(now).unwrap().rows.len(), 1);
+        // Weak labelling off and no labels file: nothing to train on.
+        let off = no_weak();
+        let mut tail = LogTail::new(
+            LabelledLog {
+                log: dir.path().join("e.log"),
+                labels: None,
+            },
+            &off,
+            &off.pipeline().unwrap(),
+        );
+        tail.poll(now).unwrap();
+        assert!(tail.poll(now).unwrap().rows.is_empty());
     }
 }

@@ -238,7 +238,10 @@ impl<'a> Runner<'a> {
                             let stem = &name[..name.len() - log_suffix.len()];
                             let labels = log.with_file_name(format!("{stem}{labels_suffix}"));
                             tails.push(LogTail::new(
-                                LabelledLog { log, labels },
+                                LabelledLog {
+                                    log,
+                                    labels: Some(labels),
+                                },
                                 &cfg2.data_options,
                                 &cfg2.pipeline,
                             ));
@@ -249,15 +252,19 @@ impl<'a> Runner<'a> {
             }
             let now = now_unix_ms();
             let mut rows = Vec::new();
+            let mut relabels = Vec::new();
             for t in &mut tails {
                 match t.poll(now) {
-                    Ok(r) => rows.extend(r),
+                    Ok(r) => {
+                        rows.extend(r.rows);
+                        relabels.extend(r.relabels);
+                    }
                     Err(e) => {
                         problems.push(format!("cannot read {}: {e}", t.files().log.display()))
                     }
                 }
             }
-            (tails, rows, problems)
+            (tails, (rows, relabels), problems)
         })
         .await
         .map_err(Error::task("data"))?;
@@ -265,13 +272,19 @@ impl<'a> Runner<'a> {
         for message in problems {
             self.p.emit(Event::Warning { message });
         }
-        if !rows.is_empty() {
+        let (rows, relabels) = rows;
+        if !rows.is_empty() || !relabels.is_empty() {
             let (added, train, holdout) = {
                 let mut store = self.p.shared.store();
                 let added = rows
                     .iter()
-                    .filter(|(x, bot)| store.push(x, *bot).is_ok())
+                    .filter(|r| store.push_weighted(&r.x, r.bot, r.weight, r.key).is_ok())
                     .count();
+                for (key, bot) in relabels {
+                    // Ground truth replaces a silver label (a row already
+                    // evicted from the bounded store is simply gone).
+                    store.relabel(key, bot);
+                }
                 (added, store.train_len(), store.holdout_len())
             };
             self.p.emit(Event::DataLoaded {

@@ -167,10 +167,10 @@ pub fn tenant_logs(dir: &Path, tenants: usize, seed: u64) -> Vec<LabelledLog> {
             let t = generate_tenant(&cfg, i).unwrap();
             let files = LabelledLog {
                 log: dir.join(format!("tenant-{i:03}.log")),
-                labels: dir.join(format!("tenant-{i:03}.labels.jsonl")),
+                labels: Some(dir.join(format!("tenant-{i:03}.labels.jsonl"))),
             };
             std::fs::write(&files.log, &t.log).unwrap();
-            std::fs::write(&files.labels, &t.labels).unwrap();
+            std::fs::write(files.labels.as_ref().unwrap(), &t.labels).unwrap();
             files
         })
         .collect()

@@ -19,6 +19,7 @@ use crate::features::{self, NUM_FEATURES, RawFeatures};
 use crate::logs::{LogReader, ReaderConfig, ReaderStats};
 use crate::network::Enrichment;
 use crate::session::{SessionConfig, Sessionizer, sessionize};
+use crate::weak::SessionFacts;
 
 /// One line of a labels file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +138,9 @@ pub struct LabelledSessions {
     pub keys: Vec<String>,
     /// Raw features of each row.
     pub raw: Vec<RawFeatures>,
+    /// What the weak labeller reads about each row's session
+    /// ([`crate::weak::SessionFacts`]).
+    pub facts: Vec<SessionFacts>,
     /// Join statistics.
     pub report: JoinReport,
 }
@@ -200,6 +204,7 @@ pub fn join_labels_with<R: BufRead>(
                     {
                         out.keys.push(key);
                         out.raw.push(f.raw);
+                        out.facts.push(SessionFacts::of(&s, &f));
                         out.classes.push(class);
                     }
                 }

@@ -290,7 +290,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
             .release_public_key(running.release_public_key())
             .data(DataSource::Files(vec![LabelledLog {
                 log: t.log.clone(),
-                labels: t.labels.clone(),
+                labels: Some(t.labels.clone()),
             }]))
             .data_options(DataOptions {
                 // Evaluation uses the later time window; train on all read sessions.

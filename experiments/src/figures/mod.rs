@@ -7,7 +7,8 @@
 //! 3. [`scale`]: 10 → 1,000 tenants at a fixed ε;
 //! 4. [`poisoning`]: malicious tenants, server-side clipping on and off;
 //! 5. [`small_tenants`]: per-tenant AUC by tenant size, federated vs local-only;
-//! 6. [`audit`]: the coordinator's canary audit against the accountant's ε.
+//! 6. [`audit`]: the coordinator's canary audit against the accountant's ε;
+//! 7. [`weak_labels`]: tenants with no ground truth, on silver labels.
 //!
 //! [`Setup`] holds what they share: the mode (fast: CI-sized, seconds; full:
 //! the committed results), the seed, the output directory and the default
@@ -19,6 +20,7 @@ pub mod poisoning;
 pub mod privacy_utility;
 pub mod scale;
 pub mod small_tenants;
+pub mod weak_labels;
 
 use std::path::{Path, PathBuf};
 
