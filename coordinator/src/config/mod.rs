@@ -64,6 +64,7 @@ impl ConfigError {
 
 type CResult<T = ()> = Result<T, ConfigError>;
 
+pub use crate::auth::config::{AuthConfig, ScopeNames, TokensConfig};
 pub use crate::limits::{LimitsConfig, RateLimitsConfig};
 
 /// The coordinator's configuration file.
@@ -101,6 +102,10 @@ pub struct CoordinatorConfig {
     /// Storage options (encryption at rest).
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Authentication on top of mTLS: `[auth.tokens]` (OAuth2 / OIDC bearer
+    /// tokens). Default: none (the client certificate alone).
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Directory of the files jobs may name as `init_weights_path`: only
     /// regular files inside it (after resolving symlinks) are read, at most
     /// `limits.max_init_weights_bytes`. A relative `init_weights_path` in
@@ -139,6 +144,7 @@ impl Default for CoordinatorConfig {
             limits: LimitsConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             storage: StorageConfig::default(),
+            auth: AuthConfig::default(),
             init_weights_dir: None,
             dangerous: None,
             jobs: Vec::new(),
@@ -268,6 +274,9 @@ impl CoordinatorConfig {
         if let Some(d) = &mut self.init_weights_dir {
             fix(d);
         }
+        if let Some(t) = &mut self.auth.tokens {
+            t.resolve_paths(base);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.ca);
             fix(&mut tls.cert);
@@ -336,6 +345,9 @@ impl CoordinatorConfig {
         self.limits.validate()?;
         self.validate_metrics()?;
         self.rate_limits.validate()?;
+        if let Some(t) = &self.auth.tokens {
+            t.validate()?;
+        }
         if let Some(k) = &self.storage.encryption_key_file
             && k.as_os_str().is_empty()
         {
