@@ -54,7 +54,9 @@ fn pull(args: PullArgs) -> Result<(), CliError> {
     let tls = ClientTls::from_files(&config.tls)?;
     let timeout = Duration::from_millis(config.timing.rpc_timeout_ms);
     runtime()?.block_on(async move {
-        let rpc = Rpc::new(tls, &config.endpoint, timeout)?;
+        let rpc = Rpc::new(tls, &config.endpoint, timeout)?.with_bearer(
+            fedsec_proto::bearer::BearerInterceptor::optional(config.auth.token_file.as_deref()),
+        );
         // The coordinator serves registered clients only.
         rpc.register().await?;
         let d = match rpc.download_model(&job, args.version, None, None).await {

@@ -247,6 +247,20 @@ pub struct ClientConfig {
     /// Protocol timing.
     #[serde(default)]
     pub timing: TimingConfig,
+    /// Authentication on top of mTLS (coordinators with `[auth.tokens]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the bearer token (a JWT from the platform's IdP or
+    /// `fedsec-coordinator tokens issue`) sent on every call; re-read when
+    /// it changes; mode 0600. Default none: no token (mTLS alone).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -305,6 +319,9 @@ impl ClientConfig {
         for c in &mut self.data.crawler_ranges {
             fix(&mut c.file);
         }
+        if let Some(t) = &mut self.auth.token_file {
+            fix(t);
+        }
     }
 
     /// Checks values that do not need the file system; the error names the key.
@@ -313,6 +330,14 @@ impl ClientConfig {
             return Err(ConfigError::invalid(
                 "endpoint",
                 format!("must be https://host:port (got {:?})", self.endpoint),
+            ));
+        }
+        if let Some(t) = &self.auth.token_file
+            && t.as_os_str().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "auth.token_file",
+                "must not be empty when set",
             ));
         }
         let d = &self.data;
@@ -428,6 +453,9 @@ impl ClientConfig {
             });
         if let Some(j) = &self.job {
             b = b.job(j);
+        }
+        if let Some(t) = &self.auth.token_file {
+            b = b.token_file(t);
         }
         b
     }
