@@ -649,3 +649,104 @@ async fn an_unusable_jwks_fails_the_start_naming_the_key() {
         "{e}"
     );
 }
+
+/// The embedded issuer end to end through the binaries: `tokens keygen`
+/// writes a key and a JWKS, a coordinator uses the JWKS file,
+/// `tokens issue --cert` mints an admin read token for the admin
+/// certificate, and `admin --token-file` lists jobs with it; without the
+/// token, or for a write, the CLI fails with the coordinator's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_keygen_issue_and_the_admin_cli_work_together() {
+    use std::process::Command;
+    const BIN: &str = env!("CARGO_BIN_EXE_fedsec-coordinator");
+    let files = tempfile::tempdir().unwrap();
+    let path = |n: &str| files.path().join(n);
+    let out = Command::new(BIN)
+        .args(["tokens", "keygen", "--key"])
+        .arg(path("issuer.key"))
+        .arg("--jwks")
+        .arg(path("jwks.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path("issuer.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let h = Harness::start_with(|c| {
+        c.auth.tokens = Some(TokensConfig::with_jwks_file(
+            ISSUER,
+            AUDIENCE,
+            path("jwks.json"),
+        ));
+    })
+    .await;
+    h.running()
+        .admin()
+        .create_job(job("bots", 3, 0.5))
+        .await
+        .unwrap();
+    let admin = h.pki.ca().issue_admin("admin").unwrap();
+    std::fs::write(path("ca.pem"), h.pki.ca_pem()).unwrap();
+    std::fs::write(path("admin.pem"), &admin.cert_pem).unwrap();
+    std::fs::write(path("admin.key"), &admin.key_pem).unwrap();
+    let out = Command::new(BIN)
+        .args(["tokens", "issue", "--key"])
+        .arg(path("issuer.key"))
+        .args(["--issuer", ISSUER, "--audience", AUDIENCE, "--cert"])
+        .arg(path("admin.pem"))
+        .args(["--scope", "fedsec.admin.read", "--ttl", "5m", "--out"])
+        .arg(path("admin.token"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let admin_cli = |token: bool, args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("admin")
+            .args(["--endpoint", &h.endpoint(), "--ca"])
+            .arg(path("ca.pem"))
+            .arg("--cert")
+            .arg(path("admin.pem"))
+            .arg("--key")
+            .arg(path("admin.key"))
+            .env_remove("FEDSEC_TOKEN_FILE");
+        if token {
+            cmd.arg("--token-file").arg(path("admin.token"));
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let out = admin_cli(true, &["--json", "jobs", "list"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"bots\""));
+    let out = admin_cli(false, &["jobs", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("bearer token is required"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = admin_cli(true, &["jobs", "pause", "bots"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fedsec.admin.write"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
