@@ -750,3 +750,38 @@ async fn tokens_keygen_issue_and_the_admin_cli_work_together() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A JWKS that cannot be refreshed keeps serving its last good keys for
+/// `jwks_max_stale_s`, then calls are refused with `UNAVAILABLE` (not
+/// verified against keys that may have been revoked meanwhile); a
+/// readable JWKS again restores service without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_that_cannot_be_refreshed_goes_stale_and_then_refuses() {
+    let files = tempfile::tempdir().unwrap();
+    let jwks = files.path().join("jwks.json");
+    let (key, _) = SigningKey::generate().unwrap();
+    fedsec_coordinator::auth::mint::add_to_jwks(&jwks, &key).unwrap();
+    let h = Harness::start_with(|c| {
+        let mut t = TokensConfig::with_jwks_file(ISSUER, AUDIENCE, &jwks);
+        t.jwks_refresh_s = 1;
+        t.jwks_max_stale_s = 2;
+        c.auth.tokens = Some(t);
+    })
+    .await;
+    let mut c = grpc(&h, "c000");
+    let token = key
+        .issue(&claims(&client_uri("c000"), "fedsec.client"))
+        .unwrap();
+    register(&mut c, Some(&token)).await.unwrap();
+    std::fs::remove_file(&jwks).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Refresh failed: the last good keys still verify.
+    register(&mut c, Some(&token)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let s = register(&mut c, Some(&token)).await.unwrap_err();
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("JWKS could not be refreshed"), "{s:?}");
+    fedsec_coordinator::auth::mint::add_to_jwks(&jwks, &key).unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    register(&mut c, Some(&token)).await.unwrap();
+}
