@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use fedsec_model::ModelSpec;
 use fedsec_privacy::PrivacyReceipt;
+use fedsec_proto::bearer::BearerInterceptor;
 use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::release::{AuditAnchor, ReleasePublicKey, ReleaseStatement};
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
@@ -19,7 +20,11 @@ use fedsec_proto::v1::{
     SubmitUpdateResponse, TensorChunk, UpdateHeader, UpdateTrailer, get_model_response,
     get_task_response, submit_update_request,
 };
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// The generated client on a channel that adds the bearer token (if any).
+pub(crate) type Grpc = CoordinatorClient<InterceptedService<Channel, BearerInterceptor>>;
 
 use crate::error::RpcError;
 use crate::events::TaskRef;
@@ -38,7 +43,8 @@ pub const SOFTWARE: &str = concat!("fedsec-client/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug, Clone)]
 pub struct Rpc {
     tls: ClientTls,
-    grpc: Arc<OnceLock<CoordinatorClient<Channel>>>,
+    grpc: Arc<OnceLock<Grpc>>,
+    bearer: BearerInterceptor,
     endpoint: String,
     timeout: Duration,
     histories: crate::history::HistoryCache,
@@ -108,6 +114,7 @@ impl Rpc {
         Ok(Self {
             tls,
             grpc: Arc::new(OnceLock::new()),
+            bearer: BearerInterceptor::none(),
             endpoint: endpoint.to_owned(),
             timeout,
             histories: crate::history::HistoryCache::default(),
@@ -131,8 +138,16 @@ impl Rpc {
         self
     }
 
+    /// Sends `bearer`'s token (`authorization: Bearer <JWT>`) on every call,
+    /// for coordinators with `[auth.tokens]`. Call before the first call.
+    pub fn with_bearer(mut self, bearer: BearerInterceptor) -> Self {
+        self.bearer = bearer;
+        self.grpc = Arc::new(OnceLock::new());
+        self
+    }
+
     /// The gRPC client, creating the channel on first use.
-    pub(crate) fn client(&self, op: &'static str) -> Result<CoordinatorClient<Channel>, RpcError> {
+    pub(crate) fn client(&self, op: &'static str) -> Result<Grpc, RpcError> {
         if let Some(c) = self.grpc.get() {
             return Ok(c.clone());
         }
@@ -140,7 +155,7 @@ impl Rpc {
             .tls
             .channel(&self.endpoint)
             .map_err(|e| RpcError::local(op, tonic::Code::InvalidArgument, e.to_string()))?;
-        let client = CoordinatorClient::new(channel)
+        let client = CoordinatorClient::with_interceptor(channel, self.bearer.clone())
             // A model chunk is ≤ 1 MiB, a history page ~1.1 MB, a header's
             // receipt O(1) in rounds (a long history is fetched separately).
             .max_decoding_message_size(8 << 20);

@@ -331,3 +331,125 @@ async fn run_refuses_a_coordinator_from_another_ca_and_exits() {
     assert!(err.contains("not issued by the CA"), "{err}");
     running.shutdown().await.unwrap();
 }
+
+/// Tokens on (`[auth.tokens]` on the coordinator, a local issuer): a
+/// `fedsec-client run` with `[auth] token_file` trains through the job and
+/// `model pull` works; the same config without the token is refused with a
+/// clear UNAUTHENTICATED message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_and_model_pull_with_a_bearer_token_file() {
+    use fedsec_coordinator::auth::mint::{self, AccessClaims, SigningKey};
+    use fedsec_coordinator::config::TokensConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let pki_dir = dir.path().join("pki");
+    let manifest = write_dev_pki(
+        &pki_dir,
+        &DevPkiOptions {
+            clients: 1,
+            tenants: vec!["shop".into()],
+            ..DevPkiOptions::default()
+        },
+    )
+    .unwrap();
+    let key = SigningKey::generate_file(&dir.path().join("issuer.key"), false).unwrap();
+    let jwks = dir.path().join("jwks.json");
+    mint::add_to_jwks(&jwks, &key).unwrap();
+    let mut config = support::coordinator_config(&dir.path().join("coord"), "127.0.0.1:0");
+    config.tls = Some(manifest.server.clone());
+    config.auth.tokens = Some(TokensConfig::with_jwks_file(
+        "https://issuer.test",
+        "fedsec",
+        &jwks,
+    ));
+    let running = Coordinator::start(config).await.unwrap();
+    let entry = &manifest.clients[0];
+    let subject = format!(
+        "spiffe://fedsec/tenant/{}/client/{}",
+        entry.tenant_id, entry.client_id
+    );
+    let claims = AccessClaims::new(
+        "https://issuer.test",
+        "fedsec",
+        &subject,
+        &["fedsec.client".to_owned()],
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let token_file = dir.path().join("client.token");
+    std::fs::write(&token_file, key.issue(&claims).unwrap()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let logs = tenant_logs(&dir.path().join("logs"), 1, 17);
+    let state = dir.path().join("state");
+    let plain = client_toml(
+        &running.endpoint(),
+        &pki_dir,
+        &entry.client_id,
+        &logs[0].log,
+        &logs[0].labels,
+        &state,
+    );
+    let with_token = format!(
+        "{plain}\n[auth]\ntoken_file = \"{}\"\n",
+        token_file.display()
+    );
+    let path = dir.path().join("client.toml");
+    std::fs::write(&path, &with_token).unwrap();
+    let child = bin()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let admin = running.admin();
+    let until = tokio::time::Instant::now() + T;
+    while admin.clients().await.unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the client did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    admin.create_job(job("cli", 1.0, 1.0, 1, 1)).await.unwrap();
+    let done = admin
+        .wait_for_job("cli", T, |j| j.state == v1::JobState::Completed as i32)
+        .await
+        .unwrap();
+    assert_eq!(done.rounds_completed, 1);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pull = |config: &Path| {
+        bin()
+            .args(["model", "pull", "--config"])
+            .arg(config)
+            .arg("--out")
+            .arg(dir.path().join("model.safetensors"))
+            .output()
+            .unwrap()
+    };
+    let out = pull(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bare = dir.path().join("bare.toml");
+    std::fs::write(&bare, &plain).unwrap();
+    let out = pull(&bare);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bearer token is required"), "{err}");
+    running.shutdown().await.unwrap();
+}

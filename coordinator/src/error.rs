@@ -58,6 +58,13 @@ pub enum RejectReason {
     /// `Register` of a new tenant when `limits.max_tenants` tenants are
     /// already registered.
     TenantCapacity,
+    /// With `[auth.tokens]`: no bearer token, or one that is malformed,
+    /// forged, expired, not yet valid, for another issuer or audience, or
+    /// issued to another identity than the certificate's.
+    TokenInvalid,
+    /// With `[auth.tokens]`: a valid token that does not grant the call
+    /// (scope, or MFA for an admin write).
+    TokenDenied,
 }
 
 impl RejectReason {
@@ -85,6 +92,8 @@ impl RejectReason {
             Self::ShareExhausted => "share_exhausted",
             Self::AdminRefused => "admin_refused",
             Self::TenantCapacity => "tenant_capacity",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenDenied => "token_denied",
         }
     }
 
@@ -102,12 +111,13 @@ impl RejectReason {
             | Self::Quarantined
             | Self::Revoked
             | Self::TenantMismatch
-            | Self::AdminRefused => Code::PermissionDenied,
+            | Self::AdminRefused
+            | Self::TokenDenied => Code::PermissionDenied,
             Self::Duplicate => Code::AlreadyExists,
             Self::InProgress => Code::Aborted,
             Self::DigestMismatch => Code::DataLoss,
             Self::StreamError => Code::Cancelled,
-            Self::Unauthenticated => Code::Unauthenticated,
+            Self::Unauthenticated | Self::TokenInvalid => Code::Unauthenticated,
             Self::RateLimited | Self::ShareExhausted | Self::TenantCapacity => {
                 Code::ResourceExhausted
             }
@@ -181,6 +191,10 @@ pub enum Error {
     /// The coordinator is shutting down.
     #[error("the coordinator is shutting down")]
     ShuttingDown,
+    /// A dependency the call needs is unavailable for now (e.g. the token
+    /// keys could not be refreshed for longer than allowed); retry later.
+    #[error("{0}")]
+    Unavailable(String),
     /// The storage backend failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -378,6 +392,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::ShuttingDown => Status::unavailable("the coordinator is shutting down"),
+            Error::Unavailable(m) => Status::unavailable(m),
             // Disk full, busy, I/O: the caller may retry (details to the log).
             e @ Error::Store(StoreError::Unavailable(_)) => {
                 tracing::warn!(error = %e, "store fault answered with UNAVAILABLE");
@@ -433,6 +448,8 @@ mod tests {
             (RejectReason::BadChunk, Code::InvalidArgument),
             (RejectReason::DigestMismatch, Code::DataLoss),
             (RejectReason::NonFinite, Code::InvalidArgument),
+            (RejectReason::TokenInvalid, Code::Unauthenticated),
+            (RejectReason::TokenDenied, Code::PermissionDenied),
         ];
         for (reason, code) in cases {
             let status = Status::from(Error::rejected(reason, "x"));

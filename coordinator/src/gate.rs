@@ -14,7 +14,13 @@
 //!    bucket (`RESOURCE_EXHAUSTED` with `retry-after-ms` over it);
 //! 3. the call takes one of the identity's concurrent-call shares of its
 //!    class ([`crate::shares`]), held until its response body is dropped —
-//!    for a stream, until the stream ends or is reset.
+//!    for a stream, until the stream ends or is reset;
+//! 4. with `[auth.tokens]`, the call's bearer token is checked
+//!    ([`crate::auth`]) before the service sees any of its messages; a
+//!    refusal is counted, audited within the identity's row budget and
+//!    throttled like a revoked identity's calls (past the `Refused` bucket
+//!    the connection is closed). A call without a certificate identity is
+//!    refused too (health and reflection excepted).
 //!
 //! Calls without an identity go straight to their service, which refuses
 //! them (`UNAUTHENTICATED`); health answers them (a client certificate from
@@ -31,6 +37,9 @@ use tonic::Status;
 use tonic::body::Body;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
+use crate::auth::TokenAuth;
+use crate::auth::TokenError;
+use crate::auth::scope::CallKind;
 use crate::engine::Engine;
 use crate::error::{Error, RejectReason};
 use crate::listener::{Conn, identity_key};
@@ -42,11 +51,13 @@ use crate::store::ClientStatus;
 #[derive(Debug, Clone)]
 pub(crate) struct GateLayer {
     engine: Arc<Engine>,
+    tokens: Option<Arc<TokenAuth>>,
 }
 
 impl GateLayer {
-    pub(crate) fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    /// The gate; `tokens` when `[auth.tokens]` is configured.
+    pub(crate) fn new(engine: Arc<Engine>, tokens: Option<Arc<TokenAuth>>) -> Self {
+        Self { engine, tokens }
     }
 }
 
@@ -57,6 +68,7 @@ impl<S> tower::Layer<S> for GateLayer {
         Gate {
             inner,
             engine: self.engine.clone(),
+            tokens: self.tokens.clone(),
         }
     }
 }
@@ -66,6 +78,7 @@ impl<S> tower::Layer<S> for GateLayer {
 pub(crate) struct Gate<S> {
     inner: S,
     engine: Arc<Engine>,
+    tokens: Option<Arc<TokenAuth>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -95,19 +108,47 @@ where
         // The clone is not ready; the instance `poll_ready` readied serves the call.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let fut = inner.call(req);
+        let Some(tokens) = self.tokens.clone() else {
+            let fut = inner.call(req);
+            return Box::pin(async move { Ok(hold(fut.await?, share)) });
+        };
+        let engine = self.engine.clone();
         Box::pin(async move {
-            let resp = fut.await?;
-            Ok(match share {
-                Some(share) => resp.map(|body| {
-                    Body::new(Holding {
-                        body,
-                        _share: share,
-                    })
-                }),
-                None => resp,
-            })
+            let conn = connection_of(&engine, &req);
+            let identity = conn.as_ref().and_then(|c| c.identity().cloned());
+            let path = req.uri().path();
+            let verdict = match &identity {
+                Some(id) => {
+                    tokens
+                        .check(id, path, req.headers().get(http::header::AUTHORIZATION))
+                        .await
+                }
+                None if crate::auth::scope::classify(path) == CallKind::Open => Ok(()),
+                None => Err(TokenError::Invalid(
+                    "no client certificate identity to bind the token to".into(),
+                )),
+            };
+            if let Err(e) = verdict {
+                let status = engine
+                    .token_refused(conn.as_deref(), identity.as_ref(), path, e)
+                    .await;
+                return Ok(status.into_http());
+            }
+            Ok(hold(inner.call(req).await?, share))
         })
+    }
+}
+
+/// The response, its body holding the call's share (if any) until dropped.
+fn hold(resp: http::Response<Body>, share: Option<StreamShare>) -> http::Response<Body> {
+    match share {
+        Some(share) => resp.map(|body| {
+            Body::new(Holding {
+                body,
+                _share: share,
+            })
+        }),
+        None => resp,
     }
 }
 

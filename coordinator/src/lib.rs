@@ -42,7 +42,10 @@
 //!   [`CoordinatorConfig`] and [`JobSpec`] (what an embedder writes),
 //!   [`Error`], [`RejectReason`] and [`Result`], [`Receipt`] (parse a stored
 //!   or served privacy receipt) and [`now_unix_ms`].
-//! - Four deliberately public modules, because users name their items:
+//! - Five deliberately public modules, because users name their items:
+//!   - [`auth`]: bearer tokens on top of mTLS: the `[auth.tokens]`
+//!     configuration, the refusal type, and local token minting
+//!     ([`auth::mint`], what `fedsec-coordinator tokens` uses);
 //!   - [`config`]: the configuration types (`[limits]`, `[rate_limits]`,
 //!     `[metrics]`, `[storage]`, `[dangerous]`, the job-spec family) and
 //!     their validation errors;
@@ -61,6 +64,8 @@
 //!
 //! # Modules, by what they own
 //!
+//! - [`auth`]: OAuth2 / OIDC bearer tokens checked on top of mTLS
+//!   (JWKS, claims, scopes, MFA) and local minting.
 //! - [`config`]: the TOML configuration and job definitions, validation
 //!   (`config/job_check.rs`).
 //! - `limits`: the `[limits]` and `[rate_limits]` tables (every bound on one
@@ -97,6 +102,7 @@
 pub(crate) mod accounting;
 pub(crate) mod admin;
 pub(crate) mod aggregate;
+pub mod auth;
 pub(crate) mod canary;
 pub mod config;
 mod engine;

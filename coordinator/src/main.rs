@@ -1,5 +1,6 @@
 //! The `fedsec-coordinator` binary: serve DP-FedAvg jobs, administer them,
-//! plan privacy budgets, create a development PKI and at-rest key files.
+//! plan privacy budgets, create a development PKI, at-rest key files and
+//! bearer tokens.
 //!
 //! Each subcommand lives in its own module under `src/cli/`.
 
@@ -35,6 +36,9 @@ enum Command {
     /// Create the key file for encryption at rest.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// Issue bearer tokens from a local key (the embedded default for `[auth.tokens]`).
+    #[command(subcommand)]
+    Tokens(cli::tokens::TokensCommand),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Command::Certs(cmd) => cli::certs::run(cmd),
         Command::Budget(cmd) => cli::budget::run(cmd),
         Command::Keys(cmd) => cli::keys::run(cmd),
+        Command::Tokens(cmd) => cli::tokens::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

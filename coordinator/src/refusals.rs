@@ -12,8 +12,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedsec_proto::tls::PeerIdentity;
+
+use crate::auth::TokenError;
 use crate::engine::Engine;
 use crate::error::{Error, RejectReason};
+use crate::listener::{Conn, identity_key};
 use crate::ratelimit::{Decision, RpcClass};
 use crate::shares::Exhausted;
 
@@ -157,10 +161,6 @@ impl Engine {
     /// rate key), within its row budget like every rejection. `Err` is the
     /// `RESOURCE_EXHAUSTED` of a used-up budget or the `UNAVAILABLE` of an
     /// audit log that cannot be written; either way the call stays refused.
-    #[allow(
-        dead_code,
-        reason = "the entry point of the token interceptor (issue 21, token half)"
-    )]
     pub(crate) async fn audit_token_refused(
         &self,
         identity: &str,
@@ -207,5 +207,61 @@ impl Engine {
             return e;
         }
         err
+    }
+}
+
+impl Engine {
+    /// A refused bearer token (`[auth.tokens]`): counted
+    /// (`fedsec_rejections_total{reason="token_invalid"|"token_denied"}`),
+    /// audited as `token_refused` naming the caller, the call and the check
+    /// that failed (never the token), within the caller's row budget — past
+    /// it the caller gets `RESOURCE_EXHAUSTED` and nothing is stored or
+    /// logged — and throttled like a revoked identity's calls: past the
+    /// caller's `Refused` bucket its connection is closed. The one place
+    /// token refusals are recorded (the audit chain hooks in here).
+    pub(crate) async fn token_refused(
+        self: &Arc<Self>,
+        conn: Option<&Conn>,
+        identity: Option<&PeerIdentity>,
+        path: &str,
+        refusal: TokenError,
+    ) -> tonic::Status {
+        let why = refusal.label();
+        let err = Error::from(refusal);
+        let (key, client_id) = match identity {
+            Some(id) => (
+                identity_key(id),
+                match id {
+                    PeerIdentity::Client(c) => c.client_id.clone(),
+                    PeerIdentity::Admin { .. } => String::new(),
+                },
+            ),
+            None => (
+                conn.map_or_else(
+                    || "peer:unknown".to_owned(),
+                    |c| format!("peer:{}", c.peer().ip()),
+                ),
+                String::new(),
+            ),
+        };
+        if let Some(reason) = err.reject_reason() {
+            self.metrics.rejected(reason);
+        }
+        if self.throttle(RpcClass::Refused, &key, &client_id).is_err()
+            && let Some(conn) = conn
+        {
+            self.metrics.connection_closed("refused_token_flood");
+            tracing::debug!(peer = %conn.peer(), identity = key, "closing the connection of an identity that keeps sending refused tokens");
+            conn.close();
+        }
+        let method = crate::auth::scope::method_of(path);
+        let detail = format!("{method} refused for {key} ({why}): {err}");
+        if let Err(unrecorded) = self.audit_token_refused(&key, &client_id, detail).await {
+            // Row budget used up (RESOURCE_EXHAUSTED) or the audit log cannot
+            // be written (UNAVAILABLE): the call stays refused either way.
+            return unrecorded.into();
+        }
+        tracing::info!(identity = %key, method, check = why, error = %err, "bearer token refused");
+        err.into()
     }
 }

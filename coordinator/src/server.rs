@@ -301,6 +301,11 @@ async fn launch(
 ) -> Result<Launched, Error> {
     let data_dir = &config.data_dir;
     let metrics = engine.metrics.clone();
+    // Bearer tokens: the JWKS must be usable before anything is served.
+    let tokens = match &config.auth.tokens {
+        Some(c) => Some(Arc::new(crate::auth::TokenAuth::load(c).await?)),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| Error::io(format!("cannot bind {}", config.listen), e))?;
@@ -391,7 +396,7 @@ async fn launch(
         .http2_max_local_error_reset_streams(Some(l.http2_max_local_error_reset_streams))
         .http2_keepalive_interval(Some(Duration::from_millis(l.http2_keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(l.http2_keepalive_timeout_ms)))
-        .layer(GateLayer::new(engine.clone()))
+        .layer(GateLayer::new(engine.clone(), tokens))
         .add_service(health)
         .add_service(reflection)
         .add_service(coordinator)

@@ -55,38 +55,10 @@ fn python() -> Result<PathBuf, String> {
 /// model is exactly the base plus its update (q × population = 1, no noise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
-    let python = match python() {
-        Ok(p) => p,
-        Err(why)
-            if std::env::var_os("CI").is_some() || std::env::var_os("FEDSEC_PYTHON").is_some() =>
-        {
-            panic!("CI or FEDSEC_PYTHON is set but there is no usable Python: {why}")
-        }
-        Err(why) => {
-            eprintln!("SKIPPED: no Python with grpcio and grpcio-tools ({why}); set FEDSEC_PYTHON");
-            return;
-        }
+    let Some(python) = usable_python() else {
+        return;
     };
-    // Stubs from the .proto files, generated fresh into the target directory.
-    let stubs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let protos: Vec<String> = std::fs::read_dir(workspace().join("proto/fedsec/v1"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".proto"))
-        .map(|n| format!("fedsec/v1/{n}"))
-        .collect();
-    let status = Command::new(&python)
-        .current_dir(workspace().join("proto"))
-        .args(["-m", "grpc_tools.protoc", "-I", "."])
-        .arg(format!("--python_out={}", stubs.path().display()))
-        .arg(format!("--grpc_python_out={}", stubs.path().display()))
-        .args(&protos)
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "grpcio-tools could not compile {protos:?}"
-    );
+    let stubs = stubs(&python);
 
     const D: u32 = 200_001;
     let h = Harness::start().await;
@@ -172,6 +144,144 @@ async fn a_python_grpcio_client_completes_a_round_with_64_kib_chunks() {
         let expected = f64::from(*a) + f64::from(u as f32);
         assert!((f64::from(*b) - expected).abs() < 1e-6, "value {i}");
     }
+}
+
+/// Tokens on: the same grpcio client, given a bearer token file, sends
+/// `authorization: Bearer <JWT>` through grpcio's call credentials on every
+/// call (Register, GetTask, GetModel, the streamed SubmitUpdate,
+/// GetRoundHistory) and completes the round; without the token the
+/// coordinator refuses it (`UNAUTHENTICATED`). The token comes from the
+/// embedded issuer (a local ES256 key and its JWKS file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_grpcio_client_completes_a_round_with_a_bearer_token() {
+    use fedsec_coordinator::auth::mint::{self, AccessClaims, SigningKey};
+    use fedsec_coordinator::config::TokensConfig;
+    let Some(python) = usable_python() else {
+        return;
+    };
+    let stubs = stubs(&python);
+    const D: u32 = 1_001;
+    let files = tempfile::tempdir().unwrap();
+    let path = |n: &str| files.path().join(n);
+    let key = SigningKey::generate_file(&path("issuer.key"), false).unwrap();
+    mint::add_to_jwks(&path("jwks.json"), &key).unwrap();
+    let h = Harness::start_with(|c| {
+        c.auth.tokens = Some(TokensConfig::with_jwks_file(
+            "https://issuer.test",
+            "fedsec",
+            path("jwks.json"),
+        ));
+    })
+    .await;
+    let identity = ClientIdentity::new(&tenant_of("python"), "python").unwrap();
+    let uri = fedsec_proto::tls::PeerIdentity::Client(identity.clone()).to_uri();
+    let claims = AccessClaims::new(
+        "https://issuer.test",
+        "fedsec",
+        &uri,
+        &["fedsec.client".to_owned()],
+        Duration::from_secs(600),
+    )
+    .unwrap();
+    let token = key.issue(&claims).unwrap();
+    std::fs::write(path("token"), format!("{token}\n")).unwrap();
+    // Registered (with the token) before the job starts, as above.
+    let mut pre = TestClient::connect(&h.pki, &tenant_of("python"), "python", &h.endpoint());
+    let mut req = tonic::Request::new(fedsec_proto::v1::RegisterRequest {
+        software: "pre".into(),
+    });
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    pre.grpc.register(req).await.unwrap();
+    let mut spec = job("py", D, 1.0);
+    spec.population = Some(1);
+    spec.rounds = 1;
+    spec.round_deadline_ms = 60_000;
+    spec.disable_noise = true;
+    let admin = h.running().admin();
+    admin.create_job(spec).await.unwrap();
+    let pem = h.pki.ca().issue_client(&identity).unwrap();
+    std::fs::write(path("ca.pem"), h.pki.ca_pem()).unwrap();
+    std::fs::write(path("client.pem"), &pem.cert_pem).unwrap();
+    std::fs::write(path("client.key"), &pem.key_pem).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/fedsec_client.py");
+    let child = Command::new(&python)
+        .arg(&script)
+        .arg("--stubs")
+        .arg(stubs.path())
+        .args([
+            "--endpoint",
+            &format!("localhost:{}", h.running().local_addr().port()),
+        ])
+        .arg("--ca")
+        .arg(path("ca.pem"))
+        .arg("--cert")
+        .arg(path("client.pem"))
+        .arg("--key")
+        .arg(path("client.key"))
+        .arg("--token-file")
+        .arg(path("token"))
+        .args(["--job", "py"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = finish(child, Duration::from_secs(90)).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the Python client failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["refused_without_token"], true);
+    assert_eq!(report["newly_accepted"], true);
+    assert_eq!(report["history_digest_ok"], true);
+    admin
+        .wait_for_job("py", Duration::from_secs(60), |j| j.rounds_completed == 1)
+        .await
+        .unwrap();
+}
+
+/// The Python to run, or `None` (test skipped with a message) outside CI.
+fn usable_python() -> Option<PathBuf> {
+    match python() {
+        Ok(p) => Some(p),
+        Err(why)
+            if std::env::var_os("CI").is_some() || std::env::var_os("FEDSEC_PYTHON").is_some() =>
+        {
+            panic!("CI or FEDSEC_PYTHON is set but there is no usable Python: {why}")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: no Python with grpcio and grpcio-tools ({why}); set FEDSEC_PYTHON");
+            None
+        }
+    }
+}
+
+/// Python stubs from the .proto files, generated fresh into the target directory.
+fn stubs(python: &Path) -> tempfile::TempDir {
+    let stubs = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let protos: Vec<String> = std::fs::read_dir(workspace().join("proto/fedsec/v1"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".proto"))
+        .map(|n| format!("fedsec/v1/{n}"))
+        .collect();
+    let status = Command::new(python)
+        .current_dir(workspace().join("proto"))
+        .args(["-m", "grpc_tools.protoc", "-I", "."])
+        .arg(format!("--python_out={}", stubs.path().display()))
+        .arg(format!("--grpc_python_out={}", stubs.path().display()))
+        .args(&protos)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "grpcio-tools could not compile {protos:?}"
+    );
+
+    stubs
 }
 
 /// Waits for `child` (killing it after `timeout`) and collects its output.

@@ -9,11 +9,14 @@
 //!   flat parameter layout live in the leaf crate `fedsec-model`).
 //! - [`tls`]: TLS 1.3-only mutual TLS for tonic servers and clients built on
 //!   rustls, and the peer identity carried in client certificates.
+//! - [`bearer`]: OAuth2 bearer tokens clients attach to every call (a token
+//!   file re-read when it changes), for coordinators with `[auth.tokens]`.
 //! - [`devca`]: a development certificate authority (rcgen) that writes a CA,
 //!   a server certificate, client certificates and an admin certificate.
 //! - [`release`]: the coordinator's Ed25519 release key and the canonical
 //!   statement it signs for every served model version (issue 21).
 
+pub mod bearer;
 pub mod devca;
 pub mod model;
 pub mod release;

@@ -257,6 +257,20 @@ pub struct ClientConfig {
     /// `[labels.rules]`, `[labels.outcomes]`).
     #[serde(default)]
     pub labels: LabelOptions,
+    /// Authentication on top of mTLS (coordinators with `[auth.tokens]`).
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// The `[auth]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// File holding the bearer token (a JWT from the platform's IdP or
+    /// `fedsec-coordinator tokens issue`) sent on every call; re-read when
+    /// it changes; mode 0600. Default none: no token (mTLS alone).
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -323,6 +337,9 @@ impl ClientConfig {
         for f in &mut self.labels.outcomes_files {
             fix(f);
         }
+        if let Some(t) = &mut self.auth.token_file {
+            fix(t);
+        }
     }
 
     /// Checks values that do not need the file system; the error names the key.
@@ -331,6 +348,14 @@ impl ClientConfig {
             return Err(ConfigError::invalid(
                 "endpoint",
                 format!("must be https://host:port (got {:?})", self.endpoint),
+            ));
+        }
+        if let Some(t) = &self.auth.token_file
+            && t.as_os_str().is_empty()
+        {
+            return Err(ConfigError::invalid(
+                "auth.token_file",
+                "must not be empty when set",
             ));
         }
         let d = &self.data;
@@ -453,6 +478,9 @@ impl ClientConfig {
         }
         if let Some(k) = &self.release_public_key {
             b = b.release_public_key_file(k);
+        }
+        if let Some(t) = &self.auth.token_file {
+            b = b.token_file(t);
         }
         b
     }

@@ -130,6 +130,7 @@ fn the_example_file_parses_and_states_the_defaults() {
                 && !t.contains("max_examples_per_round")
                 && !t.contains("asn_db")
                 && !t.contains("crawler_ranges")
+                && !t.contains("token_file")
             {
                 format!("{}\n", &t[2..])
             } else {

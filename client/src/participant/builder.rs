@@ -59,6 +59,7 @@ pub struct ParticipantBuilder {
     seed: u64,
     job_id: Option<String>,
     timing: Timing,
+    token_file: Option<PathBuf>,
     release_key: Option<ReleaseKeySetting>,
 }
 
@@ -93,6 +94,7 @@ impl ParticipantBuilder {
             job_id: None,
             timing: Timing::default(),
             release_key: None,
+            token_file: None,
         }
     }
 
@@ -178,6 +180,15 @@ impl ParticipantBuilder {
         self
     }
 
+    /// A bearer token file for coordinators with `[auth.tokens]`: its token
+    /// goes on every call (`authorization: Bearer <JWT>`) and is re-read
+    /// whenever the file changes, so short-lived tokens can be refreshed in
+    /// place. Default none (mTLS alone).
+    pub fn token_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.token_file = Some(path.into());
+        self
+    }
+
     /// Protocol timing (defaults: see [`Timing`]).
     pub fn timing(mut self, timing: Timing) -> Self {
         self.timing = timing;
@@ -214,7 +225,10 @@ impl ParticipantBuilder {
         };
         let rpc = Rpc::new(tls.clone(), &endpoint, self.timing.rpc_timeout)
             .map_err(|e| BuildError::invalid("endpoint", e.to_string()))?
-            .with_release_key(release_key);
+            .with_release_key(release_key)
+            .with_bearer(fedsec_proto::bearer::BearerInterceptor::optional(
+                self.token_file.as_deref(),
+            ));
         let data = self.data.ok_or(BuildError::Missing {
             field: "data",
             hint: "log files, a directory to watch, or DataSource::Host",

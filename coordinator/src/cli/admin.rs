@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use fedsec_coordinator::JobSpec;
 use fedsec_coordinator::config::DangerousConfig;
+use fedsec_proto::bearer::BearerInterceptor;
 use fedsec_proto::tls::{ClientTls, TlsFiles};
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::{
@@ -14,7 +15,6 @@ use fedsec_proto::v1::{
     ListAuditEventsRequest, ListClientsRequest, ListJobsRequest, RollbackModelRequest,
 };
 use serde_json::{Value, json};
-use tonic::transport::Channel;
 
 use super::CliError;
 
@@ -38,6 +38,10 @@ pub(crate) struct AdminArgs {
     /// Admin private key.
     #[arg(long, env = "FEDSEC_KEY")]
     key: Option<PathBuf>,
+    /// Bearer token file (coordinators with `[auth.tokens]`): sent as
+    /// `authorization: Bearer <token>` on every call; re-read when it changes.
+    #[arg(long, env = "FEDSEC_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -342,7 +346,10 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
         cert: need(&args.cert, "--cert")?,
         key: need(&args.key, "--key")?,
     })?;
-    let mut admin: AdminClient<Channel> = AdminClient::new(tls.channel(&args.endpoint)?);
+    let mut admin = AdminClient::with_interceptor(
+        tls.channel(&args.endpoint)?,
+        BearerInterceptor::optional(args.token_file.as_deref()),
+    );
     let j = args.json;
     match args.command {
         AdminCommand::Jobs(cmd) => match cmd {

@@ -7,6 +7,7 @@ pub(crate) mod certs;
 pub(crate) mod keys;
 pub(crate) mod logging;
 pub(crate) mod serve;
+pub(crate) mod tokens;
 
 /// Error type of CLI subcommands: any error with a readable message.
 pub(crate) type CliError = Box<dyn std::error::Error + Send + Sync>;

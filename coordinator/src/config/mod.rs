@@ -64,6 +64,7 @@ impl ConfigError {
 
 type CResult<T = ()> = Result<T, ConfigError>;
 
+pub use crate::auth::config::{AuthConfig, ScopeNames, TokensConfig};
 pub use crate::limits::{LimitsConfig, RateLimitsConfig};
 
 /// The coordinator's configuration file.
@@ -104,6 +105,10 @@ pub struct CoordinatorConfig {
     /// The release signing key (issue 21).
     #[serde(default)]
     pub signing: SigningConfig,
+    /// Authentication on top of mTLS: `[auth.tokens]` (OAuth2 / OIDC bearer
+    /// tokens). Default: none (the client certificate alone).
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Directory of the files jobs may name as `init_weights_path`: only
     /// regular files inside it (after resolving symlinks) are read, at most
     /// `limits.max_init_weights_bytes`. A relative `init_weights_path` in
@@ -143,6 +148,7 @@ impl Default for CoordinatorConfig {
             rate_limits: RateLimitsConfig::default(),
             storage: StorageConfig::default(),
             signing: SigningConfig::default(),
+            auth: AuthConfig::default(),
             init_weights_dir: None,
             dangerous: None,
             jobs: Vec::new(),
@@ -302,6 +308,9 @@ impl CoordinatorConfig {
         if let Some(d) = &mut self.init_weights_dir {
             fix(d);
         }
+        if let Some(t) = &mut self.auth.tokens {
+            t.resolve_paths(base);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.ca);
             fix(&mut tls.cert);
@@ -381,6 +390,9 @@ impl CoordinatorConfig {
         self.limits.validate()?;
         self.validate_metrics()?;
         self.rate_limits.validate()?;
+        if let Some(t) = &self.auth.tokens {
+            t.validate()?;
+        }
         if let Some(k) = &self.storage.encryption_key_file
             && k.as_os_str().is_empty()
         {

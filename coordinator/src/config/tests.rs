@@ -166,6 +166,7 @@ fn the_example_config_is_valid() {
     assert_eq!(c.rate_limits, d.rate_limits);
     assert_eq!(c.storage, d.storage);
     assert_eq!(c.signing, d.signing);
+    assert_eq!(c.auth, d.auth, "tokens are off unless configured");
     // ... and every [limits] key is written out, not left to its default.
     let example = include_str!("../../coordinator.example.toml");
     let limits = toml::to_string(&d.limits).unwrap();
@@ -181,6 +182,41 @@ fn the_example_config_is_valid() {
     assert_eq!(j.population_drift, default_population_drift());
     assert_eq!(j.min_clients, default_min_clients());
     assert_eq!(j.population, Some(300));
+}
+
+/// Uncommenting the example's `[auth.tokens]` block gives exactly the
+/// defaults (with its issuer, audience and JWKS file), and every key of the
+/// table is in the block.
+#[test]
+fn the_example_token_section_states_the_defaults() {
+    let example = include_str!("../../coordinator.example.toml");
+    let start = example.find("# [auth.tokens]").unwrap();
+    let end = start + example[start..].find("\n\n").unwrap();
+    let block: String = example[start..end]
+        .lines()
+        .filter(|l| !l.starts_with("# #"))
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    let text = MINIMAL.replacen("[[jobs]]", &format!("{block}\n[[jobs]]"), 1);
+    let c = CoordinatorConfig::from_toml_str(&text).unwrap();
+    let t = c.auth.tokens.unwrap();
+    let d = crate::config::TokensConfig::with_jwks_file(
+        "https://idp.example.com/realms/fedsec",
+        "fedsec-coordinator",
+        "jwks.json",
+    );
+    assert_eq!(t, d);
+    let keys = toml::to_string(&d).unwrap();
+    for key in keys.lines().filter_map(|l| l.split(" = ").next()) {
+        if key.starts_with('[') || key.is_empty() {
+            continue;
+        }
+        assert!(
+            block.contains(&format!("{key} = ")),
+            "the example does not list {key}"
+        );
+    }
+    assert!(block.contains("jwks_url") || example[start..end].contains("jwks_url"));
 }
 
 #[test]

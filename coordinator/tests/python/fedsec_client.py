@@ -6,8 +6,13 @@ committed version's round history (GetRoundHistory, hash chain checked); prints 
 JSON line describing what it did. Used by coordinator/tests/python_client.rs,
 which generates the stubs from proto/ with grpcio-tools first.
 
+With --token-file (coordinators with [auth.tokens]) every call carries
+"authorization: Bearer <token>" through grpcio's call credentials, the file
+re-read for each call (so a refreshed token is picked up); the script first
+checks that a call without the token is refused with UNAUTHENTICATED.
+
 Usage: fedsec_client.py --stubs DIR --endpoint HOST:PORT --ca F --cert F
-       --key F --job JOB [--chunk-bytes N] [--timeout S]
+       --key F --job JOB [--chunk-bytes N] [--timeout S] [--token-file F]
 """
 
 import argparse
@@ -28,6 +33,7 @@ def main() -> int:
     p.add_argument("--job", required=True)
     p.add_argument("--chunk-bytes", type=int, default=64 * 1024)
     p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--token-file")
     a = p.parse_args()
     sys.path.insert(0, a.stubs)
 
@@ -43,6 +49,31 @@ def main() -> int:
         private_key=read(a.key),
         certificate_chain=read(a.cert),
     )
+    refused_without_token = None
+    if a.token_file:
+        # Without the token: the coordinator must refuse the call.
+        bare = coordinator_pb2_grpc.CoordinatorStub(
+            grpc.secure_channel(a.endpoint, creds)
+        )
+        try:
+            bare.Register(coordinator_pb2.RegisterRequest(software="x"), timeout=10)
+            refused_without_token = False
+        except grpc.RpcError as e:
+            refused_without_token = e.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        class TokenFile(grpc.AuthMetadataPlugin):
+            """The token of a file, read again for every call."""
+
+            def __call__(self, context, callback):
+                try:
+                    token = read(a.token_file).decode("ascii").strip()
+                    callback((("authorization", "Bearer " + token),), None)
+                except Exception as e:  # reported to grpcio, which fails the call
+                    callback((), e)
+
+        creds = grpc.composite_channel_credentials(
+            creds, grpc.metadata_call_credentials(TokenFile())
+        )
     channel = grpc.secure_channel(a.endpoint, creds)
     stub = coordinator_pb2_grpc.CoordinatorStub(channel)
     deadline = time.monotonic() + a.timeout
@@ -171,6 +202,7 @@ def main() -> int:
                 "history_rounds": receipt.history_rounds,
                 "history_digest_ok": chain == receipt.history_sha256,
                 "inline_rounds_match": list(receipt.rounds) == charges,
+                "refused_without_token": refused_without_token,
             }
         )
     )
