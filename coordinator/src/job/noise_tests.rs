@@ -138,5 +138,8 @@ async fn admin_create_job_takes_discrete_noise_without_a_flag_and_refuses_simula
     let status = tonic::Status::from(e);
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
     assert!(status.message().contains("noise_source"), "{status}");
-    assert!(status.message().contains("allow_simulation_noise"), "{status}");
+    assert!(
+        status.message().contains("allow_simulation_noise"),
+        "{status}"
+    );
 }
