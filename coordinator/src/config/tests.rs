@@ -44,7 +44,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(j.population_drift, 0.2);
     assert_eq!(j.cohort(), Some((0.1, 5.0)));
     assert_eq!(j.round_deadline_ms, 60_000);
-    assert_eq!(j.noise_source, NoiseKind::OpenDp);
+    assert_eq!(j.noise_source, NoiseKind::Discrete);
     assert_eq!(j.noise_level(), NoiseLevel::Multiplier(1.0));
     assert_eq!(j.sampling(), Sampling::Rate(0.1));
     assert_eq!(j.budget(), None);
