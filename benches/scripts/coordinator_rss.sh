@@ -7,7 +7,13 @@
 #
 #   benches/scripts/coordinator_rss.sh            # 10 100 1000 clients, 3 rounds
 #   CLIENTS="10 100" ROUNDS=2 benches/scripts/coordinator_rss.sh
-#   NOISE=opendp benches/scripts/coordinator_rss.sh   # exact noise (slower rounds)
+#   NOISE=opendp benches/scripts/coordinator_rss.sh   # one noise source
+#   CLIENTS=100 NOISE="simulation discrete opendp" benches/scripts/coordinator_rss.sh
+#                                     # several sources in one run: prints each
+#                                     # source's s/round over simulation's (the
+#                                     # issue-18 gate: discrete / simulation ≤ 1.3;
+#                                     # a source named twice runs twice, averaged)
+#   COORD_LOG="warn,fedsec_coordinator::job::noise=debug" ...  # + noise draw/wait times
 #   STREAM_WINDOW=1048576 CONN_WINDOW=2097152 benches/scripts/coordinator_rss.sh
 #                                     # HTTP/2 windows (default: the coordinator's)
 #
@@ -35,9 +41,12 @@ max_clients=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -1)
 
 rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
 
-printf '%8s %7s %12s %14s %12s %10s\n' clients rounds baseline_MB peak_RSS_MB peak/base s/round
+printf '%-10s %8s %7s %12s %14s %12s %10s\n' noise clients rounds baseline_MB peak_RSS_MB peak/base s/round
+declare -A per_round
 for n in $CLIENTS; do
-    dir="$work/run-$n"
+for noise in $NOISE; do
+    runs=$((${runs:-0} + 1))
+    dir="$work/run-$runs-$n-$noise"
     mkdir -p "$dir"
     cat >"$dir/coordinator.toml" <<TOML
 listen = "127.0.0.1:$PORT"
@@ -55,7 +64,7 @@ ${CONN_WINDOW:+http2_connection_window_bytes = $CONN_WINDOW}
 [dangerous]
 allow_simulation_noise = true
 TOML
-    RUST_LOG=warn "$BIN" serve --config "$dir/coordinator.toml" 2>"$dir/coordinator.log" &
+    RUST_LOG=${COORD_LOG:-warn} "$BIN" serve --config "$dir/coordinator.toml" 2>"$dir/coordinator.log" &
     pid=$!
     for _ in $(seq 100); do
         grep -q . /proc/$pid/status 2>/dev/null && (echo >/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
@@ -70,7 +79,7 @@ sampling_rate = 1.0
 rounds = $ROUNDS
 population = $n
 round_deadline_ms = 3600000
-noise_source = "$NOISE"
+noise_source = "$noise"
 noise_multiplier = 1.0
 TOML
     "$LOADGEN" --pki "$work/pki" --endpoint "https://localhost:$PORT" --job rss --clients "$n" --rounds "$ROUNDS" 2>"$dir/loadgen.log" &
@@ -87,7 +96,26 @@ TOML
     peak=$(rss_kb $pid VmHWM)
     kill -TERM $pid
     wait $pid || true
-    awk -v n="$n" -v r="$ROUNDS" -v b="$base" -v p="$peak" -v s="$start" -v e="$end" \
-        'BEGIN { printf "%8d %7d %12.1f %14.1f %12.2f %10.2f\n", n, r, b/1024, p/1024, p/b, (e-s)/r }'
+    t=$(awk -v r="$ROUNDS" -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", (e-s)/r }')
+    per_round[$n,$noise]="${per_round[$n,$noise]:-} $t"
+    awk -v x="$noise" -v n="$n" -v r="$ROUNDS" -v b="$base" -v p="$peak" -v t="$t" \
+        'BEGIN { printf "%-10s %8d %7d %12.1f %14.1f %12.2f %10.3f\n", x, n, r, b/1024, p/1024, p/b, t }'
     grep -h "loadgen: round" "$dir/loadgen.log" | sed 's/^/    /'
+    # With COORD_LOG="warn,fedsec_coordinator::job::noise=debug": when each
+    # round's noise was drawn and how long the close waited for it.
+    grep -h "round noise" "$dir/coordinator.log" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/    /' || true
 done
+done
+# Same-run ratios of each source's mean time per round to simulation
+# noise's (a source named twice in NOISE is run twice and averaged).
+if [[ " $NOISE " == *" simulation "* ]]; then
+    for n in $CLIENTS; do
+        for noise in $(echo $NOISE | tr ' ' '\n' | awk '!seen[$0]++'); do
+            [[ $noise == simulation ]] && continue
+            awk -v x="$noise" -v n="$n" -v d="$DIM" -v a="${per_round[$n,$noise]}" -v b="${per_round[$n,simulation]}" '
+                function mean(s,   k, v, i, t) { k = split(s, v, " "); t = 0; for (i = 1; i <= k; i++) t += v[i]; return t / k }
+                BEGIN { printf "ratio %s / simulation at %d clients, d = %d: %.3f s / %.3f s = %.2f\n", x, n, d, mean(a), mean(b), mean(a) / mean(b) }'
+        done
+    done
+    echo "load: $(uptime)"
+fi

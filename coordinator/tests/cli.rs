@@ -117,7 +117,7 @@ rounds = 2
     let jobs = admin(d, port, &["jobs", "list"]);
     assert_eq!(jobs[0]["job_id"], "cli-job");
     assert_eq!(jobs[0]["state"], "RUNNING");
-    assert_eq!(jobs[0]["config"]["noise_source"], "opendp");
+    assert_eq!(jobs[0]["config"]["noise_source"], "discrete");
     let models = admin(d, port, &["models", "list", "cli-job"]);
     assert_eq!(models[0]["version"], 0);
     assert_eq!(models[0]["current"], true);

@@ -1,7 +1,7 @@
 //! Rounds end to end over loopback mTLS: the exact mean with a fixed
 //! denominator, server-side re-clipping, rounds released and charged
 //! whatever their realised cohort (dropouts and empty rounds included), the
-//! default (opendp) noise with a verifiable receipt, and the budget stop.
+//! default (discrete) noise with a verifiable receipt, and the budget stop.
 
 #![allow(clippy::unwrap_used)]
 
@@ -103,7 +103,7 @@ async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_
 
 #[tokio::test]
 async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
-    // Default noise source (opendp): a real, verifiable receipt. Both
+    // Default noise source (discrete): a real, verifiable receipt. Both
     // tenants are selected every round (q = 1); min_clients = 2 is the
     // smallest *expected* cohort, never a release condition.
     let h = Harness::start().await;
@@ -114,7 +114,7 @@ async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
     spec.rounds = 2;
     spec.round_deadline_ms = 400;
     spec.noise_multiplier = Some(2.0);
-    assert_eq!(spec.noise_source, fedsec_privacy::NoiseKind::OpenDp);
+    assert_eq!(spec.noise_source, fedsec_privacy::NoiseKind::Discrete);
     let admin = h.running().admin();
     admin.create_job(spec).await.unwrap();
 
@@ -185,7 +185,7 @@ async fn rounds_are_released_and_charged_whatever_their_realised_cohort() {
     // C plus the grid inflation plus the rounding of the f64 sum over at
     // most limits.max_tenants (default 10⁶) contributions, one update per
     // tenant (issue 14, point 4; issue 13: never the registered count).
-    let grid = fedsec_privacy::OpenDpGaussian::new().sensitivity_inflation(4);
+    let grid = fedsec_privacy::DiscreteGaussianNoise::default().sensitivity_inflation(4);
     let sum_rounding = fedsec_privacy::accumulation_inflation(1.0, 1_000_000);
     assert!(sum_rounding > 0.0);
     for charge in &parsed.rounds {

@@ -69,7 +69,7 @@ async fn receipts_state_the_same_sensitivity_whatever_the_number_of_registered_t
     assert_eq!(few.epsilon_pld, many.epsilon_pld);
     // C′ = C + the sampler's grid inflation + the f64 sum's rounding over
     // limits.max_tenants (default 10⁶) contributions: 2.2e-4 relative.
-    let grid = fedsec_privacy::OpenDpGaussian::new().sensitivity_inflation(4);
+    let grid = fedsec_privacy::DiscreteGaussianNoise::default().sensitivity_inflation(4);
     let rounding = |n| fedsec_privacy::accumulation_inflation(1.0, n);
     assert_eq!(c_few, 1.0 + (grid + rounding(1_000_000)));
     assert!((2.2e-4..2.3e-4).contains(&rounding(1_000_000)));

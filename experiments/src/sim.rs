@@ -41,7 +41,8 @@ use fedsec_privacy::{
     clip_in_place, l2_norm,
 };
 use fedsec_round::{
-    JobParams, NoiseLevel, Plan, PlanInput, Release, RoundSum, ServerOpt, release, resolve,
+    JobParams, NoiseLevel, Plan, PlanInput, Release, RoundNoise, RoundSum, ServerOpt, release,
+    resolve,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -338,6 +339,13 @@ pub fn run(
             // coordinator would.
             Plan::Completed | Plan::BudgetExhausted { .. } => break,
         };
+        // The round's noise, drawn before the updates as the coordinator does
+        // (it does not depend on them; the same seeded values as adding it
+        // at release).
+        let round_noise = match planned.noise_request(dim, None) {
+            Some(request) => Some((RoundNoise::draw(&mut noise, request)?, request.plan)),
+            None => None,
+        };
         let selected = select(pop.len(), q, cfg.seed, round, 1);
         let updates = parallel_map(&selected, cfg.threads, |&t| {
             let attack = adversary.filter(|a| a.is_malicious(t)).map(|a| a.attack);
@@ -383,9 +391,7 @@ pub fn run(
             Release {
                 weights: &weights,
                 momentum: momentum.as_deref(),
-                noise: planned
-                    .noise_plan()
-                    .map(|p| (&mut noise as &mut dyn GaussianNoise, p)),
+                noise: round_noise,
                 adaptive: None,
                 clip_norm: cfg.clip_norm,
                 expected_cohort: resolved.expected_cohort,

@@ -40,7 +40,8 @@ pub use clip::{
 };
 pub use history::{HistoryChain, HistoryError, HistoryRef, ReceiptSummary};
 pub use noise::{
-    DiscreteGaussianNoise, GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian, SimulationGaussian,
+    DiscreteGaussianNoise, DrawnNoise, GaussianNoise, NoiseError, NoiseKind, OpenDpGaussian,
+    SimulationGaussian,
 };
 pub use receipt::{EmpiricalAudit, PrivacyReceipt, ReceiptError, RoundCharge, compose};
 

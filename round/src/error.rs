@@ -34,6 +34,15 @@ pub enum RoundError {
         #[source]
         source: NoiseError,
     },
+    /// The pre-drawn noise was drawn for another plan, dimension or
+    /// clip-count setting than the release asks for (nothing is released).
+    #[error("noise drawn for {drawn:?} cannot be added to a release of {asked:?}")]
+    NoiseMismatch {
+        /// What the noise was drawn for.
+        drawn: Box<crate::noise::NoiseRequest>,
+        /// What the release needs.
+        asked: Box<crate::noise::NoiseRequest>,
+    },
     /// The sum does not have the model's dimension.
     #[error("sum of {sum} values for a model of {model}")]
     Dimension {

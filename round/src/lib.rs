@@ -13,16 +13,19 @@
 //!    seeded draws): the core needs only the rate `q` it plans with;
 //! 4. [`accumulate`] — re-clip every update to `C` and add it into an `f64`
 //!    sum (O(model) memory), with the counts adaptive clipping needs;
-//! 5. [`release`] — noise, the fixed denominator, adaptive clipping and the
-//!    server optimiser: the next model;
-//! 6. charge — [`plan::PlannedRound::charge`]: the ledger entry stamped with
+//! 5. [`noise`] — once the round is planned, its noise is drawn ahead
+//!    ([`RoundNoise::draw`]: it does not depend on the data), while the
+//!    round collects updates;
+//! 6. [`release`] — adds the drawn noise (consuming it), the fixed
+//!    denominator, adaptive clipping and the server optimiser: the next model;
+//! 7. charge — [`plan::PlannedRound::charge`]: the ledger entry stamped with
 //!    its commit time, ε unchanged; the caller commits it with the model
 //!    (the coordinator in one database transaction) before publishing.
 //!
 //! The coordinator's driver wraps these steps with async, locks and the
 //! store; the experiments' simulator drives the same steps in a loop. A new
 //! aggregation (secure aggregation, robust aggregation) plugs in at
-//! [`accumulate`] and [`release`].
+//! [`accumulate`], [`noise`] and [`release`].
 //!
 //! Why a crate of its own: the core needs `fedsec-privacy` and nothing else.
 //! Inside the coordinator the simulator would have to link tonic, rustls and
@@ -31,12 +34,14 @@
 
 pub mod accumulate;
 pub mod error;
+pub mod noise;
 pub mod plan;
 pub mod release;
 pub mod resolve;
 
 pub use accumulate::{AddError, Added, RoundSum};
 pub use error::RoundError;
+pub use noise::{NoiseRequest, RoundNoise};
 pub use plan::{Charged, Plan, PlanInput, PlannedRound, Statement, plan};
 pub use release::{AdaptivePlan, NoisePlan, Release, Released, ServerOpt, release};
 pub use resolve::{JobParams, NoiseLevel, Resolved, calibrate, resolve};

@@ -189,6 +189,22 @@ impl PlannedRound {
         })
     }
 
+    /// What to draw for this round's noise ([`crate::RoundNoise::draw`]) on
+    /// a model of `dim` parameters, with adaptive clipping's σ_b if the job
+    /// clips adaptively; `None` for a job without noise. Known as soon as
+    /// the round is planned: the noise does not depend on the data.
+    pub fn noise_request(
+        &self,
+        dim: usize,
+        count_stddev: Option<f64>,
+    ) -> Option<crate::NoiseRequest> {
+        self.noise_plan().map(|plan| crate::NoiseRequest {
+            plan,
+            dim,
+            count_stddev,
+        })
+    }
+
     /// Refuses a sum of more updates than the sensitivity was planned for
     /// (a bug upstream: each unit sends at most one update).
     pub fn check_summands(&self, accepted: u64) -> Result<(), RoundError> {

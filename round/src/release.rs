@@ -4,21 +4,23 @@
 //! Pure numerics (no I/O); the coordinator runs it on a blocking thread, the
 //! simulator in its round loop:
 //!
-//! 1. `sum += N(0, (z_Δ · sensitivity)² I)` from the job's noise source,
-//!    with `sensitivity = C + source.sensitivity_inflation(d)`;
-//! 2. with adaptive clipping, the centred within-clip count gets
-//!    `N(0, σ_b'²)` from the same source, where `σ_b' = σ_b · (½ + infl(1)) / ½`
-//!    keeps the accounted ratio σ/Δ = 2σ_b despite grid rounding, and C moves
-//!    toward the target quantile;
+//! 1. `sum += N(0, (z_Δ · sensitivity)² I)`, drawn ahead from the job's
+//!    noise source ([`RoundNoise`], consumed here), with `sensitivity = C′`
+//!    (C plus the source's grid inflation plus the sum's rounding bound);
+//! 2. with adaptive clipping, the centred within-clip count gets the drawn
+//!    `N(0, σ_b'²)`, where `σ_b' = σ_b · (½ + infl(1)) / ½` keeps the
+//!    accounted ratio σ/Δ = 2σ_b despite grid rounding, and C moves toward
+//!    the target quantile;
 //! 3. `mean = sum / expected_cohort` — the fixed q·N, never the realised count;
 //! 4. FedAvg `w ← w + η·mean`, or FedAvgM `m ← β·m + mean; w ← w + η·m`
 //!    (post-processing; the momentum buffer is persisted with each version so
 //!    a restarted coordinator continues exactly).
 
-use fedsec_privacy::adaptive::{COUNT_SENSITIVITY, centered_count, noisy_within_clip_count};
-use fedsec_privacy::{AdaptiveClipState, GaussianNoise};
+use fedsec_privacy::AdaptiveClipState;
+use fedsec_privacy::adaptive::{centered_count, noisy_within_clip_count};
 
 use crate::error::RoundError;
+use crate::noise::RoundNoise;
 
 /// Noise settings of one release.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,9 +66,10 @@ pub struct Release<'a> {
     pub weights: &'a [f32],
     /// FedAvgM momentum after the published version, if any.
     pub momentum: Option<&'a [f32]>,
-    /// The noise source and its plan; `None` only for jobs with noise
-    /// disabled under `[dangerous]`.
-    pub noise: Option<(&'a mut dyn GaussianNoise, NoisePlan)>,
+    /// The round's noise, drawn ahead ([`RoundNoise::draw`]), and the plan
+    /// it must have been drawn for; `None` only for jobs with noise disabled
+    /// under `[dangerous]`.
+    pub noise: Option<(RoundNoise, NoisePlan)>,
     /// Adaptive clipping inputs, when the job clips adaptively.
     pub adaptive: Option<AdaptivePlan>,
     /// The clip norm `C` of the round.
@@ -81,7 +84,7 @@ impl std::fmt::Debug for Release<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Release")
             .field("dim", &self.weights.len())
-            .field("noise", &self.noise.as_ref().map(|(_, p)| p))
+            .field("noise", &self.noise.as_ref().map(|(n, _)| n.request()))
             .field("adaptive", &self.adaptive)
             .field("clip_norm", &self.clip_norm)
             .field("expected_cohort", &self.expected_cohort)
@@ -90,7 +93,9 @@ impl std::fmt::Debug for Release<'_> {
     }
 }
 
-/// Computes the next model from a round's sum.
+/// Computes the next model from a round's sum, consuming the round's noise.
+/// Noise drawn for another plan, dimension or clip-count setting is refused
+/// ([`RoundError::NoiseMismatch`]).
 pub fn release(mut sum: Vec<f64>, input: Release<'_>) -> Result<Released, RoundError> {
     let Release {
         weights,
@@ -112,21 +117,20 @@ pub fn release(mut sum: Vec<f64>, input: Release<'_>) -> Result<Released, RoundE
     }
     let mut next_clip_norm = clip_norm;
     match noise {
-        Some((source, plan)) => {
-            source
-                .add_noise(&mut sum, plan.update_stddev)
+        Some((drawn, plan)) => {
+            let count_stddev = adaptive.map(|a| a.state.count_stddev);
+            let (sum_noise, count_noise) = drawn.take(plan, weights.len(), count_stddev)?;
+            sum_noise
+                .add_to(&mut sum)
                 .map_err(|source| RoundError::Noise {
                     what: "sum",
                     source,
                 })?;
-            if let Some(a) = adaptive {
+            if let (Some(a), Some(noise)) = (adaptive, count_noise) {
                 let mut state = a.state;
-                let inflation = source.sensitivity_inflation(1);
-                let stddev =
-                    state.count_stddev * (COUNT_SENSITIVITY + inflation) / COUNT_SENSITIVITY;
                 let mut count = [centered_count(a.within_clip, a.reports)];
-                source
-                    .add_noise(&mut count, stddev)
+                noise
+                    .add_to(&mut count)
                     .map_err(|source| RoundError::Noise {
                         what: "clip count",
                         source,
@@ -176,7 +180,116 @@ pub fn release(mut sum: Vec<f64>, input: Release<'_>) -> Result<Released, RoundE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fedsec_privacy::SimulationGaussian;
+    use crate::noise::NoiseRequest;
+    use fedsec_privacy::adaptive::COUNT_SENSITIVITY;
+    use fedsec_privacy::{DiscreteGaussianNoise, GaussianNoise, SimulationGaussian};
+
+    fn draw(
+        src: &mut dyn GaussianNoise,
+        plan: NoisePlan,
+        dim: usize,
+        count_stddev: Option<f64>,
+    ) -> RoundNoise {
+        let request = NoiseRequest {
+            plan,
+            dim,
+            count_stddev,
+        };
+        RoundNoise::draw(src, request).unwrap()
+    }
+
+    /// The release before pre-drawn noise: the source added inline.
+    fn release_inline(
+        sum: &[f64],
+        src: &mut dyn GaussianNoise,
+        plan: NoisePlan,
+        a: AdaptivePlan,
+        cohort: f64,
+    ) -> (Vec<f32>, f64) {
+        let mut sum = sum.to_vec();
+        src.add_noise(&mut sum, plan.update_stddev).unwrap();
+        let mut state = a.state;
+        let stddev = state.count_stddev * (COUNT_SENSITIVITY + src.sensitivity_inflation(1))
+            / COUNT_SENSITIVITY;
+        let mut count = [centered_count(a.within_clip, a.reports)];
+        src.add_noise(&mut count, stddev).unwrap();
+        let c = state.update(noisy_within_clip_count(count[0], cohort), cohort);
+        let w = sum.iter().map(|s| (s / cohort) as f32).collect();
+        (w, c)
+    }
+
+    fn adaptive(count_stddev: f64) -> AdaptivePlan {
+        AdaptivePlan {
+            state: AdaptiveClipState {
+                clip_norm: 1.0,
+                target_quantile: 0.5,
+                learning_rate: 0.2,
+                count_stddev,
+            },
+            within_clip: 7,
+            reports: 10,
+        }
+    }
+
+    #[test]
+    fn pre_drawn_noise_releases_what_the_inline_source_did() {
+        // Same seed: the same model and next C, bit for bit (sum noise first,
+        // then the clip count, with the grid-inflated σ_b').
+        let (d, plan, a) = (1000, NoisePlan { update_stddev: 1.5 }, adaptive(0.3));
+        let sum: Vec<f64> = (0..d).map(|i| i as f64 * 0.01 - 3.0).collect();
+        let (w_inline, c_inline) =
+            release_inline(&sum, &mut SimulationGaussian::seeded(11), plan, a, 10.0);
+        let mut src = SimulationGaussian::seeded(11);
+        let r = release(
+            sum,
+            Release {
+                weights: &vec![0.0; d],
+                momentum: None,
+                noise: Some((draw(&mut src, plan, d, Some(0.3)), plan)),
+                adaptive: Some(a),
+                clip_norm: 1.0,
+                expected_cohort: 10.0,
+                opt: FEDAVG,
+            },
+        )
+        .unwrap();
+        assert_eq!(r.weights, w_inline);
+        assert_eq!(r.next_clip_norm, c_inline);
+    }
+
+    #[test]
+    fn two_draws_give_two_models_and_mismatched_noise_is_refused() {
+        let (d, plan) = (50_000, NoisePlan { update_stddev: 1.0 });
+        let mut src = DiscreteGaussianNoise::seeded(8);
+        let first = draw(&mut src, plan, d, None);
+        let second = draw(&mut src, plan, d, None);
+        let run = |noise: RoundNoise, p: NoisePlan| {
+            release(
+                vec![0.0; d],
+                Release {
+                    weights: &vec![0.0; d],
+                    momentum: None,
+                    noise: Some((noise, p)),
+                    adaptive: None,
+                    clip_norm: 1.0,
+                    expected_cohort: 1.0,
+                    opt: FEDAVG,
+                },
+            )
+        };
+        let (a, b) = (run(first, plan).unwrap(), run(second, plan).unwrap());
+        let same = a
+            .weights
+            .iter()
+            .zip(&b.weights)
+            .filter(|(x, y)| x == y)
+            .count();
+        assert!(same < 10, "{same} of {d} coordinates equal");
+        // Noise drawn for another stddev is refused, not silently added.
+        let other = NoisePlan { update_stddev: 2.0 };
+        let e = run(draw(&mut src, plan, d, None), other).unwrap_err();
+        assert!(matches!(e, RoundError::NoiseMismatch { .. }), "{e}");
+    }
 
     const FEDAVG: ServerOpt = ServerOpt {
         learning_rate: 1.0,
@@ -251,7 +364,7 @@ mod tests {
             Release {
                 weights: &vec![0.0; d],
                 momentum: None,
-                noise: Some((&mut src, plan)),
+                noise: Some((draw(&mut src, plan, d, None), plan)),
                 adaptive: None,
                 clip_norm: 1.0,
                 expected_cohort: 10.0,
@@ -267,6 +380,7 @@ mod tests {
     #[test]
     fn adaptive_clipping_moves_c_toward_the_quantile() {
         let mut src = SimulationGaussian::seeded(1);
+        let plan = NoisePlan { update_stddev: 0.1 };
         let state = AdaptiveClipState {
             clip_norm: 1.0,
             target_quantile: 0.5,
@@ -279,7 +393,7 @@ mod tests {
             Release {
                 weights: &[0.0; 2],
                 momentum: None,
-                noise: Some((&mut src, NoisePlan { update_stddev: 0.1 })),
+                noise: Some((draw(&mut src, plan, 2, Some(0.01)), plan)),
                 adaptive: Some(AdaptivePlan {
                     state,
                     within_clip: 100,

@@ -233,7 +233,8 @@ pub struct JobSpec {
     /// Server optimiser.
     #[serde(default)]
     pub server_optimizer: ServerOptimizerSpec,
-    /// `opendp` (default) or `simulation` (needs `dangerous.allow_simulation_noise`).
+    /// `discrete` (default), `opendp`, or `simulation` (needs
+    /// `dangerous.allow_simulation_noise`).
     #[serde(default)]
     pub noise_source: NoiseKind,
     /// Publish without noise (needs `dangerous.allow_disabled_noise`). Default `false`.

@@ -2,7 +2,6 @@
 //! offending key (`jobs[0].clipping.clip_norm: must be > 0 (got -1)`), and
 //! the `[dangerous]` settings a job needs.
 
-use fedsec_privacy::NoiseKind;
 use fedsec_proto::tls::is_valid_id;
 
 use super::{CResult, ConfigError, DangerousConfig, JobSpec, MAX_CANARIES, MAX_POPULATION};
@@ -42,7 +41,7 @@ impl JobSpec {
     /// (simulation noise or disabled noise without its flag). Checked at
     /// creation and again for every stored job at every start and resume.
     pub fn dangerous_violation(&self, dangerous: &DangerousConfig) -> Option<String> {
-        if self.noise_source == NoiseKind::Simulation && !dangerous.allow_simulation_noise {
+        if !self.noise_source.is_production_safe() && !dangerous.allow_simulation_noise {
             return Some(
                 "it uses noise_source = \"simulation\" (not floating-point safe) and the \
                  coordinator config no longer has [dangerous] allow_simulation_noise = true"
@@ -191,7 +190,7 @@ impl JobSpec {
             &k("server_optimizer.momentum"),
             self.server_optimizer.momentum,
         )?;
-        if self.noise_source == NoiseKind::Simulation && !dangerous.allow_simulation_noise {
+        if !self.noise_source.is_production_safe() && !dangerous.allow_simulation_noise {
             return Err(ConfigError::invalid(
                 k("noise_source"),
                 "\"simulation\" noise is not floating-point safe; refused unless the \

@@ -122,7 +122,7 @@ impl JobSpec {
             return Err(ConfigError::invalid(
                 "config.noise_source",
                 format!(
-                    "{} bytes, the limit is {} (expected \"opendp\" or \"simulation\")",
+                    "{} bytes, the limit is {} (expected \"discrete\", \"opendp\" or \"simulation\")",
                     msg.noise_source.len(),
                     crate::fields::MAX_NOISE_SOURCE_BYTES
                 ),

@@ -1,4 +1,5 @@
 use fedsec_model::ModelSpec;
+use fedsec_privacy::NoiseKind;
 use fedsec_proto::model::ModelSpecWire;
 use fedsec_proto::v1;
 
@@ -43,7 +44,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(j.population_drift, 0.2);
     assert_eq!(j.cohort(), Some((0.1, 5.0)));
     assert_eq!(j.round_deadline_ms, 60_000);
-    assert_eq!(j.noise_source, NoiseKind::OpenDp);
+    assert_eq!(j.noise_source, NoiseKind::Discrete);
     assert_eq!(j.noise_level(), NoiseLevel::Multiplier(1.0));
     assert_eq!(j.sampling(), Sampling::Rate(0.1));
     assert_eq!(j.budget(), None);
@@ -343,6 +344,34 @@ fn dangerous_settings_need_the_dangerous_section() {
         "sampling_rate = 0.1\ndisable_noise = true",
     );
     assert_eq!(invalid_key(&off), "jobs[0].disable_noise");
+}
+
+#[test]
+fn discrete_noise_is_the_default_and_needs_no_dangerous_flag() {
+    // Without noise_source the job gets the production default, `discrete`.
+    let c = CoordinatorConfig::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(c.jobs[0].noise_source, NoiseKind::Discrete);
+    assert!(c.dangerous.is_none());
+    // Named explicitly (and opendp too), with no [dangerous] section: accepted.
+    for name in ["discrete", "opendp"] {
+        let named = MINIMAL.replace(
+            "sampling_rate = 0.1",
+            &format!("sampling_rate = 0.1\nnoise_source = \"{name}\""),
+        );
+        let c = CoordinatorConfig::from_toml_str(&named).unwrap();
+        assert_eq!(c.jobs[0].noise_source.as_str(), name);
+    }
+    // Every source that is not production-safe needs the flag.
+    for kind in [
+        NoiseKind::OpenDp,
+        NoiseKind::Discrete,
+        NoiseKind::Simulation,
+    ] {
+        let mut spec = c.jobs[0].clone();
+        spec.noise_source = kind;
+        let refused = spec.dangerous_violation(&DangerousConfig::default());
+        assert_eq!(refused.is_some(), !kind.is_production_safe(), "{kind}");
+    }
 }
 
 #[test]

@@ -17,39 +17,37 @@
 //!    data-independent interruption (pause, rollback, shutdown; a crash
 //!    leaves the attempt open) abandons the attempt: nothing released,
 //!    nothing charged, the next attempt gets a fresh cohort;
-//! 5. **release** — [`fedsec_round::release`]: noise, fixed denominator,
-//!    server optimiser, on a blocking thread;
+//! 5. **release** — [`fedsec_round::release`]: the noise drawn while the
+//!    round collected ([`super::noise`]), fixed denominator, server
+//!    optimiser, on a blocking thread;
 //! 6. **commit** the ledger entry ([`fedsec_round::PlannedRound::charge`])
 //!    and the model version in ONE transaction;
 //! 7. **publish** in memory — only after the commit.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fedsec_privacy::{AdaptiveClipState, GaussianNoise};
-use fedsec_proto::model::ModelSpecWire;
+use fedsec_privacy::AdaptiveClipState;
 use fedsec_proto::tensor::{digest, le_bytes};
-use fedsec_proto::v1;
-use fedsec_round::{AdaptivePlan, Plan, PlanInput, PlannedRound, Release, ServerOpt, release};
+use fedsec_round::{AdaptivePlan, Plan, PlanInput, Release, ServerOpt, release};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use crate::accounting::Receipt;
 use crate::canary::CanaryDraw;
 use crate::config::JobSpec;
 use crate::engine::{Engine, now_unix_ms};
 use crate::error::Error;
-use crate::round::{OpenRound, Opening};
+use crate::round::OpenRound;
 use crate::store::{
-    AttemptClose, AttemptRecord, AttemptState, JobState, LedgerKind, LedgerRecord,
-    ModelVersionRecord, Resolution, RoundCommit, VersionInfo,
+    AttemptClose, JobState, LedgerKind, LedgerRecord, ModelVersionRecord, RoundCommit, VersionInfo,
 };
 
 use super::audit::run_audit;
+use super::noise;
+use super::open::open_attempt;
 use super::population::check_population;
 use super::resolve::{resolve, resolved};
-use super::{JobRuntime, Published, lock, weather};
+use super::{JobRuntime, Published, weather};
 
 /// Registers a job runtime with the engine and starts its driver (unless
 /// the job is finished).
@@ -205,9 +203,11 @@ async fn step(
         Err(e) => return Err(e),
     };
 
-    // 2. Select and open.
+    // 2. Select and open; the attempt's noise is drawn from now on, while
+    // the round collects (it does not depend on the data).
     check_population(engine, job, selectable.len() as u64).await;
     let open = open_attempt(engine, job, &res, &planned, &current, selectable).await?;
+    let pending_noise = noise::start(job, &planned, &res, open.attempt);
     let job_id = job.id().to_owned();
 
     // 3. Collect.
@@ -247,6 +247,9 @@ async fn step(
             rejected: closed.rejected,
             note: why,
         };
+        // Not released: the attempt's noise is discarded (zeroized when its
+        // draw finishes), never reused by another attempt.
+        drop(pending_noise);
         abandon(engine, job, &abandoned).await?;
         drop(guard);
         return if cause == CloseCause::Shutdown {
@@ -263,9 +266,12 @@ async fn step(
     let sum = closed.sum.into_sum();
     let weights = current.weights();
     let momentum = current.momentum.clone();
-    let noise = job.noise.clone();
     let spec = job.spec.clone();
-    let noise_plan = planned.noise_plan();
+    // The noise drawn during the round (waits if the draw is not done).
+    let drawn = match pending_noise {
+        Some(pending) => Some(pending.wait().await?),
+        None => None,
+    };
     let (canaries, sampler, canary_job) = (job.canaries, engine.sampler.clone(), job_id.clone());
     let (released, canaries_added) = tokio::task::spawn_blocking(move || {
         // Audited jobs: canaries join the clipped sum before noise, like clients.
@@ -300,14 +306,12 @@ async fn step(
             within_clip,
             reports: accepted,
         });
-        let mut source = lock(&noise);
-        let noise = noise_plan.map(|plan| (&mut **source as &mut dyn GaussianNoise, plan));
         let released = release(
             sum,
             Release {
                 weights: &weights,
                 momentum: momentum.as_deref(),
-                noise,
+                noise: drawn,
                 adaptive,
                 clip_norm,
                 expected_cohort: res.expected_cohort,
@@ -419,99 +423,6 @@ async fn step(
         epsilon_pld,
     );
     Ok(Flow::Continue)
-}
-
-/// Selects the cohort of a planned round, records the attempt and opens it
-/// for uploads: each tenant of the plan-time snapshot independently with
-/// probability q, keyed on the tenant id (all of a tenant's identities are
-/// one unit).
-async fn open_attempt(
-    engine: &Arc<Engine>,
-    job: &Arc<JobRuntime>,
-    res: &Resolution,
-    planned: &PlannedRound,
-    current: &Published,
-    selectable: Vec<String>,
-) -> Result<Arc<OpenRound>, Error> {
-    let job_id = job.id().to_owned();
-    let round = planned.charge.round;
-    let attempt = {
-        let id = job_id.clone();
-        engine.db(move |s| s.next_attempt(&id, round)).await?
-    };
-    let selected: HashSet<String> = selectable
-        .into_iter()
-        .filter(|t| {
-            engine
-                .sampler
-                .selected(&job_id, round, attempt, t, res.sampling_rate)
-        })
-        .collect();
-    let deadline_ms = job.spec.round_deadline_ms;
-    let opened = now_unix_ms();
-    let deadline_unix_ms = opened + i64::try_from(deadline_ms).unwrap_or(i64::MAX / 2);
-    let deadline = Instant::now() + Duration::from_millis(deadline_ms);
-    let record = AttemptRecord {
-        job_id: job_id.clone(),
-        round,
-        attempt,
-        state: AttemptState::Open,
-        base_version: current.version,
-        opened_unix_ms: opened,
-        deadline_unix_ms,
-        closed_unix_ms: None,
-        selected: selected.len() as u64,
-        accepted: 0,
-        rejected: 0,
-        note: String::new(),
-    };
-    engine.db(move |s| s.open_attempt(&record)).await?;
-    // The store took a write: a fault holding the job is over (issue 16).
-    weather::cleared(engine, job).await;
-    if !job.noise_enabled() {
-        tracing::warn!(job = %job_id, round, "DANGEROUS: this job publishes WITHOUT noise; its models carry no privacy guarantee");
-    } else if !job.spec.noise_source.is_production_safe() {
-        tracing::warn!(job = %job_id, round, source = %job.spec.noise_source, "DANGEROUS: this job uses a noise source that is not floating-point safe");
-    }
-    let task = v1::Task {
-        job_id: job_id.clone(),
-        round,
-        attempt,
-        base_version: current.version,
-        model_spec: Some(job.spec.model.to_proto()),
-        training: Some(job.spec.training_proto()),
-        clip_norm: planned.charge.clip_norm,
-        client_noise: Some(v1::ClientNoise {
-            mode: v1::NoiseMode::Central as i32,
-            stddev: 0.0,
-        }),
-        deadline_unix_ms,
-        remaining_ms: 0,
-        sampling_rate: res.sampling_rate,
-        noise_multiplier: if job.noise_enabled() {
-            planned.charge.mechanism().noise_multiplier
-        } else {
-            0.0
-        },
-        delta: job.spec.delta,
-        noise_enabled: job.noise_enabled(),
-    };
-    let open = Arc::new(OpenRound::new(Opening {
-        job_id: job_id.clone(),
-        round,
-        attempt,
-        base_version: current.version,
-        clip_norm: planned.charge.clip_norm,
-        dim: job.dim,
-        deadline,
-        deadline_unix_ms,
-        selected,
-        task,
-    }));
-    job.set_round(Some(open.clone()));
-    job.opened.notify_one();
-    tracing::info!(job = %job_id, round, attempt, selected = open.selected.len(), deadline_ms, base_version = current.version, "round opened");
-    Ok(open)
 }
 
 /// A running job never fails on an accountant error: nothing is released

@@ -8,6 +8,8 @@
 //!
 //! - [`driver`]: the loop and its step (plan, select, collect, close,
 //!   release, commit, publish);
+//! - [`open`]: selecting a planned round's cohort and opening the attempt;
+//! - [`noise`]: the attempt's noise, drawn while the round collects updates;
 //! - [`resolve`]: the job's parameters when it starts;
 //! - [`audit`]: the canary audit of a finishing job;
 //! - [`population`]: the registered tenants against the declared population.
@@ -32,6 +34,8 @@ use crate::store::{JobRecord, JobState, LedgerRecord, ModelVersionRecord, Resolu
 
 pub(crate) mod audit;
 pub(crate) mod driver;
+pub(crate) mod noise;
+mod open;
 pub(crate) mod population;
 pub(crate) mod resolve;
 pub(crate) mod weather;
@@ -123,6 +127,12 @@ pub(crate) struct JobRuntime {
     /// Serialises round commits with pause and rollback.
     pub commit_lock: tokio::sync::Mutex<()>,
     noise: Arc<Mutex<Box<dyn GaussianNoise>>>,
+    /// The source's grid inflation at the model's dimension, computed once
+    /// (reading it never waits for a draw holding the source).
+    inflation: f64,
+    /// Which attempts drew noise and what became of it (tests only).
+    #[cfg(test)]
+    pub noise_probe: Arc<noise::NoiseProbe>,
     /// Canaries of an audited job.
     pub canaries: Option<CanarySet>,
     audit: Mutex<Option<EmpiricalAudit>>,
@@ -154,8 +164,11 @@ impl JobRuntime {
         let (epsilon_pld, epsilon_rdp) = ledger
             .last()
             .map_or((0.0, 0.0), |e| (e.epsilon_pld, e.epsilon_rdp));
+        let source = noise_source(record.spec.noise_source);
+        let dim = record.spec.model.num_params();
+        let inflation = source.sensitivity_inflation(dim);
         Self {
-            dim: record.spec.model.num_params(),
+            dim,
             spec: record.spec.clone(),
             created_unix_ms: record.created_unix_ms,
             status: Mutex::new(JobStatus {
@@ -172,7 +185,10 @@ impl JobRuntime {
             wake: Notify::new(),
             opened: Notify::new(),
             commit_lock: tokio::sync::Mutex::new(()),
-            noise: Arc::new(Mutex::new(noise_source(record.spec.noise_source))),
+            noise: Arc::new(Mutex::new(source)),
+            inflation,
+            #[cfg(test)]
+            noise_probe: Arc::default(),
             canaries: CanarySet::of_job(&record.spec),
             audit: Mutex::new(None),
             drifted: std::sync::atomic::AtomicBool::new(false),
@@ -281,7 +297,7 @@ impl JobRuntime {
     /// sum's rounding bound to it.
     pub(crate) fn source_inflation(&self) -> f64 {
         if self.noise_enabled() {
-            lock(&self.noise).sensitivity_inflation(self.dim)
+            self.inflation
         } else {
             0.0
         }
@@ -313,5 +329,7 @@ impl JobRuntime {
     }
 }
 
+#[cfg(test)]
+mod noise_tests;
 #[cfg(test)]
 mod tests;

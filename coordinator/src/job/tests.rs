@@ -177,7 +177,7 @@ impl Store for LeanStore {
     }
 }
 
-fn engine(key: &[u8]) -> Arc<Engine> {
+pub(super) fn engine(key: &[u8]) -> Arc<Engine> {
     let poll = Duration::from_millis(20);
     let l = LimitsConfig::default();
     let metrics = Arc::new(Metrics::new());
@@ -234,7 +234,7 @@ fn engine(key: &[u8]) -> Arc<Engine> {
 }
 
 /// Tenant `t<i>` with its one client identity `c<i>`.
-fn identity(i: usize) -> ClientIdentity {
+pub(super) fn identity(i: usize) -> ClientIdentity {
     ClientIdentity::new(&format!("t{i:04}"), &format!("c{i:04}")).unwrap()
 }
 

@@ -33,7 +33,7 @@ use rand_chacha::rand_core::Rng;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::discrete::{DiscreteError, DiscreteGaussian, SamplerRng, scale};
-use super::{GaussianNoise, NoiseError, NoiseKind, check_inputs};
+use super::{DrawnNoise, GaussianNoise, NoiseError, NoiseKind, check_inputs};
 
 /// Values per independently keyed chunk (the unit of parallel work).
 pub const CHUNK_LEN: usize = 1 << 16;
@@ -381,6 +381,24 @@ impl NoiseBuffer {
         self.values.is_empty()
     }
 
+    /// The grid exponent `k`: the noise of value `i` is `as_slice()[i]·2^k`.
+    pub fn grid_exponent(&self) -> i32 {
+        self.k
+    }
+
+    /// A buffer of integer noise on the grid `2^k` (`k` in [`GRID_EXPONENTS`],
+    /// every `|value| ≤ 2^62`), drawn by another exact sampler (opendp).
+    pub(crate) fn from_grid_values(values: Zeroizing<Vec<i64>>, k: i32) -> Self {
+        debug_assert!(GRID_EXPONENTS.contains(&k));
+        Self { values, k }
+    }
+
+    /// Overwrites the noise with zeros in place (what dropping does).
+    #[cfg(test)]
+    pub(crate) fn wipe(&mut self) {
+        self.values.zeroize();
+    }
+
     /// Rounds every value to the grid and adds the noise; the buffer is
     /// zeroized afterwards (also on error, when nothing was changed).
     pub fn add_to(mut self, values: &mut [f64]) -> Result<(), NoiseError> {
@@ -415,6 +433,12 @@ impl GaussianNoise for DiscreteGaussianNoise {
     fn add_noise(&mut self, values: &mut [f64], stddev: f64) -> Result<(), NoiseError> {
         check_inputs(values, stddev)?;
         self.plan(stddev)?.add_to(values)
+    }
+
+    /// [`DiscreteGaussianNoise::draw`] on all threads: a fresh key per call.
+    fn draw(&mut self, stddev: f64, dim: usize) -> Result<DrawnNoise, NoiseError> {
+        let buffer = DiscreteGaussianNoise::draw(self, stddev, dim)?;
+        Ok(DrawnNoise::grid(NoiseKind::Discrete, stddev, buffer))
     }
 }
 

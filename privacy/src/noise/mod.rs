@@ -1,15 +1,17 @@
 //! Gaussian noise sources: the trait the coordinator adds central noise
-//! through, and its three implementations.
+//! through (now, [`GaussianNoise::add_noise`], or drawn ahead,
+//! [`GaussianNoise::draw`] → [`DrawnNoise`]), and its three implementations.
 //!
-//! - [`OpenDpGaussian`] (the default, production-safe): opendp's exact
-//!   discrete Gaussian on a `2^k` grid, randomness from OpenSSL's
-//!   `RAND_priv_bytes`. Floating-point safe: no Mironov-style attack on the
-//!   low-order bits of floating-point samples.
-//! - [`DiscreteGaussianNoise`] (production-safe, ~200× faster than opendp):
-//!   fedsec's own exact discrete Gaussian on the same grid ([`discrete`]),
-//!   integer arithmetic only, ChaCha20 keyed from the operating system,
-//!   filled on all cores; also gives the noise as integers in grid units
-//!   ([`NoiseBuffer`], [`NoisePlan`]).
+//! - [`DiscreteGaussianNoise`] (the default, production-safe, ~150× faster
+//!   than opendp): fedsec's own exact discrete Gaussian on a `2^k` grid
+//!   ([`discrete`]), integer arithmetic only, ChaCha20 keyed from the
+//!   operating system, filled on all cores; also gives the noise as integers
+//!   in grid units ([`NoiseBuffer`], [`NoisePlan`]).
+//! - [`OpenDpGaussian`] (production-safe, selectable, and the cross-check of
+//!   the discrete sampler in tests): opendp's exact discrete Gaussian on the
+//!   same grid, randomness from OpenSSL's `RAND_priv_bytes`. Floating-point
+//!   safe: no Mironov-style attack on the low-order bits of floating-point
+//!   samples.
 //! - [`SimulationGaussian`]: `rand_distr`'s normal sampler on a seeded ChaCha
 //!   stream, ~100× faster, reproducible, and **not safe for production** (its
 //!   floating-point samples leak through their low-order bits, and a seeded
@@ -24,12 +26,14 @@ use thiserror::Error;
 
 pub mod discrete;
 mod discrete_source;
+mod drawn;
 mod opendp;
 mod simulation;
 
 pub use self::discrete_source::{
     CHUNK_LEN, DiscreteGaussianNoise, GRID_EXPONENTS, NoiseBuffer, NoisePlan, SMOOTHING_VARIANCE,
 };
+pub use self::drawn::DrawnNoise;
 pub use self::opendp::{DEFAULT_GRID_EXPONENT, OpenDpGaussian};
 pub use self::simulation::SimulationGaussian;
 
@@ -37,11 +41,13 @@ pub use self::simulation::SimulationGaussian;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NoiseKind {
-    /// opendp's exact discrete Gaussian with OpenSSL randomness (default).
-    #[default]
+    /// opendp's exact discrete Gaussian with OpenSSL randomness (the
+    /// cross-check; ~150× slower than [`NoiseKind::Discrete`]).
     #[serde(rename = "opendp")]
     OpenDp,
-    /// fedsec's exact discrete Gaussian with ChaCha20 keyed from the OS.
+    /// fedsec's exact discrete Gaussian with ChaCha20 keyed from the OS
+    /// (default).
+    #[default]
     Discrete,
     /// Seeded floating-point normal sampler for simulations only.
     Simulation,
@@ -152,6 +158,11 @@ pub trait GaussianNoise: Send {
     fn sensitivity_inflation(&self, dim: usize) -> f64;
     /// Adds i.i.d. `N(0, stddev²)` to every coordinate, in place.
     fn add_noise(&mut self, values: &mut [f64], stddev: f64) -> Result<(), NoiseError>;
+    /// Draws the noise of `dim` coordinates now, to be added later with
+    /// [`DrawnNoise::add_to`]: the same mechanism as [`Self::add_noise`]
+    /// (the noise does not depend on the values), so a round can draw it
+    /// while it collects updates. Every call is a fresh, independent draw.
+    fn draw(&mut self, stddev: f64, dim: usize) -> Result<DrawnNoise, NoiseError>;
 }
 
 pub(crate) fn check_inputs(values: &[f64], stddev: f64) -> Result<(), NoiseError> {
@@ -183,7 +194,7 @@ mod tests {
         assert!(NoiseKind::OpenDp.is_production_safe());
         assert!(NoiseKind::Discrete.is_production_safe());
         assert!(!NoiseKind::Simulation.is_production_safe());
-        assert_eq!(NoiseKind::default(), NoiseKind::OpenDp);
+        assert_eq!(NoiseKind::default(), NoiseKind::Discrete);
         assert!("gaussian".parse::<NoiseKind>().is_err());
     }
 }

@@ -27,7 +27,11 @@ use opendp::measurements::make_gaussian;
 use opendp::measures::ZeroConcentratedDivergence;
 use opendp::metrics::L2Distance;
 
-use super::{GaussianNoise, NoiseError, NoiseKind, check_inputs};
+use zeroize::Zeroizing;
+
+use super::{
+    DrawnNoise, GRID_EXPONENTS, GaussianNoise, NoiseBuffer, NoiseError, NoiseKind, check_inputs,
+};
 
 /// Grid exponent used by [`OpenDpGaussian::new`]: noise lives on `2^−40 ℤ`.
 pub const DEFAULT_GRID_EXPONENT: i32 = -40;
@@ -147,6 +151,33 @@ impl GaussianNoise for OpenDpGaussian {
             }
             Ok(())
         })
+    }
+
+    /// opendp's mechanism on a zero vector gives exactly `2^k·Z` (0 lies on
+    /// the grid): `Z` is kept as integers in grid units, and adding it later
+    /// to `round_k(value)` is the mechanism [`Self::add_noise`] runs. Needs
+    /// `k ∈ [−64, 16]` (the default −40 is).
+    fn draw(&mut self, stddev: f64, dim: usize) -> Result<DrawnNoise, NoiseError> {
+        if !GRID_EXPONENTS.contains(&self.k) {
+            return Err(NoiseError::InvalidGridExponent(self.k));
+        }
+        let mut noise = Zeroizing::new(vec![0.0f64; dim]);
+        self.add_noise(&mut noise, stddev)?;
+        let inv = 2f64.powi(-self.k);
+        let mut grid = Zeroizing::new(Vec::with_capacity(dim));
+        for (index, x) in noise.iter().enumerate() {
+            let z = x * inv;
+            // 2^k·Z is exact in f64 for |Z| < 2^53; anything else is opendp misbehaving.
+            if z.fract() != 0.0 || z.abs() >= 4_611_686_018_427_387_904.0 {
+                return Err(NoiseError::GridOverflow { index });
+            }
+            grid.push(z as i64);
+        }
+        Ok(DrawnNoise::grid(
+            NoiseKind::OpenDp,
+            stddev,
+            NoiseBuffer::from_grid_values(grid, self.k),
+        ))
     }
 }
 

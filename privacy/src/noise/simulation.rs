@@ -10,7 +10,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::{GaussianNoise, NoiseError, NoiseKind, check_inputs};
+use zeroize::Zeroizing;
+
+use super::{DrawnNoise, GaussianNoise, NoiseError, NoiseKind, check_inputs};
 
 /// Seeded floating-point Gaussian noise. NOT for production.
 #[derive(Debug, Clone)]
@@ -43,6 +45,18 @@ impl GaussianNoise for SimulationGaussian {
             *v += stddev * n;
         }
         Ok(())
+    }
+
+    /// The normals `stddev·n` in the order [`Self::add_noise`] would add
+    /// them (the same seed gives the same result either way).
+    fn draw(&mut self, stddev: f64, dim: usize) -> Result<DrawnNoise, NoiseError> {
+        check_inputs(&[], stddev)?;
+        let mut values = Zeroizing::new(Vec::with_capacity(dim));
+        for _ in 0..dim {
+            let n: f64 = StandardNormal.sample(&mut self.rng);
+            values.push(stddev * n);
+        }
+        Ok(DrawnNoise::additive(stddev, values))
     }
 }
 
