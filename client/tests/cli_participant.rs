@@ -389,7 +389,7 @@ async fn run_and_model_pull_with_a_bearer_token_file() {
         &pki_dir,
         &entry.client_id,
         &logs[0].log,
-        &logs[0].labels,
+        logs[0].labels.as_deref().unwrap(),
         &state,
     );
     let with_token = format!(
