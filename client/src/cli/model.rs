@@ -99,9 +99,11 @@ fn pull(args: PullArgs) -> Result<(), CliError> {
         )?;
         let key = ReleasePublicKey::load(key)?;
         let key_id = key.key_id();
-        let rpc = Rpc::new(tls, &config.endpoint, timeout)?.with_release_key(key).with_bearer(
-            fedsec_proto::bearer::BearerInterceptor::optional(config.auth.token_file.as_deref()),
-        );
+        let rpc = Rpc::new(tls, &config.endpoint, timeout)?
+            .with_release_key(key)
+            .with_bearer(fedsec_proto::bearer::BearerInterceptor::optional(
+                config.auth.token_file.as_deref(),
+            ));
         // The coordinator serves registered clients only.
         rpc.register().await?;
         let d = match rpc.download_model(&job, args.version, None, None).await {
