@@ -356,6 +356,7 @@ async fn run_and_model_pull_with_a_bearer_token_file() {
     mint::add_to_jwks(&jwks, &key).unwrap();
     let mut config = support::coordinator_config(&dir.path().join("coord"), "127.0.0.1:0");
     config.tls = Some(manifest.server.clone());
+    config.signing.key_file = manifest.release_signing_key.clone();
     config.auth.tokens = Some(TokensConfig::with_jwks_file(
         "https://issuer.test",
         "fedsec",
