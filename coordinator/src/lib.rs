@@ -42,7 +42,7 @@
 //!   [`CoordinatorConfig`] and [`JobSpec`] (what an embedder writes),
 //!   [`Error`], [`RejectReason`] and [`Result`], [`Receipt`] (parse a stored
 //!   or served privacy receipt) and [`now_unix_ms`].
-//! - Five deliberately public modules, because users name their items:
+//! - Six deliberately public modules, because users name their items:
 //!   - [`auth`]: bearer tokens on top of mTLS: the `[auth.tokens]`
 //!     configuration, the refusal type, and local token minting
 //!     ([`auth::mint`], what `fedsec-coordinator tokens` uses);
@@ -56,7 +56,10 @@
 //!   - [`error`]: the error type, its one mapping to gRPC statuses and the
 //!     retry-after metadata key;
 //!   - [`export`]: the safetensors files model versions are exported as
-//!     (and initial weights imported from).
+//!     (and initial weights imported from);
+//!   - [`incident`]: the incident report (post-mortem draft) the Admin
+//!     API returns as JSON, and its Markdown rendering (what the
+//!     `admin incident report` command writes).
 //!
 //! Everything else is `pub(crate)`: the round machinery, services,
 //! listeners, limits and metrics are internals that change with the
@@ -96,6 +99,7 @@
 //! - `refusals`: how a caller is refused and what a refusal may store.
 //! - `housekeeping`: periodic flushing, limiter sweeps and audit retention.
 //! - [`export`]: safetensors export and import.
+//! - [`incident`]: incident reports from the record of who took part.
 //! - `server`: start-up, serving and shutdown; `recovery`: crash recovery
 //!   and resumption of every job at start.
 
@@ -111,6 +115,7 @@ pub mod export;
 pub(crate) mod fields;
 mod gate;
 mod housekeeping;
+pub mod incident;
 pub(crate) mod job;
 pub(crate) mod limits;
 pub(crate) mod listener;

@@ -16,6 +16,7 @@
 //! it in that same transaction: no version is served without its row.
 
 pub mod audit_chain;
+pub mod contributions;
 pub mod fault;
 pub mod seal;
 pub mod sqlite;
@@ -27,6 +28,10 @@ use fedsec_proto::tls::ClientIdentity;
 use serde::{Deserialize, Serialize};
 
 use crate::config::JobSpec;
+
+pub use contributions::{
+    Contribution, ContributionFilter, ContributionOutcome, ContributionRecord, TenantHold,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -290,6 +295,9 @@ pub struct AttemptClose {
     pub note: String,
     /// When.
     pub closed_unix_ms: i64,
+    /// The attempt's record of who took part (written with the close, no
+    /// version: nothing was published).
+    pub contributions: Vec<Contribution>,
 }
 
 /// Kind of a ledger entry.
@@ -389,6 +397,9 @@ pub struct RoundCommit {
     pub participants: Vec<String>,
     /// Submissions rejected in this attempt.
     pub rejected: u64,
+    /// The attempt's record of who took part, written in the same
+    /// transaction with the version it published.
+    pub contributions: Vec<Contribution>,
 }
 
 /// An audit event to append.
@@ -434,7 +445,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a client or refreshes its software string and last-seen
     /// time; keeps its status. Fails with `Conflict` if the client id is
-    /// registered to another tenant.
+    /// registered to another tenant. A new identity of a contained tenant
+    /// ([`Store::contain_tenant`]) is stored QUARANTINED and joins the
+    /// hold's list (the service refuses such registrations before; this
+    /// closes the race with a containment stored in between).
     fn upsert_client(
         &self,
         identity: &ClientIdentity,
@@ -519,4 +533,41 @@ pub trait Store: Send + Sync + 'static {
     fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>>;
     /// Audit events, newest first.
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Audit events naming one of `client_ids`, or (with `tenant_id`)
+    /// tenant-wide events of that tenant (`tenant_contained`,
+    /// `tenant_released`), newest first.
+    fn audit_events_concerning(
+        &self,
+        client_ids: &[String],
+        tenant_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Recorded contributions passing `filter`, oldest first (by job,
+    /// round, attempt, position).
+    fn contributions(&self, filter: &ContributionFilter) -> StoreResult<Vec<ContributionRecord>>;
+    /// Deletes contributions recorded before `before_unix_ms`, and the
+    /// oldest beyond the newest `max_rows`; returns how many were deleted.
+    fn prune_contributions(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
+
+    /// Contains a tenant, in one transaction: records the hold and
+    /// quarantines every active identity of the tenant. Returns the hold
+    /// and the tenant's identities. Fails with `Conflict` if already
+    /// contained.
+    fn contain_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<(TenantHold, Vec<ClientRecord>)>;
+    /// Releases a contained tenant, in one transaction: deletes the hold
+    /// and makes active again the identities it quarantined (still
+    /// quarantined ones; revoked stay revoked). `None` if not contained.
+    fn release_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+    ) -> StoreResult<Option<(TenantHold, Vec<ClientRecord>)>>;
+    /// Contained tenants.
+    fn contained_tenants(&self) -> StoreResult<Vec<TenantHold>>;
 }
