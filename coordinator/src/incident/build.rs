@@ -336,3 +336,207 @@ pub fn build(inputs: Inputs) -> IncidentReport {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Contribution, LedgerRecord};
+    use fedsec_privacy::RoundCharge;
+    use fedsec_proto::tls::ClientIdentity;
+
+    fn entry(round: u64, version: u64, eps: f64) -> LedgerRecord {
+        LedgerRecord {
+            seq: 0,
+            kind: LedgerKind::Round,
+            charge: Some(RoundCharge {
+                round,
+                sampling_rate: 1.0,
+                noise_multiplier: 1.0,
+                clip_norm: 1.0,
+                sensitivity: 1.0,
+                count_stddev: 0.0,
+                expected_cohort: 3.0,
+                committed_unix_ms: 0,
+            }),
+            attempt: 1,
+            epsilon_pld: eps,
+            epsilon_rdp: eps + 0.1,
+            delta: 1e-6,
+            model_version: version,
+            participants: 2,
+            rejected: 0,
+            clipped_fraction: 0.0,
+            note: String::new(),
+            committed_unix_ms: 0,
+        }
+    }
+
+    fn committed(round: u64, base: u64) -> AttemptRecord {
+        AttemptRecord {
+            job_id: "j".into(),
+            round,
+            attempt: 1,
+            state: AttemptState::Committed,
+            base_version: base,
+            opened_unix_ms: 0,
+            deadline_unix_ms: 0,
+            closed_unix_ms: None,
+            selected: 3,
+            accepted: 2,
+            rejected: 0,
+            note: String::new(),
+        }
+    }
+
+    fn row(
+        client: &str,
+        round: u64,
+        version: u64,
+        outcome: ContributionOutcome,
+    ) -> ContributionRecord {
+        ContributionRecord {
+            job_id: "j".into(),
+            round,
+            attempt: 1,
+            seq: 1,
+            model_version: Some(version),
+            contribution: Contribution {
+                client_id: client.into(),
+                tenant_id: format!("t-{client}"),
+                outcome,
+                reason: String::new(),
+                norm: Some(0.5),
+                clipped: false,
+                screen_json: Some(r#"{"cosine":0.1}"#.into()),
+                unix_ms: round as i64 * 10,
+            },
+        }
+    }
+
+    fn client(id: &str, rounds: u64) -> ClientRecord {
+        ClientRecord {
+            identity: ClientIdentity::new(&format!("t-{id}"), id).unwrap(),
+            status: crate::store::ClientStatus::Active,
+            status_reason: String::new(),
+            registered_unix_ms: 1,
+            last_seen_unix_ms: 2,
+            rounds_participated: rounds,
+            software: String::new(),
+        }
+    }
+
+    /// Versions 1 → 2 (Y poisons), an admin rolls back to 1, then 1 → 3
+    /// (X's first) → 4 (X). The version before X's first contribution is
+    /// 1, the one its round trained on — not 2, the highest number
+    /// published before it, which sits on the branch Y poisoned.
+    fn job() -> JobFacts {
+        let mut ledger = vec![entry(1, 1, 0.5), entry(2, 2, 0.7)];
+        let mut rollback = entry(0, 1, 0.7);
+        rollback.kind = LedgerKind::Rollback;
+        rollback.charge = None;
+        ledger.push(rollback);
+        ledger.extend([entry(3, 3, 0.9), entry(4, 4, 1.1)]);
+        JobFacts {
+            job_id: "j".into(),
+            state: JobState::Running,
+            current_version: 4,
+            rounds_completed: 4,
+            ledger,
+            attempts: vec![
+                committed(1, 0),
+                committed(2, 1),
+                committed(3, 1),
+                committed(4, 3),
+            ],
+        }
+    }
+
+    fn inputs(who: ClientRecord, rows: Vec<ContributionRecord>) -> Inputs {
+        Inputs {
+            subject: Subject {
+                client_id: Some(who.identity.client_id.clone()),
+                tenant_id: Some(who.identity.tenant_id.clone()),
+                job_id: None,
+            },
+            identities: vec![who],
+            hold: None,
+            contributions: rows,
+            jobs: vec![job()],
+            audit: Vec::new(),
+            audit_truncated: false,
+            max_age_days: 90,
+            max_rows: 1_000_000,
+            generated_by: "admin a".into(),
+            now_unix_ms: 99,
+        }
+    }
+
+    #[test]
+    fn the_version_before_a_first_contribution_follows_the_lineage() {
+        let mut rejected = row("x", 3, 3, ContributionOutcome::Rejected);
+        rejected.model_version = Some(3);
+        let r = build(inputs(
+            client("x", 2),
+            vec![
+                rejected,
+                row("x", 3, 3, ContributionOutcome::Accepted),
+                row("x", 4, 4, ContributionOutcome::Accepted),
+            ],
+        ));
+        let j = &r.jobs[0];
+        assert_eq!(j.rounds_contributed, vec![3, 4]);
+        assert_eq!(j.first_contribution, Some((3, 3)));
+        assert_eq!(j.last_version_before, Some(1), "not 2: another branch");
+        assert_eq!(j.versions_carrying, vec![3, 4]);
+        assert!(j.current_carries);
+        assert_eq!((j.rejected, j.excluded), (1, 0));
+        assert_eq!(j.spent.epsilon_pld, 1.1);
+        assert_eq!(j.spent.rounds_charged, 4, "the rollback charges nothing");
+        assert_eq!(
+            j.entries[1].screen,
+            Some(serde_json::json!({"cosine": 0.1}))
+        );
+        assert!(r.coverage.complete);
+        assert_eq!(
+            r.timeline.first().map(|t| t.unix_ms),
+            Some(1),
+            "registration first"
+        );
+        let md = super::super::markdown::render(&r);
+        assert!(
+            md.contains("last version before it (rollback target"),
+            "{md}"
+        );
+
+        // Y poisoned version 2, which the rollback left: the current version
+        // does not carry it.
+        let y = build(inputs(
+            client("y", 1),
+            vec![row("y", 2, 2, ContributionOutcome::Accepted)],
+        ));
+        assert_eq!(y.jobs[0].versions_carrying, vec![2]);
+        assert!(!y.jobs[0].current_carries);
+        assert_eq!(y.jobs[0].last_version_before, Some(1));
+    }
+
+    #[test]
+    fn a_record_shorter_than_the_participation_counter_is_flagged_incomplete() {
+        let r = build(inputs(
+            client("x", 5),
+            vec![row("x", 4, 4, ContributionOutcome::Accepted)],
+        ));
+        assert!(!r.coverage.complete);
+        assert!(super::super::markdown::render(&r).contains("Coverage warning"));
+        // Excluded and abandoned rows are not published contributions.
+        let mut abandoned = row("x", 3, 0, ContributionOutcome::Accepted);
+        abandoned.model_version = None;
+        let r = build(inputs(
+            client("x", 0),
+            vec![abandoned, row("x", 4, 4, ContributionOutcome::Excluded)],
+        ));
+        assert!(r.jobs[0].rounds_contributed.is_empty());
+        assert_eq!(r.jobs[0].last_version_before, None);
+        assert!(!r.jobs[0].current_carries);
+        assert_eq!(r.jobs[0].excluded, 1);
+    }
+}

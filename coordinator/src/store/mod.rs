@@ -8,7 +8,8 @@
 //! is planned behind the same trait.
 //!
 //! Invariant kept by every implementation: a round's ledger entry, its model
-//! version and the job's progress are written in ONE transaction
+//! version, the job's progress and the record of who took part
+//! ([`contributions`]) are written in ONE transaction
 //! ([`Store::commit_round`]); ledger sequence numbers are 1-based and
 //! gap-free per job; model version numbers increase by one. Every release
 //! of a version (job creation, round commit, rollback) appends its audit
@@ -471,7 +472,8 @@ pub trait Store: Send + Sync + 'static {
     fn next_attempt(&self, job_id: &str, round: u64) -> StoreResult<u32>;
     /// Records an opened attempt.
     fn open_attempt(&self, attempt: &AttemptRecord) -> StoreResult<()>;
-    /// Closes an open attempt as abandoned.
+    /// Closes an open attempt as abandoned, with its record of who took
+    /// part (no version), in one transaction.
     fn abandon_attempt(
         &self,
         job_id: &str,
@@ -490,7 +492,8 @@ pub trait Store: Send + Sync + 'static {
     fn attempts(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>>;
 
     /// Commits a round in one transaction: ledger entry, model version, job
-    /// progress, attempt state, participants' counters. Returns the assigned
+    /// progress, attempt state, participants' counters and the attempt's
+    /// record of who took part (with the version). Returns the assigned
     /// `(ledger seq, model version)`.
     fn commit_round(&self, commit: &RoundCommit) -> StoreResult<(u64, u64)>;
     /// Makes `version` current and appends a ROLLBACK ledger entry, in one
