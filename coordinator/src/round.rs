@@ -259,7 +259,13 @@ impl OpenRound {
             reason: format!(
                 "{}: {}",
                 reason.label(),
-                crate::fields::prefix(detail, MAX_RECORDED_DETAIL_BYTES)
+                crate::fields::prefix(
+                    detail
+                        .strip_prefix(reason.label())
+                        .and_then(|d| d.strip_prefix(": "))
+                        .unwrap_or(detail),
+                    MAX_RECORDED_DETAIL_BYTES
+                )
             ),
             norm: None,
             clipped: false,

@@ -462,10 +462,11 @@ async fn a_store_fault_while_recording_contributions_publishes_nothing() {
     h.running().admin().create_job(spec).await.unwrap();
     let mut at = (0, 0);
     for c in clients.iter_mut() {
-        let t = c.wait_task_after("fault", at, T).await;
+        let t = c.wait_task_after("fault", (0, 0), T).await;
         c.submit(&t, &[0.01; 4], b"n").await.unwrap();
         at = (t.round, t.attempt);
     }
+    assert_eq!(at, (1, 1));
     h.running()
         .admin()
         .wait_for_job("fault", T, |j| j.rounds_completed == 1)

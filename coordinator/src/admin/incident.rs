@@ -304,7 +304,8 @@ impl AdminApi {
             tenant_id: client_id.is_empty().then(|| tenant.clone()),
             job_id: None,
         };
-        let tenant_events = client_id.is_empty().then(|| tenant.clone());
+        // The tenant's containment concerns each of its identities too.
+        let tenant_events = Some(tenant.clone());
         let (contributions, audit, hold) = self
             .engine
             .db(move |s| {

@@ -10,8 +10,8 @@ use fedsec_proto::bearer::BearerInterceptor;
 use fedsec_proto::tls::{ClientTls, TlsFiles};
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::{
-    self, ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef,
-    ListAuditEventsRequest, ListClientsRequest, ListJobsRequest, RollbackModelRequest,
+    ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef, ListAuditEventsRequest,
+    ListClientsRequest, ListJobsRequest, RollbackModelRequest,
 };
 use serde_json::{Value, json};
 

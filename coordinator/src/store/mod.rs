@@ -286,7 +286,7 @@ pub struct AttemptRecord {
 }
 
 /// How an attempt was closed without a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptClose {
     /// Updates that had been accepted (and are discarded).
     pub accepted: u64,

@@ -11,7 +11,7 @@ use std::sync::{Mutex, MutexGuard};
 use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::seal::{Aad, AtRestKey};
 
@@ -53,7 +53,7 @@ use records::{
 };
 use schema::migrate;
 pub use schema::{MIGRATIONS, schema_version};
-use sealed::{check_encryption, open_blob, open_text, seal_blob, seal_text, version_aad};
+use sealed::{check_encryption, open_blob, open_text, seal_blob, version_aad};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "coordinator.db";

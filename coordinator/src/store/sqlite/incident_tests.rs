@@ -4,7 +4,7 @@
 
 use super::tests::{attempt, commit, job, version};
 use super::*;
-use crate::store::{Contribution, ContributionOutcome};
+use crate::store::{AttemptState, Contribution, ContributionOutcome};
 
 fn accepted(client: &str, norm: f64, t: i64) -> Contribution {
     Contribution {
