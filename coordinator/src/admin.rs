@@ -3,6 +3,8 @@
 //! ([`crate::RunningCoordinator::admin`]).
 //!
 //! Every state-changing operation writes an audit event naming the actor.
+//! Incident response (tenant containment, rollback before a client's first
+//! contribution, the post-mortem draft) is in [`incident`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,8 @@ use crate::export::{ExportInfo, to_safetensors};
 use crate::fields;
 use crate::job::{JobRuntime, Published, f32s_from_le};
 use crate::store::{ClientRecord, ClientStatus, JobState, LedgerKind, LedgerRecord};
+
+mod incident;
 
 /// Administration of a running coordinator.
 #[derive(Debug, Clone)]
@@ -250,12 +254,21 @@ impl AdminApi {
         .await
     }
 
-    /// Lifts a quarantine.
+    /// Lifts a quarantine (refused while the client's tenant is contained:
+    /// release the tenant).
     pub async fn release_client(
         &self,
         client_id: &str,
         reason: &str,
     ) -> Result<v1::ClientInfo, Error> {
+        if let Some(t) = self.engine.clients.tenant_of(client_id)
+            && self.engine.clients.is_contained(&t)
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "client {client_id:?} belongs to tenant {t:?}, which is contained; release the \
+                 tenant (admin clients release --tenant {t})"
+            )));
+        }
         let info = self
             .set_status(client_id, ClientStatus::Active, reason, "client_released")
             .await?;

@@ -49,10 +49,12 @@ pub(crate) struct Settings {
     /// receipts' sum-rounding bound.
     pub(crate) max_tenants: u64,
     pub(crate) audit_retention: AuditRetention,
+    /// How much of the record of who took part is kept.
+    pub(crate) contribution_retention: AuditRetention,
     pub(crate) dangerous: DangerousConfig,
 }
 
-/// How much of the audit log is kept.
+/// How much of the audit log (or of the contributions record) is kept.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct AuditRetention {
     pub(crate) max_rows: u64,

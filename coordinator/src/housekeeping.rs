@@ -1,6 +1,7 @@
 //! Periodic housekeeping of a running coordinator: flushing clients'
 //! last-seen times, forgetting idle rate-limit buckets (bounded memory) and
-//! applying the audit log's retention; plus the start-up check of the
+//! applying the retention of the audit log and of the record of who took
+//! part in each round; plus the start-up check of the
 //! open-files limit against `limits.max_connections`.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::engine::Engine;
 
 /// Every 5 s: last-seen times and the rate limiter's sweep; every minute:
-/// the audit retention. Ends at shutdown.
+/// the audit and contribution retention. Ends at shutdown.
 pub(crate) fn spawn(engine: Arc<Engine>) -> JoinHandle<()> {
     let mut rx = engine.shutdown_signal();
     tokio::spawn(async move {
@@ -26,6 +27,7 @@ pub(crate) fn spawn(engine: Arc<Engine>) -> JoinHandle<()> {
             engine.flush_last_seen().await;
             if tick.is_multiple_of(12) {
                 prune_audit(&engine).await;
+                prune_contributions(&engine).await;
             }
             // Forget identities whose buckets are full again (bounded memory).
             let tracked = engine.limits.sweep();
@@ -44,6 +46,26 @@ pub(crate) async fn prune_audit(engine: &Arc<Engine>) {
         Ok(0) => {}
         Ok(n) => tracing::info!(deleted = n, "audit log retention: old events deleted"),
         Err(e) => tracing::warn!(error = %e, "cannot apply the audit log's retention"),
+    }
+}
+
+/// Applies the contribution record's retention
+/// (`limits.contribution_max_rows`, `limits.contribution_max_age_days`);
+/// failures are logged.
+pub(crate) async fn prune_contributions(engine: &Arc<Engine>) {
+    let r = engine.settings.contribution_retention;
+    let before =
+        crate::engine::now_unix_ms() - i64::try_from(r.max_age.as_millis()).unwrap_or(i64::MAX);
+    match engine
+        .db(move |s| s.prune_contributions(before, r.max_rows))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            deleted = n,
+            "contribution record retention: old rows deleted"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot apply the contribution record's retention"),
     }
 }
 

@@ -42,7 +42,7 @@
 //!   [`CoordinatorConfig`] and [`JobSpec`] (what an embedder writes),
 //!   [`Error`], [`RejectReason`] and [`Result`], [`Receipt`] (parse a stored
 //!   or served privacy receipt) and [`now_unix_ms`].
-//! - Six deliberately public modules, because users name their items:
+//! - Eight deliberately public modules, because users name their items:
 //!   - [`alerts`]: the `[alerts]` webhook sink's configuration, the alert
 //!     kinds and the payload schema receivers parse;
 //!   - [`auth`]: bearer tokens on top of mTLS: the `[auth.tokens]`
@@ -58,7 +58,10 @@
 //!   - [`error`]: the error type, its one mapping to gRPC statuses and the
 //!     retry-after metadata key;
 //!   - [`export`]: the safetensors files model versions are exported as
-//!     (and initial weights imported from).
+//!     (and initial weights imported from);
+//!   - [`incident`]: the incident report (post-mortem draft) the Admin
+//!     API returns as JSON, and its Markdown rendering (what the
+//!     `admin incident report` command writes).
 //!
 //! Everything else is `pub(crate)`: the round machinery, services,
 //! listeners, limits and metrics are internals that change with the
@@ -100,6 +103,7 @@
 //! - `refusals`: how a caller is refused and what a refusal may store.
 //! - `housekeeping`: periodic flushing, limiter sweeps and audit retention.
 //! - [`export`]: safetensors export and import.
+//! - [`incident`]: incident reports from the record of who took part.
 //! - `server`: start-up, serving and shutdown; `recovery`: crash recovery
 //!   and resumption of every job at start.
 
@@ -116,6 +120,7 @@ pub mod export;
 pub(crate) mod fields;
 mod gate;
 mod housekeeping;
+pub mod incident;
 pub(crate) mod job;
 pub(crate) mod limits;
 pub(crate) mod listener;

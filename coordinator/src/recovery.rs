@@ -42,6 +42,9 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<(), Error> {
     for c in engine.db(|s| s.clients()).await? {
         engine.clients.load(&c);
     }
+    for h in engine.db(|s| s.contained_tenants()).await? {
+        engine.clients.set_contained(&h.tenant_id, true);
+    }
     // The receipts' sum-rounding bound assumes at most `limits.max_tenants`
     // tenants: a store holding more cannot be served under this limit.
     let (tenants, max) = (

@@ -17,6 +17,12 @@
 //!   and mirroring, so concurrent registrations of new tenants cannot pass
 //!   `limits.max_tenants` together.
 //!
+//! - **Tenant containment**: a contained tenant (an admin's
+//!   `clients quarantine --tenant`) may not register any identity, new or
+//!   known, until released; its identities are quarantined in the store in
+//!   the containment's transaction and mirrored here under
+//!   [`ClientRegistry::status_lock`].
+//!
 //! Last-seen times are kept here and flushed to the store periodically.
 
 use std::collections::{HashMap, HashSet};
@@ -60,6 +66,8 @@ pub(crate) struct ClientRegistry {
     /// Held by a `Register` of a tenant not yet in [`Self::tenants`] from
     /// its capacity check until the new identity is mirrored.
     pub(crate) admission: tokio::sync::Mutex<()>,
+    /// Contained tenants (see the module docs).
+    contained: RwLock<HashSet<String>>,
 }
 
 impl ClientRegistry {
@@ -136,6 +144,11 @@ impl ClientRegistry {
         self.read().get(client_id).map(|e| e.status)
     }
 
+    /// The tenant of a registered client id.
+    pub(crate) fn tenant_of(&self, client_id: &str) -> Option<String> {
+        self.read().get(client_id).map(|e| e.tenant_id.clone())
+    }
+
     /// The status of this identity if it is registered under its tenant.
     pub(crate) fn status_of(&self, id: &ClientIdentity) -> Option<ClientStatus> {
         self.read()
@@ -144,9 +157,37 @@ impl ClientRegistry {
             .map(|e| e.status)
     }
 
-    /// Refuses revoked identities and client ids bound to another tenant,
-    /// before registration.
+    /// Marks a tenant contained (`true`) or released.
+    pub(crate) fn set_contained(&self, tenant_id: &str, contained: bool) {
+        let mut c = self.contained.write().unwrap_or_else(|p| p.into_inner());
+        if contained {
+            c.insert(tenant_id.to_owned());
+        } else {
+            c.remove(tenant_id);
+        }
+    }
+
+    /// Whether a tenant is contained.
+    pub(crate) fn is_contained(&self, tenant_id: &str) -> bool {
+        self.contained
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(tenant_id)
+    }
+
+    /// Refuses revoked identities, client ids bound to another tenant and
+    /// every identity of a contained tenant, before registration.
     pub(crate) fn check_can_register(&self, id: &ClientIdentity) -> Result<(), Error> {
+        if self.is_contained(&id.tenant_id) {
+            return Err(Error::rejected(
+                RejectReason::Quarantined,
+                format!(
+                    "tenant {:?} is contained by an admin: no identity of it may register \
+                     until the tenant is released",
+                    id.tenant_id
+                ),
+            ));
+        }
         match self.read().get(&id.client_id) {
             Some(e) if e.tenant_id != id.tenant_id => Err(Error::rejected(
                 RejectReason::TenantMismatch,

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::aggregate::{AddError, Added, RoundSum};
 use crate::error::{Error, RejectReason};
+use crate::store::{Contribution, ContributionOutcome};
 
 /// Who is sending a tenant's submission: the client identity and its nonce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +52,21 @@ struct State {
     /// Client identities whose updates were accepted (one per tenant).
     participants: Vec<String>,
     rejected: u64,
+    /// The attempt's record of who took part, in decision order.
+    contributions: Vec<Contribution>,
+    /// Rejections recorded per client identity (bounded by
+    /// [`MAX_REJECTIONS_RECORDED`]).
+    rejections_recorded: HashMap<String, u32>,
 }
+
+/// Rejected submissions of one client identity recorded per attempt; later
+/// ones are still counted (the ledger's `rejected`) and audited
+/// (`update_rejected`, within the identity's audit-row budget), not
+/// recorded again.
+pub(crate) const MAX_REJECTIONS_RECORDED: u32 = 8;
+
+/// Longest rejection detail kept in the record.
+const MAX_RECORDED_DETAIL_BYTES: usize = 256;
 
 /// What an open round starts from.
 #[derive(Debug)]
@@ -116,6 +131,8 @@ pub(crate) struct Closed {
     pub participants: Vec<String>,
     /// Rejected submissions.
     pub rejected: u64,
+    /// Who took part and how (accepted, rejected), in decision order.
+    pub contributions: Vec<Contribution>,
 }
 
 /// Outcome of claiming a client's slot.
@@ -179,6 +196,8 @@ impl OpenRound {
                 slots: HashMap::new(),
                 participants: Vec::new(),
                 rejected: 0,
+                contributions: Vec::new(),
+                rejections_recorded: HashMap::new(),
             }),
             all_reported: Notify::new(),
             closed: watch::channel(false).0,
@@ -210,9 +229,49 @@ impl OpenRound {
         !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
     }
 
-    /// Counts a rejected submission against this attempt.
-    pub(crate) fn count_rejection(&self) {
-        self.lock().rejected += 1;
+    /// Counts a rejected submission against this attempt and, while the
+    /// attempt is open, records it (at most [`MAX_REJECTIONS_RECORDED`] per
+    /// identity).
+    pub(crate) fn record_rejection(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+        reason: RejectReason,
+        detail: &str,
+    ) {
+        let mut st = self.lock();
+        st.rejected += 1;
+        if !st.open {
+            return;
+        }
+        let n = st
+            .rejections_recorded
+            .entry(client_id.to_owned())
+            .or_insert(0);
+        if *n >= MAX_REJECTIONS_RECORDED {
+            return;
+        }
+        *n += 1;
+        st.contributions.push(Contribution {
+            client_id: client_id.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            outcome: ContributionOutcome::Rejected,
+            reason: format!(
+                "{}: {}",
+                reason.label(),
+                crate::fields::prefix(
+                    detail
+                        .strip_prefix(reason.label())
+                        .and_then(|d| d.strip_prefix(": "))
+                        .unwrap_or(detail),
+                    MAX_RECORDED_DETAIL_BYTES
+                )
+            ),
+            norm: None,
+            clipped: false,
+            screen_json: None,
+            unix_ms: crate::engine::now_unix_ms(),
+        });
     }
 
     fn stale(&self) -> Error {
@@ -322,6 +381,16 @@ impl OpenRound {
             Slot::Accepted(claim.sender.clone()),
         );
         st.participants.push(claim.sender.client_id.clone());
+        st.contributions.push(Contribution {
+            client_id: claim.sender.client_id.clone(),
+            tenant_id: claim.tenant_id.clone(),
+            outcome: ContributionOutcome::Accepted,
+            reason: String::new(),
+            norm: Some(added.norm),
+            clipped: added.clipped,
+            screen_json: None,
+            unix_ms: crate::engine::now_unix_ms(),
+        });
         claim.done = true;
         let all = st.participants.len() == self.selected.len();
         drop(st);
@@ -345,6 +414,7 @@ impl OpenRound {
             sum,
             participants: std::mem::take(&mut st.participants),
             rejected: st.rejected,
+            contributions: std::mem::take(&mut st.contributions),
         })
     }
 }

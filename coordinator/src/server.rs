@@ -203,6 +203,10 @@ impl Coordinator {
                 max_rows: l.audit_max_rows,
                 max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
             },
+            contribution_retention: AuditRetention {
+                max_rows: l.contribution_max_rows,
+                max_age: Duration::from_secs(l.contribution_max_age_days.saturating_mul(86_400)),
+            },
             dangerous,
         };
         let limits = RateLimits::new(
@@ -413,6 +417,7 @@ async fn launch(
     let server = tokio::spawn(server);
 
     crate::housekeeping::prune_audit(engine).await;
+    crate::housekeeping::prune_contributions(engine).await;
     let flusher = crate::housekeeping::spawn(engine.clone());
     engine.metrics.set_registered_clients(engine.clients.len());
     tracing::info!(%local_addr, metrics = ?metrics_addr, data_dir = %data_dir.display(), jobs = engine.jobs().len(), "coordinator started");

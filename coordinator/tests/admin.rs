@@ -183,6 +183,7 @@ async fn admin_service_end_to_end() {
             job_id: "adm".into(),
             version: 1,
             reason: "bad round".into(),
+            before_client_id: String::new(),
         })
         .await
         .unwrap()

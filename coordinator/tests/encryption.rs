@@ -80,6 +80,7 @@ fn commit(round: u64) -> RoundCommit {
         version: version(round, round as u8 + 1, true),
         participants: vec![],
         rejected: 0,
+        contributions: Vec::new(),
     }
 }
 

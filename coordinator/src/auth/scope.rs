@@ -29,6 +29,7 @@ const ADMIN_READ: &[&str] = &[
     "ListModels",
     "ExportModel",
     "ListAuditEvents",
+    "IncidentReport",
 ];
 
 /// The kind of the call at `path` (`/package.Service/Method`).
@@ -88,6 +89,8 @@ mod tests {
             "ReleaseClient",
             "RevokeClient",
             "RollbackModel",
+            "QuarantineTenant",
+            "ReleaseTenant",
             "SomethingNew",
         ] {
             assert_eq!(

@@ -6,17 +6,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use fedsec_coordinator::JobSpec;
-use fedsec_coordinator::config::DangerousConfig;
 use fedsec_proto::bearer::BearerInterceptor;
 use fedsec_proto::tls::{ClientTls, TlsFiles};
 use fedsec_proto::v1::admin_client::AdminClient;
 use fedsec_proto::v1::{
-    self, ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef,
-    ListAuditEventsRequest, ListClientsRequest, ListJobsRequest, RollbackModelRequest,
+    ClientActionRequest, CreateJobRequest, ExportModelRequest, JobRef, ListAuditEventsRequest,
+    ListClientsRequest, ListJobsRequest, RollbackModelRequest,
 };
 use serde_json::{Value, json};
 
 use super::CliError;
+use super::admin_view::{audit_json, eps, ledger_json, model_json, print_jobs};
+pub(crate) use super::admin_view::{client_json, job_json};
 
 /// Connection options and the admin command.
 #[derive(Debug, Args)]
@@ -69,6 +70,9 @@ pub(crate) enum AdminCommand {
     /// Audit events, newest first; `audit verify` / `audit export` check
     /// and export the tamper-evident log of a data directory offline.
     Audit(super::audit::AuditArgs),
+    /// Incident response: `incident report` writes a post-mortem draft.
+    #[command(subcommand)]
+    Incident(super::incident::IncidentCommand),
 }
 
 /// Job commands.
@@ -104,18 +108,28 @@ pub(crate) enum JobsCommand {
 pub(crate) enum ClientsCommand {
     /// Registered clients with their status and activity.
     List,
-    /// Reject the client's calls and never select it, until released.
+    /// Reject the client's calls and never select it, until released;
+    /// with `--tenant`, contain the whole tenant: every identity of it
+    /// quarantined and its registrations refused until released.
     Quarantine {
         /// Client id.
-        client: String,
+        #[arg(required_unless_present = "tenant", conflicts_with = "tenant")]
+        client: Option<String>,
+        /// Contain this tenant instead of one client.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Why (kept in the audit log).
         #[arg(long, default_value = "")]
         reason: String,
     },
-    /// Lift a quarantine.
+    /// Lift a quarantine (with `--tenant`: a tenant's containment).
     Release {
         /// Client id.
-        client: String,
+        #[arg(required_unless_present = "tenant", conflicts_with = "tenant")]
+        client: Option<String>,
+        /// Release this contained tenant instead of one client.
+        #[arg(long)]
+        tenant: Option<String>,
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
@@ -138,12 +152,26 @@ pub(crate) enum ModelsCommand {
         /// Job id.
         job: String,
     },
-    /// Make an earlier version current (privacy already spent stays spent).
+    /// Make an earlier version current (privacy already spent stays
+    /// spent): `rollback JOB VERSION`, or `rollback --before-client ID
+    /// [--job JOB]` for the last version served before the client's first
+    /// published contribution.
     Rollback {
         /// Job id.
-        job: String,
+        #[arg(required_unless_present = "before_client")]
+        job: Option<String>,
         /// Version to make current.
-        version: u64,
+        #[arg(
+            required_unless_present = "before_client",
+            conflicts_with = "before_client"
+        )]
+        version: Option<u64>,
+        /// Roll back to before this client's first contribution.
+        #[arg(long)]
+        before_client: Option<String>,
+        /// The job, with `--before-client` (optional if it contributed to one job only).
+        #[arg(long = "job", conflicts_with = "job")]
+        job_flag: Option<String>,
         /// Why (kept in the ledger and the audit log).
         #[arg(long, default_value = "")]
         reason: String,
@@ -159,159 +187,6 @@ pub(crate) enum ModelsCommand {
         #[arg(long)]
         out: PathBuf,
     },
-}
-
-fn num(v: f64) -> Value {
-    if v.is_finite() {
-        json!(v)
-    } else {
-        json!(if v > 0.0 { "inf" } else { "-inf" })
-    }
-}
-
-fn short(name: &str, prefix: &str) -> String {
-    name.strip_prefix(prefix).unwrap_or(name).to_owned()
-}
-
-fn job_state(s: i32) -> String {
-    v1::JobState::try_from(s)
-        .map_or_else(|_| s.to_string(), |s| short(s.as_str_name(), "JOB_STATE_"))
-}
-
-fn job_json(j: &v1::Job) -> Value {
-    let permissive = DangerousConfig {
-        allow_simulation_noise: true,
-        allow_disabled_noise: true,
-    };
-    let config = j
-        .config
-        .as_ref()
-        .and_then(|c| JobSpec::from_proto(c, &permissive).ok())
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(Value::Null);
-    json!({
-        "job_id": j.job_id,
-        "state": job_state(j.state),
-        "state_reason": j.state_reason,
-        "rounds_completed": j.rounds_completed,
-        "current_version": j.current_version,
-        "sampling_rate": num(j.sampling_rate),
-        "expected_cohort": num(j.expected_cohort),
-        "registered_tenants": j.registered_tenants,
-        "noise_multiplier": num(j.noise_multiplier),
-        "clip_norm": num(j.clip_norm),
-        "epsilon_pld": num(j.epsilon_pld),
-        "epsilon_rdp": num(j.epsilon_rdp),
-        "created_unix_ms": j.created_unix_ms,
-        "store_fault": j.store_fault.as_ref().map(|f| json!({
-            "error": f.error,
-            "since_unix_ms": f.since_unix_ms,
-            "retries": f.retries,
-            "next_retry_unix_ms": f.next_retry_unix_ms,
-        })),
-        "config": config,
-    })
-}
-
-fn client_json(c: &v1::ClientInfo) -> Value {
-    json!({
-        "client_id": c.client_id,
-        "tenant_id": c.tenant_id,
-        "status": v1::ClientStatus::try_from(c.status)
-            .map_or_else(|_| c.status.to_string(), |s| short(s.as_str_name(), "CLIENT_STATUS_")),
-        "status_reason": c.status_reason,
-        "registered_unix_ms": c.registered_unix_ms,
-        "last_seen_unix_ms": c.last_seen_unix_ms,
-        "rounds_participated": c.rounds_participated,
-        "software": c.software,
-    })
-}
-
-fn ledger_json(e: &v1::LedgerEntry) -> Value {
-    json!({
-        "seq": e.seq,
-        "kind": v1::LedgerEntryKind::try_from(e.kind)
-            .map_or_else(|_| e.kind.to_string(), |k| short(k.as_str_name(), "LEDGER_ENTRY_KIND_")),
-        "charge": e.charge.map(|c| json!({
-            "round": c.round,
-            "sampling_rate": num(c.sampling_rate),
-            "noise_multiplier": num(c.noise_multiplier),
-            "clip_norm": num(c.clip_norm),
-            "sensitivity": num(c.sensitivity),
-            "count_stddev": num(c.count_stddev),
-            "expected_cohort": num(c.expected_cohort),
-            "committed_unix_ms": c.committed_unix_ms,
-        })),
-        "attempt": e.attempt,
-        "epsilon_pld": num(e.epsilon_pld),
-        "epsilon_rdp": num(e.epsilon_rdp),
-        "delta": num(e.delta),
-        "model_version": e.model_version,
-        "participants": e.participants,
-        "rejected": e.rejected,
-        "clipped_fraction": num(e.clipped_fraction),
-        "note": e.note,
-        "committed_unix_ms": e.committed_unix_ms,
-    })
-}
-
-fn model_json(m: &v1::ModelVersionInfo) -> Value {
-    json!({
-        "version": m.version,
-        "round": m.round,
-        "sha256": hex::encode(&m.sha256),
-        "created_unix_ms": m.created_unix_ms,
-        "epsilon_pld": num(m.epsilon_pld),
-        "current": m.current,
-    })
-}
-
-fn audit_json(e: &v1::AuditEvent) -> Value {
-    json!({
-        "id": e.id,
-        "unix_ms": e.unix_ms,
-        "kind": e.kind,
-        "job_id": e.job_id,
-        "client_id": e.client_id,
-        "detail": e.detail,
-    })
-}
-
-fn eps(v: f64) -> String {
-    if v.is_finite() {
-        format!("{v:.4}")
-    } else {
-        "inf".into()
-    }
-}
-
-fn print_jobs(jobs: &[v1::Job]) {
-    println!(
-        "{:<24} {:<17} {:>7} {:>7} {:>9} {:>9} {:>10}",
-        "JOB", "STATE", "ROUNDS", "VERSION", "Q", "Z", "EPSILON"
-    );
-    for j in jobs {
-        let rounds = j.config.as_ref().map_or(0, |c| c.rounds);
-        println!(
-            "{:<24} {:<17} {:>7} {:>7} {:>9.4} {:>9.4} {:>10}",
-            j.job_id,
-            job_state(j.state),
-            format!("{}/{rounds}", j.rounds_completed),
-            j.current_version,
-            j.sampling_rate,
-            j.noise_multiplier,
-            eps(j.epsilon_pld),
-        );
-        if !j.state_reason.is_empty() {
-            println!("    {}", j.state_reason);
-        }
-        if let Some(f) = &j.store_fault {
-            println!(
-                "    held by a store fault since {} ms ({} failed tries, retrying): {}",
-                f.since_unix_ms, f.retries, f.error
-            );
-        }
-    }
 }
 
 fn print(json_out: bool, value: Value, human: impl FnOnce()) -> Result<(), CliError> {
@@ -389,6 +264,17 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
                 print(j, job_json(&r), || print_jobs(std::slice::from_ref(&r)))
             }
         },
+        AdminCommand::Incident(cmd) => super::incident::run(&mut admin, cmd, j).await,
+        AdminCommand::Clients(ClientsCommand::Quarantine {
+            tenant: Some(t),
+            reason,
+            ..
+        }) => super::incident::tenant(&mut admin, t, reason, true, j).await,
+        AdminCommand::Clients(ClientsCommand::Release {
+            tenant: Some(t),
+            reason,
+            ..
+        }) => super::incident::tenant(&mut admin, t, reason, false, j).await,
         AdminCommand::Clients(cmd) => {
             let (clients, verb) = match cmd {
                 ClientsCommand::List => (
@@ -399,11 +285,11 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
                         .clients,
                     None,
                 ),
-                ClientsCommand::Quarantine { client, reason } => (
+                ClientsCommand::Quarantine { client, reason, .. } => (
                     vec![
                         admin
                             .quarantine_client(ClientActionRequest {
-                                client_id: client,
+                                client_id: client.unwrap_or_default(),
                                 reason,
                             })
                             .await?
@@ -411,11 +297,11 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
                     ],
                     Some("quarantined"),
                 ),
-                ClientsCommand::Release { client, reason } => (
+                ClientsCommand::Release { client, reason, .. } => (
                     vec![
                         admin
                             .release_client(ClientActionRequest {
-                                client_id: client,
+                                client_id: client.unwrap_or_default(),
                                 reason,
                             })
                             .await?
@@ -538,14 +424,33 @@ async fn run_async(args: AdminArgs) -> Result<(), CliError> {
             }
             ModelsCommand::Rollback {
                 job,
+                before_client: Some(client),
+                job_flag,
+                reason,
+                ..
+            } => {
+                super::incident::rollback_before_client(
+                    &mut admin,
+                    job_flag.or(job),
+                    client,
+                    reason,
+                    j,
+                )
+                .await
+            }
+            ModelsCommand::Rollback {
+                job,
                 version,
                 reason,
+                ..
             } => {
+                let (job, version) = (job.unwrap_or_default(), version.unwrap_or_default());
                 let r = admin
                     .rollback_model(RollbackModelRequest {
                         job_id: job,
                         version,
                         reason,
+                        before_client_id: String::new(),
                     })
                     .await?
                     .into_inner();

@@ -246,6 +246,7 @@ async fn step(
             accepted,
             rejected: closed.rejected,
             note: why,
+            contributions: closed.contributions,
         };
         // Not released: the attempt's noise is discarded (zeroized when its
         // draw finishes), never reused by another attempt.
@@ -369,6 +370,7 @@ async fn step(
         },
         participants: closed.participants,
         rejected: closed.rejected,
+        contributions: closed.contributions,
     };
     // Retried in place on a transient fault (the release exists only in
     // memory); a retry first looks for an earlier try that landed.
@@ -473,6 +475,8 @@ struct Abandoned {
     accepted: u64,
     rejected: u64,
     note: String,
+    /// Who took part (recorded without a version: nothing was published).
+    contributions: Vec<crate::store::Contribution>,
 }
 
 /// Records an abandoned attempt: nothing released, nothing charged.
@@ -484,12 +488,14 @@ async fn abandon(engine: &Arc<Engine>, job: &JobRuntime, a: &Abandoned) -> Resul
         accepted,
         rejected,
         ref note,
+        ref contributions,
     } = *a;
     let close = AttemptClose {
         accepted,
         rejected,
         note: note.clone(),
         closed_unix_ms: now_unix_ms(),
+        contributions: contributions.clone(),
     };
     {
         // Retried in place on a transient fault (issue 16).

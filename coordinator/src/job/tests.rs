@@ -127,6 +127,7 @@ impl Store for LeanStore {
             },
             participants: c.participants.clone(),
             rejected: c.rejected,
+            contributions: c.contributions.clone(),
         };
         self.0.commit_round(&lean)
     }
@@ -175,6 +176,41 @@ impl Store for LeanStore {
     ) -> StoreResult<Option<fedsec_proto::release::AuditAnchor>> {
         self.0.release_anchor(job_id, version)
     }
+    fn audit_events_concerning(
+        &self,
+        client_ids: &[String],
+        tenant_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        self.0.audit_events_concerning(client_ids, tenant_id, limit)
+    }
+    fn contributions(
+        &self,
+        filter: &crate::store::ContributionFilter,
+    ) -> StoreResult<Vec<crate::store::ContributionRecord>> {
+        self.0.contributions(filter)
+    }
+    fn prune_contributions(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
+        self.0.prune_contributions(before_unix_ms, max_rows)
+    }
+    fn contain_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<(crate::store::TenantHold, Vec<ClientRecord>)> {
+        self.0.contain_tenant(tenant_id, reason, now_unix_ms)
+    }
+    fn release_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+    ) -> StoreResult<Option<(crate::store::TenantHold, Vec<ClientRecord>)>> {
+        self.0.release_tenant(tenant_id, reason)
+    }
+    fn contained_tenants(&self) -> StoreResult<Vec<crate::store::TenantHold>> {
+        self.0.contained_tenants()
+    }
 }
 
 pub(super) fn engine(key: &[u8]) -> Arc<Engine> {
@@ -211,6 +247,12 @@ pub(super) fn engine(key: &[u8]) -> Arc<Engine> {
                 audit_retention: AuditRetention {
                     max_rows: l.audit_max_rows,
                     max_age: Duration::from_secs(l.audit_max_age_days.saturating_mul(86_400)),
+                },
+                contribution_retention: AuditRetention {
+                    max_rows: l.contribution_max_rows,
+                    max_age: Duration::from_secs(
+                        l.contribution_max_age_days.saturating_mul(86_400),
+                    ),
                 },
                 dangerous: DangerousConfig {
                     allow_simulation_noise: false,

@@ -270,6 +270,8 @@ pub(crate) async fn recover(engine: &Engine, job: &JobRuntime) -> Result<(), Err
                         rejected: 0,
                         note: note.to_owned(),
                         closed_unix_ms: now_unix_ms(),
+                        // Nothing was collected for an unconfirmed opening.
+                        contributions: Vec::new(),
                     };
                     s.abandon_attempt(&id, a.round, a.attempt, &close)?;
                 }

@@ -122,6 +122,14 @@ pub struct LimitsConfig {
     /// Audit events older than this many days are deleted. Default 90.
     #[serde(default = "default_audit_max_age_days")]
     pub audit_max_age_days: u64,
+    /// Rows of the per-round record of who took part (contributions) kept:
+    /// the oldest beyond this count are deleted (at start and every
+    /// minute). Default 1000000.
+    #[serde(default = "default_audit_max_rows")]
+    pub contribution_max_rows: u64,
+    /// Contributions older than this many days are deleted. Default 90.
+    #[serde(default = "default_audit_max_age_days")]
+    pub contribution_max_age_days: u64,
     /// Largest `init_weights_path` file read, in bytes (the file must also
     /// be at most 4 bytes per parameter plus 1 MiB). Default 1073741824 (1 GiB).
     #[serde(default = "default_max_init_weights_bytes")]
@@ -245,6 +253,8 @@ impl Default for LimitsConfig {
             max_bytes_in_flight_per_identity: default_max_bytes_in_flight_per_identity(),
             audit_max_rows: default_audit_max_rows(),
             audit_max_age_days: default_audit_max_age_days(),
+            contribution_max_rows: default_audit_max_rows(),
+            contribution_max_age_days: default_audit_max_age_days(),
             max_init_weights_bytes: default_max_init_weights_bytes(),
             max_tenants: default_max_tenants(),
         }
@@ -253,7 +263,7 @@ impl Default for LimitsConfig {
 
 impl LimitsConfig {
     pub(crate) fn validate(&self) -> CResult {
-        let ranges: [(&str, u64, u64, u64); 22] = [
+        let ranges: [(&str, u64, u64, u64); 23] = [
             (
                 "max_concurrent_uploads",
                 self.max_concurrent_uploads as u64,
@@ -375,6 +385,12 @@ impl LimitsConfig {
                 1_000_000,
             ),
             ("audit_max_age_days", self.audit_max_age_days, 1, 36_500),
+            (
+                "contribution_max_age_days",
+                self.contribution_max_age_days,
+                1,
+                36_500,
+            ),
             // Above 10⁷ the sum-rounding bound would pass 2.2 % of C.
             ("max_tenants", self.max_tenants, 1, 10_000_000),
         ];
@@ -393,6 +409,7 @@ impl LimitsConfig {
                 1 << 20,
             ),
             ("audit_max_rows", self.audit_max_rows, 1000),
+            ("contribution_max_rows", self.contribution_max_rows, 1000),
             ("max_init_weights_bytes", self.max_init_weights_bytes, 1024),
         ] {
             if v < min {

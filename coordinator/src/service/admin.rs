@@ -17,10 +17,11 @@ use fedsec_proto::tensor::MAX_CHUNK_BYTES;
 use fedsec_proto::tls::PeerIdentity;
 use fedsec_proto::v1::admin_server::Admin;
 use fedsec_proto::v1::{
-    ClientActionRequest, ClientInfo, CreateJobRequest, ExportModelChunk, ExportModelRequest, Job,
-    JobRef, ListAuditEventsRequest, ListAuditEventsResponse, ListClientsRequest,
-    ListClientsResponse, ListJobsRequest, ListJobsResponse, ListLedgerResponse, ListModelsResponse,
-    RollbackModelRequest,
+    ClientActionRequest, ClientInfo, CreateJobRequest, ExportModelChunk, ExportModelRequest,
+    IncidentReportRequest, IncidentReportResponse, Job, JobRef, ListAuditEventsRequest,
+    ListAuditEventsResponse, ListClientsRequest, ListClientsResponse, ListJobsRequest,
+    ListJobsResponse, ListLedgerResponse, ListModelsResponse, RollbackModelRequest,
+    TenantActionRequest, TenantContainment,
 };
 use tonic::{Request, Response, Status};
 
@@ -205,9 +206,56 @@ impl Admin for AdminService {
     ) -> Result<Response<Job>, Status> {
         let api = self.authorize(&request, "RollbackModel").await?;
         let r = request.get_ref();
+        if !r.before_client_id.is_empty() {
+            if r.version != 0 {
+                return Err(Status::invalid_argument(
+                    "version and before_client_id: give one, not both",
+                ));
+            }
+            return Ok(Response::new(
+                api.rollback_before_client(&r.job_id, &r.before_client_id, &r.reason)
+                    .await?,
+            ));
+        }
         Ok(Response::new(
             api.rollback(&r.job_id, r.version, &r.reason).await?,
         ))
+    }
+
+    async fn quarantine_tenant(
+        &self,
+        request: Request<TenantActionRequest>,
+    ) -> Result<Response<TenantContainment>, Status> {
+        let api = self.authorize(&request, "QuarantineTenant").await?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.quarantine_tenant(&r.tenant_id, &r.reason).await?,
+        ))
+    }
+
+    async fn release_tenant(
+        &self,
+        request: Request<TenantActionRequest>,
+    ) -> Result<Response<TenantContainment>, Status> {
+        let api = self.authorize(&request, "ReleaseTenant").await?;
+        let r = request.get_ref();
+        Ok(Response::new(
+            api.release_tenant(&r.tenant_id, &r.reason).await?,
+        ))
+    }
+
+    async fn incident_report(
+        &self,
+        request: Request<IncidentReportRequest>,
+    ) -> Result<Response<IncidentReportResponse>, Status> {
+        let api = self.authorize(&request, "IncidentReport").await?;
+        let r = request.get_ref();
+        let report = api
+            .incident_report(&r.client_id, &r.tenant_id, &r.job_id)
+            .await?;
+        let report_json = serde_json::to_string(&report)
+            .map_err(|e| Status::internal(format!("encoding the report: {e}")))?;
+        Ok(Response::new(IncidentReportResponse { report_json }))
     }
 
     type ExportModelStream = ExportStream;

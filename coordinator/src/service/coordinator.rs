@@ -311,8 +311,13 @@ impl Coordinator for CoordinatorService {
         match received {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
-                if let (Some(round), Some(_)) = (&ctx.round, e.reject_reason()) {
-                    round.count_rejection();
+                if let (Some(round), Some(reason)) = (&ctx.round, e.reject_reason()) {
+                    round.record_rejection(
+                        &client.tenant_id,
+                        &client.client_id,
+                        reason,
+                        &e.to_string(),
+                    );
                 }
                 if let Some(reason) = e.reject_reason() {
                     self.engine.alerts.rejected_update(

@@ -27,9 +27,9 @@ use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 
 use super::{
-    AttemptClose, AttemptRecord, AuditRecord, ClientRecord, ClientStatus, JobRecord, JobState,
-    LedgerRecord, ModelVersionRecord, NewAuditEvent, Resolution, RoundCommit, Store, StoreError,
-    StoreResult, VersionInfo,
+    AttemptClose, AttemptRecord, AuditRecord, ClientRecord, ClientStatus, ContributionFilter,
+    ContributionRecord, JobRecord, JobState, LedgerRecord, ModelVersionRecord, NewAuditEvent,
+    Resolution, RoundCommit, Store, StoreError, StoreResult, TenantHold, VersionInfo,
 };
 
 type Hook = Arc<dyn Fn() -> Option<StoreError> + Send + Sync>;
@@ -164,6 +164,12 @@ delegate! {
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
     fn audit_head(&self) -> StoreResult<AuditAnchor>;
     fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>>;
+    fn audit_events_concerning(&self, client_ids: &[String], tenant_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    fn contributions(&self, filter: &ContributionFilter) -> StoreResult<Vec<ContributionRecord>>;
+    fn prune_contributions(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
+    fn contain_tenant(&self, tenant_id: &str, reason: &str, now_unix_ms: i64) -> StoreResult<(TenantHold, Vec<ClientRecord>)>;
+    fn release_tenant(&self, tenant_id: &str, reason: &str) -> StoreResult<Option<(TenantHold, Vec<ClientRecord>)>>;
+    fn contained_tenants(&self) -> StoreResult<Vec<TenantHold>>;
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@
 //! is planned behind the same trait.
 //!
 //! Invariant kept by every implementation: a round's ledger entry, its model
-//! version and the job's progress are written in ONE transaction
+//! version, the job's progress and the record of who took part
+//! ([`contributions`]) are written in ONE transaction
 //! ([`Store::commit_round`]); ledger sequence numbers are 1-based and
 //! gap-free per job; model version numbers increase by one. Every release
 //! of a version (job creation, round commit, rollback) appends its audit
@@ -16,6 +17,7 @@
 //! it in that same transaction: no version is served without its row.
 
 pub mod audit_chain;
+pub mod contributions;
 pub mod fault;
 pub mod seal;
 pub mod sqlite;
@@ -27,6 +29,10 @@ use fedsec_proto::tls::ClientIdentity;
 use serde::{Deserialize, Serialize};
 
 use crate::config::JobSpec;
+
+pub use contributions::{
+    Contribution, ContributionFilter, ContributionOutcome, ContributionRecord, TenantHold,
+};
 
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
@@ -280,7 +286,7 @@ pub struct AttemptRecord {
 }
 
 /// How an attempt was closed without a commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptClose {
     /// Updates that had been accepted (and are discarded).
     pub accepted: u64,
@@ -290,6 +296,9 @@ pub struct AttemptClose {
     pub note: String,
     /// When.
     pub closed_unix_ms: i64,
+    /// The attempt's record of who took part (written with the close, no
+    /// version: nothing was published).
+    pub contributions: Vec<Contribution>,
 }
 
 /// Kind of a ledger entry.
@@ -389,6 +398,9 @@ pub struct RoundCommit {
     pub participants: Vec<String>,
     /// Submissions rejected in this attempt.
     pub rejected: u64,
+    /// The attempt's record of who took part, written in the same
+    /// transaction with the version it published.
+    pub contributions: Vec<Contribution>,
 }
 
 /// An audit event to append.
@@ -434,7 +446,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Registers a client or refreshes its software string and last-seen
     /// time; keeps its status. Fails with `Conflict` if the client id is
-    /// registered to another tenant.
+    /// registered to another tenant. A new identity of a contained tenant
+    /// ([`Store::contain_tenant`]) is stored QUARANTINED and joins the
+    /// hold's list (the service refuses such registrations before; this
+    /// closes the race with a containment stored in between).
     fn upsert_client(
         &self,
         identity: &ClientIdentity,
@@ -457,7 +472,8 @@ pub trait Store: Send + Sync + 'static {
     fn next_attempt(&self, job_id: &str, round: u64) -> StoreResult<u32>;
     /// Records an opened attempt.
     fn open_attempt(&self, attempt: &AttemptRecord) -> StoreResult<()>;
-    /// Closes an open attempt as abandoned.
+    /// Closes an open attempt as abandoned, with its record of who took
+    /// part (no version), in one transaction.
     fn abandon_attempt(
         &self,
         job_id: &str,
@@ -476,7 +492,8 @@ pub trait Store: Send + Sync + 'static {
     fn attempts(&self, job_id: &str) -> StoreResult<Vec<AttemptRecord>>;
 
     /// Commits a round in one transaction: ledger entry, model version, job
-    /// progress, attempt state, participants' counters. Returns the assigned
+    /// progress, attempt state, participants' counters and the attempt's
+    /// record of who took part (with the version). Returns the assigned
     /// `(ledger seq, model version)`.
     fn commit_round(&self, commit: &RoundCommit) -> StoreResult<(u64, u64)>;
     /// Makes `version` current and appends a ROLLBACK ledger entry, in one
@@ -519,4 +536,41 @@ pub trait Store: Send + Sync + 'static {
     fn release_anchor(&self, job_id: &str, version: u64) -> StoreResult<Option<AuditAnchor>>;
     /// Audit events, newest first.
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>>;
+    /// Audit events naming one of `client_ids`, or (with `tenant_id`)
+    /// tenant-wide events of that tenant (`tenant_contained`,
+    /// `tenant_released`), newest first.
+    fn audit_events_concerning(
+        &self,
+        client_ids: &[String],
+        tenant_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Recorded contributions passing `filter`, oldest first (by job,
+    /// round, attempt, position).
+    fn contributions(&self, filter: &ContributionFilter) -> StoreResult<Vec<ContributionRecord>>;
+    /// Deletes contributions recorded before `before_unix_ms`, and the
+    /// oldest beyond the newest `max_rows`; returns how many were deleted.
+    fn prune_contributions(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64>;
+
+    /// Contains a tenant, in one transaction: records the hold and
+    /// quarantines every active identity of the tenant. Returns the hold
+    /// and the tenant's identities. Fails with `Conflict` if already
+    /// contained.
+    fn contain_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<(TenantHold, Vec<ClientRecord>)>;
+    /// Releases a contained tenant, in one transaction: deletes the hold
+    /// and makes active again the identities it quarantined (still
+    /// quarantined ones; revoked stay revoked). `None` if not contained.
+    fn release_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+    ) -> StoreResult<Option<(TenantHold, Vec<ClientRecord>)>>;
+    /// Contained tenants.
+    fn contained_tenants(&self) -> StoreResult<Vec<TenantHold>>;
 }

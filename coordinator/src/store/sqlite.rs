@@ -11,22 +11,27 @@ use std::sync::{Mutex, MutexGuard};
 use fedsec_proto::release::AuditAnchor;
 use fedsec_proto::tls::ClientIdentity;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::seal::{Aad, AtRestKey};
 
 use super::{
-    AttemptClose, AttemptRecord, AuditRecord, ClientRecord, ClientStatus, JobRecord, JobState,
-    LedgerRecord, ModelVersionRecord, NewAuditEvent, Resolution, RoundCommit, Store, StoreError,
-    StoreResult, VersionInfo,
+    AttemptClose, AttemptRecord, AuditRecord, ClientRecord, ClientStatus, ContributionFilter,
+    ContributionRecord, JobRecord, JobState, LedgerRecord, ModelVersionRecord, NewAuditEvent,
+    Resolution, RoundCommit, Store, StoreError, StoreResult, TenantHold, VersionInfo,
 };
 
 mod attempts;
 pub mod audit;
+mod audit_query;
 mod audit_time;
 mod clients;
 mod commit;
+mod contributions;
+mod empirical;
 mod files;
+#[cfg(test)]
+mod incident_tests;
 mod jobs;
 mod ledger_check;
 mod pages;
@@ -34,6 +39,7 @@ mod participation;
 mod records;
 mod schema;
 mod sealed;
+mod tenants;
 #[cfg(test)]
 mod tests;
 
@@ -47,7 +53,7 @@ use records::{
 };
 use schema::migrate;
 pub use schema::{MIGRATIONS, schema_version};
-use sealed::{check_encryption, open_blob, open_text, seal_blob, seal_text, version_aad};
+use sealed::{check_encryption, open_blob, open_text, seal_blob, version_aad};
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "coordinator.db";
@@ -160,6 +166,24 @@ impl SqliteStore {
         // transaction behind (it is rolled back on drop), so the connection
         // is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in one write transaction.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(db)?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db)?;
+        Ok(out)
+    }
+
+    fn decode_clients(&self, raw: Vec<(ClientRecord, Value)>) -> StoreResult<Vec<ClientRecord>> {
+        raw.into_iter()
+            .map(|r| decode_client(self.key.as_ref(), r))
+            .collect()
     }
 }
 
@@ -370,7 +394,18 @@ impl Store for SqliteStore {
         attempt: u32,
         close: &AttemptClose,
     ) -> StoreResult<()> {
-        attempts::abandon(&self.conn(), job_id, round, attempt, close)
+        self.write(|tx| {
+            attempts::abandon(tx, job_id, round, attempt, close)?;
+            contributions::insert(
+                tx,
+                self.key.as_ref(),
+                job_id,
+                round,
+                attempt,
+                None,
+                &close.contributions,
+            )
+        })
     }
 
     fn abandon_open_attempts(
@@ -409,41 +444,17 @@ impl Store for SqliteStore {
         receipt_json: &str,
         now_unix_ms: i64,
     ) -> StoreResult<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction().map_err(db)?;
-        let updated = tx
-            .execute(
-                "UPDATE model_versions SET receipt_json = ?3 WHERE job_id = ?1 AND version = ?2",
-                params![
-                    job_id,
-                    to_i64(version)?,
-                    seal_text(
-                        self.key.as_ref(),
-                        &version_aad("model_versions.receipt_json", job_id, version),
-                        receipt_json
-                    )
-                ],
+        self.write(|tx| {
+            empirical::record(
+                tx,
+                self.key.as_ref(),
+                job_id,
+                version,
+                audit_json,
+                receipt_json,
+                now_unix_ms,
             )
-            .map_err(db)?;
-        if updated != 1 {
-            return Err(StoreError::Conflict(format!(
-                "job {job_id:?} has no version {version}"
-            )));
-        }
-        tx.execute(
-            "INSERT INTO empirical_audits (job_id, model_version, audit_json, computed_unix_ms) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![job_id, to_i64(version)?, audit_json, now_unix_ms],
-        )
-        .map_err(|e| match e {
-            rusqlite::Error::SqliteFailure(f, _)
-                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                StoreError::Conflict(format!("job {job_id:?} already has an audit"))
-            }
-            other => db(other),
-        })?;
-        tx.commit().map_err(db)
+        })
     }
 
     fn empirical_audit(&self, job_id: &str) -> StoreResult<Option<(String, u64)>> {
@@ -551,40 +562,56 @@ impl Store for SqliteStore {
     }
 
     fn audit_events(&self, job_id: Option<&str>, limit: usize) -> StoreResult<Vec<AuditRecord>> {
-        let conn = self.conn();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let map = |r: &Row<'_>| {
-            Ok(AuditRecord {
-                id: to_u64(r.get(0)?, "id")?,
-                event: NewAuditEvent {
-                    unix_ms: r.get(1)?,
-                    kind: r.get(2)?,
-                    job_id: r.get(3)?,
-                    client_id: r.get(4)?,
-                    detail: r.get(5)?,
-                },
-            })
-        };
-        let cols = "id, unix_ms, kind, job_id, client_id, detail";
-        match job_id {
-            Some(j) => {
-                let mut stmt = conn
-                    .prepare(&format!(
-                        "SELECT {cols} FROM audit WHERE job_id = ?1 ORDER BY id DESC LIMIT ?2"
-                    ))
-                    .map_err(db)?;
-                let rows = stmt.query_map(params![j, limit], map).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            }
-            None => {
-                let mut stmt = conn
-                    .prepare(&format!(
-                        "SELECT {cols} FROM audit ORDER BY id DESC LIMIT ?1"
-                    ))
-                    .map_err(db)?;
-                let rows = stmt.query_map([limit], map).map_err(db)?;
-                rows.collect::<Result<_, _>>().map_err(db)
-            }
-        }
+        audit_query::events(&self.conn(), job_id, limit)
+    }
+
+    fn audit_events_concerning(
+        &self,
+        client_ids: &[String],
+        tenant_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        audit_query::concerning(&self.conn(), client_ids, tenant_id, limit)
+    }
+
+    fn contributions(&self, filter: &ContributionFilter) -> StoreResult<Vec<ContributionRecord>> {
+        contributions::read(&self.conn(), self.key.as_ref(), filter)
+    }
+
+    fn prune_contributions(&self, before_unix_ms: i64, max_rows: u64) -> StoreResult<u64> {
+        self.write(|tx| contributions::prune(tx, before_unix_ms, max_rows))
+    }
+
+    fn contain_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> StoreResult<(TenantHold, Vec<ClientRecord>)> {
+        let (hold, raw) = self.write(|tx| {
+            let hold = tenants::contain(tx, tenant_id, reason, now_unix_ms)?;
+            Ok((hold, tenants::identities(tx, tenant_id)?))
+        })?;
+        Ok((hold, self.decode_clients(raw)?))
+    }
+
+    fn release_tenant(
+        &self,
+        tenant_id: &str,
+        reason: &str,
+    ) -> StoreResult<Option<(TenantHold, Vec<ClientRecord>)>> {
+        let released = self.write(|tx| {
+            let Some(hold) = tenants::release(tx, tenant_id, reason)? else {
+                return Ok(None);
+            };
+            Ok(Some((hold, tenants::identities(tx, tenant_id)?)))
+        })?;
+        released
+            .map(|(hold, raw)| Ok((hold, self.decode_clients(raw)?)))
+            .transpose()
+    }
+
+    fn contained_tenants(&self) -> StoreResult<Vec<TenantHold>> {
+        tenants::holds(&self.conn())
     }
 }

@@ -10,7 +10,8 @@ use crate::store::{ClientRecord, ClientStatus, StoreError, StoreResult};
 
 /// Registers `identity` (or refreshes its software and last-seen time) in
 /// the caller's transaction; refuses a client id registered to another
-/// tenant. Returns the row with its participation counter still raw.
+/// tenant. A new identity of a contained tenant is stored quarantined.
+/// Returns the row with its participation counter still raw.
 pub(super) fn upsert_client(
     tx: &Transaction<'_>,
     identity: &ClientIdentity,
@@ -55,6 +56,10 @@ pub(super) fn upsert_client(
                 ],
             )
             .map_err(db)?;
+            // A containment stored since the service's check: held too.
+            if let Some(hold) = super::tenants::hold(tx, &identity.tenant_id)? {
+                super::tenants::hold_new_identity(tx, &hold, &identity.client_id)?;
+            }
         }
     }
     let record = tx

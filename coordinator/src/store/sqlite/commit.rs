@@ -1,5 +1,6 @@
 //! The two writes that move a job's published version: committing a round
-//! (version, ledger entry, progress and participation in one transaction)
+//! (version, ledger entry, progress, participation and the record of who
+//! took part in one transaction)
 //! and rolling back to an earlier version.
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -84,6 +85,17 @@ pub(super) fn commit_round(
     )
     .map_err(db)?;
     count_participation(tx, key, &c.participants)?;
+    // The record of who took part, with the version: it commits (or fails)
+    // with the ledger entry, never apart from it.
+    super::contributions::insert(
+        tx,
+        key,
+        &c.job_id,
+        c.round,
+        c.attempt,
+        Some(version),
+        &c.contributions,
+    )?;
     super::audit::release(
         tx,
         &super::audit::Release {

@@ -123,6 +123,38 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE model_versions ADD COLUMN audit_seq INTEGER;
     ALTER TABLE model_versions ADD COLUMN audit_head BLOB;
     "#,
+    // 5: incident response (issue 22). The per-round record of who took
+    // part, written in the transaction that commits (or abandons) the
+    // attempt; with encryption at rest the participant's fields live in
+    // `sealed` and the clear ones stay empty. Contained tenants, with the
+    // identities their containment quarantined.
+    r#"
+    CREATE TABLE contributions (
+        job_id        TEXT NOT NULL REFERENCES jobs(job_id),
+        round         INTEGER NOT NULL,
+        attempt       INTEGER NOT NULL,
+        seq           INTEGER NOT NULL,
+        model_version INTEGER,
+        unix_ms       INTEGER NOT NULL,
+        client_id     TEXT NOT NULL DEFAULT '',
+        tenant_id     TEXT NOT NULL DEFAULT '',
+        outcome       TEXT NOT NULL,
+        reason        TEXT NOT NULL DEFAULT '',
+        norm          REAL,
+        clipped       INTEGER NOT NULL DEFAULT 0,
+        screen_json   TEXT,
+        sealed        BLOB,
+        PRIMARY KEY (job_id, round, attempt, seq)
+    );
+    CREATE INDEX contributions_by_client ON contributions(client_id);
+    CREATE INDEX contributions_by_time ON contributions(unix_ms);
+    CREATE TABLE contained_tenants (
+        tenant_id     TEXT PRIMARY KEY,
+        reason        TEXT NOT NULL DEFAULT '',
+        since_unix_ms INTEGER NOT NULL,
+        quarantined   TEXT NOT NULL DEFAULT '[]'
+    );
+    "#,
 ];
 
 /// Current schema version of this build.

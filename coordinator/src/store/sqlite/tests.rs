@@ -8,7 +8,7 @@ use fedsec_privacy::RoundCharge;
 use crate::store::LedgerKind;
 use fedsec_model::ModelSpec;
 
-fn job(id: &str) -> JobRecord {
+pub(super) fn job(id: &str) -> JobRecord {
     JobRecord {
         spec: JobSpec::new(id, ModelSpec::logistic(3), 0.5, 4),
         state: JobState::Running,
@@ -21,7 +21,7 @@ fn job(id: &str) -> JobRecord {
     }
 }
 
-fn version(round: u64, fill: u8) -> ModelVersionRecord {
+pub(super) fn version(round: u64, fill: u8) -> ModelVersionRecord {
     ModelVersionRecord {
         info: VersionInfo {
             version: 0,
@@ -37,7 +37,7 @@ fn version(round: u64, fill: u8) -> ModelVersionRecord {
     }
 }
 
-fn attempt(round: u64, attempt: u32) -> AttemptRecord {
+pub(super) fn attempt(round: u64, attempt: u32) -> AttemptRecord {
     AttemptRecord {
         job_id: "j".into(),
         round,
@@ -54,7 +54,7 @@ fn attempt(round: u64, attempt: u32) -> AttemptRecord {
     }
 }
 
-fn commit(round: u64, attempt: u32) -> RoundCommit {
+pub(super) fn commit(round: u64, attempt: u32) -> RoundCommit {
     RoundCommit {
         job_id: "j".into(),
         round,
@@ -86,6 +86,7 @@ fn commit(round: u64, attempt: u32) -> RoundCommit {
         version: version(round, round as u8),
         participants: vec!["c1".into()],
         rejected: 1,
+        contributions: Vec::new(),
     }
 }
 
