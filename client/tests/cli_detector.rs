@@ -218,7 +218,10 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
         .map(|r| r["logit"].as_f64().unwrap())
         .collect();
     assert!(logits.windows(2).all(|w| w[0] >= w[1]), "{logits:?}");
-    assert!(reports[0]["probability"].as_f64().unwrap() > 0.9, "{logits:?}");
+    assert!(
+        reports[0]["probability"].as_f64().unwrap() > 0.9,
+        "{logits:?}"
+    );
     for r in &reports {
         let reasons = r["reasons"].as_array().unwrap();
         assert!(!reasons.is_empty() && reasons.len() <= 3, "{r}");
@@ -234,7 +237,10 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
             r["requests"].as_u64(),
             "{r}"
         );
-        assert!(!r["evidence"]["top_paths"].as_array().unwrap().is_empty(), "{r}");
+        assert!(
+            !r["evidence"]["top_paths"].as_array().unwrap().is_empty(),
+            "{r}"
+        );
         assert!(r["related"]["same_ip"]["indexed"].as_bool().unwrap(), "{r}");
     }
     let text = ok(&[
@@ -290,19 +296,16 @@ fn logistic_model(dir: &Path, weights: &[(usize, f32)], bias: f32) -> std::path:
     }
     w[NUM_FEATURES] = bias;
     let path = dir.join("hand.safetensors");
-    ModelFile::new(spec, w, "hand-made").unwrap().save(&path).unwrap();
+    ModelFile::new(spec, w, "hand-made")
+        .unwrap()
+        .save(&path)
+        .unwrap();
     path
 }
 
 /// `n` CLF lines of one client, 5 s apart from `start` (Unix s), each a
 /// distinct page (or `path(k)`).
-fn clf_session(
-    ip: &str,
-    ua: &str,
-    start: i64,
-    n: usize,
-    path: impl Fn(usize) -> String,
-) -> String {
+fn clf_session(ip: &str, ua: &str, start: i64, n: usize, path: impl Fn(usize) -> String) -> String {
     (0..n)
         .map(|k| {
             let t = format_clf_time((start + 5 * k as i64) * 1000, 0);
@@ -360,7 +363,10 @@ fn score_ranks_by_logit_where_probabilities_saturate() {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["list"] == "abuse")
         .collect();
-    let requests: Vec<u64> = abuse.iter().map(|r| r["requests"].as_u64().unwrap()).collect();
+    let requests: Vec<u64> = abuse
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .collect();
     assert_eq!(requests, vec![400, 200, 100, 50]);
     let logits: Vec<f64> = abuse.iter().map(|r| r["logit"].as_f64().unwrap()).collect();
     assert!(logits.windows(2).all(|w| w[0] > w[1]), "{logits:?}");
@@ -371,7 +377,10 @@ fn score_ranks_by_logit_where_probabilities_saturate() {
         let reasons = r["reasons"].as_array().unwrap();
         assert_eq!(reasons[0]["name"], "requests", "{r}");
         assert!(
-            reasons[0]["text"].as_str().unwrap().ends_with("(typical human here: 5)"),
+            reasons[0]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("(typical human here: 5)"),
             "{r}"
         );
     }
@@ -500,12 +509,20 @@ fn score_shows_evidence_pagination_and_related_sessions() {
     assert_eq!(first["baseline"]["source"], "scored_humans");
     assert_eq!(first["baseline"]["references"], 12);
     // No raw personal value anywhere in the report.
-    assert!(!json.contains("alice") && !json.contains("example.com"), "{json}");
+    assert!(
+        !json.contains("alice") && !json.contains("example.com"),
+        "{json}"
+    );
 
     let text = run(&[]);
-    assert!(text.starts_with("Reasons compare with: 12 sessions of this log the model scores as human"), "{text}");
     assert!(
-        text.contains("      1. paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110)"),
+        text.starts_with("Reasons compare with: 12 sessions of this log the model scores as human"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "      1. paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110)"
+        ),
         "{text}"
     );
     assert!(!text.contains("same URL"), "{text}");
@@ -513,8 +530,14 @@ fn score_shows_evidence_pagination_and_related_sessions() {
         text.contains("        GET /c/shoes?page=<int> ×110 (110 distinct; 200 ×110; pagination: pages 1 → 110)"),
         "{text}"
     );
-    assert!(text.contains("related: same IP: 2 other sessions (0 flagged): ipua:"), "{text}");
-    assert!(text.contains("same user agent: 3 other sessions (3 flagged): ipua:"), "{text}");
+    assert!(
+        text.contains("related: same IP: 2 other sessions (0 flagged): ipua:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("same user agent: 3 other sessions (3 flagged): ipua:"),
+        "{text}"
+    );
 
     // Labelled humans replace the model's own as the baseline.
     let labels = dir.path().join("labels.jsonl");
@@ -534,13 +557,22 @@ fn score_shows_evidence_pagination_and_related_sessions() {
     assert_eq!(first["baseline"]["source"], "labelled_humans", "{first}");
     assert_eq!(first["baseline"]["references"], 10, "{first}");
     // A broken labels file is a clear error naming the line.
-    std::fs::write(&labels, "{\"session\": \"x\", \"class\": \"human\"}\nnot json\n").unwrap();
-    let out = client(&args(&["--labels", labels.to_str().unwrap()])
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>());
+    std::fs::write(
+        &labels,
+        "{\"session\": \"x\", \"class\": \"human\"}\nnot json\n",
+    )
+    .unwrap();
+    let out = client(
+        &args(&["--labels", labels.to_str().unwrap()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("line 2"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{out:?}"
+    );
 }
 
 #[test]

@@ -60,7 +60,11 @@ fn real_samples_keep_query_shapes_but_never_their_values() {
             assert_eq!(listed + e.other_requests, s.requests.len() as u64, "{file}");
             assert_eq!(e.requests, s.requests.len());
             assert!(e.start <= e.end);
-            shapes.extend(e.top_paths.iter().map(|p| format!("{} {}", p.method, p.shape)));
+            shapes.extend(
+                e.top_paths
+                    .iter()
+                    .map(|p| format!("{} {}", p.method, p.shape)),
+            );
         }
     }
     for want in [
@@ -71,7 +75,10 @@ fn real_samples_keep_query_shapes_but_never_their_values() {
         "GET //phpMyAdmin-2.8.2.3/scripts/setup.php",
         "GET /dashboard/",
     ] {
-        assert!(shapes.iter().any(|s| s == want), "{want} not in {shapes:#?}");
+        assert!(
+            shapes.iter().any(|s| s == want),
+            "{want} not in {shapes:#?}"
+        );
     }
     for s in &shapes {
         assert!(values_are_placeholders(s), "{s}");
@@ -183,7 +190,11 @@ fn a_pagination_walk_is_described_as_pagination() {
     );
     assert_eq!(e.statuses_line(), "200 ×108, 404 ×2");
 
-    let ex = attributions_on(&[idx::MAX_HITS_ONE_PATH, idx::DISTINCT_PATH_RATIO, idx::MEDIAN_GAP]);
+    let ex = attributions_on(&[
+        idx::MAX_HITS_ONE_PATH,
+        idx::DISTINCT_PATH_RATIO,
+        idx::MEDIAN_GAP,
+    ]);
     let typical = baseline_for(&f.values);
     let ctx = ReasonContext {
         typical: &typical,
@@ -238,7 +249,13 @@ fn hammering_one_url_and_shuffled_pages_are_not_pagination() {
         typical_raw: None,
         evidence: Some(&e),
     };
-    let r = reasons(&attributions_on(&[idx::MAX_HITS_ONE_PATH]), &f.values, &f.raw, &ctx, 1);
+    let r = reasons(
+        &attributions_on(&[idx::MAX_HITS_ONE_PATH]),
+        &f.values,
+        &f.raw,
+        &ctx,
+        1,
+    );
     assert_eq!(r[0].text, "hit POST /api/login 40 times");
     let shuffled = sessions.iter().find(|s| s.ip == "203.0.113.6").unwrap();
     let e = Evidence::of(shuffled, 5);

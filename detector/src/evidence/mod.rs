@@ -307,7 +307,11 @@ impl Evidence {
     /// The evidence of a closed session, with its `top` most requested shapes.
     pub fn of(session: &Session, top: usize) -> Self {
         let reqs = &session.requests;
-        let first = reqs.iter().map(|r| r.ts_ms).min().unwrap_or(session.key.start_ms);
+        let first = reqs
+            .iter()
+            .map(|r| r.ts_ms)
+            .min()
+            .unwrap_or(session.key.start_ms);
         let last = reqs.iter().map(|r| r.ts_ms).max().unwrap_or(first);
         let mut statuses: Vec<StatusCount> = Vec::new();
         for r in reqs {
@@ -324,7 +328,11 @@ impl Evidence {
         hashes.sort_unstable();
         let (mut best_hash, mut best_n, mut run) = (0u64, 0u64, 0u64);
         for (i, h) in hashes.iter().enumerate() {
-            run = if i > 0 && hashes[i - 1] == *h { run + 1 } else { 1 };
+            run = if i > 0 && hashes[i - 1] == *h {
+                run + 1
+            } else {
+                1
+            };
             if run > best_n {
                 best_n = run;
                 best_hash = *h;

@@ -204,13 +204,16 @@ mod tests {
         idx.add("b", "10.0.0.1", "Chrome", Some(1), false);
         idx.add("c", "10.0.0.1", "bot/1.0", Some(1), true);
         for i in 0..6 {
-            idx.add(&format!("d{i}"), &format!("192.0.2.{i}"), "bot/1.0", Some(2), true);
+            idx.add(
+                &format!("d{i}"),
+                &format!("192.0.2.{i}"),
+                "bot/1.0",
+                Some(2),
+                true,
+            );
         }
         let r = idx.related("c", "10.0.0.1", "bot/1.0", Some(1), true);
-        assert_eq!(
-            (r.same_ip.other_sessions, r.same_ip.other_flagged),
-            (2, 0)
-        );
+        assert_eq!((r.same_ip.other_sessions, r.same_ip.other_flagged), (2, 0));
         assert_eq!(r.same_ip.examples, vec!["a", "b"]);
         assert_eq!(
             (

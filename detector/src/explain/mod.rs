@@ -159,7 +159,12 @@ pub fn explain(
     Ok(out)
 }
 
-pub(crate) fn finish(logit: f32, baseline_logit: f32, attributions: Vec<f32>, steps: u32) -> Explanation {
+pub(crate) fn finish(
+    logit: f32,
+    baseline_logit: f32,
+    attributions: Vec<f32>,
+    steps: u32,
+) -> Explanation {
     let sum: f64 = attributions.iter().map(|&a| f64::from(a)).sum();
     let completeness_error = (sum - (f64::from(logit) - f64::from(baseline_logit))).abs();
     Explanation {

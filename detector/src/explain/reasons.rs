@@ -179,7 +179,13 @@ pub fn reasons(
     out
 }
 
-fn phrase(i: usize, attribution: f32, x: &[f32], raw: &RawFeatures, ctx: &ReasonContext<'_>) -> Reason {
+fn phrase(
+    i: usize,
+    attribution: f32,
+    x: &[f32],
+    raw: &RawFeatures,
+    ctx: &ReasonContext<'_>,
+) -> Reason {
     let def = &FEATURES[i];
     let above = x[i] > ctx.typical[i];
     let kind = if is_absence(i, above) {
@@ -330,7 +336,7 @@ mod tests {
     fn typical_values_come_from_the_tenant_baseline() {
         let raw = session_raw();
         let x = raw.transform();
-        let mut typical = x;
+        let mut typical = baseline_for(&x);
         typical[idx::ASSET_SHARE] = FEATURES[idx::ASSET_SHARE].transform.apply(0.35);
         let mut typical_raw = [f64::NAN; NUM_FEATURES];
         typical_raw[idx::LOGIN_FAILURE_RATIO] = 0.0;

@@ -71,8 +71,8 @@ pub(crate) struct ScoreArgs {
 /// Keys of the sessions a labels file calls human (`class: human`, or an
 /// old file's `is_bot: false`).
 fn human_keys(path: &Path) -> Result<HashSet<String>, CliError> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| format!("--labels {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("--labels {}: {e}", path.display()))?;
     let mut out = HashSet::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line = line.map_err(|e| format!("--labels {}: {e}", path.display()))?;

@@ -189,8 +189,7 @@ impl<'a> Ranker<'a> {
             self.seq += 1;
             let key = s.key.to_string();
             let flagged = logit >= 0.0;
-            self.related
-                .add(&key, &s.ip, &s.user_agent, s.asn, flagged);
+            self.related.add(&key, &s.ip, &s.user_agent, s.asn, flagged);
             let good = GoodBot::of(&f.raw, logit);
             let eligible = match &self.humans {
                 Some(h) => h.contains(&key),

@@ -101,7 +101,12 @@ fn duration(s: f64) -> String {
 }
 
 /// The text block of one abusive session.
-pub(super) fn abuse_text(rank: usize, c: &Candidate, reasons: &[Reason], related: &Related) -> String {
+pub(super) fn abuse_text(
+    rank: usize,
+    c: &Candidate,
+    reasons: &[Reason],
+    related: &Related,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -137,9 +142,17 @@ pub(super) fn abuse_text(rank: usize, c: &Candidate, reasons: &[Reason], related
         let _ = writeln!(out, "        {}", p.describe());
     }
     if e.other_requests > 0 && e.shapes_kept {
-        let _ = writeln!(out, "        … {} more requests to other paths", e.other_requests);
+        let _ = writeln!(
+            out,
+            "        … {} more requests to other paths",
+            e.other_requests
+        );
     }
-    let _ = writeln!(out, "      related: same IP: {}", safe(&related.same_ip.describe()));
+    let _ = writeln!(
+        out,
+        "      related: same IP: {}",
+        safe(&related.same_ip.describe())
+    );
     let _ = writeln!(
         out,
         "               same user agent: {}",
