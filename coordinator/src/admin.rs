@@ -146,6 +146,7 @@ impl AdminApi {
         job.set_state(JobState::Paused, &reason);
         job.wake.notify_one();
         tracing::info!(job = job_id, actor = %self.actor, "job paused");
+        crate::alerts::job_paused(&self.engine.alerts, job_id, &reason, true);
         Ok(job.to_proto())
     }
 
@@ -223,6 +224,14 @@ impl AdminApi {
             .ok_or_else(|| Error::NotFound(format!("no client {client_id:?}")))?;
         self.engine.clients.set_status(&record);
         tracing::info!(client = client_id, status = status.as_str(), actor = %self.actor, reason, "client status changed");
+        crate::alerts::client_status(
+            &self.engine.alerts,
+            client_id,
+            &record.identity.tenant_id,
+            status,
+            &self.actor,
+            reason,
+        );
         Ok(client_info(&record))
     }
 

@@ -83,6 +83,8 @@ pub(crate) struct Engine {
     pub(crate) limits: RateLimits,
     pub(crate) shares: Arc<Shares>,
     pub(crate) connections: Arc<Connections>,
+    /// The alert sink (`[alerts]`; inert without it).
+    pub(crate) alerts: crate::alerts::AlertSink,
     jobs: RwLock<BTreeMap<String, Arc<JobRuntime>>>,
     shutdown: watch::Sender<bool>,
     killed: Arc<AtomicBool>,
@@ -129,11 +131,18 @@ impl Engine {
             limits,
             shares,
             connections,
+            alerts: crate::alerts::AlertSink::off(),
             jobs: RwLock::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
             killed: Arc::new(AtomicBool::new(false)),
             drivers: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The engine with its alert sink.
+    pub(crate) fn with_alerts(mut self, alerts: crate::alerts::AlertSink) -> Self {
+        self.alerts = alerts;
+        self
     }
 
     /// Runs a store operation on a blocking thread.
@@ -480,6 +489,7 @@ impl Engine {
             state = state.as_str(),
             "job finished: {reason}"
         );
+        crate::alerts::job_finished(&self.alerts, job.id(), state, reason);
         crate::job::weather::audit(
             self,
             job,

@@ -42,7 +42,9 @@
 //!   [`CoordinatorConfig`] and [`JobSpec`] (what an embedder writes),
 //!   [`Error`], [`RejectReason`] and [`Result`], [`Receipt`] (parse a stored
 //!   or served privacy receipt) and [`now_unix_ms`].
-//! - Five deliberately public modules, because users name their items:
+//! - Six deliberately public modules, because users name their items:
+//!   - [`alerts`]: the `[alerts]` webhook sink's configuration, the alert
+//!     kinds and the payload schema receivers parse;
 //!   - [`auth`]: bearer tokens on top of mTLS: the `[auth.tokens]`
 //!     configuration, the refusal type, and local token minting
 //!     ([`auth::mint`], what `fedsec-coordinator tokens` uses);
@@ -64,6 +66,8 @@
 //!
 //! # Modules, by what they own
 //!
+//! - [`alerts`]: the webhook alert sink (bounded queue, retries,
+//!   de-duplication) and the alerts the coordinator raises.
 //! - [`auth`]: OAuth2 / OIDC bearer tokens checked on top of mTLS
 //!   (JWKS, claims, scopes, MFA) and local minting.
 //! - [`config`]: the TOML configuration and job definitions, validation
@@ -102,6 +106,7 @@
 pub(crate) mod accounting;
 pub(crate) mod admin;
 pub(crate) mod aggregate;
+pub mod alerts;
 pub mod auth;
 pub(crate) mod canary;
 pub mod config;

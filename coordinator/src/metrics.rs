@@ -26,6 +26,7 @@
 //! | `fedsec_connections` | gauge | `state` (`handshaking`, `open`) |
 //! | `fedsec_connections_refused_total` | counter | `reason` (a connection cap, `handshake_timeout`, `handshake_failed`) |
 //! | `fedsec_connections_closed_total` | counter | `reason` (`refused_identity_flood`, `download_deadline`) |
+//! | `fedsec_alerts_total`, `fedsec_alert_retries_total`, `fedsec_alert_queue` | | the alert sink's ([`alerts`]) |
 
 use std::sync::atomic::AtomicU64;
 
@@ -101,6 +102,7 @@ pub struct Metrics {
     connections: Family<StateLabel, Gauge>,
     connections_refused: Family<ReasonLabel, Counter>,
     connections_closed: Family<ReasonLabel, Counter>,
+    alerts: alerts::AlertMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -241,8 +243,10 @@ impl Metrics {
             "Open connections the coordinator closed, by reason",
             connections_closed.clone(),
         );
+        let alerts = alerts::AlertMetrics::register(&mut registry);
         Self {
             registry,
+            alerts,
             rate_limited,
             rate_limiter_identities,
             connections,
@@ -471,6 +475,7 @@ impl Metrics {
     }
 }
 
+pub(crate) mod alerts;
 pub(crate) mod http;
 
 pub(crate) use http::{bind, serve};

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedsec_proto::private_file::{self, Existing};
 use fedsec_proto::tls::ServerTls;
 use fedsec_proto::v1::admin_server::AdminServer;
 use fedsec_proto::v1::coordinator_server::CoordinatorServer;
@@ -68,6 +69,7 @@ pub struct RunningCoordinator {
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     metrics_task: Option<JoinHandle<Result<(), Error>>>,
     flusher: Option<JoinHandle<()>>,
+    alerts: Option<crate::alerts::Delivery>,
     health: tonic_health::server::HealthReporter,
     lock: Option<File>,
 }
@@ -85,15 +87,7 @@ impl std::fmt::Debug for RunningCoordinator {
 fn lock_data_dir(dir: &Path) -> Result<File, Error> {
     crate::store::sqlite::create_private_dir(dir)?;
     let path = dir.join(LOCK_FILE);
-    let mut opts = File::options();
-    opts.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let file = opts
-        .open(&path)
+    let file = private_file::open(&path, Existing::Keep)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
@@ -182,6 +176,8 @@ impl Coordinator {
         };
         let release = crate::signing::load(&config)?;
         let metrics = Arc::new(Metrics::new());
+        let (alerts, delivery) =
+            crate::alerts::start(config.alerts.as_ref(), &tls, metrics.clone())?;
         let dangerous = config.dangerous();
         if config.dangerous.is_some() {
             tracing::warn!(
@@ -238,19 +234,22 @@ impl Coordinator {
             metrics.clone(),
         );
         crate::housekeeping::warn_if_few_descriptors(l.max_connections);
-        let engine = Arc::new(Engine::new(
-            store,
-            metrics.clone(),
-            EngineParts {
-                release_key: Arc::new(release.key),
-                sampler: Arc::new(KeyedPoissonSampler::new(&key)),
-                pool: DecodePool::new(l.max_concurrent_uploads),
-                settings,
-                limits,
-                shares,
-                connections,
-            },
-        ));
+        let engine = Arc::new(
+            Engine::new(
+                store,
+                metrics.clone(),
+                EngineParts {
+                    release_key: Arc::new(release.key),
+                    sampler: Arc::new(KeyedPoissonSampler::new(&key)),
+                    pool: DecodePool::new(l.max_concurrent_uploads),
+                    settings,
+                    limits,
+                    shares,
+                    connections,
+                },
+            )
+            .with_alerts(alerts),
+        );
 
         // Loading the key that signs every release is a security event: a
         // coordinator that cannot record it does not start.
@@ -259,6 +258,9 @@ impl Coordinator {
             .await
         {
             engine.kill();
+            if let Some(d) = &delivery {
+                d.abort();
+            }
             return Err(e);
         }
         match launch(&engine, &config, tls).await {
@@ -270,12 +272,16 @@ impl Coordinator {
                 server: Some(l.server),
                 metrics_task: l.metrics_task,
                 flusher: Some(l.flusher),
+                alerts: delivery,
                 health: l.health,
                 lock: Some(lock),
             }),
             Err(e) => {
                 // Stop the drivers recovery may have started.
                 engine.kill();
+                if let Some(d) = &delivery {
+                    d.abort();
+                }
                 Err(e)
             }
         }
@@ -546,6 +552,9 @@ impl RunningCoordinator {
             f.abort();
         }
         self.engine.flush_last_seen().await;
+        if let Some(d) = self.alerts.take() {
+            d.shutdown().await;
+        }
         if let Err(e) = self
             .engine
             .audit("coordinator_stopped", "", "", "graceful shutdown".into())
@@ -575,6 +584,9 @@ impl Drop for RunningCoordinator {
         }
         if let Some(h) = self.flusher.take() {
             h.abort();
+        }
+        if let Some(d) = &self.alerts {
+            d.abort();
         }
     }
 }

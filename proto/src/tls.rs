@@ -163,6 +163,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 pub struct ServerTls {
     config: Arc<ServerConfig>,
     handshake_timeout: Duration,
+    certificates: Arc<[CertificateDer<'static>]>,
+    ca_certificates: Arc<[CertificateDer<'static>]>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -180,17 +182,17 @@ impl ServerTls {
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&pem.ca)?), provider())
                 .build()
                 .map_err(|e| TlsError::Verifier(e.to_string()))?;
+        let chain = certs(&pem.cert, "server certificate")?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(
-                certs(&pem.cert, "server certificate")?,
-                private_key(&pem.key, "server key")?,
-            )?;
+            .with_single_cert(chain.clone(), private_key(&pem.key, "server key")?)?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
             config: Arc::new(config),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            certificates: chain.into(),
+            ca_certificates: certs(&pem.ca, "CA file")?.into(),
         })
     }
 
@@ -208,6 +210,17 @@ impl ServerTls {
     /// The underlying rustls configuration.
     pub fn rustls_config(&self) -> Arc<ServerConfig> {
         self.config.clone()
+    }
+
+    /// The server's certificate chain (DER, end-entity first), e.g. to
+    /// watch its expiry.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certificates
+    }
+
+    /// The CA certificates client certificates are verified against (DER).
+    pub fn ca_certificates(&self) -> &[CertificateDer<'static>] {
+        &self.ca_certificates
     }
 
     /// Accepts connections on `listener` and yields those whose TLS handshake

@@ -64,6 +64,7 @@ impl ConfigError {
 
 type CResult<T = ()> = Result<T, ConfigError>;
 
+pub use crate::alerts::{AlertFormat, AlertsConfig};
 pub use crate::auth::config::{AuthConfig, ScopeNames, TokensConfig};
 pub use crate::limits::{LimitsConfig, RateLimitsConfig};
 
@@ -109,6 +110,9 @@ pub struct CoordinatorConfig {
     /// tokens). Default: none (the client certificate alone).
     #[serde(default)]
     pub auth: AuthConfig,
+    /// `[alerts]`: the webhook alert sink. Default none: no alerts.
+    #[serde(default)]
+    pub alerts: Option<AlertsConfig>,
     /// Directory of the files jobs may name as `init_weights_path`: only
     /// regular files inside it (after resolving symlinks) are read, at most
     /// `limits.max_init_weights_bytes`. A relative `init_weights_path` in
@@ -149,6 +153,7 @@ impl Default for CoordinatorConfig {
             storage: StorageConfig::default(),
             signing: SigningConfig::default(),
             auth: AuthConfig::default(),
+            alerts: None,
             init_weights_dir: None,
             dangerous: None,
             jobs: Vec::new(),
@@ -311,6 +316,9 @@ impl CoordinatorConfig {
         if let Some(t) = &mut self.auth.tokens {
             t.resolve_paths(base);
         }
+        if let Some(a) = &mut self.alerts {
+            a.resolve_paths(base);
+        }
         if let Some(tls) = &mut self.tls {
             fix(&mut tls.ca);
             fix(&mut tls.cert);
@@ -392,6 +400,9 @@ impl CoordinatorConfig {
         self.rate_limits.validate()?;
         if let Some(t) = &self.auth.tokens {
             t.validate()?;
+        }
+        if let Some(a) = &self.alerts {
+            a.validate()?;
         }
         if let Some(k) = &self.storage.encryption_key_file
             && k.as_os_str().is_empty()

@@ -395,6 +395,13 @@ async fn step(
     });
     job.record_round(charge, epsilon_pld, epsilon_rdp);
     drop(guard);
+    engine.alerts.budget_after_round(
+        &job_id,
+        round,
+        job.spec.budget(),
+        (spent_pld, epsilon_pld),
+        delta,
+    );
     engine.metrics.round_committed(
         &job_id,
         started.elapsed().as_secs_f64(),
@@ -443,6 +450,7 @@ async fn pause_on_accountant_error(
     }
     job.set_state(JobState::Paused, &reason);
     tracing::error!(job = job.id(), "{reason}");
+    crate::alerts::job_paused(&engine.alerts, job.id(), &reason, false);
     weather::audit(engine, job, "job_paused", reason).await?;
     Ok(Flow::Continue)
 }

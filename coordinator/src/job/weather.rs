@@ -129,6 +129,13 @@ pub(crate) async fn wait_out(engine: &Engine, job: &JobRuntime, what: &str, e: &
             "job paused by a transient store fault; nothing is lost, retrying with backoff (first retry in {} ms)",
             delay.as_millis()
         );
+        crate::alerts::store_fault(
+            &engine.alerts,
+            job.id(),
+            what,
+            &e.to_string(),
+            u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        );
     } else {
         tracing::debug!(job = job.id(), during = what, error = %e, retry_in_ms = delay.as_millis() as u64, "store still failing");
     }
@@ -151,6 +158,7 @@ pub(crate) async fn cleared(engine: &Engine, job: &JobRuntime) {
         f.retries, f.error
     );
     tracing::info!(job = job.id(), retries = f.retries, seconds, "{detail}");
+    crate::alerts::store_recovered(&engine.alerts, job.id(), &detail, f.retries);
     // The store just took a write; if this row still fails, the job waits
     // (a fixed 1 s backoff, without recording a new fault) until it lands.
     while let Err(e) = engine

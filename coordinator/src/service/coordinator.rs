@@ -154,6 +154,11 @@ impl Coordinator for CoordinatorService {
         let key = rate_key(&client);
         self.engine
             .throttle(RpcClass::Register, &key, &client.client_id)?;
+        if let Some(certs) = request.peer_certs()
+            && let Some(leaf) = certs.first()
+        {
+            crate::alerts::check_client(&self.engine.alerts, &client, leaf.as_ref());
+        }
         self.engine.check_rows(&key)?;
         let software = fields::software(&request.get_ref().software);
         if let Err(e) = self.engine.register_client(&client, &software).await {
@@ -285,6 +290,11 @@ impl Coordinator for CoordinatorService {
             .throttle(RpcClass::SubmitUpdate, &key, &client.client_id)?;
         self.engine.check_rows(&key)?;
         if let Err(e) = self.engine.clients.authorize(&client) {
+            if let Some(reason) = e.reject_reason() {
+                self.engine
+                    .alerts
+                    .rejected_update("", &client.client_id, reason.label());
+            }
             return Err(self
                 .engine
                 .reject(e, &key, "", &client.client_id)
@@ -303,6 +313,13 @@ impl Coordinator for CoordinatorService {
             Err(e) => {
                 if let (Some(round), Some(_)) = (&ctx.round, e.reject_reason()) {
                     round.count_rejection();
+                }
+                if let Some(reason) = e.reject_reason() {
+                    self.engine.alerts.rejected_update(
+                        &ctx.job_id,
+                        &client.client_id,
+                        reason.label(),
+                    );
                 }
                 Err(self
                     .engine
