@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use fedsec_detector::features::{FEATURE_NAMES, NUM_FEATURES};
+use fedsec_detector::features::{FEATURE_NAMES, NUM_FEATURES, idx};
+use fedsec_detector::logs::time::format_clf_time;
 use fedsec_detector::model::ModelFile;
 use fedsec_detector::synth::read_labels;
 use fedsec_detector::train::{Optimizer, TrainConfig, apply_delta, train_local};
@@ -210,20 +211,37 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     assert!(verified.contains(&"66.249.66.7"), "{good:?}");
     assert!(good.iter().all(|g| g["ip"] != "203.0.113.66"), "{good:?}");
     assert!(reports.iter().all(|r| r["ip"] != "66.249.66.7"));
-    let probs: Vec<f64> = reports
+    // Ranked by logit (no saturated ties), with evidence and reasons that
+    // never rest on absences alone.
+    let logits: Vec<f64> = reports
         .iter()
-        .map(|r| r["probability"].as_f64().unwrap())
+        .map(|r| r["logit"].as_f64().unwrap())
         .collect();
-    assert!(probs.windows(2).all(|w| w[0] >= w[1]), "{probs:?}");
-    assert!(probs[0] > 0.9, "{probs:?}");
+    assert!(logits.windows(2).all(|w| w[0] >= w[1]), "{logits:?}");
+    assert!(
+        reports[0]["probability"].as_f64().unwrap() > 0.9,
+        "{logits:?}"
+    );
     for r in &reports {
         let reasons = r["reasons"].as_array().unwrap();
         assert!(!reasons.is_empty() && reasons.len() <= 3, "{r}");
+        assert!(reasons.iter().any(|x| x["kind"] == "presence"), "{r}");
         assert!(
             reasons
                 .iter()
-                .all(|x| !x["text"].as_str().unwrap().is_empty())
+                .all(|x| !x["text"].as_str().unwrap().is_empty()
+                    && !x["text"].as_str().unwrap().contains("the same URL"))
         );
+        assert_eq!(
+            r["evidence"]["requests"].as_u64(),
+            r["requests"].as_u64(),
+            "{r}"
+        );
+        assert!(
+            !r["evidence"]["top_paths"].as_array().unwrap().is_empty(),
+            "{r}"
+        );
+        assert!(r["related"]["same_ip"]["indexed"].as_bool().unwrap(), "{r}");
     }
     let text = ok(&[
         "score",
@@ -234,8 +252,11 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
         "--top",
         "2",
     ]);
-    assert!(text.starts_with("#1 "), "{text}");
+    assert!(text.starts_with("Reasons compare with: "), "{text}");
+    assert!(text.contains("\n#1 "), "{text}");
     assert!(text.contains("      1. "), "{text}");
+    assert!(text.contains("      evidence: "), "{text}");
+    assert!(text.contains("      related: same IP: "), "{text}");
     assert!(text.contains("Good bots (not abuse):"), "{text}");
 
     // Clear errors for a missing model and a model of the wrong width.
@@ -263,4 +284,340 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     ]);
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("takes 3 features"));
+}
+
+/// A logistic model over the 51 features with the given (feature, weight)
+/// pairs and bias, saved in `dir`.
+fn logistic_model(dir: &Path, weights: &[(usize, f32)], bias: f32) -> std::path::PathBuf {
+    let spec = ModelSpec::logistic(NUM_FEATURES as u32);
+    let mut w = vec![0.0f32; NUM_FEATURES + 1];
+    for &(i, v) in weights {
+        w[i] = v;
+    }
+    w[NUM_FEATURES] = bias;
+    let path = dir.join("hand.safetensors");
+    ModelFile::new(spec, w, "hand-made")
+        .unwrap()
+        .save(&path)
+        .unwrap();
+    path
+}
+
+/// `n` CLF lines of one client, 5 s apart from `start` (Unix s), each a
+/// distinct page (or `path(k)`).
+fn clf_session(ip: &str, ua: &str, start: i64, n: usize, path: impl Fn(usize) -> String) -> String {
+    (0..n)
+        .map(|k| {
+            let t = format_clf_time((start + 5 * k as i64) * 1000, 0);
+            format!(
+                "{ip} - - [{t}] \"GET {} HTTP/1.1\" 200 5120 \"-\" \"{ua}\"\n",
+                path(k)
+            )
+        })
+        .collect()
+}
+
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+const T0: i64 = 1_709_510_400; // 2024-03-04T00:00:00Z
+
+#[test]
+fn score_ranks_by_logit_where_probabilities_saturate() {
+    // Four bots whose probabilities are all 1.0 in f32 (logits 27 to 62),
+    // arriving smallest first, and ten small human visits. Ranked by p with
+    // ties by arrival (the old order), the 50-request bot came first.
+    let dir = tempfile::tempdir().unwrap();
+    let model = logistic_model(dir.path(), &[(idx::REQUESTS, 20.0)], 0.0);
+    let mut log = String::new();
+    for (i, n) in [50usize, 100, 200, 400].iter().enumerate() {
+        log.push_str(&clf_session(
+            &format!("203.0.113.{}", i + 1),
+            "Go-http-client/1.1",
+            T0 + 3600 * i as i64,
+            *n,
+            |k| format!("/item/{k}"),
+        ));
+    }
+    for i in 0..10 {
+        log.push_str(&clf_session(
+            &format!("198.51.100.{}", i + 1),
+            FIREFOX,
+            T0 + 20_000 + 60 * i,
+            5,
+            |k| format!("/p{k}"),
+        ));
+    }
+    let path = dir.path().join("access.log");
+    std::fs::write(&path, &log).unwrap();
+    let json = ok(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--logs",
+        path.to_str().unwrap(),
+        "--top",
+        "4",
+        "--json",
+    ]);
+    let abuse: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["list"] == "abuse")
+        .collect();
+    let requests: Vec<u64> = abuse
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .collect();
+    assert_eq!(requests, vec![400, 200, 100, 50]);
+    let logits: Vec<f64> = abuse.iter().map(|r| r["logit"].as_f64().unwrap()).collect();
+    assert!(logits.windows(2).all(|w| w[0] > w[1]), "{logits:?}");
+    assert!(logits[3] > 17.0, "all saturate in f32: {logits:?}");
+    for r in &abuse {
+        assert_eq!(r["baseline"]["source"], "scored_humans", "{r}");
+        assert_eq!(r["baseline"]["references"], 10, "{r}");
+        let reasons = r["reasons"].as_array().unwrap();
+        assert_eq!(reasons[0]["name"], "requests", "{r}");
+        assert!(
+            reasons[0]["text"]
+                .as_str()
+                .unwrap()
+                .ends_with("(typical human here: 5)"),
+            "{r}"
+        );
+    }
+    let text = ok(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--logs",
+        path.to_str().unwrap(),
+        "--top",
+        "4",
+    ]);
+    let heads: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+    assert_eq!(heads.len(), 4, "{text}");
+    assert!(heads[0].contains("(400 requests"), "{text}");
+    // Printed p values differ where f32 probabilities would all read 1.000.
+    let ps: Vec<&str> = heads
+        .iter()
+        .map(|h| h.split("p=").nth(1).unwrap().split(' ').next().unwrap())
+        .collect();
+    let mut distinct = ps.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "{ps:?}");
+}
+
+#[test]
+fn score_shows_evidence_pagination_and_related_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    // Abuse = one URL hammered by a non-browser.
+    let model = logistic_model(
+        dir.path(),
+        &[(idx::MAX_HITS_ONE_PATH, 3.0), (idx::UA_BROWSER, -4.0)],
+        0.0,
+    );
+    let bot_ua = "python-requests/2.31.0";
+    let walker = "104.82.152.130";
+    let mut log = String::new();
+    // The walk: 110 pages of one listing.
+    log.push_str(&clf_session(walker, bot_ua, T0, 110, |k| {
+        format!("/c/shoes?page={}", k + 1)
+    }));
+    // The same bot build from three other addresses.
+    for i in 0..3 {
+        log.push_str(&clf_session(
+            &format!("192.0.2.{}", i + 10),
+            bot_ua,
+            T0 + 100 + i,
+            10,
+            |_| "/c/boots".to_string(),
+        ));
+    }
+    // Behind the walker's address (NAT), two people; and ten more elsewhere.
+    for (i, ua) in [FIREFOX, "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Safari/605.1.15"]
+        .iter()
+        .enumerate()
+    {
+        log.push_str(&clf_session(walker, ua, T0 + 200 + i as i64, 4, |k| {
+            format!("/p/{k}/reviews?sort=new&user=alice%40example.com")
+        }));
+    }
+    for i in 0..10 {
+        log.push_str(&clf_session(
+            &format!("198.51.100.{}", i + 1),
+            FIREFOX,
+            T0 + 300 + i,
+            5,
+            |k| format!("/p{k}"),
+        ));
+    }
+    let path = dir.path().join("access.log");
+    std::fs::write(&path, &log).unwrap();
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "score",
+            "--model",
+            model.to_str().unwrap(),
+            "--logs",
+            path.to_str().unwrap(),
+            "--top",
+            "2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    let run = |extra: &[&str]| {
+        let a = args(extra);
+        ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let json = run(&["--json"]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["ip"], walker, "{first}");
+    let reasons = first["reasons"].as_array().unwrap();
+    assert_eq!(
+        reasons[0]["text"],
+        "paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110) (typical human here: 1)"
+    );
+    assert_eq!(reasons[0]["kind"], "presence");
+    // The absence (no browser) comes after, with its context.
+    assert_eq!(reasons[1]["kind"], "absence", "{first}");
+    assert!(
+        reasons[1]["text"]
+            .as_str()
+            .unwrap()
+            .contains("over 110 requests and 110 pages"),
+        "{first}"
+    );
+    let ev = &first["evidence"];
+    assert_eq!(ev["requests"], 110);
+    assert_eq!(ev["start"], "2024-03-04T00:00:00Z");
+    assert_eq!(ev["end"], "2024-03-04T00:09:05Z");
+    assert_eq!(ev["top_paths"][0]["shape"], "/c/shoes?page=<int>");
+    assert_eq!(ev["top_paths"][0]["pagination"]["last"], 110);
+    assert_eq!(ev["statuses"][0]["status"], 200);
+    let rel = &first["related"];
+    assert_eq!(rel["same_ip"]["other_sessions"], 2, "{rel}");
+    assert_eq!(rel["same_ip"]["other_flagged"], 0, "{rel}");
+    assert_eq!(rel["same_user_agent"]["other_sessions"], 3, "{rel}");
+    assert_eq!(rel["same_user_agent"]["other_flagged"], 3, "{rel}");
+    assert_eq!(
+        rel["same_user_agent"]["examples"].as_array().unwrap().len(),
+        3
+    );
+    assert_eq!(first["baseline"]["source"], "scored_humans");
+    assert_eq!(first["baseline"]["references"], 12);
+    // No raw personal value anywhere in the report.
+    assert!(
+        !json.contains("alice") && !json.contains("example.com"),
+        "{json}"
+    );
+
+    let text = run(&[]);
+    assert!(
+        text.starts_with("Reasons compare with: 12 sessions of this log the model scores as human"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "      1. paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110)"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("same URL"), "{text}");
+    assert!(
+        text.contains("        GET /c/shoes?page=<int> ×110 (110 distinct; 200 ×110; pagination: pages 1 → 110)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("related: same IP: 2 other sessions (0 flagged): ipua:"),
+        "{text}"
+    );
+    assert!(
+        text.contains("same user agent: 3 other sessions (3 flagged): ipua:"),
+        "{text}"
+    );
+
+    // Labelled humans replace the model's own as the baseline.
+    let labels = dir.path().join("labels.jsonl");
+    let humans: Vec<String> = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"session\": \"ipua:{}000:198.51.100.{}:{:016x}\", \"class\": \"human\"}}\n",
+                T0 + 300 + i,
+                i + 1,
+                fedsec_detector::paths::fnv1a(FIREFOX.as_bytes())
+            )
+        })
+        .collect();
+    std::fs::write(&labels, humans.concat()).unwrap();
+    let json = run(&["--json", "--labels", labels.to_str().unwrap()]);
+    let first: serde_json::Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["baseline"]["source"], "labelled_humans", "{first}");
+    assert_eq!(first["baseline"]["references"], 10, "{first}");
+    // A broken labels file is a clear error naming the line.
+    std::fs::write(
+        &labels,
+        "{\"session\": \"x\", \"class\": \"human\"}\nnot json\n",
+    )
+    .unwrap();
+    let out = client(
+        &args(&["--labels", labels.to_str().unwrap()])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn score_reads_real_logs_and_shows_their_shapes() {
+    // Real lines from Debian's fail2ban test files and a real site's log
+    // (detector/tests/data/real-logs/SOURCE.md), with an untrained model.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ModelSpec::logistic(NUM_FEATURES as u32);
+    let model = dir.path().join("m.safetensors");
+    ModelFile::new(spec.clone(), spec.init_weights(3), "untrained")
+        .unwrap()
+        .save(&model)
+        .unwrap();
+    let real = Path::new(env!("CARGO_MANIFEST_DIR")).join("../detector/tests/data/real-logs");
+    let mut log = String::new();
+    for f in [
+        "fail2ban-php-url-fopen.log",
+        "fail2ban-apache-badbots.log",
+        "fail2ban-nginx-botsearch.log",
+        "elastic-apache-logs.log",
+    ] {
+        log.push_str(&std::fs::read_to_string(real.join(f)).unwrap());
+    }
+    let path = dir.path().join("real.log");
+    std::fs::write(&path, &log).unwrap();
+    let text = ok(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--logs",
+        path.to_str().unwrap(),
+        "--top",
+        "100",
+    ]);
+    // Too few human-looking sessions for a tenant baseline: it says so.
+    assert!(text.starts_with("Reasons compare with: "), "{text}");
+    for want in [
+        "GET /index.php?n=<str> ×1",
+        "GET //mysqladmin/scripts/setup.php ×1",
+        "evidence: 1 requests, 2009-03-26T13:44:20Z → 2009-03-26T13:44:20Z",
+        "statuses 404 ×",
+    ] {
+        assert!(text.contains(want), "{want} not in {text}");
+    }
+    for raw in ["eatmyfood", "rss20", "flav=rss"] {
+        assert!(!text.contains(raw), "{raw} in {text}");
+    }
 }

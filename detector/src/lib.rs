@@ -17,11 +17,16 @@
 //! - [`train`]: local training returning `delta = local − global`;
 //! - [`metrics`]: ROC-AUC, PR-AUC (average precision), recall at a fixed FPR,
 //!   confusion matrices;
-//! - [`explain`]: per-session attributions and plain-words reasons;
+//! - [`explain`]: per-session attributions against a baseline of typical
+//!   humans and plain-words reasons (presence first, absences with context);
+//! - [`shape`], [`evidence`]: request-target shapes without personal values,
+//!   per-session evidence (paths, statuses, page walks, time window) and
+//!   related sessions by address, user agent and AS;
 //! - [`weak`]: weak (silver) labels with abstention from rules and imported
 //!   outcomes, training rows from them, and the day-one local anomaly score.
 
 pub mod dataset;
+pub mod evidence;
 pub mod explain;
 pub mod features;
 pub mod logs;
@@ -30,6 +35,7 @@ pub mod model;
 pub mod network;
 pub mod paths;
 pub mod session;
+pub mod shape;
 pub mod synth;
 pub mod train;
 pub mod ua;

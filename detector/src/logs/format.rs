@@ -19,7 +19,7 @@ use std::borrow::Cow;
 
 use super::client::{ClientIpPolicy, Forwarded, parse_client};
 use super::time::{self, EpochUnit};
-use super::{LineError, LogRecord, MalformedReason, Method, strip_query, truncate};
+use super::{LineError, LogRecord, MalformedReason, Method, split_target, truncate};
 
 /// What a field of a format holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -433,7 +433,7 @@ impl LineFormat {
         let finish = || -> Result<LogRecord<'a>, MalformedReason> {
             let (ts_ms, utc_offset_min) = v.time.ok_or(MalformedReason::MissingField("time"))?;
             let status = v.status.ok_or(MalformedReason::MissingField("status"))?;
-            let (method, path) = match (v.request, v.method, v.uri) {
+            let (method, path, query) = match (v.request, v.method, v.uri) {
                 (Some(r), _, _) => parse_request(r),
                 (None, Some(m), Some(u)) => request_parts(m, u),
                 _ => return Err(MalformedReason::MissingField("request")),
@@ -445,6 +445,7 @@ impl LineFormat {
                 addr: c.addr,
                 method,
                 path: Cow::Borrowed(path),
+                query: Cow::Borrowed(query),
                 status,
                 bytes: v.bytes,
                 referer: Cow::Borrowed(v.referer),
@@ -577,24 +578,27 @@ pub(crate) fn parse_bytes(tok: &str) -> Result<u64, MalformedReason> {
 /// Splits `"METHOD TARGET [VERSION]"`. Anything else (the `-` or empty
 /// request nginx writes for a connection without one, raw TLS bytes from
 /// scanners) is `(Other, "-")`.
-pub(crate) fn parse_request(request: &str) -> (Method, &str) {
+/// Method, path and query string of a request line (`"-"` and `""` when
+/// it is not `METHOD TARGET [VERSION]`).
+pub(crate) fn parse_request(request: &str) -> (Method, &str, &str) {
     let mut parts = request.split(' ');
     let (Some(m), Some(target)) = (parts.next(), parts.next()) else {
-        return (Method::Other, "-");
+        return (Method::Other, "-", "");
     };
     let version_ok = match parts.next() {
         None => true,
         Some(v) => v.starts_with("HTTP/") && parts.next().is_none(),
     };
     if !version_ok {
-        return (Method::Other, "-");
+        return (Method::Other, "-", "");
     }
     request_parts(m, target)
 }
 
-fn request_parts<'a>(m: &str, target: &'a str) -> (Method, &'a str) {
+fn request_parts<'a>(m: &str, target: &'a str) -> (Method, &'a str, &'a str) {
     if m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase()) || target.is_empty() {
-        return (Method::Other, "-");
+        return (Method::Other, "-", "");
     }
-    (Method::parse(m), strip_query(target))
+    let (path, query) = split_target(target);
+    (Method::parse(m), path, query)
 }

@@ -27,7 +27,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
 use super::client::{ClientIpPolicy, Forwarded, parse_client};
-use super::{LogRecord, MalformedReason, Method, Outcome, strip_query, time};
+use super::{LogRecord, MalformedReason, Method, Outcome, split_target, strip_query, time};
 
 pub use super::json_map::JsonFields;
 
@@ -253,6 +253,7 @@ fn finish<'a>(
         Method::parse(&l.method)
     };
     let outcome_present = l.outcome.is_some();
+    let query = narrow(l.path.clone(), |p| split_target(p).1);
     Ok(LogRecord {
         ts_ms,
         utc_offset_min,
@@ -260,6 +261,7 @@ fn finish<'a>(
         addr: client.addr,
         method,
         path: narrow(l.path, strip_query),
+        query,
         status,
         bytes: l.bytes.unwrap_or(0),
         referer: absent_if_dash(l.referer),

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::client::{Client, ClientIpPolicy, Forwarded, parse_client};
 use super::format::{parse_bytes, parse_request, parse_status};
-use super::{LogRecord, MalformedReason, Method, Outcome, strip_query, time, truncate};
+use super::{LogRecord, MalformedReason, Method, Outcome, split_target, time, truncate};
 
 /// Where each field is in a JSON line (dotted paths). The defaults are the
 /// detector's own names ([`super::json`]).
@@ -196,19 +196,20 @@ fn mapped_record(
     };
     let status_text = text(root, &fields.status).ok_or(MalformedReason::MissingField("status"))?;
     let status = parse_status(&status_text)?;
-    let (method, path) = match (text(root, &fields.method), text(root, &fields.path)) {
+    let (method, path, query) = match (text(root, &fields.method), text(root, &fields.path)) {
         (Some(m), Some(p)) => {
             let method = if m.bytes().all(|b| b.is_ascii_uppercase()) {
                 Method::parse(&m)
             } else {
                 Method::Other
             };
-            (method, strip_query(&p).to_string())
+            let (path, query) = split_target(&p);
+            (method, path.to_string(), query.to_string())
         }
         _ => {
             let r = text(root, &fields.request).ok_or(MalformedReason::MissingField("request"))?;
-            let (m, p) = parse_request(&r);
-            (m, p.to_string())
+            let (m, p, q) = parse_request(&r);
+            (m, p.to_string(), q.to_string())
         }
     };
     let bytes = match text(root, &fields.bytes) {
@@ -235,6 +236,7 @@ fn mapped_record(
         addr: client.addr,
         method,
         path: Cow::Owned(path),
+        query: Cow::Owned(query),
         status,
         bytes,
         referer: owned(text(root, &fields.referer)),

@@ -190,6 +190,10 @@ pub struct LogRecord<'a> {
     /// Request path without query string or fragment (`-` if the request line
     /// had no target).
     pub path: Cow<'a, str>,
+    /// Query string of the target, without the `?` and without the fragment;
+    /// empty when there was none. Raw values, possibly personal: read it
+    /// only through [`crate::shape`], which keeps its shape, never its values.
+    pub query: Cow<'a, str>,
     /// HTTP status code (100–599).
     pub status: u16,
     /// Response body bytes.
@@ -220,6 +224,7 @@ impl LogRecord<'_> {
             addr: self.addr,
             method: self.method,
             path: Cow::Owned(self.path.into_owned()),
+            query: Cow::Owned(self.query.into_owned()),
             status: self.status,
             bytes: self.bytes,
             referer: Cow::Owned(self.referer.into_owned()),
@@ -306,9 +311,23 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
 
 /// Strips the query string and fragment from a request target.
 pub(crate) fn strip_query(target: &str) -> &str {
+    split_target(target).0
+}
+
+/// Splits a request target into its path and its query string (without the
+/// `?`); the fragment is dropped. `"/a?x=1#f"` → `("/a", "x=1")`.
+pub(crate) fn split_target(target: &str) -> (&str, &str) {
     match memchr::memchr2(b'?', b'#', target.as_bytes()) {
-        Some(i) => &target[..i],
-        None => target,
+        Some(i) if target.as_bytes()[i] == b'?' => {
+            let rest = &target[i + 1..];
+            let q = match memchr::memchr(b'#', rest.as_bytes()) {
+                Some(j) => &rest[..j],
+                None => rest,
+            };
+            (&target[..i], q)
+        }
+        Some(i) => (&target[..i], ""),
+        None => (target, ""),
     }
 }
 
@@ -347,6 +366,10 @@ mod tests {
         assert_eq!(strip_query("/a/b?x=1#f"), "/a/b");
         assert_eq!(strip_query("/a#f"), "/a");
         assert_eq!(strip_query("/"), "/");
+        assert_eq!(split_target("/a/b?x=1&y=#f"), ("/a/b", "x=1&y="));
+        assert_eq!(split_target("/a#f?x=1"), ("/a", ""));
+        assert_eq!(split_target("/a?"), ("/a", ""));
+        assert_eq!(split_target("/"), ("/", ""));
     }
 
     #[test]

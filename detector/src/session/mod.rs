@@ -20,12 +20,18 @@
 //! session closes its [`SessionContext`] is read from them: what its client,
 //! prefix, user agent, accounts and AS did in the hour before it ended, and
 //! whether it is a verified crawler ([`crate::network`]).
+//!
+//! A sessionizer built [`with_evidence`](Sessionizer::with_evidence) also
+//! counts the *shapes* of each session's request targets (query values
+//! replaced by typed placeholders, [`crate::shape`]) in
+//! [`Session::shapes`], for [`crate::evidence`]; features never read them.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use crate::evidence::ShapeTally;
 use crate::logs::{Action, LogRecord, Method, Outcome};
 use crate::network::{CrawlerCheck, Enrichment, WindowConfig, WindowCounts, WindowEvent, Windows};
 use crate::paths::{self, PathInfo};
@@ -200,6 +206,8 @@ pub struct Session {
     pub saw_asn: bool,
     /// Why it was closed.
     pub close_reason: CloseReason,
+    /// Shapes of its request targets, when the sessionizer keeps evidence.
+    pub shapes: Option<ShapeTally>,
 }
 
 impl Session {
@@ -239,6 +247,7 @@ pub struct Sessionizer {
     open_count: usize,
     windows: Windows,
     enrichment: Arc<Enrichment>,
+    evidence: bool,
 }
 
 fn login_flags(r: &Request) -> (bool, bool) {
@@ -281,7 +290,17 @@ impl Sessionizer {
             key_buf: String::with_capacity(256),
             closed: VecDeque::new(),
             open_count: 0,
+            evidence: false,
         }
+    }
+
+    /// Also keep the shapes of each session's request targets
+    /// ([`Session::shapes`], bounded per session by
+    /// [`crate::evidence::MAX_SHAPES`]) for evidence. Off by default:
+    /// training and feature extraction do not need them.
+    pub fn with_evidence(mut self, on: bool) -> Self {
+        self.evidence = on;
+        self
     }
 
     /// Limits in force.
@@ -367,6 +386,9 @@ impl Sessionizer {
                 open.last_seen = open.last_seen.max(ts);
                 let s = &mut open.session;
                 s.requests.push(request);
+                if self.evidence {
+                    note_shape(s, rec, &request);
+                }
                 s.saw_session_id |= rec.session_id.is_some();
                 s.saw_user |= rec.user.is_some();
                 s.saw_outcome |= rec.outcome_present;
@@ -411,9 +433,13 @@ impl Sessionizer {
             saw_outcome: rec.outcome_present,
             saw_asn: asn.is_some(),
             close_reason: CloseReason::EndOfInput,
+            shapes: None,
         };
         let mut session = session;
         note_account(&mut session.accounts, rec.user.as_deref());
+        if self.evidence {
+            note_shape(&mut session, rec, &request);
+        }
         let generation = self.next_generation;
         self.next_generation += 1;
         let map_key: Box<str> = self.key_buf.as_str().into();
@@ -513,6 +539,22 @@ impl Sessionizer {
             }
         }
     }
+}
+
+fn note_shape(s: &mut Session, rec: &LogRecord<'_>, request: &Request) {
+    let shaped = crate::shape::shape_target(&rec.path, &rec.query);
+    let mut target = paths::fnv1a(rec.path.as_bytes());
+    for b in std::iter::once(b'?').chain(rec.query.bytes()) {
+        target ^= u64::from(b);
+        target = target.wrapping_mul(0x0100_0000_01b3);
+    }
+    s.shapes.get_or_insert_with(ShapeTally::default).add(
+        rec.method,
+        &shaped,
+        request.path.hash,
+        target,
+        rec.status,
+    );
 }
 
 fn note_account(accounts: &mut Vec<u64>, user: Option<&str>) {

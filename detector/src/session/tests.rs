@@ -10,6 +10,7 @@ fn rec(ts_s: i64, ip: &str, ua: &str, sid: Option<&str>) -> LogRecord<'static> {
         addr: ip.parse().ok(),
         method: Method::Get,
         path: Cow::Borrowed("/"),
+        query: Cow::Borrowed(""),
         status: 200,
         bytes: 10,
         referer: Cow::Borrowed(""),

@@ -10,15 +10,28 @@
 //!   exceeds 1 % (or 1e-4 absolute, for tiny differences) is recomputed with
 //!   twice the steps, up to [`MAX_IG_STEPS`].
 //!
-//! The baseline is a typical human session ([`baseline_for`]): every
+//! The baseline is a set of the tenant's own typical humans
+//! ([`baseline::Baseline`]: sessions labelled human, or scored as human by
+//! the model, sampled deterministically), attributions averaged over them;
+//! with too few of them, the fixed feature centres ([`baseline_for`]: every
 //! continuous feature at its transform's center (0), a current-browser user
-//! agent, no robots.txt, and the missing-field flags copied from the session
-//! itself, so the log format never shows up as a "reason".
+//! agent, no robots.txt). Either way the missing-field flags are copied from
+//! the session itself, so the log format never shows up as a "reason".
+//!
+//! [`reasons`] turns attributions into sentences: presence reasons first,
+//! absence reasons only beside one and with their context, evidence-aware
+//! wording for walks through pages.
+
+pub mod baseline;
+pub mod reasons;
+
+pub use baseline::{Baseline, BaselineSource, ReferenceSampler};
+pub use reasons::{Reason, ReasonContext, ReasonKind, reasons, top_reasons};
 
 use burn::tensor::{Tensor, TensorData};
 use fedsec_model::{ModelKind, ModelSpec};
 
-use crate::features::{FEATURES, NUM_FEATURES, RawFeatures, Unit, format_value, idx};
+use crate::features::{NUM_FEATURES, idx};
 use crate::model::{Detector, ModelError, Scorer, check_rows, check_weights, cpu_autodiff};
 
 /// Fewest integrated-gradient steps.
@@ -64,19 +77,22 @@ fn within_tolerance(err: f64, diff: f64) -> bool {
     err <= (COMPLETENESS_REL_TOL * diff.abs()).max(COMPLETENESS_ABS_TOL)
 }
 
-/// The typical-human baseline for a session's model inputs (see the module docs).
-/// For inputs that are not [`NUM_FEATURES`] wide, the all-zero vector.
+/// Missing-field flags: every baseline takes the session's own values.
+pub const COPIED_FLAGS: [usize; 5] = [
+    idx::SESSION_ID_MISSING,
+    idx::USER_MISSING,
+    idx::OUTCOME_MISSING,
+    idx::ASN_MISSING,
+    idx::CRAWLER_RANGES_MISSING,
+];
+
+/// The feature-centre baseline for a session's model inputs (see the module
+/// docs). For inputs that are not [`NUM_FEATURES`] wide, the all-zero vector.
 pub fn baseline_for(x: &[f32]) -> Vec<f32> {
     let mut b = vec![0.0f32; x.len()];
     if x.len() == NUM_FEATURES {
         b[idx::UA_BROWSER] = 1.0;
-        for i in [
-            idx::SESSION_ID_MISSING,
-            idx::USER_MISSING,
-            idx::OUTCOME_MISSING,
-            idx::ASN_MISSING,
-            idx::CRAWLER_RANGES_MISSING,
-        ] {
+        for i in COPIED_FLAGS {
             b[i] = x[i];
         }
     }
@@ -143,7 +159,12 @@ pub fn explain(
     Ok(out)
 }
 
-fn finish(logit: f32, baseline_logit: f32, attributions: Vec<f32>, steps: u32) -> Explanation {
+pub(crate) fn finish(
+    logit: f32,
+    baseline_logit: f32,
+    attributions: Vec<f32>,
+    steps: u32,
+) -> Explanation {
     let sum: f64 = attributions.iter().map(|&a| f64::from(a)).sum();
     let completeness_error = (sum - (f64::from(logit) - f64::from(baseline_logit))).abs();
     Explanation {
@@ -191,52 +212,6 @@ fn integrated_gradients(
     Ok((0..d)
         .map(|i| (avg[i] / m as f64) as f32 * (x[i] - b[i]))
         .collect())
-}
-
-/// One plain-words reason.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Reason {
-    /// Feature index.
-    pub feature: usize,
-    /// Feature name.
-    pub name: &'static str,
-    /// Contribution to the bot logit.
-    pub attribution: f32,
-    /// The sentence, e.g. "failed 100% of its login attempts".
-    pub text: String,
-}
-
-/// The `top` features pushing the score toward "bot" (positive attributions,
-/// largest first), phrased with the session's raw values.
-pub fn top_reasons(expl: &Explanation, x: &[f32], raw: &RawFeatures, top: usize) -> Vec<Reason> {
-    if expl.attributions.len() != NUM_FEATURES || x.len() != NUM_FEATURES {
-        return Vec::new();
-    }
-    let baseline = baseline_for(x);
-    let mut order: Vec<usize> = (0..NUM_FEATURES)
-        .filter(|&i| expl.attributions[i] > 0.0)
-        .collect();
-    order.sort_by(|&a, &b| expl.attributions[b].total_cmp(&expl.attributions[a]));
-    order
-        .into_iter()
-        .take(top)
-        .map(|i| {
-            let def = &FEATURES[i];
-            let above = x[i] > baseline[i];
-            let template = if above { def.high } else { def.low };
-            let text = if def.unit == Unit::Flag {
-                template.to_string()
-            } else {
-                template.replace("{}", &format_value(def.unit, raw.0[i]))
-            };
-            Reason {
-                feature: i,
-                name: def.name,
-                attribution: expl.attributions[i],
-                text,
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -297,37 +272,6 @@ mod tests {
         assert!(
             (a[0] - 3.0).abs() < 1e-5 && (a[1] - 6.0).abs() < 1e-5,
             "{a:?}"
-        );
-    }
-
-    #[test]
-    fn reasons_read_the_raw_values() {
-        let mut raw = [f64::NAN; NUM_FEATURES];
-        raw[idx::LOGIN_FAILURE_RATIO] = 1.0;
-        raw[idx::ASSET_SHARE] = 0.0;
-        let raw = RawFeatures(raw);
-        let x = raw.transform();
-        let mut attributions = vec![0.0f32; NUM_FEATURES];
-        attributions[idx::LOGIN_FAILURE_RATIO] = 2.0;
-        attributions[idx::ASSET_SHARE] = 0.5;
-        attributions[idx::UA_BROWSER] = 1.0;
-        attributions[idx::REQUESTS] = -3.0;
-        let e = Explanation {
-            logit: 0.0,
-            baseline_logit: 0.0,
-            attributions,
-            steps: 0,
-            completeness_error: 0.0,
-        };
-        let r = top_reasons(&e, &x, &raw, 3);
-        let texts: Vec<&str> = r.iter().map(|r| r.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            vec![
-                "failed 100% of its login attempts",
-                "did not use a current browser",
-                "loaded almost no images, scripts or styles (0% of requests)",
-            ]
         );
     }
 }

@@ -1,0 +1,215 @@
+//! `fedsec-client score`: score every session of a log with a model file and
+//! print the most abusive ones, ranked by bot logit, each with its reasons
+//! in plain words and the evidence to check them against (top paths with
+//! query shapes, statuses, time window, related sessions by address, user
+//! agent and AS); then the good bots apart: verified crawlers (address in
+//! the crawler's published ranges) and bots that name themselves and score
+//! below the abuse threshold. A verified crawler is never in the abuse list;
+//! a bot that claims a crawler from an address outside its ranges is.
+//!
+//! Reasons are attributions against this tenant's own typical humans
+//! ([`fedsec_detector::explain::baseline`]): sessions of the log labelled
+//! human (`--labels`), else sessions the model scores as human.
+//!
+//! Memory stays bounded: sessions are scored in batches as the sessionizer
+//! closes them; only the current top N of each list, the baseline sample
+//! and the bounded related-session index are kept.
+
+mod rank;
+mod render;
+
+use std::collections::HashSet;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use fedsec_client::data::LabelLine;
+use fedsec_detector::dataset::TrafficClass;
+use fedsec_detector::explain::{BaselineSource, ReasonContext, reasons};
+use fedsec_detector::features::NUM_FEATURES;
+use fedsec_detector::logs::LogReader;
+use fedsec_detector::model::{ModelFile, Scorer};
+use fedsec_detector::session::{SessionConfig, Sessionizer, sessionize};
+
+use super::{CliError, LogArgs, MalformedReporter, open_log};
+use rank::{GoodBot, Ranker};
+use render::{BaselineReport, GoodReport, Report, abuse_text, p_text, probability, safe};
+
+/// Arguments of `score`.
+#[derive(Debug, Args)]
+pub(crate) struct ScoreArgs {
+    /// Model file (safetensors written by fedsec, see `fedsec_detector::model::ModelFile`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Access log to read (`-` for standard input).
+    #[arg(long)]
+    logs: PathBuf,
+    /// How many of the most abusive sessions (and of the good bots) to print.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    #[command(flatten)]
+    log: LogArgs,
+    /// Reasons per session.
+    #[arg(long, default_value_t = 3)]
+    reasons: usize,
+    /// Labels of this log (JSON lines `{"session": key, "class": "human"|...}`,
+    /// the training labels format): its human sessions are the baseline
+    /// reasons compare with, instead of the sessions the model scores as human.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Reference sessions in the typical-human baseline.
+    #[arg(long, default_value_t = fedsec_detector::explain::baseline::DEFAULT_REFERENCES)]
+    baseline_sessions: usize,
+    /// Print one JSON object per session instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Malformed lines reported individually before only counting.
+    #[arg(long, default_value_t = 20)]
+    report_malformed: u64,
+}
+
+/// Keys of the sessions a labels file calls human (`class: human`, or an
+/// old file's `is_bot: false`).
+fn human_keys(path: &Path) -> Result<HashSet<String>, CliError> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("--labels {}: {e}", path.display()))?;
+    let mut out = HashSet::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| format!("--labels {}: {e}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: LabelLine = serde_json::from_str(&line)
+            .map_err(|e| format!("--labels {} line {}: {e}", path.display(), i + 1))?;
+        let human = match l.class {
+            Some(c) => c == TrafficClass::Human,
+            None => l.is_bot == Some(false),
+        };
+        if human {
+            out.insert(l.session);
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `score`.
+pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
+    let model = ModelFile::load(&args.model)?;
+    if model.spec.input_dim as usize != NUM_FEATURES {
+        return Err(format!(
+            "--model {}: the model takes {} features, this build computes {NUM_FEATURES}",
+            args.model.display(),
+            model.spec.input_dim
+        )
+        .into());
+    }
+    let humans = args.labels.as_deref().map(human_keys).transpose()?;
+    let source = if humans.is_some() {
+        BaselineSource::LabelledHumans
+    } else {
+        BaselineSource::ScoredHumans
+    };
+    let scorer = Scorer::new(&model.spec, &model.weights)?;
+    let pipeline = args.log.pipeline()?;
+    let input = open_log(&args.logs)?;
+    let mut reader = LogReader::new(input, pipeline.reader);
+    let mut sessionizer =
+        Sessionizer::with_enrichment(SessionConfig::default(), pipeline.enrichment)
+            .with_evidence(true);
+    let mut malformed = MalformedReporter::new(args.report_malformed);
+    let mut ranker = Ranker::new(&scorer, args.top, args.baseline_sessions, humans);
+    let stats = sessionize(
+        &mut reader,
+        &mut sessionizer,
+        |s| ranker.push(s),
+        |m| malformed.report(m),
+    )
+    .map_err(|e| format!("reading {}: {e}", args.logs.display()))?;
+    ranker.flush();
+    if let Some(e) = ranker.error.take() {
+        return Err(format!("scoring: {e}").into());
+    }
+    tracing::info!(
+        lines = stats.lines,
+        malformed = stats.malformed,
+        sessions = ranker.scored,
+        abuse_at_half = ranker.flagged,
+        verified_crawlers = ranker.verified_crawlers,
+        declared_bots = ranker.declared_bots,
+        unindexed_related = ranker.related.unindexed,
+        model = %model.spec,
+        "scored"
+    );
+    let (verified, declared) = (ranker.verified_crawlers, ranker.declared_bots);
+    let (best, good, related, sampler) = ranker.into_lists();
+    let baseline = sampler.finish(source);
+    let baseline_report = BaselineReport::of(&baseline);
+    let rows: Vec<f32> = best.iter().flat_map(|c| c.values).collect();
+    let explanations = baseline.explain(&model.spec, &model.weights, &rows)?;
+    if !args.json {
+        println!("Reasons compare with: {}", baseline.describe());
+    }
+    for (rank, (c, e)) in best.iter().zip(&explanations).enumerate() {
+        let ctx = ReasonContext::new(&baseline, Some(&c.evidence));
+        let listed = reasons(e, &c.values, &c.raw, &ctx, args.reasons);
+        let flagged = c.logit >= 0.0;
+        let rel = related.related(&c.key, &c.ip, &c.user_agent, c.asn, flagged);
+        if args.json {
+            let report = Report {
+                list: "abuse",
+                rank: rank + 1,
+                logit: c.logit,
+                probability: probability(c.logit),
+                session: &c.key,
+                ip: &c.ip,
+                user_agent: &c.user_agent,
+                asn: c.asn,
+                requests: c.requests,
+                reasons: &listed,
+                evidence: &c.evidence,
+                related: &rel,
+                baseline: &baseline_report,
+            };
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", abuse_text(rank + 1, c, &listed, &rel));
+        }
+    }
+    if !args.json {
+        println!(
+            "\nGood bots (not abuse): {verified} sessions of verified crawlers, {declared} of bots that name themselves"
+        );
+    }
+    for g in &good {
+        let kind = if g.kind_verified {
+            GoodBot::VerifiedCrawler
+        } else {
+            GoodBot::DeclaredBot
+        };
+        let logit = f32::from_bits(g.logit_bits);
+        if args.json {
+            let r = GoodReport {
+                list: "good_bots",
+                good_bot: kind,
+                logit,
+                probability: probability(logit),
+                session: &g.key,
+                ip: &g.ip,
+                user_agent: &g.user_agent,
+                requests: g.requests,
+            };
+            println!("{}", serde_json::to_string(&r)?);
+        } else {
+            println!(
+                "  {:<16} p={}  {}  ({} requests, {}, \"{}\")",
+                kind.label(),
+                p_text(logit),
+                safe(&g.key),
+                g.requests,
+                safe(&g.ip),
+                safe(&g.user_agent)
+            );
+        }
+    }
+    Ok(())
+}

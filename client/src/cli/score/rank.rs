@@ -1,0 +1,285 @@
+//! Scoring closed sessions in batches and keeping what the report needs:
+//! the top N abusive sessions by logit (with their evidence), the busiest
+//! good bots, the related-session index and the typical-human sample.
+//!
+//! Order: bot logit, highest first (the logit does not saturate where the
+//! f32 probability does, so sessions at p = 1.000 keep their order); equal
+//! logits by more requests first, then by session key ascending (earlier
+//! start first), so the list does not depend on arrival order or batching.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BinaryHeap, HashSet};
+
+use fedsec_detector::evidence::Evidence;
+use fedsec_detector::evidence::related::RelatedIndex;
+use fedsec_detector::explain::ReferenceSampler;
+use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures, idx};
+use fedsec_detector::model::Scorer;
+use fedsec_detector::session::Session;
+use serde::Serialize;
+
+/// Shapes listed per flagged session.
+pub(super) const TOP_PATHS: usize = 5;
+
+/// Logit of p = 0.1: sessions below it count as scored humans.
+pub(super) fn human_logit() -> f32 {
+    let p = fedsec_detector::explain::baseline::HUMAN_MAX_PROBABILITY;
+    (p / (1.0 - p)).ln()
+}
+
+/// Why a session is listed as a good bot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum GoodBot {
+    /// Its user agent names a crawler and its address is in that crawler's ranges.
+    VerifiedCrawler,
+    /// It names itself a bot (not a crawler it fails to be) and scores below 0.5.
+    DeclaredBot,
+}
+
+impl GoodBot {
+    fn of(raw: &RawFeatures, logit: f32) -> Option<Self> {
+        let r = &raw.0;
+        if r[idx::CRAWLER_VERIFIED] == 1.0 {
+            Some(Self::VerifiedCrawler)
+        } else if r[idx::UA_KNOWN_BOT] == 1.0 && r[idx::CRAWLER_SPOOFED] != 1.0 && logit < 0.0 {
+            Some(Self::DeclaredBot)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn label(self) -> &'static str {
+        match self {
+            Self::VerifiedCrawler => "verified crawler",
+            Self::DeclaredBot => "declared bot",
+        }
+    }
+}
+
+/// A good bot kept for the report (the busiest first).
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+pub(super) struct GoodEntry {
+    pub(super) requests: usize,
+    pub(super) seq: Reverse<u64>,
+    pub(super) key: String,
+    pub(super) ip: String,
+    pub(super) user_agent: String,
+    pub(super) kind_verified: bool,
+    pub(super) logit_bits: u32,
+}
+
+/// A session kept for the final report.
+pub(super) struct Candidate {
+    pub(super) logit: f32,
+    pub(super) key: String,
+    pub(super) ip: String,
+    pub(super) user_agent: String,
+    pub(super) asn: Option<u32>,
+    pub(super) requests: usize,
+    pub(super) raw: RawFeatures,
+    pub(super) values: [f32; NUM_FEATURES],
+    pub(super) evidence: Evidence,
+}
+
+/// The documented order (see the module docs): `Greater` ranks higher.
+pub(super) fn rank_cmp(a: (f32, usize, &str), b: (f32, usize, &str)) -> Ordering {
+    a.0.total_cmp(&b.0)
+        .then(a.1.cmp(&b.1))
+        .then_with(|| b.2.cmp(a.2))
+}
+
+impl Candidate {
+    fn rank(&self) -> (f32, usize, &str) {
+        (self.logit, self.requests, &self.key)
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank_cmp(self.rank(), other.rank())
+    }
+}
+
+/// Scores closed sessions in batches and keeps the top N.
+pub(super) struct Ranker<'a> {
+    scorer: &'a Scorer,
+    top: usize,
+    pending: Vec<(Session, features::SessionFeatures)>,
+    heap: BinaryHeap<Reverse<Candidate>>,
+    good: BinaryHeap<Reverse<GoodEntry>>,
+    seq: u64,
+    pub(super) scored: u64,
+    pub(super) flagged: u64,
+    pub(super) verified_crawlers: u64,
+    pub(super) declared_bots: u64,
+    pub(super) error: Option<String>,
+    pub(super) related: RelatedIndex,
+    pub(super) sampler: ReferenceSampler,
+    /// Keys of sessions labelled human: the baseline pool when given.
+    humans: Option<HashSet<String>>,
+}
+
+impl<'a> Ranker<'a> {
+    const BATCH: usize = 2048;
+
+    /// A ranker keeping `top` of each list; `humans` (labelled human keys)
+    /// replaces the model's own human sessions as the baseline pool.
+    pub(super) fn new(
+        scorer: &'a Scorer,
+        top: usize,
+        references: usize,
+        humans: Option<HashSet<String>>,
+    ) -> Self {
+        Self {
+            scorer,
+            top,
+            pending: Vec::new(),
+            heap: BinaryHeap::new(),
+            good: BinaryHeap::new(),
+            seq: 0,
+            scored: 0,
+            flagged: 0,
+            verified_crawlers: 0,
+            declared_bots: 0,
+            error: None,
+            related: RelatedIndex::default(),
+            sampler: ReferenceSampler::new(references),
+            humans,
+        }
+    }
+
+    pub(super) fn push(&mut self, s: Session) {
+        let f = features::extract(&s);
+        self.pending.push((s, f));
+        if self.pending.len() >= Self::BATCH {
+            self.flush();
+        }
+    }
+
+    pub(super) fn flush(&mut self) {
+        if self.pending.is_empty() || self.error.is_some() {
+            self.pending.clear();
+            return;
+        }
+        let rows: Vec<f32> = self.pending.iter().flat_map(|(_, f)| f.values).collect();
+        let logits = match self.scorer.logits(&rows) {
+            Ok(l) => l,
+            Err(e) => {
+                self.error = Some(e.to_string());
+                return;
+            }
+        };
+        let human_logit = human_logit();
+        let pending = std::mem::take(&mut self.pending);
+        for ((s, f), logit) in pending.into_iter().zip(logits) {
+            self.scored += 1;
+            let seq = self.seq;
+            self.seq += 1;
+            let key = s.key.to_string();
+            let flagged = logit >= 0.0;
+            self.related.add(&key, &s.ip, &s.user_agent, s.asn, flagged);
+            let good = GoodBot::of(&f.raw, logit);
+            let eligible = match &self.humans {
+                Some(h) => h.contains(&key),
+                None => good.is_none() && logit < human_logit,
+            };
+            if eligible {
+                self.sampler.offer(&key, &f.values, &f.raw);
+            }
+            if let Some(kind) = good {
+                match kind {
+                    GoodBot::VerifiedCrawler => self.verified_crawlers += 1,
+                    GoodBot::DeclaredBot => self.declared_bots += 1,
+                }
+                if self.top > 0 {
+                    self.good.push(Reverse(GoodEntry {
+                        requests: s.requests.len(),
+                        seq: Reverse(seq),
+                        key,
+                        ip: s.ip,
+                        user_agent: s.user_agent,
+                        kind_verified: kind == GoodBot::VerifiedCrawler,
+                        logit_bits: logit.to_bits(),
+                    }));
+                    if self.good.len() > self.top {
+                        self.good.pop();
+                    }
+                }
+                continue;
+            }
+            if flagged {
+                self.flagged += 1;
+            }
+            if self.top == 0 {
+                continue;
+            }
+            let better = match self.heap.peek() {
+                _ if self.heap.len() < self.top => true,
+                Some(Reverse(worst)) => {
+                    rank_cmp((logit, s.requests.len(), &key), worst.rank()) == Ordering::Greater
+                }
+                None => false,
+            };
+            if better {
+                let evidence = Evidence::of(&s, TOP_PATHS);
+                self.heap.push(Reverse(Candidate {
+                    logit,
+                    key,
+                    requests: s.requests.len(),
+                    asn: s.asn,
+                    ip: s.ip,
+                    user_agent: s.user_agent,
+                    raw: f.raw,
+                    values: f.values,
+                    evidence,
+                }));
+                if self.heap.len() > self.top {
+                    self.heap.pop();
+                }
+            }
+        }
+    }
+
+    /// The kept abusive sessions, best first, and the good bots, busiest first.
+    pub(super) fn into_lists(
+        self,
+    ) -> (
+        Vec<Candidate>,
+        Vec<GoodEntry>,
+        RelatedIndex,
+        ReferenceSampler,
+    ) {
+        let mut best: Vec<Candidate> = self.heap.into_iter().map(|Reverse(c)| c).collect();
+        best.sort_by(|a, b| b.cmp(a));
+        let mut good: Vec<GoodEntry> = self.good.into_iter().map(|Reverse(g)| g).collect();
+        good.sort_by(|a, b| b.cmp(a));
+        (best, good, self.related, self.sampler)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ties_are_broken_by_requests_then_key() {
+        let k = |l: f32, n: usize, key: &'static str| (l, n, key);
+        assert_eq!(rank_cmp(k(9.0, 1, "b"), k(8.0, 99, "a")), Ordering::Greater);
+        assert_eq!(rank_cmp(k(9.0, 5, "b"), k(9.0, 4, "a")), Ordering::Greater);
+        assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "b")), Ordering::Greater);
+        assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "a")), Ordering::Equal);
+        assert!((human_logit() - (0.1f32 / 0.9).ln()).abs() < 1e-6);
+    }
+}
