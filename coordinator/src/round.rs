@@ -39,6 +39,9 @@ enum Slot {
     InProgress(Sender),
     /// Added to the sum.
     Accepted(Sender),
+    /// Flagged by the update screen and left out of the sum (the tenant's
+    /// one submission of the round is used up).
+    Excluded(Sender),
 }
 
 /// Mutable state of an open round.
@@ -51,6 +54,8 @@ struct State {
     /// Client identities whose updates were accepted (one per tenant).
     participants: Vec<String>,
     rejected: u64,
+    /// Tenants whose update the screen left out of the sum.
+    excluded: u64,
 }
 
 /// What an open round starts from.
@@ -114,8 +119,10 @@ pub(crate) struct Closed {
     /// Client identities whose updates were accepted, in acceptance order
     /// (at most one per tenant).
     pub participants: Vec<String>,
-    /// Rejected submissions.
+    /// Rejected submissions (excluded updates included).
     pub rejected: u64,
+    /// Updates the screen left out of the sum.
+    pub excluded: u64,
 }
 
 /// Outcome of claiming a client's slot.
@@ -179,6 +186,7 @@ impl OpenRound {
                 slots: HashMap::new(),
                 participants: Vec::new(),
                 rejected: 0,
+                excluded: 0,
             }),
             all_reported: Notify::new(),
             closed: watch::channel(false).0,
@@ -205,9 +213,12 @@ impl OpenRound {
         matches!(self.lock().slots.get(tenant_id), Some(Slot::Accepted(_)))
     }
 
-    /// Whether every selected tenant has been accepted.
+    /// Whether every selected tenant has been accepted (or had its update
+    /// excluded by the screen: it will not send another this round).
     pub(crate) fn all_in(&self) -> bool {
-        !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
+        let st = self.lock();
+        !self.selected.is_empty()
+            && st.participants.len() as u64 + st.excluded == self.selected.len() as u64
     }
 
     /// Counts a rejected submission against this attempt.
@@ -263,6 +274,16 @@ impl OpenRound {
                         "tenant already submitted this round: tenant {tenant_id:?} already has an \
                          update accepted for round {} of job {:?} from another of its client \
                          identities (one submission per tenant per round)",
+                        self.round, self.job_id
+                    ),
+                ));
+            }
+            Some(Slot::Excluded(_)) => {
+                return Err(Error::rejected(
+                    RejectReason::Screened,
+                    format!(
+                        "tenant's update for round {} of job {:?} was already excluded by the \
+                         job's update screen (one submission per tenant per round)",
                         self.round, self.job_id
                     ),
                 ));
@@ -323,12 +344,35 @@ impl OpenRound {
         );
         st.participants.push(claim.sender.client_id.clone());
         claim.done = true;
-        let all = st.participants.len() == self.selected.len();
+        let all = st.participants.len() as u64 + st.excluded == self.selected.len() as u64;
         drop(st);
         if all {
             self.all_reported.notify_one();
         }
         Ok(added)
+    }
+
+    /// Leaves a claimed update out of the sum (the update screen flagged it
+    /// and the job's policy excludes): the sum is untouched, the tenant's
+    /// submission for this round is used up, and the round counts it.
+    /// Refused like [`accept`](Self::accept) once the round is closed.
+    pub(crate) fn exclude(&self, mut claim: ClaimGuard) -> Result<(), Error> {
+        let mut st = self.lock();
+        if !st.open || Instant::now() >= self.deadline {
+            return Err(self.stale());
+        }
+        st.slots.insert(
+            claim.tenant_id.clone(),
+            Slot::Excluded(claim.sender.clone()),
+        );
+        st.excluded += 1;
+        claim.done = true;
+        let all = st.participants.len() as u64 + st.excluded == self.selected.len() as u64;
+        drop(st);
+        if all {
+            self.all_reported.notify_one();
+        }
+        Ok(())
     }
 
     /// Closes the round: no update is accepted afterwards. Returns the sum
@@ -345,6 +389,7 @@ impl OpenRound {
             sum,
             participants: std::mem::take(&mut st.participants),
             rejected: st.rejected,
+            excluded: st.excluded,
         })
     }
 }
@@ -462,6 +507,28 @@ mod tests {
         let closed = r.close().unwrap();
         assert_eq!(closed.participants, vec!["c1"]);
         assert_eq!(closed.sum.accepted(), 1);
+    }
+
+    #[test]
+    fn an_excluded_update_leaves_the_sum_alone_and_uses_up_the_tenants_turn() {
+        let r = round(&["ta", "tb"]);
+        let g = fresh(r.claim("ta", "a", b"n").unwrap());
+        r.accept(g, &[0.5, 0.0], true).unwrap();
+        let before = r.lock().sum.sum().to_vec();
+        let g = fresh(r.claim("tb", "b", b"x").unwrap());
+        r.exclude(g).unwrap();
+        assert_eq!(r.lock().sum.sum(), &before[..], "nothing of it in the sum");
+        assert!(r.all_in(), "the excluded tenant will not report again");
+        for (client, nonce) in [("b", &b"x"[..]), ("b", b"y"), ("b2", b"z")] {
+            assert_eq!(
+                r.claim("tb", client, nonce).unwrap_err().reject_reason(),
+                Some(RejectReason::Screened)
+            );
+        }
+        let closed = r.close().unwrap();
+        assert_eq!(closed.participants, vec!["a"]);
+        assert_eq!((closed.sum.accepted(), closed.excluded), (1, 1));
+        assert_eq!(closed.sum.sum(), &before[..]);
     }
 
     #[test]
