@@ -280,10 +280,10 @@ impl OpenRound {
             }
             Some(Slot::Excluded(_)) => {
                 return Err(Error::rejected(
-                    RejectReason::Screened,
+                    RejectReason::Duplicate,
                     format!(
-                        "tenant's update for round {} of job {:?} was already excluded by the \
-                         job's update screen (one submission per tenant per round)",
+                        "tenant already submitted this round: its update for round {} of job {:?} \
+                         was excluded by the job's update screen (one submission per tenant per round)",
                         self.round, self.job_id
                     ),
                 ));
@@ -388,7 +388,9 @@ impl OpenRound {
         Some(Closed {
             sum,
             participants: std::mem::take(&mut st.participants),
-            rejected: st.rejected,
+            // Excluded updates are counted here, under the lock that
+            // excluded them (the service does not count them again).
+            rejected: st.rejected + st.excluded,
             excluded: st.excluded,
         })
     }
@@ -522,12 +524,13 @@ mod tests {
         for (client, nonce) in [("b", &b"x"[..]), ("b", b"y"), ("b2", b"z")] {
             assert_eq!(
                 r.claim("tb", client, nonce).unwrap_err().reject_reason(),
-                Some(RejectReason::Screened)
+                Some(RejectReason::Duplicate)
             );
         }
         let closed = r.close().unwrap();
         assert_eq!(closed.participants, vec!["a"]);
         assert_eq!((closed.sum.accepted(), closed.excluded), (1, 1));
+        assert_eq!(closed.rejected, 1, "an excluded update counts as rejected");
         assert_eq!(closed.sum.sum(), &before[..]);
     }
 

@@ -301,7 +301,11 @@ impl Coordinator for CoordinatorService {
         match received {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
-                if let (Some(round), Some(_)) = (&ctx.round, e.reject_reason()) {
+                // An excluded update was counted by the round when it was
+                // excluded (race-free with the round's close).
+                if let (Some(round), Some(reason)) = (&ctx.round, e.reject_reason())
+                    && reason != RejectReason::Screened
+                {
                     round.count_rejection();
                 }
                 Err(self
