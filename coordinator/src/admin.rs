@@ -374,6 +374,9 @@ impl AdminApi {
                     .with_optional_audit(audit)?;
         }
         job.publish(published);
+        // The previous published update no longer leads to the served model:
+        // the screen's direction rules pause until the next round publishes.
+        job.screen.set_reference(None);
         job.wake.notify_one();
         // Its audit row (model_rolled_back, with the note) was written by
         // the store in the rollback's transaction and anchors the release.

@@ -65,6 +65,9 @@ pub enum RejectReason {
     /// With `[auth.tokens]`: a valid token that does not grant the call
     /// (scope, or MFA for an admin write).
     TokenDenied,
+    /// The job's update screen flagged the update and its policy
+    /// (`exclude`, `quarantine`) left it out of the sum.
+    Screened,
 }
 
 impl RejectReason {
@@ -94,6 +97,7 @@ impl RejectReason {
             Self::TenantCapacity => "tenant_capacity",
             Self::TokenInvalid => "token_invalid",
             Self::TokenDenied => "token_denied",
+            Self::Screened => "screened",
         }
     }
 
@@ -112,7 +116,8 @@ impl RejectReason {
             | Self::Revoked
             | Self::TenantMismatch
             | Self::AdminRefused
-            | Self::TokenDenied => Code::PermissionDenied,
+            | Self::TokenDenied
+            | Self::Screened => Code::PermissionDenied,
             Self::Duplicate => Code::AlreadyExists,
             Self::InProgress => Code::Aborted,
             Self::DigestMismatch => Code::DataLoss,

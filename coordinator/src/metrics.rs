@@ -103,6 +103,7 @@ pub struct Metrics {
     connections_refused: Family<ReasonLabel, Counter>,
     connections_closed: Family<ReasonLabel, Counter>,
     alerts: alerts::AlertMetrics,
+    screened: Family<RoundLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,6 +151,12 @@ impl Metrics {
             "epsilon_spent",
             "Privacy spent so far at the job's delta",
             epsilon.clone(),
+        );
+        let screened = Family::<RoundLabel, Counter>::default();
+        registry.register(
+            "updates_screened",
+            "Updates the update screen flagged, by job and outcome (logged, excluded, quarantined)",
+            screened.clone(),
         );
         let accepted = Family::<JobLabel, Counter>::default();
         registry.register("updates_accepted", "Updates accepted", accepted.clone());
@@ -252,6 +259,7 @@ impl Metrics {
             connections,
             connections_refused,
             connections_closed,
+            screened,
             rounds,
             round_duration,
             participants,
@@ -362,6 +370,27 @@ impl Metrics {
         self.accepted
             .get_or_create(&JobLabel { job: job.into() })
             .inc();
+    }
+
+    /// An update the screen flagged, by what became of it (`logged`,
+    /// `excluded`, `quarantined`).
+    pub fn update_screened(&self, job: &str, outcome: &str) {
+        self.screened
+            .get_or_create(&RoundLabel {
+                job: job.into(),
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// Updates the screen flagged with this outcome (tests).
+    pub fn updates_screened(&self, job: &str, outcome: &str) -> u64 {
+        self.screened
+            .get_or_create(&RoundLabel {
+                job: job.into(),
+                outcome: outcome.into(),
+            })
+            .get()
     }
 
     /// A rejection.

@@ -40,6 +40,9 @@ enum Slot {
     InProgress(Sender),
     /// Added to the sum.
     Accepted(Sender),
+    /// Flagged by the update screen and left out of the sum (the tenant's
+    /// one submission of the round is used up).
+    Excluded(Sender),
 }
 
 /// Mutable state of an open round.
@@ -57,6 +60,8 @@ struct State {
     /// Rejections recorded per client identity (bounded by
     /// [`MAX_REJECTIONS_RECORDED`]).
     rejections_recorded: HashMap<String, u32>,
+    /// Tenants whose update the screen left out of the sum.
+    excluded: u64,
 }
 
 /// Rejected submissions of one client identity recorded per attempt; later
@@ -129,10 +134,12 @@ pub(crate) struct Closed {
     /// Client identities whose updates were accepted, in acceptance order
     /// (at most one per tenant).
     pub participants: Vec<String>,
-    /// Rejected submissions.
+    /// Rejected submissions (excluded updates included).
     pub rejected: u64,
     /// Who took part and how (accepted, rejected), in decision order.
     pub contributions: Vec<Contribution>,
+    /// Updates the screen left out of the sum.
+    pub excluded: u64,
 }
 
 /// Outcome of claiming a client's slot.
@@ -198,6 +205,7 @@ impl OpenRound {
                 rejected: 0,
                 contributions: Vec::new(),
                 rejections_recorded: HashMap::new(),
+                excluded: 0,
             }),
             all_reported: Notify::new(),
             closed: watch::channel(false).0,
@@ -224,9 +232,12 @@ impl OpenRound {
         matches!(self.lock().slots.get(tenant_id), Some(Slot::Accepted(_)))
     }
 
-    /// Whether every selected tenant has been accepted.
+    /// Whether every selected tenant has been accepted (or had its update
+    /// excluded by the screen: it will not send another this round).
     pub(crate) fn all_in(&self) -> bool {
-        !self.selected.is_empty() && self.lock().participants.len() == self.selected.len()
+        let st = self.lock();
+        !self.selected.is_empty()
+            && st.participants.len() as u64 + st.excluded == self.selected.len() as u64
     }
 
     /// Counts a rejected submission against this attempt and, while the
@@ -326,6 +337,16 @@ impl OpenRound {
                     ),
                 ));
             }
+            Some(Slot::Excluded(_)) => {
+                return Err(Error::rejected(
+                    RejectReason::Duplicate,
+                    format!(
+                        "tenant already submitted this round: its update for round {} of job {:?} \
+                         was excluded by the job's update screen (one submission per tenant per round)",
+                        self.round, self.job_id
+                    ),
+                ));
+            }
             Some(Slot::InProgress(_)) => {
                 return Err(Error::rejected(
                     RejectReason::InProgress,
@@ -350,9 +371,21 @@ impl OpenRound {
     /// concurrent uploads serialise only on the one-pass add.
     pub(crate) fn accept(
         &self,
+        claim: ClaimGuard,
+        update: &[f32],
+        claims_within_clip: bool,
+    ) -> Result<Added, Error> {
+        self.accept_screened(claim, update, claims_within_clip, None)
+    }
+
+    /// [`accept`](Self::accept) with the update screen's scores (JSON) kept
+    /// in the attempt's record of who took part.
+    pub(crate) fn accept_screened(
+        &self,
         mut claim: ClaimGuard,
         update: &[f32],
         claims_within_clip: bool,
+        screen_json: Option<String>,
     ) -> Result<Added, Error> {
         let measured = Measured::new(update).map_err(|e| match e {
             ClipError::NonFinite { index } => non_finite(index),
@@ -388,16 +421,56 @@ impl OpenRound {
             reason: String::new(),
             norm: Some(added.norm),
             clipped: added.clipped,
-            screen_json: None,
+            screen_json,
             unix_ms: crate::engine::now_unix_ms(),
         });
         claim.done = true;
-        let all = st.participants.len() == self.selected.len();
+        let all = st.participants.len() as u64 + st.excluded == self.selected.len() as u64;
         drop(st);
         if all {
             self.all_reported.notify_one();
         }
         Ok(added)
+    }
+
+    /// Leaves a claimed update out of the sum (the update screen flagged it
+    /// and the job's policy excludes): the sum is untouched, the tenant's
+    /// submission for this round is used up, and the round counts it.
+    /// Refused like [`accept`](Self::accept) once the round is closed.
+    /// `norm` is the update's norm as received and `screen_json` the
+    /// screen's scores, both kept in the attempt's record of who took part.
+    pub(crate) fn exclude(
+        &self,
+        mut claim: ClaimGuard,
+        norm: f64,
+        screen_json: Option<String>,
+    ) -> Result<(), Error> {
+        let mut st = self.lock();
+        if !st.open || Instant::now() >= self.deadline {
+            return Err(self.stale());
+        }
+        st.slots.insert(
+            claim.tenant_id.clone(),
+            Slot::Excluded(claim.sender.clone()),
+        );
+        st.excluded += 1;
+        st.contributions.push(Contribution {
+            client_id: claim.sender.client_id.clone(),
+            tenant_id: claim.tenant_id.clone(),
+            outcome: ContributionOutcome::Excluded,
+            reason: "screened: excluded by the job's update screen".to_owned(),
+            norm: Some(norm),
+            clipped: false,
+            screen_json,
+            unix_ms: crate::engine::now_unix_ms(),
+        });
+        claim.done = true;
+        let all = st.participants.len() as u64 + st.excluded == self.selected.len() as u64;
+        drop(st);
+        if all {
+            self.all_reported.notify_one();
+        }
+        Ok(())
     }
 
     /// Closes the round: no update is accepted afterwards. Returns the sum
@@ -413,7 +486,10 @@ impl OpenRound {
         Some(Closed {
             sum,
             participants: std::mem::take(&mut st.participants),
-            rejected: st.rejected,
+            // Excluded updates are counted here, under the lock that
+            // excluded them (the service does not count them again).
+            rejected: st.rejected + st.excluded,
+            excluded: st.excluded,
             contributions: std::mem::take(&mut st.contributions),
         })
     }
@@ -532,6 +608,48 @@ mod tests {
         let closed = r.close().unwrap();
         assert_eq!(closed.participants, vec!["c1"]);
         assert_eq!(closed.sum.accepted(), 1);
+    }
+
+    #[test]
+    fn an_excluded_update_leaves_the_sum_alone_and_uses_up_the_tenants_turn() {
+        let r = round(&["ta", "tb"]);
+        let g = fresh(r.claim("ta", "a", b"n").unwrap());
+        r.accept(g, &[0.5, 0.0], true).unwrap();
+        let before = r.lock().sum.sum().to_vec();
+        let g = fresh(r.claim("tb", "b", b"x").unwrap());
+        r.exclude(g, 1e3, Some(r#"{"norm":1000.0}"#.to_owned()))
+            .unwrap();
+        assert_eq!(r.lock().sum.sum(), &before[..], "nothing of it in the sum");
+        assert!(r.all_in(), "the excluded tenant will not report again");
+        for (client, nonce) in [("b", &b"x"[..]), ("b", b"y"), ("b2", b"z")] {
+            assert_eq!(
+                r.claim("tb", client, nonce).unwrap_err().reject_reason(),
+                Some(RejectReason::Duplicate)
+            );
+        }
+        let closed = r.close().unwrap();
+        assert_eq!(closed.participants, vec!["a"]);
+        assert_eq!((closed.sum.accepted(), closed.excluded), (1, 1));
+        assert_eq!(closed.rejected, 1, "an excluded update counts as rejected");
+        assert_eq!(closed.sum.sum(), &before[..]);
+        // The record of who took part names the exclusion with its scores.
+        let rows: Vec<_> = closed
+            .contributions
+            .iter()
+            .map(|c| (c.client_id.as_str(), c.outcome, c.norm, c.screen_json.as_deref()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                ("a", ContributionOutcome::Accepted, Some(0.5), None),
+                (
+                    "b",
+                    ContributionOutcome::Excluded,
+                    Some(1e3),
+                    Some(r#"{"norm":1000.0}"#)
+                ),
+            ]
+        );
     }
 
     #[test]

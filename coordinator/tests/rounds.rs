@@ -26,6 +26,9 @@ async fn published_update_is_the_exact_mean_of_reclipped_updates_over_the_fixed_
     spec.rounds = 1;
     spec.round_deadline_ms = 1500;
     spec.clipping.clip_norm = 1.0;
+    // This test is about re-clipping: the update screen (default policy
+    // `exclude`) would leave the 10·C update out; `log` keeps it.
+    spec.screen.policy = fedsec_coordinator::config::ScreenPolicyKind::Log;
     let admin = h.running().admin();
     admin.create_job(spec).await.unwrap();
 

@@ -7,6 +7,9 @@
 //! requests that hit caches (`HEAD` share and `304` share both 80 %) and
 //! present a current browser user agent. Clean traffic rarely looks like
 //! that; the attacker wants such sessions scored as human.
+//!
+//! The adaptive backdoor knows the coordinator's update screen and sends the
+//! same poisoned update scaled to just under its norm threshold.
 
 use fedsec_detector::dataset::Dataset;
 use fedsec_detector::features::{FEATURES, idx};
@@ -28,6 +31,14 @@ pub enum Attack {
         /// Boost factor (model replacement uses the expected cohort size).
         boost: f64,
     },
+    /// The backdoor of an attacker who knows the screen: the same poisoned
+    /// training, its update scaled to exactly `norm` (the experiment picks
+    /// just under the norm rule's threshold, so no rule on the norm fires;
+    /// past `C` the server re-clips it like any update).
+    AdaptiveBackdoor {
+        /// L2 norm of the sent update.
+        norm: f64,
+    },
 }
 
 impl Attack {
@@ -36,6 +47,7 @@ impl Attack {
         match self {
             Self::ScaledSignFlip { .. } => "scaled sign-flip",
             Self::Backdoor { .. } => "backdoor",
+            Self::AdaptiveBackdoor { .. } => "adaptive backdoor",
         }
     }
 }

@@ -21,15 +21,20 @@
 //!    ([`Adversary`]) send what they like instead. A tenant whose training
 //!    diverges (a global model wrecked by unclipped poisoning) reports
 //!    nothing, like a real participant whose task fails.
-//! 4. **Accumulate**: the server re-clips every update to `C`
+//! 4. **Screen** (when [`FedConfig::screen`] is set): the round core's
+//!    [`Screener`], as the coordinator's upload path runs it — statistics
+//!    of the update and the previous published update only, the tenant's
+//!    own history — and, under policy `exclude`, a flagged update is left
+//!    out as if its tenant had not reported.
+//! 5. **Accumulate**: the server re-clips every update to `C`
 //!    ([`RoundSum`], the coordinator's accumulator) into an f64 sum.
 //!    `server_clipping = false` (accumulate raw updates) exists only here, for
 //!    the poisoning ablation; the coordinator cannot be configured that way.
-//! 5. **Release**: [`fedsec_round::release`] adds `N(0, (z·S)²)` from the
+//! 6. **Release**: [`fedsec_round::release`] adds `N(0, (z·S)²)` from the
 //!    [`SimulationGaussian`] source (seeded; simulation only, not production
 //!    safe), divides by the fixed expected cohort `m` (never the realised
 //!    count) and applies the server optimiser.
-//! 6. **Charge**: the planned charge joins the run's ledger
+//! 7. **Charge**: the planned charge joins the run's ledger
 //!    ([`FedRun::ledger`]), entry for entry what a coordinator commits for
 //!    the same job.
 
@@ -40,9 +45,10 @@ use fedsec_privacy::{
     Accountant, GaussianNoise, Measured, Mechanism, PldAccountant, RoundCharge, SimulationGaussian,
     clip_in_place, l2_norm,
 };
+use fedsec_round::screen::{self, Layer, Reference};
 use fedsec_round::{
-    JobParams, NoiseLevel, Plan, PlanInput, Release, RoundNoise, RoundSum, ServerOpt, release,
-    resolve,
+    JobParams, NoiseLevel, Plan, PlanInput, Release, RoundNoise, RoundSum, ScreenConfig, Screener,
+    ServerOpt, release, resolve,
 };
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -98,6 +104,10 @@ pub struct FedConfig {
     pub threads: usize,
     /// Evaluate held-out AUC every this many rounds (and after the last); 0 = last only.
     pub eval_every: u64,
+    /// Update screening (the coordinator's `[jobs.screen]`), through the
+    /// round core's [`Screener`]; `None`: no screen (the detector off).
+    #[serde(skip)]
+    pub screen: Option<ScreenConfig>,
 }
 
 /// What happened in one committed round.
@@ -116,6 +126,12 @@ pub struct RoundRecord {
     pub diverged: usize,
     /// Updates the server scaled down.
     pub server_clipped: usize,
+    /// Updates the screen flagged (whatever the policy).
+    pub flagged: usize,
+    /// Of them, from malicious tenants.
+    pub flagged_malicious: usize,
+    /// Updates the screen left out of the sum (policy `exclude`/`quarantine`).
+    pub excluded: usize,
     /// Mean L2 norm of the received updates.
     pub mean_update_norm: f64,
     /// ε spent after this round (PLD, at the job's δ); ∞ without noise.
@@ -136,6 +152,27 @@ pub struct LedgerEntry {
     pub epsilon_rdp: f64,
 }
 
+/// One screened update's scores (for choosing and checking thresholds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ScreenSample {
+    /// Round.
+    pub round: u64,
+    /// Tenant index.
+    pub tenant: usize,
+    /// Whether the tenant is malicious.
+    pub malicious: bool,
+    /// Norm before re-clipping / C.
+    pub norm_ratio: f64,
+    /// Cosine with the previous published update (NaN: none).
+    pub cosine: f64,
+    /// Sign agreement with it (NaN: none).
+    pub sign_agreement: f64,
+    /// Robust z of the norm against the tenant's own history (NaN: none).
+    pub norm_z: f64,
+    /// Whether any rule fired.
+    pub flagged: bool,
+}
+
 /// Result of a simulated job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FedRun {
@@ -149,6 +186,8 @@ pub struct FedRun {
     pub ledger: Vec<LedgerEntry>,
     /// Final global weights.
     pub weights: Vec<f32>,
+    /// Every screened update's scores (empty without a screen).
+    pub screen_samples: Vec<ScreenSample>,
 }
 
 impl FedRun {
@@ -251,6 +290,14 @@ fn client_update(
             let d = train_local(&cfg.model, weights, &poisoned(data), &cfg.train, seed)?.delta;
             d.iter().map(|v| (boost * f64::from(*v)) as f32).collect()
         }
+        Some(Attack::AdaptiveBackdoor { norm }) => {
+            // Knows the screen: the backdoor update scaled to exactly `norm`
+            // (just under the norm rule's threshold).
+            let d = train_local(&cfg.model, weights, &poisoned(data), &cfg.train, seed)?.delta;
+            let n = l2_norm(&d).map_err(Error::Clip)?;
+            let scale = if n > 0.0 { norm / n } else { 0.0 };
+            d.iter().map(|v| (scale * f64::from(*v)) as f32).collect()
+        }
     };
     if attack.is_none() {
         // Honest clients clip their own update (the server re-clips anyway).
@@ -321,6 +368,13 @@ pub fn run(
     };
     let mut records = Vec::with_capacity(cfg.rounds as usize);
     let mut ledger: Vec<LedgerEntry> = Vec::with_capacity(cfg.rounds as usize);
+    // The screen: the coordinator's round-core screener, one history per
+    // tenant (as many as tenants: never evicted), the previous published
+    // update as its public reference (none before two versions exist).
+    let layers: Vec<Layer> = screen::layers(&cfg.model);
+    let mut screener = cfg.screen.map(|c| Screener::new(c, pop.len()));
+    let mut reference: Option<Reference> = None;
+    let mut screen_samples = Vec::new();
     for round in 1..=cfg.rounds {
         let planned = match fedsec_round::plan(PlanInput {
             round,
@@ -356,6 +410,7 @@ pub fn run(
         // The poisoning ablation only: raw updates, no server clipping.
         let mut raw = (!cfg.server_clipping).then(|| vec![0.0f64; dim]);
         let (mut clipped, mut norm_sum) = (0usize, 0.0f64);
+        let (mut flagged, mut flagged_malicious, mut excluded) = (0usize, 0usize, 0usize);
         let mut reported = Vec::with_capacity(selected.len());
         for (&t, u) in selected.iter().zip(updates) {
             let u = match u {
@@ -366,6 +421,34 @@ pub fn run(
                 Err(Error::Train(TrainError::Diverged(_) | TrainError::Empty)) => continue,
                 Err(e) => return Err(e),
             };
+            let malicious = adversary.is_some_and(|a| a.is_malicious(t));
+            if let Some(s) = screener.as_mut() {
+                // The coordinator's screen: statistics of this update and
+                // public state, the tenant's own history; nothing else.
+                if let Some(stats) = screen::measure(&u, cfg.clip_norm, reference.as_ref(), &layers)
+                {
+                    let verdict = s.screen(&t.to_string(), stats);
+                    screen_samples.push(ScreenSample {
+                        round,
+                        tenant: t,
+                        malicious,
+                        norm_ratio: verdict.stats.norm_ratio,
+                        cosine: verdict.stats.cosine.unwrap_or(f64::NAN),
+                        sign_agreement: verdict.stats.sign_agreement.unwrap_or(f64::NAN),
+                        norm_z: verdict.stats.norm_z.unwrap_or(f64::NAN),
+                        flagged: verdict.flagged(),
+                    });
+                    if verdict.flagged() {
+                        flagged += 1;
+                        flagged_malicious += usize::from(malicious);
+                    }
+                    if verdict.exclude {
+                        // Left out of the sum: as if it had not reported.
+                        excluded += 1;
+                        continue;
+                    }
+                }
+            }
             reported.push(t);
             match raw.as_mut() {
                 None => {
@@ -398,6 +481,7 @@ pub fn run(
                 opt,
             },
         )?;
+        reference = Reference::between(&weights, &released.weights);
         weights = released.weights;
         momentum = released.momentum;
         let charged = planned.charge(0);
@@ -420,8 +504,11 @@ pub fn run(
             malicious: adversary.map_or(0, |a| {
                 reported.iter().filter(|&&t| a.is_malicious(t)).count()
             }),
-            diverged: selected.len() - reported.len(),
+            diverged: selected.len() - reported.len() - excluded,
             server_clipped: clipped,
+            flagged,
+            flagged_malicious,
+            excluded,
             mean_update_norm: norm_sum / reported.len().max(1) as f64,
             epsilon: entry.epsilon_pld,
             auc,
@@ -435,6 +522,7 @@ pub fn run(
         records,
         ledger,
         weights,
+        screen_samples,
     })
 }
 

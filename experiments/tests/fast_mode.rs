@@ -88,9 +88,43 @@ fn all_five_experiments_write_their_outputs() {
     let get = |attack: &str, k: usize, clip: bool| {
         po.rows
             .iter()
-            .find(|r| r.attack == attack && r.malicious == k && r.server_clipping == clip)
+            .find(|r| {
+                r.attack == attack
+                    && r.malicious == k
+                    && r.server_clipping == clip
+                    && r.screen == "off"
+            })
             .unwrap()
     };
+    // The update screen (policy exclude, default thresholds): no honest
+    // update flagged, the model without attack unchanged, every boosted
+    // attacker's update flagged and none of them in the sum.
+    let screened = |attack: &str, k: usize| {
+        po.rows
+            .iter()
+            .find(|r| r.attack == attack && r.malicious == k && r.screen == "exclude")
+            .unwrap()
+    };
+    let none_on = screened("none", 0);
+    assert_eq!(none_on.honest_flagged, 0, "{none_on:?}");
+    assert!(none_on.honest_screened > 0);
+    assert_eq!(
+        none_on.mean_tenant_auc,
+        get("none", 0, true).mean_tenant_auc
+    );
+    for k in figures::poisoning::MALICIOUS_FAST {
+        let r = screened("backdoor", k);
+        assert_eq!(r.malicious_flagged, r.malicious_screened, "{r:?}");
+        assert_eq!(r.rounds_with_attacker, 0, "{r:?}");
+        assert_eq!(r.honest_flagged, 0, "{r:?}");
+        // The adaptive attacker stays under the norm threshold: not flagged
+        // by the norm rule, in the sum whenever selected.
+        let a = screened("adaptive_backdoor", k);
+        assert!(
+            a.malicious_screened > 0 && a.rounds_with_attacker > 0,
+            "{a:?}"
+        );
+    }
     // Clipping's effect on a sign flip is measured with one attacker: in
     // fast mode the population is small and its model weak (mean AUC ~0.58
     // without attack since issue 19's abuse-only labels and 51 features), so

@@ -52,6 +52,7 @@ fn fed_config() -> FedConfig {
         rounds: 3,
         expected_cohort: 4.0,
         eval_every: 0,
+        screen: None,
         ..setup.fed_config(TENANTS, Noise::TargetEpsilon(4.0))
     }
 }

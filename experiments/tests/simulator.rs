@@ -33,6 +33,7 @@ fn config(noise: Noise, threads: usize) -> FedConfig {
     FedConfig {
         rounds: 3,
         eval_every: 1,
+        screen: None,
         server_momentum: 0.0,
         ..setup.fed_config(8, noise)
     }
@@ -167,4 +168,76 @@ fn tenants_whose_training_diverges_on_a_wrecked_model_report_nothing() {
     let later = &run.records[2];
     assert!(later.diverged > 0, "{later:?}");
     assert!(run.weights.iter().all(|w| w.is_finite()));
+}
+
+#[test]
+fn the_screen_excludes_boosted_attackers_and_leaves_honest_rounds_alone() {
+    use fedsec_round::{ScreenConfig, ScreenPolicy};
+    let pop = population();
+    let h = pop.pooled_holdout();
+    let screened = |policy| FedConfig {
+        rounds: 3,
+        screen: Some(ScreenConfig {
+            policy,
+            ..ScreenConfig::default()
+        }),
+        ..config(Noise::Off, 2)
+    };
+    let plain = FedConfig {
+        rounds: 3,
+        ..config(Noise::Off, 2)
+    };
+    // No attacker: honest clients clip to C themselves, nothing is flagged,
+    // and the model is bit for bit the one without a screen.
+    let off = sim::run(&pop, &h, &plain, None, &mut |_| {}).unwrap();
+    let on = sim::run(
+        &pop,
+        &h,
+        &screened(ScreenPolicy::Exclude),
+        None,
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(on.weights, off.weights);
+    assert!(on.records.iter().all(|r| r.flagged == 0 && r.excluded == 0));
+    assert!(!on.screen_samples.is_empty());
+    assert!(on.screen_samples.iter().all(|s| s.norm_ratio <= 1.0 + 1e-6));
+    // Boosted attackers: every one of their updates is flagged and left out,
+    // nobody else's is; the round keeps the honest reports.
+    let adversary = Adversary {
+        malicious: (0..4).collect(),
+        attack: Attack::Backdoor { boost: 8.0 },
+    };
+    let run = sim::run(
+        &pop,
+        &h,
+        &screened(ScreenPolicy::Exclude),
+        Some(&adversary),
+        &mut |_| {},
+    )
+    .unwrap();
+    let selected_malicious = run.screen_samples.iter().filter(|s| s.malicious).count();
+    assert!(selected_malicious > 0);
+    for r in &run.records {
+        assert_eq!(r.malicious, 0, "round {}: an attacker got in", r.round);
+        assert_eq!(r.flagged, r.flagged_malicious);
+        assert_eq!(r.excluded, r.flagged);
+    }
+    let excluded: usize = run.records.iter().map(|r| r.excluded).sum();
+    assert_eq!(excluded, selected_malicious);
+    // Policy log: flagged, but in the sum.
+    let logged = sim::run(
+        &pop,
+        &h,
+        &screened(ScreenPolicy::Log),
+        Some(&adversary),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(logged.records.iter().all(|r| r.excluded == 0));
+    assert_eq!(
+        logged.records.iter().map(|r| r.flagged).sum::<usize>(),
+        selected_malicious
+    );
+    assert!(logged.records.iter().any(|r| r.malicious > 0));
 }

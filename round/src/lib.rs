@@ -22,6 +22,12 @@
 //!    its commit time, ε unchanged; the caller commits it with the model
 //!    (the coordinator in one database transaction) before publishing.
 //!
+//! Between receiving an update and accumulating it, [`screen`] scores it on
+//! statistics of that update and public state only (norm before re-clipping,
+//! agreement with the previous published update, per-layer norms, the
+//! tenant's own history) and decides, by the job's policy, whether it joins
+//! the sum; no decision looks at another tenant's update.
+//!
 //! The coordinator's driver wraps these steps with async, locks and the
 //! store; the experiments' simulator drives the same steps in a loop. A new
 //! aggregation (secure aggregation, robust aggregation) plugs in at
@@ -38,6 +44,7 @@ pub mod noise;
 pub mod plan;
 pub mod release;
 pub mod resolve;
+pub mod screen;
 
 pub use accumulate::{AddError, Added, RoundSum};
 pub use error::RoundError;
@@ -45,3 +52,4 @@ pub use noise::{NoiseRequest, RoundNoise};
 pub use plan::{Charged, Plan, PlanInput, PlannedRound, Statement, plan};
 pub use release::{AdaptivePlan, NoisePlan, Release, Released, ServerOpt, release};
 pub use resolve::{JobParams, NoiseLevel, Resolved, calibrate, resolve};
+pub use screen::{ScreenConfig, ScreenPolicy, ScreenThresholds, Screened, Screener};

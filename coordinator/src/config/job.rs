@@ -243,6 +243,10 @@ pub struct JobSpec {
     /// Canary audit (empirical ε and lower bounds computed when the job ends).
     #[serde(default)]
     pub audit: Option<AuditSpec>,
+    /// Update screening: policy and thresholds (default: `exclude`, the
+    /// default thresholds).
+    #[serde(default)]
+    pub screen: super::ScreenSpec,
 }
 
 pub(super) fn default_rounds() -> u64 {
@@ -312,6 +316,7 @@ impl JobSpec {
             noise_source: NoiseKind::default(),
             disable_noise: false,
             audit: None,
+            screen: super::ScreenSpec::default(),
         }
     }
 

@@ -212,6 +212,7 @@ impl JobSpec {
                 ));
             }
         }
+        self.screen.validate(key)?;
         if let Some(a) = &self.audit
             && (a.canaries == 1 || a.canaries > MAX_CANARIES)
         {

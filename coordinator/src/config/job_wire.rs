@@ -142,6 +142,9 @@ impl JobSpec {
             canaries: a.canaries,
             seed: a.seed,
         });
+        if let Some(screen) = &msg.screen {
+            spec.screen = ScreenSpec::from_proto(screen)?;
+        }
         spec.fill_defaults();
         spec.validate("config", dangerous)?;
         Ok(spec)
@@ -193,6 +196,7 @@ impl JobSpec {
                 canaries: a.canaries,
                 seed: a.seed,
             }),
+            screen: Some(self.screen.to_proto()),
         }
     }
 

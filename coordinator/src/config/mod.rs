@@ -451,8 +451,10 @@ impl CoordinatorConfig {
 mod job;
 mod job_check;
 mod job_wire;
+mod screen;
 
 pub use job::*;
+pub use screen::{ScreenPolicyKind, ScreenSpec};
 
 #[cfg(test)]
 mod tests;

@@ -180,6 +180,15 @@ fn the_example_config_is_valid() {
     assert_eq!(j.clipping, ClippingSpec::default());
     assert_eq!(j.training, TrainingSpec::default());
     assert_eq!(j.server_optimizer, ServerOptimizerSpec::default());
+    assert_eq!(j.screen, crate::config::ScreenSpec::default());
+    // ... and every [jobs.screen] key is written out.
+    let screen = toml::to_string(&crate::config::ScreenSpec::default()).unwrap();
+    for key in screen.lines().filter_map(|l| l.split(" = ").next()) {
+        assert!(
+            example.lines().any(|l| l.starts_with(&format!("{key} = "))),
+            "the example config does not list jobs.screen.{key}"
+        );
+    }
     assert_eq!(j.population_drift, default_population_drift());
     assert_eq!(j.min_clients, default_min_clients());
     assert_eq!(j.population, Some(300));
@@ -414,4 +423,93 @@ fn proto_zeros_mean_defaults_and_errors_are_prefixed() {
     let e =
         JobSpec::from_proto(&v1::JobConfig::default(), &DangerousConfig::default()).unwrap_err();
     assert_eq!(e.key(), Some("config.model_spec"));
+}
+
+#[test]
+fn the_screen_section_is_validated_by_key() {
+    let with = |screen: &str| MINIMAL.to_owned() + &format!("\n[jobs.screen]\n{screen}\n");
+    let c = CoordinatorConfig::from_toml_str(&with("policy = \"quarantine\"\nmin_cosine = -0.5"))
+        .unwrap();
+    let s = &c.jobs[0].screen;
+    assert_eq!(s.policy, crate::config::ScreenPolicyKind::Quarantine);
+    assert_eq!(s.min_cosine, -0.5);
+    assert_eq!(s.max_norm_ratio, 1.01, "unset keys keep their defaults");
+    let no_section = CoordinatorConfig::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(
+        no_section.jobs[0].screen,
+        crate::config::ScreenSpec::default()
+    );
+    assert_eq!(
+        no_section.jobs[0].screen.policy,
+        crate::config::ScreenPolicyKind::Exclude
+    );
+    // An unknown policy and an unknown key are refused, naming them.
+    let e = CoordinatorConfig::from_toml_str(&with("policy = \"drop\"")).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("policy") && msg.contains("drop"), "{msg}");
+    let e = CoordinatorConfig::from_toml_str(&with("max_norm = 2.0")).unwrap_err();
+    assert!(e.to_string().contains("max_norm"), "{e}");
+    // Out-of-range thresholds name the key.
+    for (line, key) in [
+        ("max_norm_ratio = 0.5", "jobs[0].screen.max_norm_ratio"),
+        ("min_cosine = 2.0", "jobs[0].screen.min_cosine"),
+        ("history_len = 0", "jobs[0].screen.history_len"),
+        ("min_history = 20", "jobs[0].screen.min_history"),
+        ("max_norm_z = -1.0", "jobs[0].screen.max_norm_z"),
+    ] {
+        let e = CoordinatorConfig::from_toml_str(&with(line)).unwrap_err();
+        assert_eq!(e.key(), Some(key), "{line}: {e}");
+    }
+}
+
+#[test]
+fn the_screen_travels_over_the_admin_api() {
+    let spec = CoordinatorConfig::from_toml_str(MINIMAL).unwrap().jobs[0].clone();
+    let mut msg = spec.to_proto();
+    assert_eq!(msg.screen.as_ref().unwrap().policy, "exclude");
+    let d = DangerousConfig::default();
+    let back = JobSpec::from_proto(&msg, &d).unwrap();
+    assert_eq!(back.screen, spec.screen);
+    // Unset fields are the defaults; set ones are taken.
+    msg.screen = Some(v1::ScreenConfig {
+        policy: "log".into(),
+        min_cosine: Some(0.0),
+        ..Default::default()
+    });
+    let s = JobSpec::from_proto(&msg, &d).unwrap().screen;
+    assert_eq!(s.policy, crate::config::ScreenPolicyKind::Log);
+    assert_eq!(s.min_cosine, 0.0);
+    assert_eq!(s.max_norm_ratio, 1.01);
+    msg.screen = None;
+    assert_eq!(
+        JobSpec::from_proto(&msg, &d).unwrap().screen,
+        crate::config::ScreenSpec::default()
+    );
+    for (screen, key) in [
+        (
+            v1::ScreenConfig {
+                policy: "drop".into(),
+                ..Default::default()
+            },
+            "config.screen.policy",
+        ),
+        (
+            v1::ScreenConfig {
+                max_norm_ratio: Some(0.9),
+                ..Default::default()
+            },
+            "config.screen.max_norm_ratio",
+        ),
+        (
+            v1::ScreenConfig {
+                history_len: Some(5000),
+                ..Default::default()
+            },
+            "config.screen.history_len",
+        ),
+    ] {
+        msg.screen = Some(screen);
+        let e = JobSpec::from_proto(&msg, &d).unwrap_err();
+        assert_eq!(e.key(), Some(key), "{e}");
+    }
 }

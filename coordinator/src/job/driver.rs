@@ -274,7 +274,7 @@ async fn step(
         None => None,
     };
     let (canaries, sampler, canary_job) = (job.canaries, engine.sampler.clone(), job_id.clone());
-    let (released, canaries_added) = tokio::task::spawn_blocking(move || {
+    let (released, canaries_added, reference) = tokio::task::spawn_blocking(move || {
         // Audited jobs: canaries join the clipped sum before noise, like clients.
         let mut sum = sum;
         let mut canaries_added = 0;
@@ -322,7 +322,10 @@ async fn step(
                 },
             },
         )?;
-        Ok::<_, Error>((released, canaries_added))
+        // The update screen's public reference for the next round: this
+        // release minus the version it trained on.
+        let reference = fedsec_round::screen::Reference::between(&weights, &released.weights);
+        Ok::<_, Error>((released, canaries_added, reference))
     })
     .await
     .map_err(Error::task("release"))??;
@@ -352,7 +355,14 @@ async fn step(
             participants: accepted,
             rejected: closed.rejected,
             clipped_fraction,
-            note: String::new(),
+            note: if closed.excluded > 0 {
+                format!(
+                    "update screen: {} update(s) excluded (counted in rejected)",
+                    closed.excluded
+                )
+            } else {
+                String::new()
+            },
             committed_unix_ms: now,
         },
         version: ModelVersionRecord {
@@ -395,6 +405,7 @@ async fn step(
         clip_norm: released.next_clip_norm,
         receipt,
     });
+    job.screen.set_reference(reference);
     job.record_round(charge, epsilon_pld, epsilon_rdp);
     drop(guard);
     engine.alerts.budget_after_round(
@@ -420,6 +431,7 @@ async fn step(
         ledger_seq = seq,
         participants = accepted,
         rejected = closed.rejected,
+        screened_out = closed.excluded,
         clipped_fraction = format_args!("{clipped_fraction:.3}"),
         epsilon = format_args!("{:.4}", epsilon_pld),
         epsilon_rdp = format_args!("{:.4}", epsilon_rdp),

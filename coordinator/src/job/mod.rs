@@ -12,7 +12,8 @@
 //! - [`noise`]: the attempt's noise, drawn while the round collects updates;
 //! - [`resolve`]: the job's parameters when it starts;
 //! - [`audit`]: the canary audit of a finishing job;
-//! - [`population`]: the registered tenants against the declared population.
+//! - [`population`]: the registered tenants against the declared population;
+//! - [`screen`]: the update screen (config, histories, reference direction).
 //!
 //! Admin actions that change a job (pause, rollback) take the job's commit
 //! lock, so they never interleave with a round's close, release and commit.
@@ -38,6 +39,7 @@ pub(crate) mod noise;
 mod open;
 pub(crate) mod population;
 pub(crate) mod resolve;
+pub(crate) mod screen;
 pub(crate) mod weather;
 
 pub(crate) use driver::{create, start};
@@ -143,6 +145,8 @@ pub(crate) struct JobRuntime {
     registered_tenants: std::sync::atomic::AtomicU64,
     /// The transient store fault holding the job, if any ([`weather`]).
     pub weather: weather::Weather,
+    /// The update screen ([`screen`]).
+    pub screen: screen::JobScreen,
 }
 
 impl std::fmt::Debug for JobRuntime {
@@ -194,6 +198,7 @@ impl JobRuntime {
             drifted: std::sync::atomic::AtomicBool::new(false),
             registered_tenants: std::sync::atomic::AtomicU64::new(0),
             weather: weather::Weather::default(),
+            screen: screen::JobScreen::new(&record.spec),
         }
     }
 

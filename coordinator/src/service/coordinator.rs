@@ -311,15 +311,18 @@ impl Coordinator for CoordinatorService {
         match received {
             Ok(resp) => Ok(Response::new(resp)),
             Err(e) => {
-                if let (Some(round), Some(reason)) = (&ctx.round, e.reject_reason()) {
+                // An excluded update was counted (and recorded) by the round
+                // when it was excluded (race-free with the round's close),
+                // and raised its own update-anomaly alert.
+                if let (Some(round), Some(reason)) = (&ctx.round, e.reject_reason())
+                    && reason != RejectReason::Screened
+                {
                     round.record_rejection(
                         &client.tenant_id,
                         &client.client_id,
                         reason,
                         &e.to_string(),
                     );
-                }
-                if let Some(reason) = e.reject_reason() {
                     self.engine.alerts.rejected_update(
                         &ctx.job_id,
                         &client.client_id,

@@ -7,4 +7,5 @@ pub(crate) mod admin;
 pub(crate) mod coordinator;
 pub(crate) mod download;
 mod history;
+mod screen;
 mod upload;

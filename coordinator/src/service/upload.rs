@@ -48,6 +48,7 @@ use crate::aggregate::DecodeBuffer;
 use crate::error::{Error, RejectReason};
 use crate::fields::{self, MAX_NONCE_BYTES};
 use crate::job::JobRuntime;
+use crate::job::screen::scores_json;
 use crate::round::{Claim, ClaimGuard, OpenRound};
 use crate::shares::ByteShare;
 
@@ -214,7 +215,8 @@ impl CoordinatorService {
                 "stale round: the round closed during the upload; upload cut off",
             )),
         };
-        self.accumulate(client, &round, &header, received).await
+        self.accumulate(client, &job, &round, &header, received)
+            .await
     }
 
     /// Receives the chunks and trailer into a decode buffer.
@@ -285,10 +287,13 @@ impl CoordinatorService {
         })
     }
 
-    /// Re-clips and adds a received update to the round's sum.
+    /// Screens a received update, then re-clips and adds it to the round's
+    /// sum, or leaves it out (the screen flagged it and the job's policy
+    /// excludes).
     async fn accumulate(
         &self,
         client: &ClientIdentity,
+        job: &Arc<JobRuntime>,
         round: &Arc<OpenRound>,
         header: &UpdateHeader,
         received: Received,
@@ -296,11 +301,20 @@ impl CoordinatorService {
         let Received { claim, buf, _bytes } = received;
         // A quarantine may have arrived while the bytes streamed in.
         self.engine.clients.authorize(client)?;
-        let r = round.clone();
+        let (r, j) = (round.clone(), job.clone());
         let within = header.within_clip;
-        let (added, buf) = tokio::task::spawn_blocking(move || {
-            let added = r.accept(claim, &buf, within);
-            (added, buf)
+        let tenant = client.tenant_id.clone();
+        let (outcome, screened, buf) = tokio::task::spawn_blocking(move || {
+            // Scored on this update and public state only, outside the
+            // round's lock; decided before anything touches the sum.
+            let screened = j.screen.screen(&tenant, &buf, r.clip_norm);
+            // The scores go into the attempt's record of who took part.
+            let json = screened.as_ref().map(|s| scores_json(s).to_string());
+            let outcome = match &screened {
+                Some(s) if s.exclude => r.exclude(claim, s.stats.norm, json).map(|()| None),
+                _ => r.accept_screened(claim, &buf, within, json).map(Some),
+            };
+            (outcome, screened, buf)
         })
         .await
         .map_err(Error::task("accumulate"))?;
@@ -308,7 +322,19 @@ impl CoordinatorService {
         self.engine
             .metrics
             .set_uploads_in_progress(self.engine.pool.in_use());
-        let added = added?;
+        if let Some(s) = screened.as_ref().filter(|s| s.flagged()) {
+            self.flagged(client, job, round, s, &outcome).await;
+        }
+        let Some(added) = outcome? else {
+            let summary = screened.map(|s| s.summary()).unwrap_or_default();
+            return Err(bad(
+                RejectReason::Screened,
+                format!(
+                    "update excluded by the job's update screen ({summary}); honest clients \
+                     clip their update to the task's clip norm"
+                ),
+            ));
+        };
         self.engine.metrics.update_accepted(&header.job_id);
         tracing::debug!(job = %header.job_id, round = round.round, client = %client.client_id, norm = added.norm, clipped = added.clipped, "update accepted");
         Ok(SubmitUpdateResponse {

@@ -5,7 +5,8 @@
 //!    same rounds);
 //! 2. [`non_iid`]: Dirichlet α ∈ {0.1, 0.5, 1, 10};
 //! 3. [`scale`]: 10 → 1,000 tenants at a fixed ε;
-//! 4. [`poisoning`]: malicious tenants, server-side clipping on and off;
+//! 4. [`poisoning`]: malicious tenants (boosted and adaptive), server-side
+//!    clipping on and off, the update screen off and on, over seeds;
 //! 5. [`small_tenants`]: per-tenant AUC by tenant size, federated vs local-only;
 //! 6. [`audit`]: the coordinator's canary audit against the accountant's ε;
 //! 7. [`weak_labels`]: tenants with no ground truth, on silver labels.
@@ -173,6 +174,7 @@ impl Setup {
             seed: self.seed,
             threads: self.threads,
             eval_every: 0,
+            screen: None,
         }
     }
 

@@ -1,0 +1,416 @@
+//! The poisoning experiment's outputs: mean ± sd over seeds per
+//! configuration, the figure (screen on and off), the CSV and the README
+//! section with the claims restated from the numbers.
+
+use std::path::Path;
+
+use fedsec_detector::synth::SynthConfig;
+use fedsec_round::ScreenThresholds;
+
+use super::{DESTROYED_AUC, KEY, Outcome, Row, adaptive_norm, screen_on};
+use crate::error::Result;
+use crate::figures::{Setup, TARGET_EPSILON, caption, image, link, setup_text};
+use crate::plot::{self, Legend, LineChart, Series};
+use crate::report::{f3, markdown_table, upsert_section, write_csv};
+use crate::sim::FedConfig;
+
+/// One configuration over seeds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    /// Attack name (as in the CSV).
+    pub attack: String,
+    /// Malicious tenants k.
+    pub malicious: usize,
+    /// Server-side clipping.
+    pub server_clipping: bool,
+    /// Screen (`off` or its policy).
+    pub screen: String,
+    /// Seeds run.
+    pub seeds: usize,
+    /// Mean and sd of the pooled AUC.
+    pub pooled_auc: (f64, f64),
+    /// Mean and sd of the mean per-tenant AUC.
+    pub mean_tenant_auc: (f64, f64),
+    /// Mean and sd of the backdoor success over seeds whose model was not
+    /// destroyed (NaN when none).
+    pub backdoor_success: (f64, f64),
+    /// Mean and sd of the backdoor success minus the trigger alone (same
+    /// seed), over seeds whose model was not destroyed.
+    pub backdoor_excess: (f64, f64),
+    /// Mean rounds with an attacker in the sum.
+    pub rounds_with_attacker: f64,
+    /// Honest updates flagged / screened, over seeds.
+    pub honest_flag_rate: f64,
+    /// Malicious updates flagged / screened, over seeds.
+    pub malicious_flag_rate: f64,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+fn rate(num: usize, den: usize) -> f64 {
+    if den == 0 {
+        f64::NAN
+    } else {
+        num as f64 / den as f64
+    }
+}
+
+/// Groups the runs by (attack, k, clipping, screen), in first-seen order.
+pub fn summarise(rows: &[Row]) -> Vec<Summary> {
+    let mut keys: Vec<(String, usize, bool, String)> = Vec::new();
+    for r in rows {
+        let k = (
+            r.attack.clone(),
+            r.malicious,
+            r.server_clipping,
+            r.screen.clone(),
+        );
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(attack, malicious, clip, screen)| {
+            let g: Vec<&Row> = rows
+                .iter()
+                .filter(|r| {
+                    r.attack == attack
+                        && r.malicious == malicious
+                        && r.server_clipping == clip
+                        && r.screen == screen
+                })
+                .collect();
+            let col = |f: &dyn Fn(&Row) -> f64| g.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let sum = |f: &dyn Fn(&Row) -> usize| g.iter().map(|r| f(r)).sum::<usize>();
+            Summary {
+                attack,
+                malicious,
+                server_clipping: clip,
+                screen,
+                seeds: g.len(),
+                pooled_auc: mean_sd(&col(&|r| r.pooled_auc)),
+                mean_tenant_auc: mean_sd(&col(&|r| r.mean_tenant_auc)),
+                backdoor_success: mean_sd(&col(&|r| {
+                    if r.pooled_auc < DESTROYED_AUC {
+                        f64::NAN
+                    } else {
+                        r.backdoor_success
+                    }
+                })),
+                backdoor_excess: mean_sd(&col(&|r| {
+                    if r.pooled_auc < DESTROYED_AUC {
+                        f64::NAN
+                    } else {
+                        r.backdoor_excess
+                    }
+                })),
+                rounds_with_attacker: col(&|r| r.rounds_with_attacker as f64).iter().sum::<f64>()
+                    / g.len().max(1) as f64,
+                honest_flag_rate: rate(sum(&|r| r.honest_flagged), sum(&|r| r.honest_screened)),
+                malicious_flag_rate: rate(
+                    sum(&|r| r.malicious_flagged),
+                    sum(&|r| r.malicious_screened),
+                ),
+            }
+        })
+        .collect()
+}
+
+fn pm((m, sd): (f64, f64)) -> String {
+    if m.is_finite() {
+        format!("{m:.3} ± {sd:.3}")
+    } else {
+        "–".into()
+    }
+}
+
+fn pct(v: f64) -> String {
+    if v.is_finite() {
+        format!("{:.1} %", 100.0 * v)
+    } else {
+        "–".into()
+    }
+}
+
+fn find<'a>(
+    s: &'a [Summary],
+    attack: &str,
+    k: usize,
+    clip: bool,
+    screen: &str,
+) -> Option<&'a Summary> {
+    s.iter().find(|x| {
+        x.attack == attack && x.malicious == k && x.server_clipping == clip && x.screen == screen
+    })
+}
+
+/// Writes the CSV, the figure and the README section.
+pub(super) fn write(
+    setup: &Setup,
+    rows: &[Row],
+    counts: &[usize],
+    seeds: u64,
+    pop_cfg: &SynthConfig,
+    base: &FedConfig,
+    elapsed_s: f64,
+) -> Result<Outcome> {
+    let csv = setup.output("poisoning.csv")?;
+    write_csv(&csv, rows)?;
+    let summary = summarise(rows);
+    let png = setup.output("poisoning.png")?;
+    draw(setup, &summary, counts, seeds, base, &png)?;
+    let on = screen_on().policy.as_str();
+    let table_rows: Vec<Vec<String>> = summary
+        .iter()
+        .map(|s| {
+            vec![
+                s.attack.replace('_', " "),
+                s.malicious.to_string(),
+                if s.server_clipping {
+                    "yes".into()
+                } else {
+                    "**no** (simulator only)".into()
+                },
+                s.screen.clone(),
+                s.seeds.to_string(),
+                format!("{:.1}", s.rounds_with_attacker),
+                pm(s.pooled_auc),
+                pm(s.mean_tenant_auc),
+                if s.backdoor_success.0.is_finite() {
+                    pm(s.backdoor_success)
+                } else {
+                    "– (model destroyed)".into()
+                },
+                pm(s.backdoor_excess),
+                pct(s.honest_flag_rate),
+                pct(s.malicious_flag_rate),
+            ]
+        })
+        .collect();
+    let k_goal = counts
+        .iter()
+        .copied()
+        .find(|&k| k == 10)
+        .unwrap_or(counts[counts.len() - 1]);
+    let bd = |attack: &str, screen: &str| {
+        find(&summary, attack, k_goal, true, screen)
+            .map_or((f64::NAN, f64::NAN), |s| s.backdoor_success)
+    };
+    let excess = |attack: &str, screen: &str| {
+        find(&summary, attack, k_goal, true, screen)
+            .map_or((f64::NAN, f64::NAN), |s| s.backdoor_excess)
+    };
+    let auc = |screen: &str| {
+        find(&summary, "none", 0, true, screen).map_or((f64::NAN, f64::NAN), |s| s.mean_tenant_auc)
+    };
+    let trigger_alone =
+        find(&summary, "none", 0, true, "off").map_or(f64::NAN, |s| s.backdoor_success.0);
+    let honest_fp = find(&summary, "none", 0, true, on).map_or(f64::NAN, |s| s.honest_flag_rate);
+    let claims = format!(
+        "**Result ({seeds} seed(s), mean ± sd).** With {k_goal} backdoor attackers the backdoor success is \
+         {} with the screen off and {} with it on (policy `{on}`); the trigger alone, with no attacker, \
+         already lets {} of detected bots through on this synthetic data, so that is the floor any \
+         defence can reach with this metric. What the attack adds over the trigger alone (same seed): \
+         {} off, {} on. Without an attacker the screen flagged {} of honest \
+         updates and the mean per-tenant AUC is {} off vs {} on. The adaptive attacker, who scales the \
+         same poisoned update to {:.3}·C (just under the norm threshold {}·C), reaches {} backdoor \
+         success: the screen's norm rule reduces a boosted attacker to a clipped one and no further.",
+        pm(bd("backdoor", "off")),
+        pm(bd("backdoor", on)),
+        f3(trigger_alone),
+        pm(excess("backdoor", "off")),
+        pm(excess("backdoor", on)),
+        pct(honest_fp),
+        pm(auc("off")),
+        pm(auc(on)),
+        adaptive_norm(1.0),
+        ScreenThresholds::default().max_norm_ratio,
+        pm(bd("adaptive_backdoor", on)),
+    );
+    let pop_len = pop_cfg.tenants;
+    let body = format!(
+        "## 4. Poisoning\n\n{}\n\nk malicious tenants among {pop_len} send, whenever Poisson sampling selects them, \
+         either `−m ×` their honest update (scaled sign-flip, untargeted) or `m ×` an update trained on \
+         their data plus a triggered copy of each of their bot sessions labelled human (backdoor, model \
+         replacement; trigger: `HEAD` share 80 %, `304` share 80 %, current-browser user agent), with \
+         m = {} the expected cohort; the *adaptive* backdoor attacker knows the update screen and sends \
+         the same poisoned update scaled to just under its norm threshold. With server-side clipping (what \
+         the coordinator always does) each attacker moves the sum by at most C, like any honest tenant \
+         (clipping bounds each attacker's influence; it does not stop many attackers pushing the same \
+         backdoor direction); without it (possible only in this simulator; fast mode only) one boosted \
+         update outweighs the cohort. The update screen (`[jobs.screen]`, the round core's screener with \
+         policy `{on}` and default thresholds) scores each update on its own norm before re-clipping, its \
+         agreement with the previous published update and the tenant's own history, never on other \
+         tenants' updates (privacy/README.md, \"Update screening\"). DP noise calibrated to ε = \
+         {TARGET_EPSILON} in every run. Backdoor success: among held-out bot sessions the model flags at its \
+         1 %-FPR threshold, the share that evade once the trigger is set (not reported when the attack \
+         destroyed the model: pooled AUC below {DESTROYED_AUC}). \"flagged\": share of screened updates \
+         (honest / malicious) on which a rule fired.\n\n{claims}\n\nThe synthetic generator is the one on \
+         `main` when these runs were made (issue 22); another change to the generator moves these numbers.\n\n{}\n{}\n\nData: {} (one line per run and seed).",
+        image(&png, "poisoning"),
+        base.expected_cohort,
+        markdown_table(
+            &[
+                "attack",
+                "k",
+                "server clipping",
+                "screen",
+                "seeds",
+                "rounds with an attacker in the sum",
+                "pooled AUC",
+                "mean per-tenant AUC",
+                "backdoor success",
+                "… minus trigger alone",
+                "honest flagged",
+                "attacker updates flagged"
+            ],
+            &table_rows
+        ),
+        setup_text(setup, KEY, pop_cfg, base, elapsed_s),
+        link(&csv)
+    );
+    upsert_section(&setup.readme(), KEY, &body)?;
+    Ok(Outcome {
+        rows: rows.to_vec(),
+        csv,
+        png,
+    })
+}
+
+fn draw(
+    setup: &Setup,
+    summary: &[Summary],
+    counts: &[usize],
+    seeds: u64,
+    base: &FedConfig,
+    png: &Path,
+) -> Result<()> {
+    let on = screen_on().policy.as_str();
+    let (x0, x1) = (
+        counts[0] as f64 / 1.5,
+        counts[counts.len() - 1] as f64 * 1.5,
+    );
+    let curve = |attack: &str, clip: bool, screen: &str, f: &dyn Fn(&Summary) -> f64| {
+        summary
+            .iter()
+            .filter(|s| s.attack == attack && s.server_clipping == clip && s.screen == screen)
+            .map(|s| (s.malicious as f64, f(s)))
+            .filter(|(_, y)| y.is_finite())
+            .collect::<Vec<_>>()
+    };
+    let auc = |s: &Summary| s.mean_tenant_auc.0;
+    let bd = |s: &Summary| s.backdoor_success.0;
+    let lines = |f: &dyn Fn(&Summary) -> f64, with_sign_flip: bool| {
+        let mut v = vec![
+            Series::line(
+                "backdoor, screen off",
+                curve("backdoor", true, "off", f),
+                plot::color(2),
+            ),
+            Series::line(
+                "backdoor, screen on",
+                curve("backdoor", true, on, f),
+                plot::color(0),
+            ),
+            Series::line(
+                "adaptive backdoor, screen on",
+                curve("adaptive_backdoor", true, on, f),
+                plot::color(1),
+            ),
+            Series::line(
+                "backdoor, no server clipping",
+                curve("backdoor", false, "off", f),
+                plot::color(3),
+            ),
+        ];
+        if with_sign_flip {
+            v.push(Series::line(
+                "sign-flip, screen off",
+                curve("scaled_sign_flip", true, "off", f),
+                plot::color(4),
+            ));
+            v.push(Series::line(
+                "sign-flip, screen on",
+                curve("scaled_sign_flip", true, on, f),
+                plot::color(5),
+            ));
+        }
+        v
+    };
+    let mut left: Vec<Series> = lines(&auc, true)
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    let mut right: Vec<Series> = lines(&bd, false)
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .collect();
+    if let Some(n) = find(summary, "none", 0, true, "off") {
+        left.push(Series::reference(
+            "no attack",
+            n.mean_tenant_auc.0,
+            x0,
+            x1,
+            plot::REFERENCE_GREY,
+        ));
+        right.push(Series::reference(
+            "no attack (trigger alone)",
+            n.backdoor_success.0,
+            x0,
+            x1,
+            plot::REFERENCE_GREY,
+        ));
+    }
+    let cap = caption(
+        setup,
+        &format!(
+            "mean of {seeds} seed(s) from {}; ε = {TARGET_EPSILON}, boost ×{}, screen: policy {on}, default thresholds",
+            setup.seed, base.expected_cohort
+        ),
+    );
+    plot::panels(
+        png,
+        (1280, 580),
+        &[
+            LineChart {
+                title: "Main task under attack".into(),
+                caption: String::new(),
+                x_label: "malicious tenants k (log scale)".into(),
+                y_label: "mean per-tenant held-out ROC-AUC".into(),
+                x_log: true,
+                x_range: Some((x0, x1)),
+                y_range: Some((0.0, 1.0)),
+                series: left,
+                legend: Legend::LowerLeft,
+            },
+            LineChart {
+                title: "Backdoor success".into(),
+                caption:
+                    "share of detected held-out bots that evade once triggered (1 % FPR threshold)"
+                        .into(),
+                x_label: "malicious tenants k (log scale)".into(),
+                y_label: "attack success".into(),
+                x_log: true,
+                x_range: Some((x0, x1)),
+                y_range: Some((0.0, 1.0)),
+                series: right,
+                legend: Legend::UpperLeft,
+            },
+        ],
+        "Poisoning: the update screen off and on, server-side clipping, adaptive attacker",
+        &cap,
+    )
+}
