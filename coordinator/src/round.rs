@@ -365,10 +365,9 @@ impl OpenRound {
         }))
     }
 
-    /// Re-clips and adds a fully received, digest-checked update. Returns
-    /// what the re-clipping did; the sum is untouched on error. The update is
-    /// validated and measured before the round's lock is taken, so
-    /// concurrent uploads serialise only on the one-pass add.
+    /// [`accept_screened`](Self::accept_screened) without screen scores
+    /// (the unit tests' form).
+    #[cfg(test)]
     pub(crate) fn accept(
         &self,
         claim: ClaimGuard,
@@ -378,8 +377,12 @@ impl OpenRound {
         self.accept_screened(claim, update, claims_within_clip, None)
     }
 
-    /// [`accept`](Self::accept) with the update screen's scores (JSON) kept
-    /// in the attempt's record of who took part.
+    /// Re-clips and adds a fully received, digest-checked update. Returns
+    /// what the re-clipping did; the sum is untouched on error. The update is
+    /// validated and measured before the round's lock is taken, so
+    /// concurrent uploads serialise only on the one-pass add. The update
+    /// screen's scores (JSON), when given, are kept in the attempt's record
+    /// of who took part.
     pub(crate) fn accept_screened(
         &self,
         mut claim: ClaimGuard,
@@ -636,7 +639,14 @@ mod tests {
         let rows: Vec<_> = closed
             .contributions
             .iter()
-            .map(|c| (c.client_id.as_str(), c.outcome, c.norm, c.screen_json.as_deref()))
+            .map(|c| {
+                (
+                    c.client_id.as_str(),
+                    c.outcome,
+                    c.norm,
+                    c.screen_json.as_deref(),
+                )
+            })
             .collect();
         assert_eq!(
             rows,
