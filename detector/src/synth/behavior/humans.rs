@@ -32,8 +32,17 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     } else {
         Device::Desktop
     };
+    // Phones on a carrier-grade NAT share a few public addresses with many
+    // other subscribers; with the most common phone browser build, two of
+    // them can share (IP, user agent) at the same time (a NAT collision:
+    // the generator merges them into one session, see `write_tenant`).
+    let on_cgnat = variant == Human::Normal
+        && device == Device::Mobile
+        && !ctx.cgnat_pool.is_empty()
+        && rng.random_bool(0.35);
     let addr = match variant {
         Human::Headless => ip(rng, Network::Datacenter),
+        _ if on_cgnat => pick(rng, ctx.cgnat_pool).clone(),
         _ => {
             let net = if device == Device::Mobile && rng.random_bool(0.6) {
                 Network::Mobile
@@ -43,8 +52,8 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
             ip(rng, net)
         }
     };
-    let behind = if variant == Human::Normal && rng.random_bool(0.04) {
-        rng.random_range(14..40)
+    let behind = if variant == Human::Normal {
+        human_behind(rng)
     } else {
         rng.random_range(0..4)
     };
@@ -52,6 +61,8 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     let app_user = site.is_api() && variant == Human::Normal && rng.random_bool(0.7);
     let ua = if app_user {
         app_ua(rng, "ShopApp")
+    } else if on_cgnat && !ctx.popular_mobile_uas.is_empty() && rng.random_bool(0.6) {
+        pick(rng, ctx.popular_mobile_uas).clone()
     } else {
         browser_ua(rng, start as i64, device, behind, headless_ua)
     };
