@@ -156,7 +156,7 @@ pub(crate) const UNLISTED_TOOLS: &[&str] = &[
 /// Chromium majors, 3 or more Safari majors behind): unmanaged machines,
 /// old phones and tablets that no longer receive updates, frozen corporate
 /// images.
-pub(crate) const HUMAN_STALE_SHARE: f64 = 0.2;
+pub(crate) const HUMAN_STALE_SHARE: f64 = 0.22;
 
 /// Major versions behind current of a person's browser: most auto-update
 /// (0–3 behind), some lag a few months, [`HUMAN_STALE_SHARE`] are more than

@@ -40,9 +40,13 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
         && device == Device::Mobile
         && !ctx.cgnat_pool.is_empty()
         && rng.random_bool(0.35);
+    // Corporate VPN egress and privacy relays put people on hosting
+    // networks too.
+    let via_vpn = variant == Human::Normal && !on_cgnat && rng.random_bool(0.12);
     let addr = match variant {
         Human::Headless => ip(rng, Network::Datacenter),
         _ if on_cgnat => pick(rng, ctx.cgnat_pool).clone(),
+        _ if via_vpn => ip(rng, Network::Datacenter),
         _ => {
             let net = if device == Device::Mobile && rng.random_bool(0.6) {
                 Network::Mobile
@@ -78,6 +82,7 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
             returning: variant == Human::Normal && rng.random_bool(0.4),
             logins: true,
             purchases: true,
+            pays: true,
             item_bias: 0.0,
             tabs: rng.random_bool(0.25),
         };
@@ -123,6 +128,7 @@ pub(super) fn nat_humans(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         returning: false,
         logins: true,
         purchases: true,
+        pays: true,
         item_bias: 0.0,
         tabs: false,
     };
@@ -192,8 +198,10 @@ pub(super) struct HumanStyle {
     pub(super) returning: bool,
     /// May log in (scrapers that imitate people use accounts of their own).
     pub(super) logins: bool,
-    /// May add to cart and pay (people do; imitating scrapers do not).
+    /// May add to cart (at people's rate).
     pub(super) purchases: bool,
+    /// May go on to pay after adding to the cart (people; not scrapers).
+    pub(super) pays: bool,
     /// Extra probability of going to an item page next (scrapers' target).
     pub(super) item_bias: f64,
     /// Opens several items from a list in new tabs at once, then reads them.
@@ -209,6 +217,7 @@ pub(super) fn web_human(ctx: &TenantCtx<'_>, rng: &mut R2, b: &mut Build<'_>, st
         returning,
         logins,
         purchases,
+        pays: may_pay,
         item_bias,
         tabs,
     } = style;
@@ -314,6 +323,7 @@ pub(super) fn web_human(ctx: &TenantCtx<'_>, rng: &mut R2, b: &mut Build<'_>, st
         };
     }
     let pays = purchases
+        && may_pay
         && match site.kind {
             crate::synth::TenantKind::Ecommerce => carted && rng.random_bool(0.4),
             crate::synth::TenantKind::Bank => logged_in && rng.random_bool(0.3),

@@ -1,5 +1,6 @@
 //! Scrapers (simple and human-imitating), scalpers and click fraud.
 
+use super::humans::{HumanStyle, web_human};
 use super::*;
 
 pub(super) fn scraper_ua(rng: &mut R2, start: f64) -> String {
@@ -84,13 +85,18 @@ pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
 /// page by page (`?page=N`, often with a sort order), items opened from
 /// them, searches. 60 % drive a browser engine that renders pages (assets
 /// as on a first visit, a few with a HeadlessChrome agent), the rest fetch
-/// pages over HTTP with some of their images. 35 % add items to the cart at
+/// pages over HTTP with some of their images. 70 % are careful (slow,
+/// mostly following the site's links, 75 % rendering, 60 % carting), 30 %
+/// harvest faster. Carting ones add items to the cart at
 /// the rate people do (an evasion of "carts mean a person"); 15 % log in to
 /// an account of their own first. On API tenants they replay the app's
 /// calls with an app agent.
 pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
-    let renders = rng.random_bool(0.6);
+    // Two levels of care: most operators tune their bots to pass for
+    // visitors (slow, wandering, rendering); the rest harvest faster.
+    let careful = rng.random_bool(0.7);
+    let renders = rng.random_bool(if careful { 0.75 } else { 0.25 });
     let when = if rng.random_bool(0.75) {
         When::Diurnal
     } else {
@@ -120,11 +126,29 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
     };
     let addr = ip(rng, net);
     let sid = session_id(ctx, rng, if renders { 0.9 } else { 0.4 });
-    let carts = rng.random_bool(0.35);
-    let item_share = rng.random_range(0.45..0.8);
-    let median_gap = rng.random_range(3_000.0..15_000.0);
-    let sigma = rng.random_range(0.5..1.0);
-    let n = lognormal(rng, 10.0, 0.8).round().clamp(2.0, 150.0) as usize;
+    let carts = rng.random_bool(if careful { 0.6 } else { 0.2 });
+    let item_share = rng.random_range(0.4..0.75);
+    let median_gap = if careful {
+        rng.random_range(9_000.0..20_000.0)
+    } else {
+        rng.random_range(1_500.0..6_000.0)
+    };
+    let sigma = if careful {
+        rng.random_range(0.9..1.2)
+    } else {
+        rng.random_range(0.6..1.0)
+    };
+    let n = if careful {
+        (1.0 + lognormal(rng, 5.0, 0.9).round()).min(150.0) as usize
+    } else {
+        lognormal(rng, 15.0, 0.8).round().clamp(2.0, 150.0) as usize
+    };
+    // Careful bots keep a warm browser profile (cached assets revalidate).
+    let (p304, p_skip) = if careful && rng.random_bool(0.4) {
+        (0.3, 0.4)
+    } else {
+        (0.0, 0.1)
+    };
     let mut b = Build::new(site, start);
     if site.is_api() {
         let ua = if rng.random_bool(0.5) {
@@ -158,6 +182,24 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
         }
         return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
     }
+    if careful {
+        // Browses like a visitor with its own path mix (biased towards the
+        // items it harvests) and the cart behaviour of people for `carts`;
+        // never pays.
+        let style = HumanStyle {
+            no_cache: false,
+            strip_referer: false,
+            power: false,
+            returning: rng.random_bool(0.4),
+            logins: true,
+            purchases: carts,
+            pays: false,
+            item_bias: rng.random_range(0.2..0.45),
+            tabs: rng.random_bool(0.25),
+        };
+        web_human(ctx, rng, &mut b, style);
+        return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
+    }
     let sort = *pick(
         rng,
         &["", "", "&sort=price", "&sort=newest", "&sort=rating"],
@@ -184,15 +226,28 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
         referer = url;
         b.wait(lognormal(rng, 2_000.0, 0.5));
     }
+    // Part of the steps follow the site's links as a visitor would (the
+    // rest is the harvesting walk), which blurs the walk's regularity.
+    let wander = if careful {
+        rng.random_range(0.8..1.0)
+    } else {
+        rng.random_range(0.0..0.2)
+    };
+    let mut kind = PageKind::Home;
     for i in 0..n {
-        let item = rng.random_bool(item_share);
-        let path = if item {
-            site.page(rng, PageKind::Item)
+        let (item, path) = if rng.random_bool(wander) {
+            kind = site.next_kind(rng, kind, false);
+            (kind == PageKind::Item, site.page(rng, kind))
+        } else if rng.random_bool(item_share) {
+            kind = PageKind::Item;
+            (true, site.page(rng, PageKind::Item))
         } else if rng.random_bool(0.2) {
-            site.page(rng, PageKind::Search)
+            kind = PageKind::Search;
+            (false, site.page(rng, PageKind::Search))
         } else {
+            kind = PageKind::Listing;
             list_page += 1;
-            format!("{listing}?page={list_page}{sort}")
+            (false, format!("{listing}?page={list_page}{sort}"))
         };
         let url = b.page(rng, &path, &referer, 0.02);
         if renders {
@@ -202,7 +257,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
                 Vec::new()
             };
             list.extend(site.page_assets(rng, &path));
-            b.assets(rng, &list, &url, 0.0, 0.1);
+            b.assets(rng, &list, &url, p304, p_skip);
         } else if rng.random_bool(0.3) {
             let list = site.page_assets(rng, &path);
             b.assets(rng, &list, &url, 0.0, 0.5);
@@ -291,12 +346,15 @@ pub(super) fn scalper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
 
 /// Click fraud, with its own pattern (not the human routine): a paid click
 /// lands on the advertised page from an ad network's click URL, the page
-/// renders (80 %), and the bot leaves after a dwell. A third "engage" to
+/// renders (65 %), and the bot leaves after a short dwell; half click
+/// around the clock, a fifth from hosting addresses. 45 % are repeat
+/// clickers (the same ad clicked 3–12 times from one device); of the rest,
+/// 30 % "engage" to
 /// pass for converting traffic: a few more pages along the site's links,
 /// and half of those add to the cart at the rate people do.
 pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
-    let when = if rng.random_bool(0.7) {
+    let when = if rng.random_bool(0.5) {
         When::Diurnal
     } else {
         When::Uniform
@@ -316,15 +374,35 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         let headless = rng.random_bool(0.05);
         browser_ua(rng, start as i64, device, behind, headless)
     };
-    let net = if device == Device::Mobile {
+    // Click farms' phones and residential proxies, and a fifth from hosts.
+    let net = if rng.random_bool(0.2) {
+        Network::Datacenter
+    } else if device == Device::Mobile {
         Network::Mobile
     } else {
         Network::Residential
     };
     let addr = ip(rng, net);
     let sid = session_id(ctx, rng, 0.3);
-    let renders = rng.random_bool(0.8);
-    let engaged = rng.random_bool(0.35);
+    let renders = rng.random_bool(0.65);
+    let mut b = Build::new(site, start);
+    if rng.random_bool(0.45) {
+        // Repeat clicker: the same ad clicked again and again from one
+        // device, each landing with a fresh click URL (an injected or
+        // farmed click loop), the landing page rendered each time.
+        let landing = site.page(rng, PageKind::Item);
+        for _ in 0..rng.random_range(3..13) {
+            let referer = ad_referer(rng);
+            let url = b.page(rng, &landing, &referer, 0.0);
+            if renders {
+                let list = site.page_assets(rng, &landing);
+                b.assets(rng, &list, &url, 0.0, 0.05);
+            }
+            b.wait(lognormal(rng, 40_000.0, 0.7).max(5_000.0));
+        }
+        return finish(Archetype::ClickFraud, addr, ua, sid, b);
+    }
+    let engaged = rng.random_bool(0.3);
     let carts = engaged && rng.random_bool(0.5);
     let n = if engaged {
         rng.random_range(2..7)
@@ -336,7 +414,6 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let mut referer = ad_referer(rng);
     let mut kind =
         [PageKind::Item, PageKind::Home, PageKind::Listing][pick_weighted(rng, &[0.6, 0.25, 0.15])];
-    let mut b = Build::new(site, start);
     for i in 0..n {
         let path = site.page(rng, kind);
         let url = b.page(rng, &path, &referer, 0.0);
@@ -354,7 +431,8 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
             b.cart_add(&url);
         }
         referer = url;
-        b.wait(lognormal(rng, 9_000.0, 0.9).max(800.0));
+        // Paid to click, not to read: short dwells.
+        b.wait(lognormal(rng, 4_000.0, 0.8).max(500.0));
         kind = site.next_kind(rng, kind, false);
     }
     finish(Archetype::ClickFraud, addr, ua, sid, b)
