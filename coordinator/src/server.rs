@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fedsec_proto::private_file::{self, Existing};
 use fedsec_proto::tls::ServerTls;
 use fedsec_proto::v1::admin_server::AdminServer;
 use fedsec_proto::v1::coordinator_server::CoordinatorServer;
@@ -85,15 +86,7 @@ impl std::fmt::Debug for RunningCoordinator {
 fn lock_data_dir(dir: &Path) -> Result<File, Error> {
     crate::store::sqlite::create_private_dir(dir)?;
     let path = dir.join(LOCK_FILE);
-    let mut opts = File::options();
-    opts.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let file = opts
-        .open(&path)
+    let file = private_file::open(&path, Existing::Keep)
         .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
     match file.try_lock() {
         Ok(()) => Ok(file),

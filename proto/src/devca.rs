@@ -22,6 +22,7 @@ use rcgen::{
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
+use crate::private_file::Existing;
 use crate::tls::{ClientIdentity, ClientTls, PeerIdentity, ServerTls, TlsError, TlsFiles, TlsPem};
 
 /// Why a certificate could not be issued or written.
@@ -389,21 +390,11 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), DevCaErr
         path: path.to_owned(),
         source,
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut f = opts.open(path).map_err(err)?;
-    #[cfg(unix)]
     if private {
-        // The mode of `open` applies only to new files; tighten an existing one.
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
+        return crate::private_file::write(path, contents.as_bytes(), Existing::Truncate)
+            .map_err(err);
     }
+    let mut f = std::fs::File::create(path).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)
 }

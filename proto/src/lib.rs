@@ -13,12 +13,15 @@
 //!   file re-read when it changes), for coordinators with `[auth.tokens]`.
 //! - [`devca`]: a development certificate authority (rcgen) that writes a CA,
 //!   a server certificate, client certificates and an admin certificate.
+//! - [`private_file`]: owner-only (0600) files for keys, tokens and the
+//!   coordinator's data directory.
 //! - [`release`]: the coordinator's Ed25519 release key and the canonical
 //!   statement it signs for every served model version (issue 21).
 
 pub mod bearer;
 pub mod devca;
 pub mod model;
+pub mod private_file;
 pub mod release;
 pub mod tensor;
 pub mod tls;

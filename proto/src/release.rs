@@ -24,6 +24,8 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
+use crate::private_file::Existing;
+
 /// Domain separator of the signed byte string.
 pub const RELEASE_DOMAIN: &[u8] = b"fedsec.v1 release\0";
 
@@ -341,20 +343,11 @@ impl ReleasePublicKey {
 fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), ReleaseError> {
     use std::io::Write;
     let err = |e: std::io::Error| ReleaseError::key_file(path, e.to_string());
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if private { 0o600 } else { 0o644 });
-    }
-    let mut f = opts.open(path).map_err(err)?;
-    #[cfg(unix)]
     if private {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(err)?;
+        return crate::private_file::write(path, contents.as_bytes(), Existing::Truncate)
+            .map_err(err);
     }
+    let mut f = std::fs::File::create(path).map_err(err)?;
     f.write_all(contents.as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)
 }

@@ -8,10 +8,10 @@
 //! thumbprint, so rotating means adding a new key to the JWKS, issuing with
 //! it, and removing the old key once its tokens have expired.
 
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
+use fedsec_proto::private_file::{self, Existing};
 use jsonwebtoken::jwk::{Jwk, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::{Deserialize, Serialize};
@@ -94,33 +94,18 @@ impl SigningKey {
     /// Writes a new key to `path` (mode 0600; an existing file only with `force`).
     pub fn generate_file(path: &Path, force: bool) -> Result<Self, MintError> {
         let (key, pem) = Self::generate()?;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true);
-        if force {
-            opts.create(true).truncate(true);
+        let existing = if force {
+            Existing::Truncate
         } else {
-            opts.create_new(true);
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(path).map_err(|e| {
+            Existing::Refuse
+        };
+        private_file::write(path, pem.as_bytes(), existing).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 MintError::Exists(path.to_owned())
             } else {
                 io(path)(e)
             }
         })?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io(path))?;
-        }
-        file.write_all(pem.as_bytes()).map_err(io(path))?;
-        file.sync_all().map_err(io(path))?;
         Ok(key)
     }
 

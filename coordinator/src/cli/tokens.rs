@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, Subcommand};
 use fedsec_coordinator::CoordinatorConfig;
 use fedsec_coordinator::auth::mint::{self, AccessClaims, SigningKey};
+use fedsec_proto::private_file::{self, Existing};
 use fedsec_proto::tls::PeerIdentity;
 
 use super::CliError;
@@ -175,25 +176,9 @@ fn subject_of(cert: &Path) -> Result<String, CliError> {
 
 /// Writes `text` to `path` with mode 0600, replacing it atomically.
 fn write_private(path: &Path, text: &str) -> Result<(), CliError> {
-    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
+    private_file::write(&tmp, text.as_bytes(), Existing::Truncate)
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
 }

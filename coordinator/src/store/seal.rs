@@ -8,8 +8,9 @@
 //! number (model version, ledger sequence), so a sealed value moved to
 //! another row or column fails authentication like a tampered one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
+
+use fedsec_proto::private_file::{self, Existing};
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
@@ -177,19 +178,13 @@ impl AtRestKey {
     pub fn generate_file(path: &Path, force: bool) -> Result<(), KeyFileError> {
         let mut key = [0u8; KEY_LEN];
         rand::fill(&mut key[..]);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true);
-        if force {
-            opts.create(true).truncate(true);
+        let existing = if force {
+            Existing::Truncate
         } else {
-            opts.create_new(true);
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut file = opts.open(path).map_err(|source| {
+            Existing::Refuse
+        };
+        let text = format!("{}\n", hex::encode(key));
+        private_file::write(path, text.as_bytes(), existing).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
                 KeyFileError::Exists(path.to_owned())
             } else {
@@ -198,21 +193,7 @@ impl AtRestKey {
                     source,
                 }
             }
-        })?;
-        let io = |source| KeyFileError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        #[cfg(unix)]
-        {
-            // An overwritten file keeps its old mode: tighten it.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
-        file.write_all(format!("{}\n", hex::encode(key)).as_bytes())
-            .map_err(io)?;
-        file.sync_all().map_err(io)
+        })
     }
 
     /// Seals `plaintext` bound to `aad` with a fresh random nonce.

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use fedsec_proto::private_file::{self, Existing};
+
 use crate::store::{StoreError, StoreResult};
 
 /// Creates `dir` (and parents) with mode 0700 on Unix; an existing `dir`
@@ -39,20 +41,6 @@ pub fn create_private_file(path: &Path) -> StoreResult<()> {
         path: path.to_owned(),
         message: e.to_string(),
     };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.create(true).append(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        opts.mode(0o600);
-        let file = opts.open(path).map_err(err)?;
-        let mode = file.metadata().map_err(err)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            file.set_permissions(std::fs::Permissions::from_mode(mode & 0o600))
-                .map_err(err)?;
-        }
-    }
-    #[cfg(not(unix))]
-    opts.open(path).map_err(err)?;
+    private_file::open(path, Existing::Append).map_err(err)?;
     Ok(())
 }
