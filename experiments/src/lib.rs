@@ -6,10 +6,7 @@
 //!   and accounting, [`fedsec_privacy::SimulationGaussian`] noise);
 //! - [`baselines`]: the centralised non-private and local-only references;
 //! - [`attack`]: poisoning adversaries (scaled sign-flip, backdoor);
-//! - [`eval`]: held-out AUC, per-tenant AUC, archetype recall, recall and
-//!   precision at an operating point;
-//! - [`seeds`]: the multi-seed harness (mean ± sd over seeds, Wilson and
-//!   bootstrap intervals, choosing on a validation split);
+//! - [`eval`]: held-out AUC, per-tenant AUC, archetype recall;
 //! - [`figures`]: the five experiments (CSV + PNG + README section each);
 //! - [`plot`]: the PNG charts; [`report`]: CSV and Markdown output;
 //! - [`progress`]: indicatif bars;
@@ -27,7 +24,6 @@ pub mod loopback;
 pub mod plot;
 pub mod progress;
 pub mod report;
-pub mod seeds;
 pub mod sim;
 
 pub use error::{Error, Result};

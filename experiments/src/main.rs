@@ -97,9 +97,7 @@ struct Common {
     /// fast: CI-sized (seconds); full: the committed results.
     #[arg(long, value_enum, default_value = "full")]
     mode: Mode,
-    /// Seed of data, selection, training and noise; privacy-utility,
-    /// non-iid, scale and small-tenants run over this seed and the next
-    /// ones (3 seeds in full mode, 2 in fast mode) and report mean ± sd.
+    /// Seed of data, selection, training and noise.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Output directory [default: experiments/results in full mode,
@@ -161,8 +159,8 @@ fn summary_pu(o: &figures::privacy_utility::Outcome) -> String {
         .iter()
         .map(|r| {
             format!(
-                "seed {} {} z={} AUC {:.3}",
-                r.seed, r.method, r.noise_multiplier, r.mean_tenant_auc
+                "{} z={} AUC {:.3}",
+                r.method, r.noise_multiplier, r.mean_tenant_auc
             )
         })
         .collect::<Vec<_>>()
