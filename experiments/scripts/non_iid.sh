@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # 2. Non-IID tenants: Dirichlet α ∈ {0.1, 0.5, 1, 10}.
+# Runs seeds 1, 2, 3 (full mode) or 1, 2 (fast mode): mean ± sd over seeds.
 # Writes experiments/results/non_iid.{csv,png} and its section of
 # experiments/results/README.md (full mode), or the same under
 # experiments/out/fast/ (fast mode, CI-sized: seconds).

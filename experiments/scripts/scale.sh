@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # 3. Scale: 10 → 1,000 tenants at a fixed ε.
+# Runs seeds 1, 2, 3 (full mode) or 1, 2 (fast mode): mean ± sd over seeds.
 # Writes experiments/results/scale.{csv,png} and its section of
 # experiments/results/README.md (full mode), or the same under
 # experiments/out/fast/ (fast mode, CI-sized: seconds).

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # 5. Small tenants: per-tenant AUC by size, federated vs local-only.
+# Runs seeds 1, 2, 3 (full mode) or 1, 2 (fast mode): mean ± sd over seeds.
 # Writes experiments/results/small_tenants.{csv,png} and its section of
 # experiments/results/README.md (full mode), or the same under
 # experiments/out/fast/ (fast mode, CI-sized: seconds).

@@ -27,6 +27,8 @@ pub struct Baseline {
     /// Score of every pooled holdout row.
     #[serde(skip)]
     pub scores: Vec<f32>,
+    /// Recall and precision at 1 % FPR on the pooled holdout.
+    pub operating: eval::OperatingPoint,
 }
 
 impl Baseline {
@@ -62,6 +64,7 @@ pub fn central(pop: &Population, holdout: &HoldoutSet, cfg: &BaselineConfig) -> 
     Ok(Baseline {
         pooled_auc: eval::auc(&scores, &holdout.labels).unwrap_or(f64::NAN),
         tenant_auc: eval::per_tenant_auc(&scores, holdout, pop.len()),
+        operating: eval::OperatingPoint::at_report_fpr(&scores, &holdout.labels),
         scores,
     })
 }
@@ -100,6 +103,7 @@ pub fn local_only(
     Ok(Baseline {
         pooled_auc: eval::auc(&scores, &holdout.labels).unwrap_or(f64::NAN),
         tenant_auc: eval::per_tenant_auc(&scores, holdout, pop.len()),
+        operating: eval::OperatingPoint::at_report_fpr(&scores, &holdout.labels),
         scores,
     })
 }

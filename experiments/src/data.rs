@@ -161,6 +161,39 @@ impl Population {
         self.tenants.iter().map(TenantData::sessions).sum()
     }
 
+    /// The population a choice made from data is made on: each tenant's
+    /// *training* rows split again (seeded, stratified) into fitting rows
+    /// (its `train`) and validation rows (its `holdout`). The real holdout
+    /// rows are not in it, so a hyperparameter picked on it never saw them.
+    pub fn validation_split(&self, fraction: f64, seed: u64) -> Result<Self> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::Config(format!(
+                "validation fraction {fraction} must be in (0, 1)"
+            )));
+        }
+        let tenants = self
+            .tenants
+            .iter()
+            .map(|t| {
+                let (fit, validation) = t
+                    .train
+                    .split(fraction, split_seed(seed ^ 0x7661_6c69_6461_7465, t.index));
+                TenantData {
+                    index: t.index,
+                    name: t.name.clone(),
+                    kind: t.kind,
+                    train: fit,
+                    holdout: validation,
+                }
+            })
+            .collect();
+        Ok(Self {
+            config: self.config.clone(),
+            holdout_fraction: fraction,
+            tenants,
+        })
+    }
+
     /// Every tenant's training rows, pooled (the centralised baseline's data).
     pub fn pooled_train(&self) -> Dataset {
         let mut d = Dataset::new(NUM_FEATURES);
@@ -249,6 +282,34 @@ mod tests {
         );
         assert_eq!(h.tenant.last().copied(), Some(2));
         assert_eq!(a.pooled_train().len() + h.len(), a.sessions());
+    }
+
+    #[test]
+    fn validation_split_never_touches_the_holdout() {
+        let pop = Population::generate(&small(), 0.3, 2, &|_| {}).unwrap();
+        let val = pop.validation_split(0.25, 5).unwrap();
+        assert_eq!(val.len(), pop.len());
+        let rows = |d: &Dataset| -> Vec<Vec<u32>> {
+            (0..d.len())
+                .map(|i| d.row(i).iter().map(|x| x.to_bits()).collect())
+                .collect()
+        };
+        for (t, v) in pop.tenants.iter().zip(&val.tenants) {
+            // Fitting + validation rows are exactly the training rows (as a
+            // multiset), so no holdout row can be among them.
+            assert_eq!(v.train.len() + v.holdout.len(), t.train.len());
+            assert!(!v.holdout.is_empty() && !v.train.is_empty());
+            let mut train = rows(&t.train);
+            let mut both = rows(&v.train);
+            both.extend(rows(&v.holdout));
+            train.sort();
+            both.sort();
+            assert_eq!(train, both, "tenant {}", t.index);
+        }
+        // Deterministic per seed.
+        let again = pop.validation_split(0.25, 5).unwrap();
+        assert_eq!(again.tenants[0].holdout, val.tenants[0].holdout);
+        assert!(pop.validation_split(0.0, 5).is_err());
     }
 
     #[test]

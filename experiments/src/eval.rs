@@ -72,6 +72,55 @@ pub fn threshold_at_fpr(scores: &[f32], labels: &[bool], fpr: f64) -> f32 {
     humans[k.min(humans.len() - 1)]
 }
 
+/// Recall and precision of abuse at one operating point: the threshold that
+/// flags [`REPORT_FPR`] of the held-out negatives (people and good bots,
+/// pooled over tenants). Precision depends on the holdout's share of abuse
+/// (about a quarter of sessions in the synthetic populations).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OperatingPoint {
+    /// The false-positive rate the threshold was set for.
+    pub target_fpr: f64,
+    /// Share of abusive sessions flagged.
+    pub recall: f64,
+    /// Share of flagged sessions that are abusive (NaN if none flagged).
+    pub precision: f64,
+}
+
+impl OperatingPoint {
+    /// At [`REPORT_FPR`] on `scores` with `labels` (true = abuse); NaN
+    /// recall and precision when a class is missing.
+    pub fn at_report_fpr(scores: &[f32], labels: &[bool]) -> Self {
+        let positives = labels.iter().filter(|&&l| l).count();
+        if positives == 0 || positives == labels.len() {
+            return Self {
+                target_fpr: REPORT_FPR,
+                recall: f64::NAN,
+                precision: f64::NAN,
+            };
+        }
+        let t = threshold_at_fpr(scores, labels, REPORT_FPR);
+        let (mut tp, mut fp) = (0usize, 0usize);
+        for (s, l) in scores.iter().zip(labels) {
+            if *s > t {
+                if *l {
+                    tp += 1;
+                } else {
+                    fp += 1;
+                }
+            }
+        }
+        Self {
+            target_fpr: REPORT_FPR,
+            recall: tp as f64 / positives as f64,
+            precision: if tp + fp == 0 {
+                f64::NAN
+            } else {
+                tp as f64 / (tp + fp) as f64
+            },
+        }
+    }
+}
+
 /// Share of one archetype's holdout sessions flagged.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ArchetypeRecall {
@@ -131,6 +180,25 @@ mod tests {
             tenant: tenant.to_vec(),
             labels: labels.to_vec(),
         }
+    }
+
+    #[test]
+    fn operating_point_counts_flags_above_the_one_percent_threshold() {
+        // 200 negatives (scores 0..199), 50 positives: 30 above every
+        // negative, 20 in the middle. The threshold flags 2 negatives.
+        let mut scores: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        let mut labels = vec![false; 200];
+        scores.extend((0..30).map(|i| 1_000.0 + i as f32));
+        scores.extend((0..20).map(|i| 50.0 + i as f32));
+        labels.extend([true; 50]);
+        let op = OperatingPoint::at_report_fpr(&scores, &labels);
+        assert!((op.recall - 30.0 / 50.0).abs() < 1e-12, "{op:?}");
+        assert!((op.precision - 30.0 / 32.0).abs() < 1e-12, "{op:?}");
+        assert!(
+            OperatingPoint::at_report_fpr(&[0.1, 0.2], &[false, false])
+                .recall
+                .is_nan()
+        );
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!   and accounting, [`fedsec_privacy::SimulationGaussian`] noise);
 //! - [`baselines`]: the centralised non-private and local-only references;
 //! - [`attack`]: poisoning adversaries (scaled sign-flip, backdoor);
-//! - [`eval`]: held-out AUC, per-tenant AUC, archetype recall;
+//! - [`eval`]: held-out AUC, per-tenant AUC, archetype recall, recall and
+//!   precision at an operating point;
+//! - [`seeds`]: the multi-seed harness (mean ± sd over seeds, Wilson and
+//!   bootstrap intervals, choosing on a validation split);
 //! - [`figures`]: the five experiments (CSV + PNG + README section each);
 //! - [`plot`]: the PNG charts; [`report`]: CSV and Markdown output;
 //! - [`progress`]: indicatif bars;
@@ -24,6 +27,7 @@ pub mod loopback;
 pub mod plot;
 pub mod progress;
 pub mod report;
+pub mod seeds;
 pub mod sim;
 
 pub use error::{Error, Result};

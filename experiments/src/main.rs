@@ -97,7 +97,9 @@ struct Common {
     /// fast: CI-sized (seconds); full: the committed results.
     #[arg(long, value_enum, default_value = "full")]
     mode: Mode,
-    /// Seed of data, selection, training and noise.
+    /// Seed of data, selection, training and noise; privacy-utility,
+    /// non-iid, scale and small-tenants run over this seed and the next
+    /// ones (3 seeds in full mode, 2 in fast mode) and report mean ± sd.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Output directory [default: experiments/results in full mode,
@@ -159,8 +161,8 @@ fn summary_pu(o: &figures::privacy_utility::Outcome) -> String {
         .iter()
         .map(|r| {
             format!(
-                "{} z={} AUC {:.3}",
-                r.method, r.noise_multiplier, r.mean_tenant_auc
+                "seed {} {} z={} AUC {:.3}",
+                r.seed, r.method, r.noise_multiplier, r.mean_tenant_auc
             )
         })
         .collect::<Vec<_>>()

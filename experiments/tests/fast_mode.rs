@@ -41,14 +41,18 @@ fn all_five_experiments_write_their_outputs() {
 
     let pu = figures::privacy_utility::run(&s).unwrap();
     check_png(&pu.png);
+    // Every experiment runs over the fast mode's seeds (mean ± sd); the
+    // CSV has one row per seed.
+    let seeds = figures::SEEDS_FAST as usize;
+    assert_eq!(s.seeds(), vec![1, 2]);
     assert_eq!(
         csv_rows(&pu.csv),
-        3 + figures::privacy_utility::Z_FAST.len()
+        seeds * (3 + figures::privacy_utility::Z_FAST.len())
     );
     let dp: Vec<_> = pu
         .rows
         .iter()
-        .filter(|r| r.method == "federated_dp")
+        .filter(|r| r.method == "federated_dp" && r.seed == 1)
         .collect();
     for w in dp.windows(2) {
         assert!(w[0].noise_multiplier < w[1].noise_multiplier);
@@ -57,8 +61,14 @@ fn all_five_experiments_write_their_outputs() {
     let no_noise = pu
         .rows
         .iter()
-        .find(|r| r.method == "federated_no_noise")
+        .find(|r| r.method == "federated_no_noise" && r.seed == 1)
         .unwrap();
+    for r in &pu.rows {
+        assert!(
+            r.recall_at_1pct_fpr.is_nan() || (0.0..=1.0).contains(&r.recall_at_1pct_fpr),
+            "{r:?}"
+        );
+    }
     assert!(no_noise.epsilon.is_infinite());
     assert!(
         dp.last().unwrap().mean_tenant_auc < no_noise.mean_tenant_auc,
@@ -67,7 +77,10 @@ fn all_five_experiments_write_their_outputs() {
 
     let ni = figures::non_iid::run(&s).unwrap();
     check_png(&ni.png);
-    assert_eq!(ni.rows.len(), 4 * figures::non_iid::ALPHAS_FAST.len());
+    assert_eq!(
+        ni.rows.len(),
+        seeds * 4 * figures::non_iid::ALPHAS_FAST.len()
+    );
     for r in ni.rows.iter().filter(|r| r.method == "federated_dp") {
         assert!(r.epsilon <= figures::TARGET_EPSILON + 1e-9 && r.epsilon > 2.9);
     }
@@ -77,7 +90,7 @@ fn all_five_experiments_write_their_outputs() {
     let noise: Vec<f64> = sc
         .rows
         .iter()
-        .filter(|r| r.method == "federated_dp")
+        .filter(|r| r.method == "federated_dp" && r.seed == 1)
         .map(|r| r.noise_to_clip)
         .collect();
     assert_eq!(noise.len(), figures::scale::TENANTS_FAST.len());
@@ -154,8 +167,11 @@ fn all_five_experiments_write_their_outputs() {
     let st = figures::small_tenants::run(&s).unwrap();
     check_png(&st.png);
     assert!(st.rows.iter().any(|r| r.method == "local_only"));
+    assert!(st.rows.iter().any(|r| r.seed == 2));
 
     let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+    assert!(readme.contains("mean ± sample standard deviation over the 2 seeds"));
+    assert!(readme.contains("95 % Wilson"));
     for key in fedsec_experiments::report::SECTION_ORDER {
         assert!(readme.contains(&format!("<!-- section:{key} -->")), "{key}");
     }

@@ -107,6 +107,74 @@ pub(crate) const MODERN_LIBRARIES: &[&str] = &[
     "Python/3.11 aiohttp/3.9.3",
 ];
 
+/// Bot agents that are *not* in the vendored crawler list (the list the
+/// `ua_known_bot` feature classifies with), so the generator does not draw
+/// only from the classifier's own list. Crawlers: in-house and new crawlers
+/// that announce themselves but that no public list has yet (one hides its
+/// token in a browser string and classifies as a browser).
+pub(crate) const UNLISTED_CRAWLERS: &[&str] = &[
+    "Mozilla/5.0 (compatible; PriceScope/2.4; +https://pricescope.example/about)",
+    "Mozilla/5.0 (compatible; AcmeSearch/1.1; +https://search.acme.example/help)",
+    "Mozilla/5.0 (compatible; LinkAudit/5.0; +https://linkaudit.example)",
+    "Mozilla/5.0 (compatible; ContentIndexer/0.9)",
+    "Mozilla/5.0 (compatible; NewsHarvest/3.1; +https://newsharvest.example/info)",
+    "Mozilla/5.0 (compatible; CatalogBot/2.0; +https://catalogbot.example)",
+    "Mozilla/5.0 (compatible; Marketlens-Crawler/4.1; +https://marketlens.example/crawler)",
+    "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko; compatible; KnowledgeFetcher/1.0) Chrome/120.0.0.0 Safari/537.36",
+];
+
+/// Health checkers that are not in the vendored list: real load-balancer
+/// and orchestrator probes (Kubernetes, AWS ELB, Google Cloud, Prometheus'
+/// blackbox exporter, Consul) and in-house monitors.
+pub(crate) const UNLISTED_MONITORS: &[&str] = &[
+    "kube-probe/1.29",
+    "kube-probe/1.30",
+    "ELB-HealthChecker/2.0",
+    "GoogleHC/1.0",
+    "Blackbox-Exporter/0.24.0",
+    "Consul Health Check",
+    "StatusPing/2.0 (+https://statusping.example)",
+    "SiteWatch/4.2 (https://sitewatch.example)",
+];
+
+/// Scripting runtimes' default agents and custom tools that are not in the
+/// vendored list (they classify as "other", like mobile-app agents).
+pub(crate) const UNLISTED_TOOLS: &[&str] = &[
+    "Java/17.0.9",
+    "Java/1.8.0_392",
+    "Ruby",
+    "PHP/8.2 (Linux)",
+    "Dart/3.2 (dart:io)",
+    "node",
+    "undici",
+    "retailintel-agent/5.1",
+    "catalog-sync/2.3 (+ops@reseller.example)",
+    "Mozilla/5.0",
+];
+
+/// Share of people's browsers more than a year out of date (14 or more
+/// Chromium majors, 3 or more Safari majors behind): unmanaged machines,
+/// old phones and tablets that no longer receive updates, frozen corporate
+/// images.
+pub(crate) const HUMAN_STALE_SHARE: f64 = 0.22;
+
+/// Major versions behind current of a person's browser: most auto-update
+/// (0–3 behind), some lag a few months, [`HUMAN_STALE_SHARE`] are more than
+/// a year behind (a long tail up to five years).
+pub(crate) fn human_behind<R: Rng + ?Sized>(rng: &mut R) -> i64 {
+    if rng.random_bool(HUMAN_STALE_SHARE) {
+        if rng.random_bool(0.7) {
+            rng.random_range(14..30)
+        } else {
+            rng.random_range(30..65)
+        }
+    } else if rng.random_bool(0.15) {
+        rng.random_range(4..12)
+    } else {
+        rng.random_range(0..4)
+    }
+}
+
 /// Desktop or phone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Device {
@@ -312,6 +380,17 @@ mod tests {
             assert!(
                 matches!(c.classify(ua, t), UaClass::KnownBot | UaClass::HttpLibrary),
                 "{ua}"
+            );
+        }
+        // The unlisted agents really are outside the classifier's list.
+        for ua in UNLISTED_CRAWLERS
+            .iter()
+            .chain(UNLISTED_MONITORS)
+            .chain(UNLISTED_TOOLS)
+        {
+            assert!(
+                !matches!(c.classify(ua, t), UaClass::KnownBot | UaClass::HttpLibrary),
+                "{ua} is in the vendored list"
             );
         }
         for ua in MODERN_LIBRARIES {

@@ -178,8 +178,8 @@ pub const BOT_PRIORS: [[f64; 10]; 4] = [
 
 /// Human archetype shares per tenant kind, in [`Archetype::HUMANS`] order.
 pub const HUMAN_MIX: [[f64; 3]; 4] = [
-    [0.90, 0.07, 0.03],
-    [0.82, 0.14, 0.04],
-    [0.86, 0.10, 0.04],
-    [0.94, 0.05, 0.01],
+    [0.88, 0.07, 0.05],
+    [0.80, 0.14, 0.06],
+    [0.84, 0.10, 0.06],
+    [0.93, 0.05, 0.02],
 ];

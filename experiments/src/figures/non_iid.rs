@@ -1,7 +1,8 @@
 //! Experiment 2, non-IID data: the generator's Dirichlet concentration α of
 //! each tenant's bot mix (0.1: one or two bot archetypes per tenant; 10: every
-//! tenant near its kind's prior). For each α: a new population (same seed),
-//! the baselines, DP-FedAvg at the target ε and without noise.
+//! tenant near its kind's prior). For each α and seed: a new population, the
+//! baselines, DP-FedAvg at the target ε and without noise; mean ± sd over
+//! seeds and the paired per-seed gap between DP-FedAvg and local-only.
 
 use std::time::Instant;
 
@@ -9,11 +10,13 @@ use fedsec_detector::synth::SynthConfig;
 use serde::Serialize;
 
 use super::{
-    Baselines, Mode, Scores, Setup, TARGET_EPSILON, caption, image, link, run_fed, setup_text,
+    Baselines, Mode, Scores, Setup, TARGET_EPSILON, caption, image, link, run_fed, seeds_text,
+    setup_text,
 };
 use crate::error::Result;
 use crate::plot::{self, Legend, LineChart, Series};
-use crate::report::{eps, f3, markdown_table, upsert_section, write_csv};
+use crate::report::{eps, markdown_table, upsert_section, write_csv};
+use crate::seeds::{MeanSd, group_by, over};
 use crate::sim::Noise;
 
 /// README section key and subcommand.
@@ -24,9 +27,11 @@ pub const ALPHAS_FULL: [f64; 4] = [0.1, 0.5, 1.0, 10.0];
 /// α values of the fast mode.
 pub const ALPHAS_FAST: [f64; 2] = [0.1, 10.0];
 
-/// One line of the CSV.
+/// One line of the CSV (one α, one method, one seed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
+    /// Seed of the run.
+    pub seed: u64,
     /// Dirichlet concentration.
     pub alpha: f64,
     /// Method.
@@ -41,20 +46,28 @@ pub struct Row {
     pub mean_tenant_auc: f64,
     /// Tenants in that mean.
     pub tenants_with_auc: usize,
+    /// Recall of abuse at 1 % FPR (pooled holdout).
+    pub recall_at_1pct_fpr: f64,
+    /// Precision at that operating point.
+    pub precision_at_1pct_fpr: f64,
 }
 
 /// What the experiment wrote.
 pub type Outcome = super::Outcome<Row>;
 
-/// Runs the experiment and writes its CSV, PNG and README section.
+/// Runs the experiment over [`Setup::seeds`] and writes its CSV, PNG and
+/// README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {
-    let t0 = Instant::now();
-    let alphas: &[f64] = match setup.mode {
-        Mode::Fast => &ALPHAS_FAST,
-        Mode::Full => &ALPHAS_FULL,
-    };
-    let mut rows = Vec::new();
-    let mut last_cfg: Option<(SynthConfig, crate::sim::FedConfig)> = None;
+    run_seeds(setup, &setup.seeds())
+}
+
+/// One seed, every α.
+fn one_seed(
+    setup: &Setup,
+    alphas: &[f64],
+    rows: &mut Vec<Row>,
+) -> Result<Option<(SynthConfig, crate::sim::FedConfig)>> {
+    let mut last_cfg = None;
     for &alpha in alphas {
         let pop_cfg = SynthConfig {
             alpha,
@@ -65,6 +78,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         let base = Baselines::train(setup, &pop, &holdout)?;
         let mut push = |method: &str, z: f64, epsilon: f64, s: Scores| {
             rows.push(Row {
+                seed: setup.seed,
                 alpha,
                 method: method.into(),
                 noise_multiplier: z,
@@ -72,6 +86,8 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 pooled_auc: s.pooled_auc,
                 mean_tenant_auc: s.mean_tenant_auc,
                 tenants_with_auc: s.tenants_with_auc,
+                recall_at_1pct_fpr: s.recall_at_1pct_fpr,
+                precision_at_1pct_fpr: s.precision_at_1pct_fpr,
             })
         };
         push(
@@ -88,7 +104,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             &holdout,
             &off,
             None,
-            &format!("α = {alpha}, no noise"),
+            &format!("seed {}, α = {alpha}, no noise", setup.seed),
         )?;
         push("federated_no_noise", 0.0, f64::INFINITY, s);
         let dp = setup.fed_config(pop.len(), Noise::TargetEpsilon(TARGET_EPSILON));
@@ -98,13 +114,44 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             &holdout,
             &dp,
             None,
-            &format!("α = {alpha}, ε = {TARGET_EPSILON}"),
+            &format!("seed {}, α = {alpha}, ε = {TARGET_EPSILON}", setup.seed),
         )?;
         push("federated_dp", run.noise_multiplier, run.final_epsilon(), s);
         last_cfg = Some((pop_cfg, dp));
     }
+    Ok(last_cfg)
+}
+
+/// Federated DP minus local-only, per seed (paired: same population).
+pub fn dp_minus_local(rows: &[Row], alpha: f64) -> Vec<f64> {
+    let of = |m: &str, seed: u64| {
+        rows.iter()
+            .find(|r| r.method == m && r.seed == seed && r.alpha == alpha)
+            .map(|r| r.mean_tenant_auc)
+    };
+    let mut seeds: Vec<u64> = rows.iter().map(|r| r.seed).collect();
+    seeds.dedup();
+    seeds
+        .iter()
+        .filter_map(|&s| Some(of("federated_dp", s)? - of("local_only", s)?))
+        .collect()
+}
+
+/// Runs the experiment over `seeds` (mean ± sd over them).
+pub fn run_seeds(setup: &Setup, seeds: &[u64]) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let alphas: &[f64] = match setup.mode {
+        Mode::Fast => &ALPHAS_FAST,
+        Mode::Full => &ALPHAS_FULL,
+    };
+    let mut rows = Vec::new();
+    let mut last_cfg = None;
+    for &seed in seeds {
+        last_cfg = one_seed(&setup.with_seed(seed), alphas, &mut rows)?.or(last_cfg);
+    }
     let csv = setup.output("non_iid.csv")?;
     write_csv(&csv, &rows)?;
+    let groups = group_by(&rows, |r| (r.alpha.to_bits(), r.method.clone()));
 
     let methods = [
         (
@@ -127,21 +174,32 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         ),
         ("local_only", "local-only".to_string(), plot::color(3), true),
     ];
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|(m, label, c, dashed)| {
-            let mut s = Series::line(
-                label.clone(),
+    let mut series: Vec<Series> = Vec::new();
+    for (m, label, c, dashed) in &methods {
+        let mut s = Series::line(
+            format!("{label}, mean"),
+            groups
+                .iter()
+                .filter(|((_, gm), _)| gm.as_str() == *m)
+                .map(|((a, _), g)| (f64::from_bits(*a), over(g, |r| r.mean_tenant_auc).mean))
+                .collect(),
+            *c,
+        );
+        s.dashed = *dashed;
+        series.push(s);
+        if *m == "federated_dp" || *m == "local_only" {
+            let mut each = Series::line(
+                format!("{label}, each seed"),
                 rows.iter()
                     .filter(|r| r.method == *m)
                     .map(|r| (r.alpha, r.mean_tenant_auc))
                     .collect(),
                 *c,
             );
-            s.dashed = *dashed;
-            s
-        })
-        .collect();
+            each.line = false;
+            series.push(each);
+        }
+    }
     let png = setup.output("non_iid.png")?;
     let (pop_cfg, dp) =
         last_cfg.unwrap_or_else(|| (setup.population_config(), setup.fed_config(0, Noise::Off)));
@@ -153,8 +211,11 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             caption: caption(
                 setup,
                 &format!(
-                    "{} tenants, {} rounds, m = {}",
-                    pop_cfg.tenants, dp.rounds, dp.expected_cohort
+                    "{} tenants, {} rounds, m = {}, {} seeds",
+                    pop_cfg.tenants,
+                    dp.rounds,
+                    dp.expected_cohort,
+                    seeds.len()
                 ),
             ),
             x_label: "Dirichlet α of each tenant's bot mix (log scale; small = very non-IID)"
@@ -167,31 +228,68 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             legend: Legend::LowerRight,
         },
     )?;
-    let table_rows: Vec<Vec<String>> = rows
+    let table_rows: Vec<Vec<String>> = groups
         .iter()
-        .map(|r| {
+        .map(|((a, method), g)| {
+            let alpha = f64::from_bits(*a);
             vec![
-                format!("{}", r.alpha),
-                r.method.replace('_', " "),
-                if r.method == "local_only" {
+                format!("{alpha}"),
+                method.replace('_', " "),
+                if method == "local_only" {
                     "0".into()
                 } else {
-                    eps(r.epsilon)
+                    eps(over(g, |r| r.epsilon).mean)
                 },
-                f3(r.pooled_auc),
-                f3(r.mean_tenant_auc),
+                over(g, |r| r.mean_tenant_auc).show(),
+                over(g, |r| r.pooled_auc).show(),
+                over(g, |r| r.recall_at_1pct_fpr).show(),
+                over(g, |r| r.precision_at_1pct_fpr).show(),
+            ]
+        })
+        .collect();
+    let gap_rows: Vec<Vec<String>> = alphas
+        .iter()
+        .map(|&alpha| {
+            let d = dp_minus_local(&rows, alpha);
+            vec![
+                format!("{alpha}"),
+                MeanSd::of(&d).show(),
+                d.iter()
+                    .map(|x| format!("{x:+.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                format!("{} of {}", d.iter().filter(|x| **x > 0.0).count(), d.len()),
             ]
         })
         .collect();
     let body = format!(
         "## 2. Non-IID tenants\n\n{}\n\nEach tenant's bot mix is drawn from Dirichlet(α · prior of its \
          kind): α = 0.1 gives tenants dominated by one or two bot archetypes, α = 10 tenants close to \
-         their kind's prior. For each α a new population is generated (same seed) and every method is \
-         trained on it; DP-FedAvg's z is calibrated to ε = {TARGET_EPSILON} after all rounds.\n\n{}\n{}\n\nData: {}.",
+         their kind's prior. For each α and seed a new population is generated and every method is \
+         trained on it; DP-FedAvg's z is calibrated to ε = {TARGET_EPSILON} after all rounds.\n\n{}\n{}\n\n\
+         Federated DP minus local-only (mean per-tenant AUC, paired on each seed's population):\n\n{}\n{}\n\nData: {} (one row per seed).",
         image(&png, "held-out AUC against alpha"),
         markdown_table(
-            &["α", "method", "ε", "pooled AUC", "mean per-tenant AUC"],
+            &[
+                "α",
+                "method",
+                "ε",
+                "mean per-tenant AUC",
+                "pooled AUC",
+                "recall at 1 % FPR",
+                "precision there",
+            ],
             &table_rows
+        ),
+        seeds_text(seeds),
+        markdown_table(
+            &[
+                "α",
+                "DP − local-only",
+                "per seed",
+                "seeds where DP is ahead"
+            ],
+            &gap_rows
         ),
         setup_text(setup, KEY, &pop_cfg, &dp, t0.elapsed().as_secs_f64()),
         link(&csv)

@@ -7,11 +7,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{Baselines, Scores, Setup, caption, image, link, run_fed, setup_text};
+use fedsec_detector::synth::SynthConfig;
+
+use super::{
+    Scores, Setup, caption, choose_local_training, image, link, run_fed, seeds_text, setup_text,
+};
+use crate::baselines::{self, BaselineConfig};
 use crate::error::Result;
 use crate::plot::{self, Legend, LineChart, Series};
-use crate::report::{eps, f3, markdown_table, upsert_section, write_csv};
-use crate::sim::Noise;
+use crate::report::{eps, markdown_table, upsert_section, write_csv};
+use crate::seeds::{group_by, over};
+use crate::sim::{FedConfig, Noise};
 
 /// README section key and subcommand.
 pub const KEY: &str = "privacy-utility";
@@ -21,9 +27,11 @@ pub const Z_FULL: [f64; 7] = [0.5, 0.7, 1.0, 1.5, 2.5, 4.0, 8.0];
 /// Noise multipliers of the fast mode.
 pub const Z_FAST: [f64; 3] = [0.7, 2.0, 8.0];
 
-/// One line of the CSV.
+/// One line of the CSV (one method at one z, one seed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
+    /// Seed of the run.
+    pub seed: u64,
     /// `federated_dp`, `federated_no_noise`, `central_non_private` or `local_only`.
     pub method: String,
     /// z (0: no noise or not federated).
@@ -42,18 +50,47 @@ pub struct Row {
     pub mean_tenant_auc: f64,
     /// Tenants in that mean.
     pub tenants_with_auc: usize,
+    /// Recall of abuse at 1 % FPR (pooled holdout).
+    pub recall_at_1pct_fpr: f64,
+    /// Precision at that operating point.
+    pub precision_at_1pct_fpr: f64,
 }
 
 /// What the experiment wrote.
 pub type Outcome = super::Outcome<Row>;
 
-/// Runs the experiment and writes its CSV, PNG and README section.
-pub fn run(setup: &Setup) -> Result<Outcome> {
-    let t0 = Instant::now();
+/// Local-only training chosen on validation for one seed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalChoice {
+    /// Seed.
+    pub seed: u64,
+    /// Chosen (epochs, learning rate).
+    pub chosen: (u32, f64),
+    /// Every candidate's mean per-tenant validation AUC.
+    pub candidates: Vec<((u32, f64), f64)>,
+}
+
+/// One seed's rows (and its validation choice).
+fn one_seed(setup: &Setup) -> Result<(Vec<Row>, LocalChoice, SynthConfig, FedConfig)> {
     let pop_cfg = setup.population_config();
     let pop = setup.population(&pop_cfg)?;
     let holdout = pop.pooled_holdout();
-    let base = Baselines::train(setup, &pop, &holdout)?;
+    // Local-only's training is a choice made from data: on validation rows.
+    let (local_train, scored) = choose_local_training(setup, &pop)?;
+    let choice = LocalChoice {
+        seed: setup.seed,
+        chosen: (local_train.epochs, local_train.learning_rate),
+        candidates: scored
+            .iter()
+            .map(|(c, a)| ((c.epochs, c.learning_rate), *a))
+            .collect(),
+    };
+    let bcfg = BaselineConfig {
+        local: local_train,
+        ..setup.baseline_config()
+    };
+    let central = baselines::central(&pop, &holdout, &bcfg)?;
+    let local = baselines::local_only(&pop, &holdout, &bcfg)?;
     let zs: &[f64] = match setup.mode {
         super::Mode::Fast => &Z_FAST,
         super::Mode::Full => &Z_FULL,
@@ -62,6 +99,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     let mut rows = Vec::new();
     let mut push = |method: &str, z: f64, epsilon: f64, s: Scores| {
         rows.push(Row {
+            seed: setup.seed,
             method: method.into(),
             noise_multiplier: z,
             epsilon,
@@ -71,43 +109,96 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             pooled_auc: s.pooled_auc,
             mean_tenant_auc: s.mean_tenant_auc,
             tenants_with_auc: s.tenants_with_auc,
+            recall_at_1pct_fpr: s.recall_at_1pct_fpr,
+            precision_at_1pct_fpr: s.precision_at_1pct_fpr,
         })
     };
     push(
         "central_non_private",
         0.0,
         f64::INFINITY,
-        Scores::of_baseline(&base.central),
+        Scores::of_baseline(&central),
     );
-    push("local_only", 0.0, 0.0, Scores::of_baseline(&base.local));
+    push("local_only", 0.0, 0.0, Scores::of_baseline(&local));
     let (_, s, _) = run_fed(setup, &pop, &holdout, &template, None, "no noise")?;
     push("federated_no_noise", 0.0, f64::INFINITY, s);
     for &z in zs {
         let cfg = setup.fed_config(pop.len(), Noise::Multiplier(z));
-        let (run, s, _) = run_fed(setup, &pop, &holdout, &cfg, None, &format!("z = {z}"))?;
+        let (run, s, _) = run_fed(
+            setup,
+            &pop,
+            &holdout,
+            &cfg,
+            None,
+            &format!("seed {}, z = {z}", setup.seed),
+        )?;
         push("federated_dp", z, run.final_epsilon(), s);
     }
+    Ok((rows, choice, pop_cfg, template))
+}
+
+/// Runs the experiment over [`Setup::seeds`] and writes its CSV, PNG and
+/// README section.
+pub fn run(setup: &Setup) -> Result<Outcome> {
+    run_seeds(setup, &setup.seeds())
+}
+
+/// Runs the experiment over `seeds` (mean ± sd over them).
+pub fn run_seeds(setup: &Setup, seeds: &[u64]) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let mut rows = Vec::new();
+    let mut choices = Vec::new();
+    let mut last = None;
+    for &seed in seeds {
+        let (r, c, pop_cfg, template) = one_seed(&setup.with_seed(seed))?;
+        rows.extend(r);
+        choices.push(c);
+        last = Some((pop_cfg, template));
+    }
+    let (pop_cfg, template) =
+        last.unwrap_or_else(|| (setup.population_config(), setup.fed_config(0, Noise::Off)));
     let csv = setup.output("privacy_utility.csv")?;
     write_csv(&csv, &rows)?;
 
-    let find = |m: &str| rows.iter().find(|r| r.method == m);
-    let dp: Vec<&Row> = rows.iter().filter(|r| r.method == "federated_dp").collect();
-    let (x0, x1) = dp.iter().fold((f64::INFINITY, 0.0f64), |(a, b), r| {
-        (a.min(r.epsilon), b.max(r.epsilon))
+    // One group per (method, z), in run order; mean ± sd over seeds.
+    let groups = group_by(&rows, |r| (r.method.clone(), r.noise_multiplier.to_bits()));
+    let find = |m: &str| groups.iter().find(|(k, _)| k.0 == m).map(|(_, g)| g);
+    let dp: Vec<&(_, Vec<&Row>)> = groups
+        .iter()
+        .filter(|(k, _)| k.0 == "federated_dp")
+        .collect();
+    let dp_points: Vec<(f64, f64, f64)> = dp
+        .iter()
+        .map(|(k, g)| {
+            (
+                over(g, |r| r.epsilon).mean,
+                over(g, |r| r.mean_tenant_auc).mean,
+                f64::from_bits(k.1),
+            )
+        })
+        .collect();
+    let (x0, x1) = dp_points.iter().fold((f64::INFINITY, 0.0f64), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
     });
     let (x0, x1) = (x0 / 1.6, x1 * 1.6);
     let mut series = vec![
         Series::line(
-            "federated DP-FedAvg",
-            dp.iter().map(|r| (r.epsilon, r.mean_tenant_auc)).collect(),
+            "federated DP-FedAvg (mean over seeds)",
+            dp_points.iter().map(|p| (p.0, p.1)).collect(),
             plot::color(0),
         )
-        .with_point_labels(
-            dp.iter()
-                .map(|r| format!("z={}", r.noise_multiplier))
-                .collect(),
-        ),
+        .with_point_labels(dp_points.iter().map(|p| format!("z={}", p.2)).collect()),
     ];
+    let mut each = Series::line(
+        "federated DP-FedAvg, each seed",
+        rows.iter()
+            .filter(|r| r.method == "federated_dp")
+            .map(|r| (r.epsilon, r.mean_tenant_auc))
+            .collect(),
+        plot::color(0),
+    );
+    each.line = false;
+    series.push(each);
     let refs = [
         (
             "federated_no_noise",
@@ -126,8 +217,14 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         ),
     ];
     for (m, label, c) in refs {
-        if let Some(r) = find(m) {
-            series.push(Series::reference(label, r.mean_tenant_auc, x0, x1, c));
+        if let Some(g) = find(m) {
+            series.push(Series::reference(
+                label,
+                over(g, |r| r.mean_tenant_auc).mean,
+                x0,
+                x1,
+                c,
+            ));
         }
     }
     let png = setup.output("privacy_utility.png")?;
@@ -139,10 +236,11 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             caption: caption(
                 setup,
                 &format!(
-                    "{} tenants, {} rounds, m = {}",
-                    pop.len(),
+                    "{} tenants, {} rounds, m = {}, {} seeds",
+                    pop_cfg.tenants,
                     template.rounds,
-                    template.expected_cohort
+                    template.expected_cohort,
+                    seeds.len()
                 ),
             ),
             x_label: format!(
@@ -158,40 +256,76 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         },
     )?;
 
-    let table_rows: Vec<Vec<String>> = rows
+    let table_rows: Vec<Vec<String>> = groups
         .iter()
-        .map(|r| {
+        .map(|((method, zb), g)| {
+            let z = f64::from_bits(*zb);
             vec![
-                r.method.replace('_', " "),
-                if r.noise_multiplier > 0.0 {
-                    format!("{}", r.noise_multiplier)
+                method.replace('_', " "),
+                if z > 0.0 {
+                    format!("{z}")
                 } else {
                     "–".into()
                 },
-                if r.method == "local_only" {
+                if method == "local_only" {
                     "0 (nothing shared)".into()
                 } else {
-                    eps(r.epsilon)
+                    eps(over(g, |r| r.epsilon).mean)
                 },
-                f3(r.pooled_auc),
-                f3(r.mean_tenant_auc),
+                over(g, |r| r.mean_tenant_auc).show(),
+                over(g, |r| r.pooled_auc).show(),
+                over(g, |r| r.recall_at_1pct_fpr).show(),
+                over(g, |r| r.precision_at_1pct_fpr).show(),
             ]
         })
         .collect();
+    let choice_text = choices
+        .iter()
+        .map(|c| {
+            format!(
+                "seed {}: {} epochs at lr {} ({})",
+                c.seed,
+                c.chosen.0,
+                c.chosen.1,
+                c.candidates
+                    .iter()
+                    .map(|((e, lr), a)| format!("{e}/{lr}: {a:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let body = format!(
         "## 1. Privacy–utility\n\n{}\n\nThe same DP-FedAvg job at several noise multipliers z: each point is \
          the final global model's held-out ROC-AUC (mean over tenants of the AUC on the tenant's own \
-         held-out sessions) against the ε that z costs after all rounds (PLD accountant). The dashed \
-         lines are the centralised non-private model, each tenant training alone (local-only), and \
-         federated training without noise.\n\n{}\n\
+         held-out sessions) against the ε that z costs after all rounds (PLD accountant); the line joins \
+         the means over seeds, the dots are the seeds. The dashed lines are the centralised non-private \
+         model, each tenant training alone (local-only), and federated training without noise.\n\n{}\n\
+         {}\n\n\
          Pooled AUC ranks all tenants' held-out sessions together; for local-only it mixes one model per \
          tenant, each calibrated differently, so it is not comparable and the mean per-tenant AUC is the \
-         headline metric.\n\n{}\n\nData: {}.",
+         headline metric.\n\n\
+         Local-only's training (epochs, Adam learning rate) is chosen per seed on a validation split of \
+         each tenant's training rows ({:.0} % of them; the holdout is never looked at), by mean \
+         per-tenant validation AUC: {}. Every other setting is fixed in the code, not chosen on these \
+         data.\n\n{}\n\nData: {} (one row per seed).",
         image(&png, "held-out AUC against epsilon"),
         markdown_table(
-            &["method", "z", "ε", "pooled AUC", "mean per-tenant AUC"],
+            &[
+                "method",
+                "z",
+                "ε",
+                "mean per-tenant AUC",
+                "pooled AUC",
+                "recall at 1 % FPR",
+                "precision there",
+            ],
             &table_rows
         ),
+        seeds_text(seeds),
+        super::VALIDATION_FRACTION * 100.0,
+        choice_text,
         setup_text(setup, KEY, &pop_cfg, &template, t0.elapsed().as_secs_f64()),
         link(&csv)
     );

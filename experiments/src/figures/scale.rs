@@ -3,7 +3,7 @@
 //! (tenants are generated independently, so tenant i is the same in every
 //! prefix). The sampling rate q is fixed, so z (calibrated to the target ε)
 //! is the same for every N while the expected cohort m = q·N grows: the noise
-//! on the mean, z·C·√d / m, falls as 1/N.
+//! on the mean, z·C·√d / m, falls as 1/N. Over several seeds (mean ± sd).
 
 use std::time::Instant;
 
@@ -11,14 +11,16 @@ use fedsec_detector::synth::SynthConfig;
 use serde::Serialize;
 
 use super::{
-    Baselines, Mode, Scores, Setup, TARGET_EPSILON, caption, image, link, run_fed, setup_text,
+    Baselines, Mode, Scores, Setup, TARGET_EPSILON, caption, image, link, run_fed, seeds_text,
+    setup_text,
 };
 use crate::baselines;
 use crate::data::Population;
 use crate::error::Result;
 use crate::eval;
 use crate::plot::{self, Legend, LineChart, Series};
-use crate::report::{eps, f3, markdown_table, upsert_section, write_csv};
+use crate::report::{eps, markdown_table, upsert_section, write_csv};
+use crate::seeds::{group_by, over};
 use crate::sim::Noise;
 
 /// README section key and subcommand.
@@ -29,9 +31,11 @@ pub const TENANTS_FULL: [usize; 5] = [10, 30, 100, 300, 1000];
 /// Tenant counts of the fast mode.
 pub const TENANTS_FAST: [usize; 3] = [6, 12, 24];
 
-/// One line of the CSV.
+/// One line of the CSV (one N, one method, one seed).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
+    /// Seed of the run.
+    pub seed: u64,
     /// Tenants N.
     pub tenants: usize,
     /// Method.
@@ -50,14 +54,23 @@ pub struct Row {
     pub mean_tenant_auc: f64,
     /// Tenants in that mean.
     pub tenants_with_auc: usize,
+    /// Recall of abuse at 1 % FPR (pooled holdout).
+    pub recall_at_1pct_fpr: f64,
+    /// Precision at that operating point.
+    pub precision_at_1pct_fpr: f64,
 }
 
 /// What the experiment wrote.
 pub type Outcome = super::Outcome<Row>;
 
-/// Runs the experiment and writes its CSV, PNG and README section.
+/// Runs the experiment over [`Setup::seeds`] and writes its CSV, PNG and
+/// README section.
 pub fn run(setup: &Setup) -> Result<Outcome> {
-    let t0 = Instant::now();
+    run_seeds(setup, &setup.seeds())
+}
+
+/// One seed: every N.
+fn one_seed(setup: &Setup, rows: &mut Vec<Row>) -> Result<(SynthConfig, crate::sim::FedConfig)> {
     let sizes: &[usize] = match setup.mode {
         Mode::Fast => &TENANTS_FAST,
         Mode::Full => &TENANTS_FULL,
@@ -72,7 +85,6 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     let all_holdout = all.pooled_holdout();
     let local = baselines::local_only(&all, &all_holdout, &setup.baseline_config())?;
     let d = super::model().num_params() as f64;
-    let mut rows = Vec::new();
     let mut last_fed = setup.fed_config(max, Noise::Off);
     for &n in sizes {
         let pop = Population {
@@ -90,14 +102,26 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 pooled_auc: eval::auc(&local.scores[..holdout.len()], &holdout.labels)
                     .unwrap_or(f64::NAN),
                 tenant_auc: local.tenant_auc[..n].to_vec(),
+                operating: eval::OperatingPoint::at_report_fpr(
+                    &local.scores[..holdout.len()],
+                    &holdout.labels,
+                ),
                 scores: local.scores[..holdout.len()].to_vec(),
             },
         };
         let dp = setup.fed_config(n, Noise::TargetEpsilon(TARGET_EPSILON));
-        let (run, s, _) = run_fed(setup, &pop, &holdout, &dp, None, &format!("N = {n}"))?;
+        let (run, s, _) = run_fed(
+            setup,
+            &pop,
+            &holdout,
+            &dp,
+            None,
+            &format!("seed {}, N = {n}", setup.seed),
+        )?;
         let m = dp.expected_cohort;
         let mut push = |method: &str, m: f64, z: f64, epsilon: f64, s: Scores| {
             rows.push(Row {
+                seed: setup.seed,
                 tenants: n,
                 method: method.into(),
                 expected_cohort: m,
@@ -107,6 +131,8 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 pooled_auc: s.pooled_auc,
                 mean_tenant_auc: s.mean_tenant_auc,
                 tenants_with_auc: s.tenants_with_auc,
+                recall_at_1pct_fpr: s.recall_at_1pct_fpr,
+                precision_at_1pct_fpr: s.precision_at_1pct_fpr,
             })
         };
         push(
@@ -132,8 +158,27 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         );
         last_fed = dp;
     }
+    Ok((pop_cfg, last_fed))
+}
+
+/// Runs the experiment over `seeds` (mean ± sd over them).
+pub fn run_seeds(setup: &Setup, seeds: &[u64]) -> Result<Outcome> {
+    let t0 = Instant::now();
+    let sizes: &[usize] = match setup.mode {
+        Mode::Fast => &TENANTS_FAST,
+        Mode::Full => &TENANTS_FULL,
+    };
+    let max = sizes.iter().copied().max().unwrap_or(1);
+    let mut rows = Vec::new();
+    let mut last = None;
+    for &seed in seeds {
+        last = Some(one_seed(&setup.with_seed(seed), &mut rows)?);
+    }
+    let (pop_cfg, last_fed) =
+        last.unwrap_or_else(|| (setup.population_config(), setup.fed_config(max, Noise::Off)));
     let csv = setup.output("scale.csv")?;
     write_csv(&csv, &rows)?;
+    let groups = group_by(&rows, |r| (r.tenants, r.method.clone()));
     let methods = [
         (
             "federated_dp",
@@ -149,27 +194,41 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         ),
         ("local_only", "local-only".to_string(), plot::color(3), true),
     ];
-    let series: Vec<Series> = methods
-        .iter()
-        .map(|(m, label, c, dashed)| {
-            let pts: Vec<(f64, f64)> = rows
-                .iter()
-                .filter(|r| r.method == *m)
-                .map(|r| (r.tenants as f64, r.mean_tenant_auc))
-                .collect();
-            let mut s = Series::line(label.clone(), pts, *c);
-            s.dashed = *dashed;
-            if *m == "federated_dp" {
-                s = s.with_point_labels(
-                    rows.iter()
-                        .filter(|r| r.method == *m)
-                        .map(|r| format!("noise {:.1}·C", r.noise_to_clip))
-                        .collect(),
-                );
-            }
-            s
-        })
-        .collect();
+    let mut series: Vec<Series> = Vec::new();
+    for (m, label, c, dashed) in &methods {
+        let of: Vec<&((usize, String), Vec<&Row>)> = groups
+            .iter()
+            .filter(|((_, gm), _)| gm.as_str() == *m)
+            .collect();
+        let mut s = Series::line(
+            format!("{label}, mean"),
+            of.iter()
+                .map(|((n, _), g)| (*n as f64, over(g, |r| r.mean_tenant_auc).mean))
+                .collect(),
+            *c,
+        );
+        s.dashed = *dashed;
+        if *m == "federated_dp" {
+            s = s.with_point_labels(
+                of.iter()
+                    .map(|(_, g)| format!("noise {:.1}·C", over(g, |r| r.noise_to_clip).mean))
+                    .collect(),
+            );
+            let mut each = Series::line(
+                format!("{label}, each seed"),
+                rows.iter()
+                    .filter(|r| r.method == *m)
+                    .map(|r| (r.tenants as f64, r.mean_tenant_auc))
+                    .collect(),
+                *c,
+            );
+            each.line = false;
+            series.push(s);
+            series.push(each);
+        } else {
+            series.push(s);
+        }
+    }
     let png = setup.output("scale.png")?;
     let q = last_fed.expected_cohort / max as f64;
     plot::line_chart(
@@ -190,12 +249,13 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             legend: Legend::LowerRight,
         },
     )?;
-    let table_rows: Vec<Vec<String>> = rows
+    let table_rows: Vec<Vec<String>> = groups
         .iter()
-        .map(|r| {
+        .map(|((n, method), g)| {
+            let r = g[0];
             vec![
-                r.tenants.to_string(),
-                r.method.replace('_', " "),
+                n.to_string(),
+                method.replace('_', " "),
                 if r.expected_cohort > 0.0 {
                     format!("{}", r.expected_cohort)
                 } else {
@@ -211,13 +271,15 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 } else {
                     "–".into()
                 },
-                if r.method == "local_only" {
+                if method == "local_only" {
                     "0".into()
                 } else {
-                    eps(r.epsilon)
+                    eps(over(g, |r| r.epsilon).mean)
                 },
-                f3(r.pooled_auc),
-                f3(r.mean_tenant_auc),
+                over(g, |r| r.mean_tenant_auc).show(),
+                over(g, |r| r.pooled_auc).show(),
+                over(g, |r| r.recall_at_1pct_fpr).show(),
+                over(g, |r| r.precision_at_1pct_fpr).show(),
             ]
         })
         .collect();
@@ -225,7 +287,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
         "## 3. Scale\n\n{}\n\nThe same job over the first N tenants of one population, at a fixed sampling \
          rate q and ε = {TARGET_EPSILON}: z is the same for every N, the expected cohort m = q·N grows, so \
          the norm of the noise on the averaged update, z·C·√d / m (column \"noise / C\"), shrinks as 1/N. \
-         Client-level DP needs it below C; with few tenants it is far above and the model cannot learn.\n\n{}\n{}\n\nData: {}.",
+         Client-level DP needs it below C; with few tenants it is far above and the model cannot learn.\n\n{}\n{}\n\n{}\n\nData: {} (one row per seed).",
         image(&png, "held-out AUC against tenants"),
         markdown_table(
             &[
@@ -235,11 +297,14 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 "z",
                 "noise / C",
                 "ε",
+                "mean per-tenant AUC",
                 "pooled AUC",
-                "mean per-tenant AUC"
+                "recall at 1 % FPR",
+                "precision there",
             ],
             &table_rows
         ),
+        seeds_text(seeds),
         setup_text(setup, KEY, &pop_cfg, &last_fed, t0.elapsed().as_secs_f64()),
         link(&csv)
     );

@@ -56,14 +56,18 @@ pub(super) fn credential_stuffer(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSessio
         };
         let pool = campaign.and_then(|k| ctx.campaign_pools.get(k));
         let ua = match pool {
-            Some(p) if !p.user_agents.is_empty() => pick(rng, &p.user_agents).clone(),
+            Some(p) if !p.fresh_agents && !p.user_agents.is_empty() => {
+                pick(rng, &p.user_agents).clone()
+            }
             _ => {
+                // Rotating a list of real browser agents: as current (or as
+                // stale) as people's.
                 let device = if rng.random_bool(0.3) {
                     Device::Mobile
                 } else {
                     Device::Desktop
                 };
-                let behind = rng.random_range(0..4);
+                let behind = human_behind(rng);
                 browser_ua(rng, start as i64, device, behind, false)
             }
         };

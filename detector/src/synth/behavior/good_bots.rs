@@ -13,10 +13,12 @@ pub(super) fn crawler(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
     let agents = bot_agents();
     // The big search engines are most of crawler traffic.
-    let ua = match pick_weighted(rng, &[0.3, 0.15, 0.55]) {
+    // A share announce themselves with agents no public list has yet.
+    let ua = match pick_weighted(rng, &[0.3, 0.15, 0.4, 0.15]) {
         0 => GOOGLEBOT_UA.to_string(),
         1 => BINGBOT_UA.to_string(),
-        _ => pick(rng, &agents.crawlers).clone(),
+        2 => pick(rng, &agents.crawlers).clone(),
+        _ => pick(rng, UNLISTED_CRAWLERS).to_string(),
     };
     let preview = [
         "facebookexternalhit",
@@ -81,10 +83,11 @@ pub(super) fn crawler(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
 
 pub(super) fn monitor(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
-    let ua = if rng.random_bool(0.8) {
-        pick(rng, &bot_agents().monitors).clone()
-    } else {
-        pick(rng, MODERN_LIBRARIES).to_string()
+    // Load-balancer and orchestrator probes are not in the crawler list.
+    let ua = match pick_weighted(rng, &[0.55, 0.3, 0.15]) {
+        0 => pick(rng, &bot_agents().monitors).clone(),
+        1 => pick(rng, UNLISTED_MONITORS).to_string(),
+        _ => pick(rng, MODERN_LIBRARIES).to_string(),
     };
     let path = if rng.random_bool(0.6) {
         site.health().to_string()

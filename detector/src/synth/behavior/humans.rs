@@ -32,8 +32,21 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     } else {
         Device::Desktop
     };
+    // Phones on a carrier-grade NAT share a few public addresses with many
+    // other subscribers; with the most common phone browser build, two of
+    // them can share (IP, user agent) at the same time (a NAT collision:
+    // the generator merges them into one session, see `write_tenant`).
+    let on_cgnat = variant == Human::Normal
+        && device == Device::Mobile
+        && !ctx.cgnat_pool.is_empty()
+        && rng.random_bool(0.35);
+    // Corporate VPN egress and privacy relays put people on hosting
+    // networks too.
+    let via_vpn = variant == Human::Normal && !on_cgnat && rng.random_bool(0.12);
     let addr = match variant {
         Human::Headless => ip(rng, Network::Datacenter),
+        _ if on_cgnat => pick(rng, ctx.cgnat_pool).clone(),
+        _ if via_vpn => ip(rng, Network::Datacenter),
         _ => {
             let net = if device == Device::Mobile && rng.random_bool(0.6) {
                 Network::Mobile
@@ -43,8 +56,8 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
             ip(rng, net)
         }
     };
-    let behind = if variant == Human::Normal && rng.random_bool(0.04) {
-        rng.random_range(14..40)
+    let behind = if variant == Human::Normal {
+        human_behind(rng)
     } else {
         rng.random_range(0..4)
     };
@@ -52,6 +65,8 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
     let app_user = site.is_api() && variant == Human::Normal && rng.random_bool(0.7);
     let ua = if app_user {
         app_ua(rng, "ShopApp")
+    } else if on_cgnat && !ctx.popular_mobile_uas.is_empty() && rng.random_bool(0.6) {
+        pick(rng, ctx.popular_mobile_uas).clone()
     } else {
         browser_ua(rng, start as i64, device, behind, headless_ua)
     };
@@ -67,6 +82,7 @@ pub(super) fn human(ctx: &TenantCtx<'_>, rng: &mut R2, variant: Human) -> SimSes
             returning: variant == Human::Normal && rng.random_bool(0.4),
             logins: true,
             purchases: true,
+            pays: true,
             item_bias: 0.0,
             tabs: rng.random_bool(0.25),
         };
@@ -112,6 +128,7 @@ pub(super) fn nat_humans(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         returning: false,
         logins: true,
         purchases: true,
+        pays: true,
         item_bias: 0.0,
         tabs: false,
     };
@@ -181,8 +198,10 @@ pub(super) struct HumanStyle {
     pub(super) returning: bool,
     /// May log in (scrapers that imitate people use accounts of their own).
     pub(super) logins: bool,
-    /// May add to cart and pay (people do; imitating scrapers do not).
+    /// May add to cart (at people's rate).
     pub(super) purchases: bool,
+    /// May go on to pay after adding to the cart (people; not scrapers).
+    pub(super) pays: bool,
     /// Extra probability of going to an item page next (scrapers' target).
     pub(super) item_bias: f64,
     /// Opens several items from a list in new tabs at once, then reads them.
@@ -198,6 +217,7 @@ pub(super) fn web_human(ctx: &TenantCtx<'_>, rng: &mut R2, b: &mut Build<'_>, st
         returning,
         logins,
         purchases,
+        pays: may_pay,
         item_bias,
         tabs,
     } = style;
@@ -303,6 +323,7 @@ pub(super) fn web_human(ctx: &TenantCtx<'_>, rng: &mut R2, b: &mut Build<'_>, st
         };
     }
     let pays = purchases
+        && may_pay
         && match site.kind {
             crate::synth::TenantKind::Ecommerce => carted && rng.random_bool(0.4),
             crate::synth::TenantKind::Bank => logged_in && rng.random_bool(0.3),

@@ -26,8 +26,8 @@ use scrapers::{advanced_scraper, click_fraud, scalper, simple_scraper};
 
 use super::Archetype;
 use super::agents::{
-    Device, MODERN_LIBRARIES, Network, app_ua, bot_agents, browser_ua, hex_id, ip, lognormal, pick,
-    pick_weighted,
+    Device, MODERN_LIBRARIES, Network, UNLISTED_CRAWLERS, UNLISTED_MONITORS, UNLISTED_TOOLS,
+    app_ua, bot_agents, browser_ua, hex_id, human_behind, ip, lognormal, pick, pick_weighted,
 };
 use super::site::{PageKind, Site};
 use crate::logs::Method;
@@ -80,6 +80,11 @@ pub(crate) struct TenantCtx<'a> {
     pub(crate) utc_offset_min: i16,
     /// Shared addresses of offices and carrier-grade NATs.
     pub(crate) nat_pool: &'a [String],
+    /// Public addresses of the mobile carriers' carrier-grade NATs that
+    /// ordinary phone users share.
+    pub(crate) cgnat_pool: &'a [String],
+    /// The few most common phone browser builds of the moment.
+    pub(crate) popular_mobile_uas: &'a [String],
     /// Product-drop times (scalpers).
     pub(crate) drops: &'a [i64],
     /// Credential-stuffing campaign windows.
@@ -90,11 +95,16 @@ pub(crate) struct TenantCtx<'a> {
     pub(crate) targeted_accounts: &'a [String],
 }
 
-/// What one credential-stuffing campaign rents: a few residential /24s and
-/// a few browser user agents, shared by all its low-and-slow sessions (the
-/// cross-session features see the campaign; no single session does).
+/// What one credential-stuffing campaign rents: residential /24s and
+/// browser user agents, shared by all its low-and-slow sessions (the
+/// cross-session features see the campaign; no single session does). A
+/// tenant's first campaign is the slow one: it runs through the whole
+/// window from dozens of /24s with a fresh agent per session, so within any
+/// hour a prefix or agent sees at most a failure or two.
 #[derive(Debug, Clone)]
 pub(crate) struct CampaignPool {
+    /// Draw a fresh current browser agent per session instead of the pool's.
+    pub(crate) fresh_agents: bool,
     /// /24 prefixes `a.b.c`.
     pub(crate) prefixes: Vec<[u8; 3]>,
     /// User agents.

@@ -1,13 +1,14 @@
 //! Scrapers (simple and human-imitating), scalpers and click fraud.
 
-use super::humans::{HumanStyle, api_human, web_human};
+use super::humans::{HumanStyle, web_human};
 use super::*;
 
 pub(super) fn scraper_ua(rng: &mut R2, start: f64) -> String {
-    match pick_weighted(rng, &[0.45, 0.12, 0.13, 0.3]) {
+    match pick_weighted(rng, &[0.4, 0.1, 0.1, 0.1, 0.3]) {
         0 => pick(rng, MODERN_LIBRARIES).to_string(),
         1 => pick(rng, &bot_agents().libraries).clone(),
         2 => String::new(),
+        3 => pick(rng, UNLISTED_TOOLS).to_string(),
         _ => {
             let behind = rng.random_range(20..70);
             browser_ua(rng, start as i64, Device::Desktop, behind, false)
@@ -18,14 +19,20 @@ pub(super) fn scraper_ua(rng: &mut R2, start: f64) -> String {
 pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
     let start = start_time(ctx, rng, When::Uniform);
-    // Some pretend to be Googlebot (sites let it through) from their own hosts.
-    let fake_googlebot = rng.random_bool(0.08);
-    let ua = if fake_googlebot {
-        super::good_bots::GOOGLEBOT_UA.to_string()
+    // Spoofed crawlers: a fifth pretend to be a search engine or another
+    // listed crawler (sites let them through) from hosting or residential
+    // networks, not the crawler's own ranges.
+    let spoofed_crawler = rng.random_bool(0.2);
+    let ua = if spoofed_crawler {
+        match pick_weighted(rng, &[0.4, 0.2, 0.4]) {
+            0 => super::good_bots::GOOGLEBOT_UA.to_string(),
+            1 => super::good_bots::BINGBOT_UA.to_string(),
+            _ => pick(rng, &bot_agents().crawlers).clone(),
+        }
     } else {
         scraper_ua(rng, start)
     };
-    let net = if fake_googlebot || rng.random_bool(0.7) {
+    let net = if rng.random_bool(if spoofed_crawler { 0.6 } else { 0.7 }) {
         Network::Datacenter
     } else {
         Network::Residential
@@ -43,6 +50,10 @@ pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         String::new()
     };
     let mut b = Build::new(site, start);
+    if spoofed_crawler && rng.random_bool(0.5) {
+        b.req(Method::Get, "/robots.txt", 200, 310, "");
+        b.wait(rng.random_range(200.0..3_000.0));
+    }
     for k in 0..n {
         let path = if sequential {
             id += 1;
@@ -67,15 +78,26 @@ pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     finish(Archetype::SimpleScraper, addr, ua, None, b)
 }
 
-/// Scrapers that imitate people: current browser agents, residential proxy
-/// addresses (one short session per address), human-like navigation and
-/// pauses. A third drive a headless browser that renders pages (assets,
-/// sometimes a HeadlessChrome agent); the rest fetch pages over HTTP and
-/// only some of their images.
+/// Scrapers that imitate people, with their own navigation (not the human
+/// routine): current browser agents (some rotate real, partly stale agent
+/// lists), residential and mobile proxy addresses (one short session per
+/// address), human-like pauses. They harvest the catalogue: listings walked
+/// page by page (`?page=N`, often with a sort order), items opened from
+/// them, searches. 60 % drive a browser engine that renders pages (assets
+/// as on a first visit, a few with a HeadlessChrome agent), the rest fetch
+/// pages over HTTP with some of their images. 70 % are careful (slow,
+/// mostly following the site's links, 75 % rendering, 60 % carting), 30 %
+/// harvest faster. Carting ones add items to the cart at
+/// the rate people do (an evasion of "carts mean a person"); 15 % log in to
+/// an account of their own first. On API tenants they replay the app's
+/// calls with an app agent.
 pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
-    let headless = rng.random_bool(0.8);
-    let when = if rng.random_bool(if headless { 0.9 } else { 0.6 }) {
+    // Two levels of care: most operators tune their bots to pass for
+    // visitors (slow, wandering, rendering); the rest harvest faster.
+    let careful = rng.random_bool(0.7);
+    let renders = rng.random_bool(if careful { 0.75 } else { 0.25 });
+    let when = if rng.random_bool(0.75) {
         When::Diurnal
     } else {
         When::Uniform
@@ -86,73 +108,163 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
     } else {
         Device::Desktop
     };
-    let headless_ua = headless && rng.random_bool(0.06);
-    let behind = rng.random_range(0..4);
+    let headless_ua = renders && rng.random_bool(0.05);
+    let behind = if rng.random_bool(0.8) {
+        rng.random_range(0..4)
+    } else {
+        human_behind(rng)
+    };
     let ua = if headless_ua && rng.random_bool(0.3) {
         pick(rng, &bot_agents().headless).clone()
     } else {
         browser_ua(rng, start as i64, device, behind, headless_ua)
     };
-    let net = if rng.random_bool(0.75) {
+    let net = if rng.random_bool(0.7) {
         Network::Residential
     } else {
         Network::Mobile
     };
     let addr = ip(rng, net);
-    let sid = session_id(ctx, rng, if headless { 0.9 } else { 0.4 });
-    if headless && site.is_api() {
-        // Replays the tenant's own app traffic with a spoofed app agent.
+    let sid = session_id(ctx, rng, if renders { 0.9 } else { 0.4 });
+    let carts = rng.random_bool(if careful { 0.6 } else { 0.2 });
+    let item_share = rng.random_range(0.4..0.75);
+    let median_gap = if careful {
+        rng.random_range(9_000.0..20_000.0)
+    } else {
+        rng.random_range(1_500.0..6_000.0)
+    };
+    let sigma = if careful {
+        rng.random_range(0.9..1.2)
+    } else {
+        rng.random_range(0.6..1.0)
+    };
+    let n = if careful {
+        (1.0 + lognormal(rng, 5.0, 0.9).round()).min(150.0) as usize
+    } else {
+        lognormal(rng, 15.0, 0.8).round().clamp(2.0, 150.0) as usize
+    };
+    // Careful bots keep a warm browser profile (cached assets revalidate).
+    let (p304, p_skip) = if careful && rng.random_bool(0.4) {
+        (0.3, 0.4)
+    } else {
+        (0.0, 0.1)
+    };
+    let mut b = Build::new(site, start);
+    if site.is_api() {
         let ua = if rng.random_bool(0.5) {
             app_ua(rng, "ShopApp")
         } else {
             format!("okhttp/4.{}.0", rng.random_range(9..13))
         };
-        let mut b = Build::new(site, start);
-        api_human(ctx, rng, &mut b, true, false, 0.1);
+        let home = site.page(rng, PageKind::Home);
+        b.req(Method::Get, home, 200, 2_400, "");
+        b.wait(rng.random_range(50.0..300.0));
+        let cat = pick(rng, &["shoes", "bags", "audio", "phones", "toys", "books"]);
+        let mut list_page = rng.random_range(0..3);
+        for _ in 0..n {
+            let item = rng.random_bool(item_share);
+            let path = if item {
+                site.page(rng, PageKind::Item)
+            } else if rng.random_bool(0.25) {
+                site.page(rng, PageKind::Search)
+            } else {
+                list_page += 1;
+                format!("/api/v2/categories/{cat}?page={list_page}")
+            };
+            let status = if rng.random_bool(0.01) { 404 } else { 200 };
+            let bytes = site.page_bytes(rng);
+            b.req(Method::Get, path, status, bytes, "");
+            if carts && item && rng.random_bool(0.12) {
+                b.wait(lognormal(rng, 4_000.0, 0.6));
+                b.cart_add("");
+            }
+            b.wait(lognormal(rng, median_gap, sigma).max(300.0));
+        }
         return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
     }
-    if headless {
-        // Replays recorded human browsing in a real browser engine.
-        let mut b = Build::new(site, start);
+    if careful {
+        // Browses like a visitor with its own path mix (biased towards the
+        // items it harvests) and the cart behaviour of people for `carts`;
+        // never pays.
         let style = HumanStyle {
             no_cache: false,
             strip_referer: false,
             power: false,
             returning: rng.random_bool(0.4),
             logins: true,
-            purchases: false,
-            item_bias: 0.1,
+            purchases: carts,
+            pays: false,
+            item_bias: rng.random_range(0.2..0.45),
             tabs: rng.random_bool(0.25),
         };
         web_human(ctx, rng, &mut b, style);
         return finish(Archetype::AdvancedScraper, addr, ua, sid, b);
     }
-    let n = lognormal(rng, 7.0, 0.8).round().clamp(1.0, 60.0) as usize;
-    let median_gap = rng.random_range(6_000.0..18_000.0);
-    let sigma = rng.random_range(0.7..1.1);
-    let mut referer = match pick_weighted(rng, &[0.4, 0.35, 0.1, 0.15]) {
+    let sort = *pick(
+        rng,
+        &["", "", "&sort=price", "&sort=newest", "&sort=rating"],
+    );
+    let listing = site.page(rng, PageKind::Listing);
+    let listing = listing.split('?').next().unwrap_or("/").to_string();
+    let mut list_page = rng.random_range(0..3);
+    let mut referer = match pick_weighted(rng, &[0.35, 0.4, 0.1, 0.15]) {
         0 => search_referer(rng),
         1 => String::new(),
         2 => social_referer(rng),
         _ => site.url("/"),
     };
-    let mut kind =
-        [PageKind::Item, PageKind::Listing, PageKind::Home][pick_weighted(rng, &[0.5, 0.35, 0.15])];
-    let mut b = Build::new(site, start);
+    if rng.random_bool(0.15) {
+        let lp = site.page(rng, PageKind::LoginPage);
+        let url = b.page(rng, &lp, &referer, 0.0);
+        if renders {
+            let shell = site.shell_assets(rng);
+            b.assets(rng, &shell, &url, 0.0, 0.0);
+        }
+        b.wait(lognormal(rng, 4_000.0, 0.5));
+        let user = hex_id(rng);
+        b.login(&user, true, &url);
+        referer = url;
+        b.wait(lognormal(rng, 2_000.0, 0.5));
+    }
+    // Part of the steps follow the site's links as a visitor would (the
+    // rest is the harvesting walk), which blurs the walk's regularity.
+    let wander = if careful {
+        rng.random_range(0.8..1.0)
+    } else {
+        rng.random_range(0.0..0.2)
+    };
+    let mut kind = PageKind::Home;
     for i in 0..n {
-        let path = site.page(rng, kind);
-        let url = b.page(rng, &path, &referer, 0.01);
-        if headless {
+        let (item, path) = if rng.random_bool(wander) {
+            kind = site.next_kind(rng, kind, false);
+            (kind == PageKind::Item, site.page(rng, kind))
+        } else if rng.random_bool(item_share) {
+            kind = PageKind::Item;
+            (true, site.page(rng, PageKind::Item))
+        } else if rng.random_bool(0.2) {
+            kind = PageKind::Search;
+            (false, site.page(rng, PageKind::Search))
+        } else {
+            kind = PageKind::Listing;
+            list_page += 1;
+            (false, format!("{listing}?page={list_page}{sort}"))
+        };
+        let url = b.page(rng, &path, &referer, 0.02);
+        if renders {
             let mut list = if i == 0 {
                 site.shell_assets(rng)
             } else {
                 Vec::new()
             };
             list.extend(site.page_assets(rng, &path));
-            b.assets(rng, &list, &url, 0.0, 0.1);
-        } else if rng.random_bool(0.4) {
+            b.assets(rng, &list, &url, p304, p_skip);
+        } else if rng.random_bool(0.3) {
             let list = site.page_assets(rng, &path);
             b.assets(rng, &list, &url, 0.0, 0.5);
+        }
+        if carts && item && rng.random_bool(0.12) {
+            b.wait(lognormal(rng, 6_000.0, 0.6));
+            b.cart_add(&url);
         }
         referer = match pick_weighted(rng, &[0.85, 0.1, 0.05]) {
             0 => url,
@@ -167,11 +279,6 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
             think += rng.random_range(120_000.0..900_000.0);
         }
         b.wait(think.max(700.0));
-        kind = if rng.random_bool(0.5) {
-            PageKind::Item
-        } else {
-            site.next_kind(rng, kind, false)
-        };
     }
     finish(Archetype::AdvancedScraper, addr, ua, sid, b)
 }
@@ -237,9 +344,17 @@ pub(super) fn scalper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     finish(Archetype::Scalper, addr, ua, sid, b)
 }
 
+/// Click fraud, with its own pattern (not the human routine): a paid click
+/// lands on the advertised page from an ad network's click URL, the page
+/// renders (65 %), and the bot leaves after a short dwell; half click
+/// around the clock, a fifth from hosting addresses. 45 % are repeat
+/// clickers (the same ad clicked 3–12 times from one device); of the rest,
+/// 30 % "engage" to
+/// pass for converting traffic: a few more pages along the site's links,
+/// and half of those add to the cart at the rate people do.
 pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     let site = ctx.site;
-    let when = if rng.random_bool(0.7) {
+    let when = if rng.random_bool(0.5) {
         When::Diurnal
     } else {
         When::Uniform
@@ -251,40 +366,74 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         Device::Desktop
     };
     let ua = {
-        let behind = rng.random_range(0..4);
-        let headless = rng.random_bool(0.1);
+        let behind = if rng.random_bool(0.8) {
+            rng.random_range(0..4)
+        } else {
+            human_behind(rng)
+        };
+        let headless = rng.random_bool(0.05);
         browser_ua(rng, start as i64, device, behind, headless)
     };
-    let net = if device == Device::Mobile {
+    // Click farms' phones and residential proxies, and a fifth from hosts.
+    let net = if rng.random_bool(0.2) {
+        Network::Datacenter
+    } else if device == Device::Mobile {
         Network::Mobile
     } else {
         Network::Residential
     };
     let addr = ip(rng, net);
     let sid = session_id(ctx, rng, 0.3);
-    let renders = rng.random_bool(0.8);
-    let n = if rng.random_bool(0.7) {
+    let renders = rng.random_bool(0.65);
+    let mut b = Build::new(site, start);
+    if rng.random_bool(0.45) {
+        // Repeat clicker: the same ad clicked again and again from one
+        // device, each landing with a fresh click URL (an injected or
+        // farmed click loop), the landing page rendered each time.
+        let landing = site.page(rng, PageKind::Item);
+        for _ in 0..rng.random_range(3..13) {
+            let referer = ad_referer(rng);
+            let url = b.page(rng, &landing, &referer, 0.0);
+            if renders {
+                let list = site.page_assets(rng, &landing);
+                b.assets(rng, &list, &url, 0.0, 0.05);
+            }
+            b.wait(lognormal(rng, 40_000.0, 0.7).max(5_000.0));
+        }
+        return finish(Archetype::ClickFraud, addr, ua, sid, b);
+    }
+    let engaged = rng.random_bool(0.3);
+    let carts = engaged && rng.random_bool(0.5);
+    let n = if engaged {
+        rng.random_range(2..7)
+    } else if rng.random_bool(0.8) {
         1
     } else {
-        rng.random_range(2..4)
+        2
     };
     let mut referer = ad_referer(rng);
-    let mut b = Build::new(site, start);
+    let mut kind =
+        [PageKind::Item, PageKind::Home, PageKind::Listing][pick_weighted(rng, &[0.6, 0.25, 0.15])];
     for i in 0..n {
-        let kind = if i == 0 {
-            [PageKind::Item, PageKind::Home][pick_weighted(rng, &[0.6, 0.4])]
-        } else {
-            PageKind::Listing
-        };
         let path = site.page(rng, kind);
         let url = b.page(rng, &path, &referer, 0.0);
         if renders {
-            let mut list = site.shell_assets(rng);
+            let mut list = if i == 0 {
+                site.shell_assets(rng)
+            } else {
+                Vec::new()
+            };
             list.extend(site.page_assets(rng, &path));
             b.assets(rng, &list, &url, 0.0, 0.05);
         }
+        if carts && kind == PageKind::Item && rng.random_bool(0.12) {
+            b.wait(lognormal(rng, 6_000.0, 0.6));
+            b.cart_add(&url);
+        }
         referer = url;
-        b.wait(lognormal(rng, 5_000.0, 0.8));
+        // Paid to click, not to read: short dwells.
+        b.wait(lognormal(rng, 4_000.0, 0.8).max(500.0));
+        kind = site.next_kind(rng, kind, false);
     }
     finish(Archetype::ClickFraud, addr, ua, sid, b)
 }
