@@ -209,7 +209,7 @@ pub fn run_seeds(setup: &Setup, seeds: &[u64]) -> Result<Outcome> {
     }
     let mut cells = Vec::new();
     for bi in 0..buckets.len() {
-        for mi in 0..METHODS.len() {
+        for (mi, method) in METHODS.iter().enumerate() {
             let of: Vec<&TenantAuc> = units
                 .iter()
                 .filter(|u| u.bucket == bi && u.method == mi)
@@ -221,7 +221,7 @@ pub fn run_seeds(setup: &Setup, seeds: &[u64]) -> Result<Outcome> {
             let per_seed: Vec<f64> = rows
                 .iter()
                 .filter(|r| {
-                    r.method == METHODS[mi]
+                    r.method == *method
                         && r.bucket_from == if bi == 0 { 0 } else { buckets[bi - 1] }
                 })
                 .map(|r| r.mean_tenant_auc)
