@@ -8,8 +8,9 @@
 //!   per-tenant held-out ROC-AUC in [0.85, 0.93];
 //! - its recall at 1 % false-positive rate (threshold from the held-out
 //!   humans and good bots) on advanced scrapers and on click fraud is in
-//!   [0.2, 0.8]: hard, not hopeless — **not met on every seed**, so that
-//!   test is `#[ignore]`d with the measured numbers;
+//!   [0.2, 0.8]: hard, not hopeless (the threshold is set by people who
+//!   fail a login and give up, which is printed: the negatives at or above
+//!   it, and with `BANDS_DEBUG=1` their standardised features);
 //! - no single feature separates an abusive archetype from people with
 //!   ROC-AUC above 0.97, except where the real world does too
 //!   ([`SINGLE_SIGNAL_ARCHETYPES`], each with its source);
@@ -90,6 +91,8 @@ struct SeedBands {
     mean_tenant_auc: f64,
     recall_advanced: f64,
     recall_click_fraud: f64,
+    /// Held-out sessions the two recalls are over (advanced, click fraud).
+    recall_over: (usize, usize),
     /// Per abusive archetype: the feature separating it best from people
     /// and its ROC-AUC (max(AUC, 1 − AUC)).
     best_single: Vec<(Archetype, &'static str, f64)>,
@@ -172,6 +175,37 @@ fn measure(seed: u64) -> SeedBands {
         .collect();
     neg.sort_by(|a, b| b.total_cmp(a));
     let t = neg[((neg.len() as f64 * REPORT_FPR).floor() as usize).min(neg.len() - 1)];
+    // Which negatives sit above the threshold (what sets it).
+    let mut above: std::collections::BTreeMap<String, usize> = Default::default();
+    for (s, tag) in pooled_s.iter().zip(&pooled_tags) {
+        let a = Archetype::from_id(*tag);
+        if *s >= t && !a.is_some_and(|a| a.class().is_abuse()) {
+            *above
+                .entry(a.map_or("?".into(), |a| a.to_string()))
+                .or_default() += 1;
+        }
+    }
+    println!("seed {seed}: threshold {t:.4}, negatives at or above it {above:?}");
+    if std::env::var_os("BANDS_DEBUG").is_some() {
+        let feats: Vec<f32> = holds.iter().flat_map(|h| h.features().to_vec()).collect();
+        let mut top: Vec<usize> = (0..pooled_s.len())
+            .filter(|&i| {
+                pooled_s[i] >= t
+                    && !Archetype::from_id(pooled_tags[i]).is_some_and(|a| a.class().is_abuse())
+            })
+            .collect();
+        top.truncate(8);
+        for i in top {
+            let r = &feats[i * NUM_FEATURES..(i + 1) * NUM_FEATURES];
+            let shown: Vec<String> = FEATURE_NAMES
+                .iter()
+                .zip(r)
+                .filter(|(_, v)| v.abs() > 0.8)
+                .map(|(n, v)| format!("{n}={v:.1}"))
+                .collect();
+            println!("  top negative p={:.3}: {}", pooled_s[i], shown.join(" "));
+        }
+    }
     let recall = |a: Archetype| {
         let of: Vec<f32> = pooled_s
             .iter()
@@ -179,8 +213,13 @@ fn measure(seed: u64) -> SeedBands {
             .filter(|(_, tag)| **tag == a.id())
             .map(|(s, _)| *s)
             .collect();
-        of.iter().filter(|&&s| s > t).count() as f64 / of.len().max(1) as f64
+        (
+            of.iter().filter(|&&s| s > t).count() as f64 / of.len().max(1) as f64,
+            of.len(),
+        )
     };
+    let (recall_advanced, n_advanced) = recall(Archetype::AdvancedScraper);
+    let (recall_click_fraud, n_click) = recall(Archetype::ClickFraud);
 
     // Best single feature per abusive archetype against people.
     let mut best_single = Vec::new();
@@ -211,8 +250,9 @@ fn measure(seed: u64) -> SeedBands {
         seed,
         human_stale_share,
         mean_tenant_auc,
-        recall_advanced: recall(Archetype::AdvancedScraper),
-        recall_click_fraud: recall(Archetype::ClickFraud),
+        recall_advanced,
+        recall_click_fraud,
+        recall_over: (n_advanced, n_click),
         best_single,
         good_bot_listed_share,
     }
@@ -229,13 +269,15 @@ fn measure_all() -> Vec<SeedBands> {
     for r in &results {
         println!(
             "seed {}: human stale-UA share {:.3}, central mean per-tenant AUC {:.4}, \
-             recall at 1 % FPR advanced scrapers {:.3}, click fraud {:.3}, \
+             recall at 1 % FPR advanced scrapers {:.3} (of {}), click fraud {:.3} (of {}), \
              good bots with a listed agent {:.3}",
             r.seed,
             r.human_stale_share,
             r.mean_tenant_auc,
             r.recall_advanced,
+            r.recall_over.0,
             r.recall_click_fraud,
+            r.recall_over.1,
             r.good_bot_listed_share
         );
         for (a, f, auc) in &r.best_single {
@@ -274,39 +316,21 @@ fn generator_bands_hold_on_three_seeds() {
                 r.good_bot_listed_share
             ),
         );
+        for (what, v) in [
+            ("advanced-scraper", r.recall_advanced),
+            ("click-fraud", r.recall_click_fraud),
+        ] {
+            check(
+                (0.2..=0.8).contains(&v),
+                format!("{what} recall at 1 % FPR {v:.3} outside [0.2, 0.8]"),
+            );
+        }
         for (a, f, auc) in &r.best_single {
             if !SINGLE_SIGNAL_ARCHETYPES.contains(a) {
                 check(
                     *auc <= 0.97,
                     format!("{a} separated from people by {f} alone (AUC {auc:.4} > 0.97)"),
                 );
-            }
-        }
-    }
-    assert!(failures.is_empty(), "{failures:#?}");
-}
-
-/// The recall band of issue 23 the generator does not meet on every seed:
-/// recall at 1 % FPR in [0.2, 0.8] on advanced scrapers and on click fraud.
-/// Measured on seeds 1–3 with this test's 40-tenant population: advanced
-/// scrapers 0.15–0.28, click fraud 0.11–0.36 (below 0.2 on one or two
-/// seeds). The 1 % threshold rests on the top ~15 of ~1,500 held-out
-/// negatives, so these recalls move by ±0.1 between seeds and small
-/// generator changes. Run with `--run-ignored all`.
-#[test]
-#[ignore = "issue 23 band not met on every seed: recall at 1 % FPR in [0.2, 0.8] on advanced scrapers and click fraud"]
-fn recall_bands_hold_on_three_seeds() {
-    let mut failures = Vec::new();
-    for r in &measure_all() {
-        for (what, v) in [
-            ("advanced-scraper", r.recall_advanced),
-            ("click-fraud", r.recall_click_fraud),
-        ] {
-            if !(0.2..=0.8).contains(&v) {
-                failures.push(format!(
-                    "seed {}: {what} recall {v:.3} outside [0.2, 0.8]",
-                    r.seed
-                ));
             }
         }
     }

@@ -87,7 +87,7 @@ pub(super) fn simple_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
 /// as on a first visit, a few with a HeadlessChrome agent), the rest fetch
 /// pages over HTTP with some of their images. 70 % are careful (slow,
 /// mostly following the site's links, 75 % rendering, 60 % carting), 30 %
-/// harvest faster. Carting ones add items to the cart at
+/// harvest faster (8–300 pages ~1–3 s apart, half from hosting networks). Carting ones add items to the cart at
 /// the rate people do (an evasion of "carts mean a person"); 15 % log in to
 /// an account of their own first. On API tenants they replay the app's
 /// calls with an app agent.
@@ -119,7 +119,10 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
     } else {
         browser_ua(rng, start as i64, device, behind, headless_ua)
     };
-    let net = if rng.random_bool(0.7) {
+    // Fast harvesters save on proxies: half run from hosting networks.
+    let net = if !careful && rng.random_bool(0.5) {
+        Network::Datacenter
+    } else if rng.random_bool(0.7) {
         Network::Residential
     } else {
         Network::Mobile
@@ -131,7 +134,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
     let median_gap = if careful {
         rng.random_range(9_000.0..20_000.0)
     } else {
-        rng.random_range(1_500.0..6_000.0)
+        rng.random_range(800.0..3_000.0)
     };
     let sigma = if careful {
         rng.random_range(0.9..1.2)
@@ -141,7 +144,7 @@ pub(super) fn advanced_scraper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession 
     let n = if careful {
         (1.0 + lognormal(rng, 5.0, 0.9).round()).min(150.0) as usize
     } else {
-        lognormal(rng, 15.0, 0.8).round().clamp(2.0, 150.0) as usize
+        lognormal(rng, 40.0, 0.7).round().clamp(8.0, 300.0) as usize
     };
     // Careful bots keep a warm browser profile (cached assets revalidate).
     let (p304, p_skip) = if careful && rng.random_bool(0.4) {
@@ -347,8 +350,9 @@ pub(super) fn scalper(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
 /// Click fraud, with its own pattern (not the human routine): a paid click
 /// lands on the advertised page from an ad network's click URL, the page
 /// renders (65 %), and the bot leaves after a short dwell; half click
-/// around the clock, a fifth from hosting addresses. 45 % are repeat
-/// clickers (the same ad clicked 3–12 times from one device); of the rest,
+/// around the clock, 30 % from hosting addresses. 45 % are repeat
+/// clickers (the same ad clicked 4–16 times from one device, ~15 s apart,
+/// 30 % rendering the page); of the rest,
 /// 30 % "engage" to
 /// pass for converting traffic: a few more pages along the site's links,
 /// and half of those add to the cart at the rate people do.
@@ -374,8 +378,8 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
         let headless = rng.random_bool(0.05);
         browser_ua(rng, start as i64, device, behind, headless)
     };
-    // Click farms' phones and residential proxies, and a fifth from hosts.
-    let net = if rng.random_bool(0.2) {
+    // Click farms' phones and residential proxies, and 30 % from hosts.
+    let net = if rng.random_bool(0.3) {
         Network::Datacenter
     } else if device == Device::Mobile {
         Network::Mobile
@@ -389,16 +393,18 @@ pub(super) fn click_fraud(ctx: &TenantCtx<'_>, rng: &mut R2) -> SimSession {
     if rng.random_bool(0.45) {
         // Repeat clicker: the same ad clicked again and again from one
         // device, each landing with a fresh click URL (an injected or
-        // farmed click loop), the landing page rendered each time.
+        // farmed click loop). Most loops only fire the click URL and fetch
+        // the landing page; 30 % render it each time.
+        let renders = rng.random_bool(0.3);
         let landing = site.page(rng, PageKind::Item);
-        for _ in 0..rng.random_range(3..13) {
+        for _ in 0..rng.random_range(4..17) {
             let referer = ad_referer(rng);
             let url = b.page(rng, &landing, &referer, 0.0);
             if renders {
                 let list = site.page_assets(rng, &landing);
                 b.assets(rng, &list, &url, 0.0, 0.05);
             }
-            b.wait(lognormal(rng, 40_000.0, 0.7).max(5_000.0));
+            b.wait(lognormal(rng, 15_000.0, 0.6).max(3_000.0));
         }
         return finish(Archetype::ClickFraud, addr, ua, sid, b);
     }
