@@ -29,9 +29,17 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
     assert_eq!(o.sampling_rate, 1.0);
     for r in &o.rounds {
         assert_eq!(
-            r.participants, 80,
-            "round {}: every selected participant reports",
-            r.round
+            r.participants,
+            80,
+            "round {}: every selected participant reports ({} participating, {} submitted, \
+             {} skipped, {} rejected, {} retries; samples {:?})",
+            r.round,
+            o.participating,
+            o.submitted,
+            o.skipped,
+            o.rejected,
+            o.retries,
+            o.event_samples
         );
     }
     assert!(
