@@ -50,7 +50,7 @@ pub mod data;
 pub mod report;
 
 pub use access::{AdminAccess, ENV_FILE};
-pub use config::DemoConfig;
+pub use config::{ABANDONED_ATTEMPT_SLACK, DemoConfig};
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -196,13 +196,16 @@ fn job_state_name(state: i32) -> String {
 pub struct DemoHooks {
     /// Called once the coordinator serves and `admin.env` is written
     /// (before the participants register and the job starts).
-    pub on_admin: Option<Box<dyn FnOnce(&AdminAccess) + Send>>,
+    pub on_admin: Option<OnAdmin>,
     /// Called with the outcome once the job has ended and the report is
     /// written; the future it returns is awaited before the participants and
     /// the coordinator stop, which keeps serving the admin API meanwhile
     /// (`demo --keep-running` prints the summary and waits for Ctrl-C).
     pub hold: Option<Hold>,
 }
+
+/// See [`DemoHooks::on_admin`].
+pub type OnAdmin = Box<dyn FnOnce(&AdminAccess) + Send>;
 
 /// See [`DemoHooks::hold`].
 pub type Hold = Box<dyn FnOnce(&DemoOutcome) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
