@@ -241,24 +241,57 @@ pub(super) fn write(
     };
     let adaptive_flagged = find(&summary, "adaptive_backdoor", k_goal, true, on)
         .map_or(f64::NAN, |s| s.malicious_flag_rate);
+    let excess = |attack: &str, k: usize, screen: &str| {
+        find(&summary, attack, k, true, screen).map_or(MeanSd::of(&[]), |s| s.backdoor_excess)
+    };
+    // Per seed at the goal's k, screen on: success (trigger alone).
+    let per_seed = rows
+        .iter()
+        .filter(|r| r.attack == "backdoor" && r.malicious == k_goal && r.screen == on)
+        .map(|r| {
+            format!(
+                "seed {}: {:.3} ({:.3})",
+                r.seed, r.backdoor_success, r.trigger_alone
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alone_range = rows
+        .iter()
+        .filter(|r| r.attack == "none" && r.screen == "off")
+        .map(|r| r.backdoor_success)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+    let k_max = counts[counts.len() - 1];
     let claims = format!(
         "**Result ({seeds} seed(s), mean ± sd).** *The trigger alone* (no attacker, screen off) lets {} \
-         of detected abusive sessions through; the share of abusive sessions the model misses is {} \
-         untriggered and {} triggered: the trigger is close to neutral, so success now measures the \
-         attack. With {k_goal} boosted backdoor attackers the success is {} with the screen off and {} \
-         with it on (policy `{on}`): the issue's goal of ≤ 0.2 with the screen on is {}. Without an \
-         attacker the screen flagged {hf} of {hs} honest updates ({}; 95 % Wilson upper bound {}) and the \
-         mean per-tenant AUC is {} off vs {} on, a cost of {} (goal ≤ 0.01: {}). The *adaptive* attacker, \
-         who scales the same poisoned update to {:.3}·C (just under the norm threshold {}·C), has {} of \
-         its updates flagged and reaches {} success with the screen on: a norm screen cannot see an \
-         attacker who stays under its threshold; what still bounds it is clipping (each attacker moves \
-         the sum by at most C, like an honest tenant) and how many attackers there are (the k-curve).",
+         of detected abusive sessions through ({:.3} to {:.3} over the seeds); the share of abusive \
+         sessions the model misses is {} untriggered and {} triggered: close to neutral on average, not on \
+         every seed, so each cell is read against its seed's trigger alone. With {k_goal} boosted backdoor \
+         attackers the success is {} with the screen off and {} with it on (policy `{on}`); what the \
+         attack adds over the trigger alone is {} off and {} on. The issue's goal (≤ 0.2 with the screen \
+         on) is {} in the mean; per seed, success (trigger alone): {per_seed}. At k = {k_max} the attack adds \
+         {} off and {} on. Without an attacker the screen flagged {hf} of {hs} honest updates ({}; 95 % \
+         Wilson upper bound {}) and the mean per-tenant AUC is {} off vs {} on, a cost of {} (goal ≤ \
+         0.01: {}). The *adaptive* attacker, who scales the same poisoned update to {:.3}·C (just under \
+         the norm threshold {}·C), has {} of its updates flagged and reaches {} success with the screen \
+         on at k = {k_goal} ({} at k = {k_max}), the same as the boosted attacker with the screen off: a \
+         norm screen cannot see an attacker who stays under its threshold; what still bounds it is \
+         clipping (each attacker moves the sum by at most C, like an honest tenant) and how many \
+         attackers there are.",
         alone.show(),
+        alone_range.0,
+        alone_range.1,
         pct(miss_clean),
         pct(miss_triggered),
         bd("backdoor", "off").show(),
         bd("backdoor", on).show(),
+        excess("backdoor", k_goal, "off").show(),
+        excess("backdoor", k_goal, on).show(),
         goal(bd("backdoor", on), 0.2),
+        excess("backdoor", k_max, "off").show(),
+        excess("backdoor", k_max, on).show(),
         pct(rate(hf, hs)),
         pct(hf_hi),
         auc("off").show(),
@@ -269,6 +302,9 @@ pub(super) fn write(
         ScreenThresholds::default().max_norm_ratio,
         pct(adaptive_flagged),
         bd("adaptive_backdoor", on).show(),
+        find(&summary, "adaptive_backdoor", k_max, true, on)
+            .map_or(MeanSd::of(&[]), |s| s.backdoor_success)
+            .show(),
     );
     let pop_len = pop_cfg.tenants;
     let body = format!(
