@@ -27,9 +27,14 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
     assert_eq!(o.job_state, "COMPLETED");
     assert_eq!(o.rounds.len(), 10);
     assert_eq!(o.sampling_rate, 1.0);
+    // Tenants below their guard's floors run no participant (the harder
+    // generator of issue 23 leaves one of these 80 short); everyone else
+    // is selected (q = 1) and reports every round.
+    let n = o.participating as u32;
+    assert!((75..=80).contains(&n), "{n} participants");
     for r in &o.rounds {
         assert_eq!(
-            r.participants, 80,
+            r.participants, n,
             "round {}: every selected participant reports",
             r.round
         );
@@ -45,7 +50,7 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
         "noise on the mean {}·C",
         o.noise_to_clip
     );
-    assert_eq!(o.submitted, 800);
+    assert_eq!(o.submitted, 10 * u64::from(n));
     assert_eq!(o.skipped, 0);
     // The acceptance criterion: federated beats each tenant training alone.
     assert!(
@@ -79,6 +84,6 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
             .read_dir()
             .unwrap()
             .count()
-            == 80
+            == n as usize
     );
 }
