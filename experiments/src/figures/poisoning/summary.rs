@@ -293,7 +293,7 @@ pub(super) fn write(
         excess("backdoor", k_max, "off").show(),
         excess("backdoor", k_max, on).show(),
         pct(rate(hf, hs)),
-        pct(hf_hi),
+        format!("{:.2} %", 100.0 * hf_hi),
         auc("off").show(),
         auc(on).show(),
         cost.show(),
