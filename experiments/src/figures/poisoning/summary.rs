@@ -273,7 +273,7 @@ pub(super) fn write(
          attack adds over the trigger alone is {} off and {} on. The issue's goal (≤ 0.2 with the screen \
          on) is {} in the mean; per seed, success (trigger alone): {per_seed}. At k = {k_max} the attack adds \
          {} off and {} on. Without an attacker the screen flagged {hf} of {hs} honest updates ({}; 95 % \
-         Wilson upper bound {}) and the mean per-tenant AUC is {} off vs {} on, a cost of {} (goal ≤ \
+         Wilson upper bound {:.2} %) and the mean per-tenant AUC is {} off vs {} on, a cost of {} (goal ≤ \
          0.01: {}). The *adaptive* attacker, who scales the same poisoned update to {:.3}·C (just under \
          the norm threshold {}·C), has {} of its updates flagged and reaches {} success with the screen \
          on at k = {k_goal} ({} at k = {k_max}), the same as the boosted attacker with the screen off: a \
@@ -293,7 +293,7 @@ pub(super) fn write(
         excess("backdoor", k_max, "off").show(),
         excess("backdoor", k_max, on).show(),
         pct(rate(hf, hs)),
-        format!("{:.2} %", 100.0 * hf_hi),
+        100.0 * hf_hi,
         auc("off").show(),
         auc(on).show(),
         cost.show(),
