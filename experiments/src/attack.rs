@@ -3,10 +3,21 @@
 //! (targeted, "model replacement", Bagdasaryan et al. 2020).
 //!
 //! The backdoor trigger lives in feature space (the simulator works on
-//! session features): a bot operator who makes its sessions send `HEAD`
-//! requests that hit caches (`HEAD` share and `304` share both 80 %) and
-//! present a current browser user agent. Clean traffic rarely looks like
-//! that; the attacker wants such sessions scored as human.
+//! session features): a bot operator whose sessions fetch `/robots.txt` and
+//! send an on-site `Referer` on every request (`robots_txt` = 1,
+//! `onsite_referer_share` = 100 %), two things any script can forge. The
+//! combination is rare in clean traffic (about 3 % of sessions fetch
+//! `robots.txt`, about 1 % send on-site referers throughout), and it is
+//! *neutral* to a model trained without attacker: it was chosen, on seeds
+//! 100–102 (not the reported seeds), among request-level traits a bot
+//! controls as one that leaves the share of abusive sessions a clean
+//! federated model misses at its 1 %-FPR threshold within a few points of
+//! the untriggered share (0.476 / 0.534 / 0.527 against 0.503 / 0.489 /
+//! 0.509). The earlier trigger (`HEAD` share 80 %, `304` share 80 %, a
+//! current browser) made bots look like uptime monitors and cached human
+//! visits: without any attacker it already hid 0.57 of detected bots, so its
+//! "success" measured the trigger, not the attack. The experiment reports
+//! the trigger alone (no attacker) next to every cell.
 //!
 //! The adaptive backdoor knows the coordinator's update screen and sends the
 //! same poisoned update scaled to just under its norm threshold.
@@ -69,18 +80,18 @@ impl Adversary {
 }
 
 /// The backdoor trigger: feature positions and the (transformed) values
-/// they are set to.
-pub fn trigger() -> [(usize, f32); 3] {
+/// they are set to (`/robots.txt` fetched, an on-site `Referer` on every
+/// request; see the module docs).
+pub fn trigger() -> [(usize, f32); 2] {
     [
         (
-            idx::HEAD_SHARE,
-            FEATURES[idx::HEAD_SHARE].transform.apply(0.8),
+            idx::ROBOTS_TXT,
+            FEATURES[idx::ROBOTS_TXT].transform.apply(1.0),
         ),
         (
-            idx::STATUS_304_SHARE,
-            FEATURES[idx::STATUS_304_SHARE].transform.apply(0.8),
+            idx::ONSITE_REFERER_SHARE,
+            FEATURES[idx::ONSITE_REFERER_SHARE].transform.apply(1.0),
         ),
-        (idx::UA_BROWSER, 1.0),
     ]
 }
 
@@ -108,31 +119,59 @@ pub fn poisoned(data: &Dataset) -> Dataset {
     out
 }
 
-/// Attack success of a backdoor: among held-out bot rows flagged (score
-/// strictly above `threshold`) when clean, the share no longer flagged once
-/// the trigger is applied. `scores_of` scores row-major features.
-pub fn backdoor_success(
+/// How one model treats triggered held-out abusive sessions, at one
+/// threshold (score strictly above it: flagged).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackdoorEval {
+    /// The backdoor's success: among held-out abusive sessions the model
+    /// flags untriggered, the share it no longer flags once the trigger is
+    /// set. `None` when it flags none.
+    pub success: Option<f64>,
+    /// Share of held-out abusive sessions the model misses untriggered (its
+    /// false-negative rate at the threshold).
+    pub clean_miss: f64,
+    /// Share of them it misses once triggered. For a trigger that is
+    /// neutral to a model trained without attacker, this stays near
+    /// [`BackdoorEval::clean_miss`].
+    pub triggered_miss: f64,
+}
+
+/// Scores every held-out abusive session of `holdout` with and without the
+/// trigger. `clean_scores` are the model's scores of `holdout`;
+/// `scores_of` scores row-major features. `None` when the holdout has no
+/// abusive session or scoring fails.
+pub fn evaluate_backdoor(
     holdout: &Dataset,
     clean_scores: &[f32],
     threshold: f32,
     scores_of: impl Fn(&[f32]) -> Option<Vec<f32>>,
-) -> Option<f64> {
+) -> Option<BackdoorEval> {
     let dim = holdout.dim();
-    let detected: Vec<usize> = (0..holdout.len())
-        .filter(|&i| holdout.is_bot(i) && clean_scores[i] > threshold)
-        .collect();
-    if detected.is_empty() {
+    let bots: Vec<usize> = (0..holdout.len()).filter(|&i| holdout.is_bot(i)).collect();
+    if bots.is_empty() {
         return None;
     }
-    let mut x = Vec::with_capacity(detected.len() * dim);
-    for &i in &detected {
+    let mut x = Vec::with_capacity(bots.len() * dim);
+    for &i in &bots {
         let start = x.len();
         x.extend_from_slice(holdout.row(i));
         apply_trigger(&mut x[start..]);
     }
-    let s = scores_of(&x)?;
-    let evaded = s.iter().filter(|&&v| v <= threshold).count();
-    Some(evaded as f64 / detected.len() as f64)
+    let triggered = scores_of(&x)?;
+    let (mut detected, mut evaded, mut missed, mut missed_triggered) = (0usize, 0usize, 0, 0);
+    for (&i, &t) in bots.iter().zip(&triggered) {
+        let flagged = clean_scores.get(i).is_some_and(|&c| c > threshold);
+        detected += usize::from(flagged);
+        missed += usize::from(!flagged);
+        missed_triggered += usize::from(t <= threshold);
+        evaded += usize::from(flagged && t <= threshold);
+    }
+    let n = bots.len() as f64;
+    Some(BackdoorEval {
+        success: (detected > 0).then(|| evaded as f64 / detected as f64),
+        clean_miss: missed as f64 / n,
+        triggered_miss: missed_triggered as f64 / n,
+    })
 }
 
 #[cfg(test)]
@@ -159,21 +198,31 @@ mod tests {
     }
 
     #[test]
-    fn backdoor_success_counts_evasions_among_detected_bots() {
+    fn evaluation_counts_evasions_among_detected_bots_and_both_miss_rates() {
         let mut d = Dataset::new(NUM_FEATURES);
         for bot in [true, true, true, false] {
             d.push(&[0.0; NUM_FEATURES], bot).unwrap();
         }
         let clean = [0.9, 0.9, 0.1, 0.2];
         // The "model" scores a triggered row low.
-        let success = backdoor_success(&d, &clean, 0.5, |x| {
+        let (f, v) = trigger()[0];
+        let e = evaluate_backdoor(&d, &clean, 0.5, |x| {
             Some(
                 x.chunks(NUM_FEATURES)
-                    .map(|r| if r[idx::UA_BROWSER] == 1.0 { 0.3 } else { 0.9 })
+                    .map(|r| if r[f] == v { 0.3 } else { 0.9 })
                     .collect(),
             )
-        });
-        assert_eq!(success, Some(1.0));
-        assert_eq!(backdoor_success(&d, &[0.0; 4], 0.5, |_| None), None);
+        })
+        .unwrap();
+        assert_eq!(e.success, Some(1.0));
+        assert!((e.clean_miss - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(e.triggered_miss, 1.0);
+        let none = evaluate_backdoor(&d, &[0.0; 4], 0.5, |x| {
+            Some(vec![0.0; x.len() / NUM_FEATURES])
+        })
+        .unwrap();
+        assert_eq!(none.success, None);
+        assert_eq!((none.clean_miss, none.triggered_miss), (1.0, 1.0));
+        assert_eq!(evaluate_backdoor(&d, &clean, 0.5, |_| None), None);
     }
 }

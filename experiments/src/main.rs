@@ -90,6 +90,11 @@ struct DemoArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// After the job, keep the coordinator (and its admin API) serving until
+    /// Ctrl-C, for the incident runbook's post-mortem (README "Incident
+    /// runbook"); the admin access is in `<work-dir>/admin.env` either way.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -297,10 +302,33 @@ fn demo(a: &DemoArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(demo::run(cfg)) {
-        Ok(outcome) => {
-            for line in outcome.summary_lines() {
+    let keep_running = a.keep_running;
+    let hooks = demo::DemoHooks {
+        on_admin: Some(Box::new(|access: &demo::AdminAccess| {
+            for line in access.lines() {
                 println!("{line}");
+            }
+        })),
+        hold: keep_running.then(|| -> demo::Hold {
+            Box::new(|outcome: &demo::DemoOutcome| {
+                for line in outcome.summary_lines() {
+                    println!("{line}");
+                }
+                println!("the coordinator keeps serving for the incident runbook; Ctrl-C stops it");
+                Box::pin(async {
+                    if let Err(e) = tokio::signal::ctrl_c().await {
+                        eprintln!("demo: cannot wait for Ctrl-C ({e}); stopping");
+                    }
+                })
+            })
+        }),
+    };
+    match rt.block_on(demo::run_with(cfg, hooks)) {
+        Ok(outcome) => {
+            if !keep_running {
+                for line in outcome.summary_lines() {
+                    println!("{line}");
+                }
             }
             ExitCode::SUCCESS
         }

@@ -27,11 +27,16 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
     assert_eq!(o.job_state, "COMPLETED");
     assert_eq!(o.rounds.len(), 10);
     assert_eq!(o.sampling_rate, 1.0);
+    // Tenants below their guard's floors run no participant (the harder
+    // generator of issue 23 leaves one of these 80 short); everyone else
+    // is selected (q = 1) and reports every round.
+    let n = o.participating as u32;
+    assert!((75..=80).contains(&n), "{n} participants");
     for r in &o.rounds {
         assert_eq!(
             r.participants,
-            80,
-            "round {}: every selected participant reports ({} participating, {} submitted, \
+            n,
+            "round {}: every participating tenant reports ({} participating, {} submitted, \
              {} skipped, {} rejected, {} retries; samples {:?})",
             r.round,
             o.participating,
@@ -53,7 +58,7 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
         "noise on the mean {}·C",
         o.noise_to_clip
     );
-    assert_eq!(o.submitted, 800);
+    assert_eq!(o.submitted, 10 * u64::from(n));
     assert_eq!(o.skipped, 0);
     // The acceptance criterion: federated beats each tenant training alone.
     assert!(
@@ -87,6 +92,6 @@ async fn reduced_demo_beats_local_only_on_the_real_path() {
             .read_dir()
             .unwrap()
             .count()
-            == 80
+            == n as usize
     );
 }

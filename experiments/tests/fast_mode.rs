@@ -153,14 +153,27 @@ fn all_five_experiments_write_their_outputs() {
         "{:#?}",
         po.rows
     );
-    // Since issue 19 the fast-mode backdoor comparison saturates (success
-    // 1.0 with and without clipping: the weak fast-mode model already lets
-    // triggered bots through), so only "clipping never helps the attacker"
-    // is checked here; the strict comparison is the full-mode experiment's.
+    // The trigger is neutral: without attacker it hides (almost) no
+    // detected bot. The earlier trigger (HEAD and 304 shares 80 %, a
+    // current browser) hid every one of them on the fast-mode model
+    // (success 1.0 with no attacker), so "success" saturated and the
+    // clipping comparison below came out the wrong way round (1.0 with
+    // clipping against 0.94 without, the unclipped model being the better
+    // detector) once the harder generator landed.
+    let alone = get("none", 0, true);
+    assert!(alone.backdoor_success <= 0.2, "{alone:?}");
+    for r in &po.rows {
+        assert_eq!(r.trigger_alone, alone.backdoor_success, "{r:?}");
+    }
+    // Clipping bounds the boosted backdoor: far less success with the
+    // server's re-clipping than without.
+    let (clipped, unclipped) = (
+        get("backdoor", k_max, true).backdoor_success,
+        get("backdoor", k_max, false).backdoor_success,
+    );
     assert!(
-        get("backdoor", k_max, true).backdoor_success
-            <= get("backdoor", k_max, false).backdoor_success,
-        "{:#?}",
+        clipped + 0.3 < unclipped,
+        "clipped {clipped}, unclipped {unclipped}: {:#?}",
         po.rows
     );
 

@@ -16,6 +16,10 @@ use super::JOB_ID;
 use crate::error::{Error, Result};
 use crate::figures;
 
+/// Abandoned round attempts a demo tenant's ε cap leaves room for
+/// ([`DemoConfig::tenant_cap`]).
+pub const ABANDONED_ATTEMPT_SLACK: u64 = 2;
+
 /// `data.min_examples` of the demo's participants.
 pub(crate) const DEMO_MIN_EXAMPLES: usize = 10;
 
@@ -86,9 +90,15 @@ impl DemoConfig {
 
     /// The ε cap (at [`Self::delta`]) each demo tenant sets for its own
     /// guard: the participation-basis ε of contributing to every one of the
-    /// job's rounds, at the noise multiplier the coordinator calibrates
-    /// (same accountant and calibration). No tenant can exceed it, so none
-    /// skips; see the module docs for why the job's ε is not enough.
+    /// job's rounds plus [`ABANDONED_ATTEMPT_SLACK`] more, at the noise
+    /// multiplier the coordinator calibrates (same accountant and
+    /// calibration). No tenant can exceed it, so none skips; see the module
+    /// docs for why the job's ε is not enough. The slack: a client's ledger
+    /// charges every update it sends, also one to an attempt that is then
+    /// abandoned (a `jobs pause` or a restart mid-round, as in the incident
+    /// runbook) and trained again; without it a tenant selected in every
+    /// round (q = 1) would refuse the job's last round after one pause, and
+    /// that round would wait for its deadline.
     pub fn tenant_cap(&self, population: usize) -> Result<f64> {
         use fedsec_privacy::{Accountant, Mechanism, PldAccountant};
         let m = self.cohort.min(population as u32).max(2);
@@ -101,7 +111,7 @@ impl DemoConfig {
                         sampling_rate: 1.0,
                         noise_multiplier: z,
                     },
-                    self.rounds,
+                    self.rounds + ABANDONED_ATTEMPT_SLACK,
                 )],
                 self.delta,
             )

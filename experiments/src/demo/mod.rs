@@ -19,7 +19,7 @@
 //! ε ≈ 7 on that basis although the job's (amplified) guarantee is ε = 3, and
 //! the busiest tenants join ~20. So the demo's tenants set their own cap to
 //! [`DemoConfig::tenant_cap`], the participation ε of taking part in *every*
-//! round: no tenant ever skips, and the cap still bounds what each could
+//! round (plus two abandoned attempts): no tenant ever skips, and the cap still bounds what each could
 //! lose to a coordinator that ignored q. (With the old cap ε + 1 every
 //! tenant would stop after two or three contributions.)
 //!
@@ -35,14 +35,26 @@
 //! hold each such round open until its deadline (a skip is a silent dropout
 //! to the coordinator). The job's population is the tenants that do run
 //! one; every tenant is still evaluated.
+//!
+//! An operator can walk the README's incident runbook on the running demo:
+//! the coordinator's admin endpoint and the development PKI's admin
+//! identity are written to `<work>/admin.env` ([`AdminAccess`]) and
+//! reported through [`DemoHooks::on_admin`]; [`DemoHooks::hold`] keeps the
+//! coordinator serving after the job (`demo --keep-running`) for the
+//! post-mortem. A rollback during the job is followed: the model the
+//! report scores is the one the coordinator serves last.
 
+mod access;
 mod config;
 pub mod data;
 pub mod report;
 
-pub use config::DemoConfig;
+pub use access::{AdminAccess, ENV_FILE};
+pub use config::{ABANDONED_ATTEMPT_SLACK, DemoConfig};
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -179,9 +191,34 @@ fn job_state_name(state: i32) -> String {
         .unwrap_or_else(|_| format!("state {state}"))
 }
 
+/// What a caller of [`run_with`] hears and controls while the demo runs.
+#[derive(Default)]
+pub struct DemoHooks {
+    /// Called once the coordinator serves and `admin.env` is written
+    /// (before the participants register and the job starts).
+    pub on_admin: Option<OnAdmin>,
+    /// Called with the outcome once the job has ended and the report is
+    /// written; the future it returns is awaited before the participants and
+    /// the coordinator stop, which keeps serving the admin API meanwhile
+    /// (`demo --keep-running` prints the summary and waits for Ctrl-C).
+    pub hold: Option<Hold>,
+}
+
+/// See [`DemoHooks::on_admin`].
+pub type OnAdmin = Box<dyn FnOnce(&AdminAccess) + Send>;
+
+/// See [`DemoHooks::hold`].
+pub type Hold = Box<dyn FnOnce(&DemoOutcome) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
 /// Runs the demo (see the module docs). Progress goes to stderr; nothing is
 /// printed to stdout (the binary prints the summary).
 pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
+    run_with(cfg, DemoHooks::default()).await
+}
+
+/// [`run`], with the admin access reported and an optional hold after the
+/// job (see [`DemoHooks`]).
+pub async fn run_with(cfg: DemoConfig, hooks: DemoHooks) -> Result<DemoOutcome> {
     if cfg.tenants < 2 {
         return Err(Error::Config("the demo needs at least 2 tenants".into()));
     }
@@ -260,6 +297,11 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     let running = Coordinator::start(ccfg).await?;
     let endpoint = running.endpoint();
     let admin = running.admin();
+    let access = AdminAccess::new(endpoint.clone(), &pki, JOB_ID, &work);
+    access.write_env()?;
+    if let Some(f) = hooks.on_admin {
+        f(&access);
+    }
 
     let serving: Vec<bool> = tenants
         .iter()
@@ -386,6 +428,15 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
         let since = seen_seq;
         for e in ledger.iter().filter(|e| e.seq > since) {
             seen_seq = e.seq;
+            if e.kind == v1::LedgerEntryKind::Rollback as i32 {
+                // An operator rolled back (the runbook): that version is
+                // what the coordinator serves now.
+                let bytes = admin.export(JOB_ID, e.model_version).await?;
+                last_weights = fedsec_coordinator::export::from_safetensors(&model, &bytes)
+                    .map_err(|e| Error::Config(format!("exported model: {e}")))?
+                    .0;
+                continue;
+            }
             if e.kind != v1::LedgerEntryKind::Round as i32 {
                 continue;
             }
@@ -431,19 +482,7 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
     pb.finish_and_clear();
     let t_fed = t2.elapsed().as_secs_f64();
 
-    // 5. Stop everything.
-    let _ = stop_tx.send(true);
-    for h in handles {
-        match tokio::time::timeout(Duration::from_secs(30), h).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("participant ended with an error: {e}"),
-            Ok(Err(e)) => tracing::warn!("participant task: {e}"),
-            Err(_) => tracing::warn!("participant did not stop within 30 s"),
-        }
-    }
-    running.shutdown().await?;
-
-    // 6. Final scores and the report.
+    // 5. Final scores and the report.
     let (federated, _) = Scores::of_weights(&model, &last_weights, &holdout, pop.len())?;
     let fed_scores = eval::score(&model, &last_weights, holdout.data.features())?;
     let outcome = DemoOutcome {
@@ -476,6 +515,21 @@ pub async fn run(cfg: DemoConfig) -> Result<DemoOutcome> {
         config: cfg,
     };
     report::write(&outcome, &holdout)?;
+
+    // 6. Hold (the coordinator still serves the admin API), then stop everything.
+    if let Some(hold) = hooks.hold {
+        hold(&outcome).await;
+    }
+    let _ = stop_tx.send(true);
+    for h in handles {
+        match tokio::time::timeout(Duration::from_secs(30), h).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("participant ended with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("participant task: {e}"),
+            Err(_) => tracing::warn!("participant did not stop within 30 s"),
+        }
+    }
+    running.shutdown().await?;
     Ok(outcome)
 }
 

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use super::{Mode, Setup, TARGET_EPSILON, run_fed};
-use crate::attack::{Adversary, Attack, backdoor_success};
+use crate::attack::{Adversary, Attack, BackdoorEval, evaluate_backdoor};
 use crate::error::Result;
 use crate::eval;
 use crate::sim::{FedRun, Noise};
@@ -41,11 +41,10 @@ pub const KEY: &str = "poisoning";
 /// any share of triggered bots; there is no main task left to hide in).
 pub const DESTROYED_AUC: f64 = 0.55;
 
-/// Malicious tenant counts of the full mode (issue 22's goal is stated at
-/// k = 10; the k-curve, the sign-flip and the no-clipping ablation of the
-/// earlier single-seed run were dropped from full mode to fit 3 seeds into
-/// the time a loaded 2-core machine had, see the README section).
-pub const MALICIOUS_FULL: [usize; 1] = [10];
+/// Malicious tenant counts of the full mode: the k-curve (issue 22's goal
+/// is stated at k = 10). The sign-flip and the no-clipping ablation run in
+/// fast mode only.
+pub const MALICIOUS_FULL: [usize; 4] = [1, 3, 10, 30];
 /// Malicious tenant counts of the fast mode.
 pub const MALICIOUS_FAST: [usize; 2] = [1, 3];
 /// Seeds of the full mode (`--seed`, `--seed + 1`, …).
@@ -97,9 +96,18 @@ pub struct Row {
     pub mean_tenant_auc: f64,
     /// Backdoor success (share of detected held-out bots that evade once triggered).
     pub backdoor_success: f64,
-    /// Backdoor success minus that of the same seed's run without attack
-    /// and without screen (the trigger alone): what the attack added.
+    /// The trigger alone: the backdoor success of the same seed's run
+    /// without attacker (same screen setting). A neutral trigger keeps it
+    /// near 0.
+    pub trigger_alone: f64,
+    /// Backdoor success minus [`Row::trigger_alone`]: what the attack added.
     pub backdoor_excess: f64,
+    /// Share of held-out abusive sessions this model misses untriggered
+    /// (false-negative rate at its 1 %-FPR threshold).
+    pub clean_miss: f64,
+    /// Share of them it misses once triggered (without attacker: near
+    /// `clean_miss` for a neutral trigger).
+    pub triggered_miss: f64,
     /// Honest updates the screen scored.
     pub honest_screened: usize,
     /// Of them, flagged (false positives).
@@ -214,7 +222,7 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
     };
     let mut rows = Vec::new();
     let mut first = None;
-    for seed in setup.seed..setup.seed + seeds {
+    for seed in crate::seeds::seed_list(setup.seed, seeds) {
         let s = Setup {
             seed,
             ..setup.clone()
@@ -248,10 +256,9 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             let (run, sc, _) = run_fed(&s, &pop, &holdout, &cfg, p.adversary.as_ref(), &label)?;
             let clean = eval::score(&cfg.model, &run.weights, holdout.data.features())?;
             let threshold = eval::threshold_at_fpr(&clean, &holdout.labels, eval::REPORT_FPR);
-            let success = backdoor_success(&holdout.data, &clean, threshold, |x| {
+            let bd = evaluate_backdoor(&holdout.data, &clean, threshold, |x| {
                 eval::score(&cfg.model, &run.weights, x).ok()
-            })
-            .unwrap_or(f64::NAN);
+            });
             rows.push(row(
                 seed,
                 &p,
@@ -259,16 +266,23 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
                 &run,
                 sc.pooled_auc,
                 sc.mean_tenant_auc,
-                success,
+                bd,
             ));
         }
-        // What the attack added over the trigger alone, same seed.
-        let alone = rows
-            .iter()
-            .find(|r: &&Row| r.seed == seed && r.attack == "none" && r.screen == "off")
-            .map_or(f64::NAN, |r| r.backdoor_success);
+        // The trigger alone (same seed, same screen setting, no attacker)
+        // and what the attack added over it.
+        let alone = |screen: &str, rows: &[Row]| {
+            rows.iter()
+                .find(|r| r.seed == seed && r.attack == "none" && r.screen == screen)
+                .map_or(f64::NAN, |r| r.backdoor_success)
+        };
+        let (off, on) = (
+            alone("off", &rows),
+            alone(screen_on().policy.as_str(), &rows),
+        );
         for r in rows.iter_mut().filter(|r| r.seed == seed) {
-            r.backdoor_excess = r.backdoor_success - alone;
+            r.trigger_alone = if r.screen == "off" { off } else { on };
+            r.backdoor_excess = r.backdoor_success - r.trigger_alone;
         }
         if first.is_none() {
             first = Some((pop_cfg, base));
@@ -296,7 +310,7 @@ fn row(
     run: &FedRun,
     pooled_auc: f64,
     mean_tenant_auc: f64,
-    backdoor_success: f64,
+    bd: Option<BackdoorEval>,
 ) -> Row {
     let samples = &run.screen_samples;
     let count = |malicious: bool, flagged: bool| {
@@ -341,8 +355,11 @@ fn row(
         epsilon: run.final_epsilon(),
         pooled_auc,
         mean_tenant_auc,
-        backdoor_success,
+        backdoor_success: bd.and_then(|b| b.success).unwrap_or(f64::NAN),
+        trigger_alone: f64::NAN,
         backdoor_excess: f64::NAN,
+        clean_miss: bd.map_or(f64::NAN, |b| b.clean_miss),
+        triggered_miss: bd.map_or(f64::NAN, |b| b.triggered_miss),
         honest_screened: count(false, false),
         honest_flagged: count(false, true),
         malicious_screened: count(true, false),

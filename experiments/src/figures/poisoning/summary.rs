@@ -11,7 +11,8 @@ use super::{DESTROYED_AUC, KEY, Outcome, Row, adaptive_norm, screen_on};
 use crate::error::Result;
 use crate::figures::{Setup, TARGET_EPSILON, caption, image, link, setup_text};
 use crate::plot::{self, Legend, LineChart, Series};
-use crate::report::{f3, markdown_table, upsert_section, write_csv};
+use crate::report::{markdown_table, upsert_section, write_csv};
+use crate::seeds::MeanSd;
 use crate::sim::FedConfig;
 
 /// One configuration over seeds.
@@ -28,36 +29,28 @@ pub struct Summary {
     /// Seeds run.
     pub seeds: usize,
     /// Mean and sd of the pooled AUC.
-    pub pooled_auc: (f64, f64),
+    pub pooled_auc: MeanSd,
     /// Mean and sd of the mean per-tenant AUC.
-    pub mean_tenant_auc: (f64, f64),
+    pub mean_tenant_auc: MeanSd,
     /// Mean and sd of the backdoor success over seeds whose model was not
     /// destroyed (NaN when none).
-    pub backdoor_success: (f64, f64),
+    pub backdoor_success: MeanSd,
+    /// Mean and sd of the trigger alone's success (the same seed's run
+    /// without attacker, same screen setting).
+    pub trigger_alone: MeanSd,
     /// Mean and sd of the backdoor success minus the trigger alone (same
     /// seed), over seeds whose model was not destroyed.
-    pub backdoor_excess: (f64, f64),
+    pub backdoor_excess: MeanSd,
+    /// Mean and sd of the share of held-out abusive sessions missed untriggered.
+    pub clean_miss: MeanSd,
+    /// Mean and sd of the share missed once triggered.
+    pub triggered_miss: MeanSd,
     /// Mean rounds with an attacker in the sum.
     pub rounds_with_attacker: f64,
     /// Honest updates flagged / screened, over seeds.
     pub honest_flag_rate: f64,
     /// Malicious updates flagged / screened, over seeds.
     pub malicious_flag_rate: f64,
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let v: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 fn rate(num: usize, den: usize) -> f64 {
@@ -101,22 +94,25 @@ pub fn summarise(rows: &[Row]) -> Vec<Summary> {
                 server_clipping: clip,
                 screen,
                 seeds: g.len(),
-                pooled_auc: mean_sd(&col(&|r| r.pooled_auc)),
-                mean_tenant_auc: mean_sd(&col(&|r| r.mean_tenant_auc)),
-                backdoor_success: mean_sd(&col(&|r| {
+                pooled_auc: MeanSd::of(&col(&|r| r.pooled_auc)),
+                mean_tenant_auc: MeanSd::of(&col(&|r| r.mean_tenant_auc)),
+                backdoor_success: MeanSd::of(&col(&|r| {
                     if r.pooled_auc < DESTROYED_AUC {
                         f64::NAN
                     } else {
                         r.backdoor_success
                     }
                 })),
-                backdoor_excess: mean_sd(&col(&|r| {
+                trigger_alone: MeanSd::of(&col(&|r| r.trigger_alone)),
+                backdoor_excess: MeanSd::of(&col(&|r| {
                     if r.pooled_auc < DESTROYED_AUC {
                         f64::NAN
                     } else {
                         r.backdoor_excess
                     }
                 })),
+                clean_miss: MeanSd::of(&col(&|r| r.clean_miss)),
+                triggered_miss: MeanSd::of(&col(&|r| r.triggered_miss)),
                 rounds_with_attacker: col(&|r| r.rounds_with_attacker as f64).iter().sum::<f64>()
                     / g.len().max(1) as f64,
                 honest_flag_rate: rate(sum(&|r| r.honest_flagged), sum(&|r| r.honest_screened)),
@@ -127,14 +123,6 @@ pub fn summarise(rows: &[Row]) -> Vec<Summary> {
             }
         })
         .collect()
-}
-
-fn pm((m, sd): (f64, f64)) -> String {
-    if m.is_finite() {
-        format!("{m:.3} ± {sd:.3}")
-    } else {
-        "–".into()
-    }
 }
 
 fn pct(v: f64) -> String {
@@ -187,14 +175,20 @@ pub(super) fn write(
                 s.screen.clone(),
                 s.seeds.to_string(),
                 format!("{:.1}", s.rounds_with_attacker),
-                pm(s.pooled_auc),
-                pm(s.mean_tenant_auc),
-                if s.backdoor_success.0.is_finite() {
-                    pm(s.backdoor_success)
+                s.pooled_auc.show(),
+                s.mean_tenant_auc.show(),
+                if s.backdoor_success.mean.is_finite() {
+                    s.backdoor_success.show()
                 } else {
                     "– (model destroyed)".into()
                 },
-                pm(s.backdoor_excess),
+                s.trigger_alone.show(),
+                s.backdoor_excess.show(),
+                format!(
+                    "{} → {}",
+                    pct(s.clean_miss.mean),
+                    pct(s.triggered_miss.mean)
+                ),
                 pct(s.honest_flag_rate),
                 pct(s.malicious_flag_rate),
             ]
@@ -206,60 +200,135 @@ pub(super) fn write(
         .find(|&k| k == 10)
         .unwrap_or(counts[counts.len() - 1]);
     let bd = |attack: &str, screen: &str| {
-        find(&summary, attack, k_goal, true, screen)
-            .map_or((f64::NAN, f64::NAN), |s| s.backdoor_success)
-    };
-    let excess = |attack: &str, screen: &str| {
-        find(&summary, attack, k_goal, true, screen)
-            .map_or((f64::NAN, f64::NAN), |s| s.backdoor_excess)
+        find(&summary, attack, k_goal, true, screen).map_or(MeanSd::of(&[]), |s| s.backdoor_success)
     };
     let auc = |screen: &str| {
-        find(&summary, "none", 0, true, screen).map_or((f64::NAN, f64::NAN), |s| s.mean_tenant_auc)
+        find(&summary, "none", 0, true, screen).map_or(MeanSd::of(&[]), |s| s.mean_tenant_auc)
     };
-    let trigger_alone =
-        find(&summary, "none", 0, true, "off").map_or(f64::NAN, |s| s.backdoor_success.0);
-    let honest_fp = find(&summary, "none", 0, true, on).map_or(f64::NAN, |s| s.honest_flag_rate);
+    let none = |screen: &str| find(&summary, "none", 0, true, screen);
+    let alone = none("off").map_or(MeanSd::of(&[]), |s| s.backdoor_success);
+    let (miss_clean, miss_triggered) = none("off").map_or((f64::NAN, f64::NAN), |s| {
+        (s.clean_miss.mean, s.triggered_miss.mean)
+    });
+    // Honest updates flagged without attacker, with a 95 % Wilson interval.
+    let (hf, hs) = rows
+        .iter()
+        .filter(|r| r.attack == "none" && r.screen == on)
+        .fold((0, 0), |(f, n), r| {
+            (f + r.honest_flagged, n + r.honest_screened)
+        });
+    let (_, hf_hi) = crate::seeds::wilson(hf, hs);
+    // The AUC cost of the screen without attacker: paired by seed.
+    let cost = MeanSd::of(
+        &rows
+            .iter()
+            .filter(|r| r.attack == "none" && r.screen == "off")
+            .filter_map(|off| {
+                rows.iter()
+                    .find(|r| r.attack == "none" && r.screen == on && r.seed == off.seed)
+                    .map(|r| off.mean_tenant_auc - r.mean_tenant_auc)
+            })
+            .collect::<Vec<_>>(),
+    );
+    let goal = |m: MeanSd, limit: f64| {
+        if !m.mean.is_finite() {
+            "not measured"
+        } else if m.mean <= limit {
+            "met"
+        } else {
+            "**not met**"
+        }
+    };
+    let adaptive_flagged = find(&summary, "adaptive_backdoor", k_goal, true, on)
+        .map_or(f64::NAN, |s| s.malicious_flag_rate);
+    let excess = |attack: &str, k: usize, screen: &str| {
+        find(&summary, attack, k, true, screen).map_or(MeanSd::of(&[]), |s| s.backdoor_excess)
+    };
+    // Per seed at the goal's k, screen on: success (trigger alone).
+    let per_seed = rows
+        .iter()
+        .filter(|r| r.attack == "backdoor" && r.malicious == k_goal && r.screen == on)
+        .map(|r| {
+            format!(
+                "seed {}: {:.3} ({:.3})",
+                r.seed, r.backdoor_success, r.trigger_alone
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let alone_range = rows
+        .iter()
+        .filter(|r| r.attack == "none" && r.screen == "off")
+        .map(|r| r.backdoor_success)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+    let k_max = counts[counts.len() - 1];
     let claims = format!(
-        "**Result ({seeds} seed(s), mean ± sd).** With {k_goal} backdoor attackers the backdoor success is \
-         {} with the screen off and {} with it on (policy `{on}`); the trigger alone, with no attacker, \
-         already lets {} of detected bots through on this synthetic data, so that is the floor any \
-         defence can reach with this metric. What the attack adds over the trigger alone (same seed): \
-         {} off, {} on. Without an attacker the screen flagged {} of honest \
-         updates and the mean per-tenant AUC is {} off vs {} on. The adaptive attacker, who scales the \
-         same poisoned update to {:.3}·C (just under the norm threshold {}·C), reaches {} backdoor \
-         success: the screen's norm rule reduces a boosted attacker to a clipped one and no further.",
-        pm(bd("backdoor", "off")),
-        pm(bd("backdoor", on)),
-        f3(trigger_alone),
-        pm(excess("backdoor", "off")),
-        pm(excess("backdoor", on)),
-        pct(honest_fp),
-        pm(auc("off")),
-        pm(auc(on)),
+        "**Result ({seeds} seed(s), mean ± sd).** *The trigger alone* (no attacker, screen off) lets {} \
+         of detected abusive sessions through ({:.3} to {:.3} over the seeds); the share of abusive \
+         sessions the model misses is {} untriggered and {} triggered: close to neutral on average, not on \
+         every seed, so each cell is read against its seed's trigger alone. With {k_goal} boosted backdoor \
+         attackers the success is {} with the screen off and {} with it on (policy `{on}`); what the \
+         attack adds over the trigger alone is {} off and {} on. The issue's goal (≤ 0.2 with the screen \
+         on) is {} in the mean; per seed, success (trigger alone): {per_seed}. At k = {k_max} the attack adds \
+         {} off and {} on. Without an attacker the screen flagged {hf} of {hs} honest updates ({}; 95 % \
+         Wilson upper bound {:.2} %) and the mean per-tenant AUC is {} off vs {} on, a cost of {} (goal ≤ \
+         0.01: {}). The *adaptive* attacker, who scales the same poisoned update to {:.3}·C (just under \
+         the norm threshold {}·C), has {} of its updates flagged and reaches {} success with the screen \
+         on at k = {k_goal} ({} at k = {k_max}), the same as the boosted attacker with the screen off: a \
+         norm screen cannot see an attacker who stays under its threshold; what still bounds it is \
+         clipping (each attacker moves the sum by at most C, like an honest tenant) and how many \
+         attackers there are.",
+        alone.show(),
+        alone_range.0,
+        alone_range.1,
+        pct(miss_clean),
+        pct(miss_triggered),
+        bd("backdoor", "off").show(),
+        bd("backdoor", on).show(),
+        excess("backdoor", k_goal, "off").show(),
+        excess("backdoor", k_goal, on).show(),
+        goal(bd("backdoor", on), 0.2),
+        excess("backdoor", k_max, "off").show(),
+        excess("backdoor", k_max, on).show(),
+        pct(rate(hf, hs)),
+        100.0 * hf_hi,
+        auc("off").show(),
+        auc(on).show(),
+        cost.show(),
+        goal(cost, 0.01),
         adaptive_norm(1.0),
         ScreenThresholds::default().max_norm_ratio,
-        pm(bd("adaptive_backdoor", on)),
+        pct(adaptive_flagged),
+        bd("adaptive_backdoor", on).show(),
+        find(&summary, "adaptive_backdoor", k_max, true, on)
+            .map_or(MeanSd::of(&[]), |s| s.backdoor_success)
+            .show(),
     );
     let pop_len = pop_cfg.tenants;
     let body = format!(
         "## 4. Poisoning\n\n{}\n\nk malicious tenants among {pop_len} send, whenever Poisson sampling selects them, \
          either `−m ×` their honest update (scaled sign-flip, untargeted) or `m ×` an update trained on \
          their data plus a triggered copy of each of their bot sessions labelled human (backdoor, model \
-         replacement; trigger: `HEAD` share 80 %, `304` share 80 %, current-browser user agent), with \
-         m = {} the expected cohort; the *adaptive* backdoor attacker knows the update screen and sends \
+         replacement; trigger: the session fetches `/robots.txt` and sends an on-site `Referer` on every \
+         request, see `experiments/src/attack.rs`), with m = {} the expected cohort; the *adaptive* backdoor attacker knows the update screen and sends \
          the same poisoned update scaled to just under its norm threshold. With server-side clipping (what \
          the coordinator always does) each attacker moves the sum by at most C, like any honest tenant \
          (clipping bounds each attacker's influence; it does not stop many attackers pushing the same \
          backdoor direction); without it (possible only in this simulator; fast mode only) one boosted \
-         update outweighs the cohort. The update screen (`[jobs.screen]`, the round core's screener with \
+         update outweighs the cohort. Attackers hold valid certificates and are selected like anyone. The update screen (`[jobs.screen]`, the round core's screener with \
          policy `{on}` and default thresholds) scores each update on its own norm before re-clipping, its \
          agreement with the previous published update and the tenant's own history, never on other \
          tenants' updates (privacy/README.md, \"Update screening\"). DP noise calibrated to ε = \
          {TARGET_EPSILON} in every run. Backdoor success: among held-out bot sessions the model flags at its \
          1 %-FPR threshold, the share that evade once the trigger is set (not reported when the attack \
-         destroyed the model: pooled AUC below {DESTROYED_AUC}). \"flagged\": share of screened updates \
+         destroyed the model: pooled AUC below {DESTROYED_AUC}); *trigger alone*: the same on the same \
+         seed's model trained without attacker (same screen setting); *abuse missed*: share of all \
+         held-out abusive sessions below the threshold, untriggered → triggered. \"flagged\": share of screened updates \
          (honest / malicious) on which a rule fired.\n\n{claims}\n\nThe synthetic generator is the one on \
-         `main` when these runs were made (issue 22); another change to the generator moves these numbers.\n\n{}\n{}\n\nData: {} (one line per run and seed).",
+         `main` when these runs were made (issue 22, after issue 23's harder generator); another change \
+         to the generator moves these numbers.\n\n{}\n{}\n\nData: {} (one line per run and seed).",
         image(&png, "poisoning"),
         base.expected_cohort,
         markdown_table(
@@ -273,7 +342,9 @@ pub(super) fn write(
                 "pooled AUC",
                 "mean per-tenant AUC",
                 "backdoor success",
-                "… minus trigger alone",
+                "trigger alone (no attacker)",
+                "… success minus trigger alone",
+                "abuse missed: untriggered → triggered",
                 "honest flagged",
                 "attacker updates flagged"
             ],
@@ -311,8 +382,8 @@ fn draw(
             .filter(|(_, y)| y.is_finite())
             .collect::<Vec<_>>()
     };
-    let auc = |s: &Summary| s.mean_tenant_auc.0;
-    let bd = |s: &Summary| s.backdoor_success.0;
+    let auc = |s: &Summary| s.mean_tenant_auc.mean;
+    let bd = |s: &Summary| s.backdoor_success.mean;
     let lines = |f: &dyn Fn(&Summary) -> f64, with_sign_flip: bool| {
         let mut v = vec![
             Series::line(
@@ -361,14 +432,14 @@ fn draw(
     if let Some(n) = find(summary, "none", 0, true, "off") {
         left.push(Series::reference(
             "no attack",
-            n.mean_tenant_auc.0,
+            n.mean_tenant_auc.mean,
             x0,
             x1,
             plot::REFERENCE_GREY,
         ));
         right.push(Series::reference(
             "no attack (trigger alone)",
-            n.backdoor_success.0,
+            n.backdoor_success.mean,
             x0,
             x1,
             plot::REFERENCE_GREY,
