@@ -27,6 +27,11 @@ pub fn logit(p: f32) -> f32 {
 /// `logit(p) + γ·rules_score` (γ ≥ 0; a negative or non-finite γ counts as 0,
 /// a non-finite rules score as no vote).
 pub fn with_rules(probability: f32, rules_score: f64, gamma: f32) -> f32 {
+    logit_with_rules(logit(probability), rules_score, gamma)
+}
+
+/// [`with_rules`] from the model's logit itself (no clamping of `logit`).
+pub fn logit_with_rules(logit: f32, rules_score: f64, gamma: f32) -> f32 {
     let g = if gamma.is_finite() {
         gamma.max(0.0)
     } else {
@@ -37,7 +42,7 @@ pub fn with_rules(probability: f32, rules_score: f64, gamma: f32) -> f32 {
     } else {
         0.0
     };
-    logit(probability) + g * s
+    logit + g * s
 }
 
 #[cfg(test)]
