@@ -129,11 +129,8 @@ mod tests {
         // Ground truth wins; warm-up rounds train on the population's rows.
         assert!(plan.rows(0, 10, &w).unwrap().is_none());
         assert!(plan.rows(1, 2, &w).unwrap().is_none());
-        let t = wp
-            .tenants
-            .iter()
-            .position(|t| !t.abstained().is_empty())
-            .filter(|&t| t > 0)
+        let t = (1..wp.len())
+            .find(|&t| !wp.tenants[t].abstained().is_empty())
             .expect("a tenant without truth has abstained sessions");
         let base = wp.tenants[t].training_rows(false, &SilverPolicy::default(), None);
         let rows = plan
