@@ -643,3 +643,49 @@ fn score_reads_real_logs_and_shows_their_shapes() {
         assert!(!text.contains(raw), "{raw} in {text}");
     }
 }
+
+#[test]
+fn score_rules_weight_adds_the_tenants_rules_to_the_models_logit() {
+    // A model with nothing to say (logit 0 everywhere): alone it ranks the
+    // busier browser sessions first; with --rules-weight the curl session
+    // (the user_agent rule: an HTTP library, weight 2) comes first, at
+    // logit 0 + 1.5·2.
+    let dir = tempfile::tempdir().unwrap();
+    let model = logistic_model(dir.path(), &[], 0.0);
+    let mut log = clf_session("203.0.113.9", "curl/8.0", T0, 3, |k| format!("/a{k}"));
+    for i in 0..3 {
+        log.push_str(&clf_session(
+            &format!("198.51.100.{}", i + 1),
+            FIREFOX,
+            T0 + 100 + 60 * i,
+            5,
+            |k| format!("/p{k}"),
+        ));
+    }
+    let path = dir.path().join("access.log");
+    std::fs::write(&path, &log).unwrap();
+    let (m, p) = (model.to_str().unwrap(), path.to_str().unwrap());
+    let first = |extra: &[&str]| -> (String, f64) {
+        let mut args = vec!["score", "--model", m, "--logs", p, "--top", "4", "--json"];
+        args.extend_from_slice(extra);
+        let json = ok(&args);
+        let r = json
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|r| r["list"] == "abuse")
+            .unwrap();
+        (
+            r["ip"].as_str().unwrap().to_string(),
+            r["logit"].as_f64().unwrap(),
+        )
+    };
+    let (ip, logit) = first(&[]);
+    assert_ne!(ip, "203.0.113.9");
+    assert_eq!(logit, 0.0);
+    let (ip, logit) = first(&["--rules-weight", "1.5"]);
+    assert_eq!(ip, "203.0.113.9");
+    assert!((logit - 3.0).abs() < 1e-6, "{logit}");
+    let bad = client(&["score", "--model", m, "--logs", p, "--rules-weight=-1"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--rules-weight"));
+}

@@ -330,6 +330,12 @@ fn validate(pop: &Population, cfg: &FedConfig) -> Result<f64> {
     Ok(cfg.expected_cohort / n as f64)
 }
 
+/// A selected tenant's training rows for one round, built from (tenant
+/// index, round, the global weights it trains from); `Ok(None)`: its rows
+/// in the population. Runs inside the tenant (e.g. self-training's
+/// pseudo-labels from the global model), on the training threads.
+pub type TrainingRows<'a> = dyn Fn(usize, u64, &[f32]) -> Result<Option<Dataset>> + Sync + 'a;
+
 /// Runs a simulated DP-FedAvg job over `pop`, evaluating on `holdout`;
 /// `on_round` sees every committed round.
 pub fn run(
@@ -337,6 +343,20 @@ pub fn run(
     holdout: &HoldoutSet,
     cfg: &FedConfig,
     adversary: Option<&Adversary>,
+    on_round: &mut dyn FnMut(&RoundRecord),
+) -> Result<FedRun> {
+    run_with(pop, holdout, cfg, adversary, None, on_round)
+}
+
+/// [`run`], with each selected tenant's rows for the round from `rows`
+/// when given (what the tenant trains on may depend on the global model it
+/// downloaded; everything else, privacy included, is unchanged).
+pub fn run_with(
+    pop: &Population,
+    holdout: &HoldoutSet,
+    cfg: &FedConfig,
+    adversary: Option<&Adversary>,
+    rows: Option<&TrainingRows<'_>>,
     on_round: &mut dyn FnMut(&RoundRecord),
 ) -> Result<FedRun> {
     let q = validate(pop, cfg)?;
@@ -404,7 +424,12 @@ pub fn run(
         let updates = parallel_map(&selected, cfg.threads, |&t| {
             let attack = adversary.filter(|a| a.is_malicious(t)).map(|a| a.attack);
             let seed = mix(cfg.seed, round, t as u64 + 1);
-            client_update(cfg, &pop.tenants[t].train, &weights, seed, attack)
+            let own = match rows {
+                Some(f) => f(t, round, &weights)?,
+                None => None,
+            };
+            let data = own.as_ref().unwrap_or(&pop.tenants[t].train);
+            client_update(cfg, data, &weights, seed, attack)
         });
         let mut sum = RoundSum::new(dim);
         // The poisoning ablation only: raw updates, no server clipping.

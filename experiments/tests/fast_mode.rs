@@ -220,8 +220,30 @@ fn weak_labels_fast_mode_writes_its_outputs() {
         assert!(r.epsilon > 0.0 && r.epsilon <= 3.0 + 1e-9, "{r:?}");
         assert!(r.mean_tenant_auc.is_finite(), "{r:?}");
     }
-    for m in ["rules_alone", "local_anomaly", "federated_plus_anomaly"] {
+    for m in [
+        "rules_alone",
+        "local_anomaly",
+        "federated_plus_anomaly",
+        "federated_plus_rules",
+        "self_training",
+        "self_training_plus_rules",
+        "central_silver",
+    ] {
         assert!(o.rows.iter().any(|r| r.method == m), "{m}");
+    }
+    // Self-training runs where some tenant lacks ground truth, under the
+    // same privacy budget.
+    let st: Vec<_> = o
+        .rows
+        .iter()
+        .filter(|r| r.method == "self_training")
+        .collect();
+    assert_eq!(
+        st.iter().map(|r| r.gt_share).collect::<Vec<_>>(),
+        vec![0.0, 0.1]
+    );
+    for r in &st {
+        assert!(r.epsilon > 0.0 && r.epsilon <= 3.0 + 1e-9, "{r:?}");
     }
     // The IsolationForest script's input: tenant, split, label, 51 features.
     let features = std::fs::read_to_string(dir.path().join("features/features-seed1.csv")).unwrap();

@@ -79,6 +79,17 @@ fn errors_name_the_key() {
         let e = ClientConfig::from_toml_str(&text).unwrap_err();
         assert_eq!(e.key(), Some(key), "{e}");
     }
+    // Self-training: out-of-range values and unknown keys name the key.
+    let e = ClientConfig::from_toml_str(&format!(
+        "{MINIMAL}\n[labels.self_training]\nenabled = true\nmargin = 0.7\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("labels.self_training.margin"), "{e}");
+    let e = ClientConfig::from_toml_str(&format!(
+        "{MINIMAL}\n[labels.self_training]\nshares = 0.5\n"
+    ))
+    .unwrap_err();
+    assert!(e.to_string().contains("shares"), "{e}");
     // Bad CIDRs and header names: the parser names the key.
     let e = ClientConfig::from_toml_str(&MINIMAL.replace(
         "watch_dir = \"logs\"",

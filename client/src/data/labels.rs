@@ -9,7 +9,8 @@ use std::path::PathBuf;
 
 use fedsec_detector::weak::outcomes::ImportStats;
 use fedsec_detector::weak::{
-    Labeller, OutcomeIndex, OutcomeWeights, RuleConfig, SilverPolicy, SilverRow, WeakLabel,
+    Labeller, OutcomeIndex, OutcomeWeights, RuleConfig, SelfTraining, SilverPolicy, SilverRow,
+    WeakLabel,
 };
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +35,9 @@ pub struct LabelOptions {
     pub rules: RuleConfig,
     /// Weights of the imported outcomes and the IP match window.
     pub outcomes: OutcomeWeights,
+    /// Self-training: abstained sessions pseudo-labelled each round by the
+    /// global model's confident predictions (`[labels.self_training]`).
+    pub self_training: SelfTraining,
 }
 
 impl Default for LabelOptions {
@@ -46,6 +50,7 @@ impl Default for LabelOptions {
             abstained_weight: p.abstained_weight,
             rules: RuleConfig::default(),
             outcomes: OutcomeWeights::default(),
+            self_training: SelfTraining::default(),
         }
     }
 }
@@ -57,6 +62,8 @@ pub struct WeakLabelling {
     pub labeller: Labeller,
     /// How silver labels train.
     pub policy: SilverPolicy,
+    /// Self-training (abstained sessions are kept as unlabelled rows when on).
+    pub self_training: SelfTraining,
 }
 
 impl LabelOptions {
@@ -74,6 +81,12 @@ impl LabelOptions {
         self.policy().validate().map_err(|e| {
             (
                 format!("labels.{}", e.key),
+                format!("must be in {} (got {})", e.range, e.value),
+            )
+        })?;
+        self.self_training.validate().map_err(|e| {
+            (
+                format!("labels.self_training.{}", e.key),
                 format!("must be in {} (got {})", e.range, e.value),
             )
         })?;
@@ -123,6 +136,7 @@ impl LabelOptions {
         Ok(Some(WeakLabelling {
             labeller,
             policy: self.policy(),
+            self_training: self.self_training,
         }))
     }
 }

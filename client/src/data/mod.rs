@@ -216,6 +216,36 @@ struct Example {
     /// FNV-1a of the session key of a silver-labelled row (0: none), so
     /// ground truth arriving later can replace its label.
     key: u64,
+    /// Abstained, kept for self-training: `weight` is the abstained weight
+    /// (0: trains only when pseudo-labelled).
+    unlabelled: bool,
+}
+
+/// Training rows the weak labeller abstained on, kept for self-training
+/// ([`fedsec_detector::weak::self_train`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Unlabelled {
+    /// Row-major features ([`NUM_FEATURES`] per row).
+    pub features: Vec<f32>,
+    /// Each row's weight as a negative when it gets no pseudo-label (0: left out).
+    pub weights: Vec<f32>,
+}
+
+impl Unlabelled {
+    /// Rows.
+    pub fn len(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// No rows.
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
+    /// Rows that train without a pseudo-label (weight > 0).
+    pub fn weighted(&self) -> usize {
+        self.weights.iter().filter(|&&w| w > 0.0).count()
+    }
 }
 
 /// Bounded store of labelled feature rows, split once and for all into
@@ -272,18 +302,40 @@ impl LocalStore {
         weight: f32,
         key: u64,
     ) -> Result<(), RowError> {
+        if !(weight.is_finite() && weight > 0.0) {
+            return Err(RowError::Weight);
+        }
+        self.insert(x, bot, weight, key, false)
+    }
+
+    /// Adds one row the weak labeller abstained on, for self-training: it
+    /// trains with a pseudo-label when the global model is confident, else
+    /// as a negative at `weight` in [0, 1] (0: not at all).
+    pub fn push_unlabelled(&mut self, x: &[f32], weight: f32, key: u64) -> Result<(), RowError> {
+        if !(weight.is_finite() && weight >= 0.0) {
+            return Err(RowError::Weight);
+        }
+        self.insert(x, false, weight, key, true)
+    }
+
+    fn insert(
+        &mut self,
+        x: &[f32],
+        bot: bool,
+        weight: f32,
+        key: u64,
+        unlabelled: bool,
+    ) -> Result<(), RowError> {
         let row: [f32; NUM_FEATURES] = x.try_into().map_err(|_| RowError::Width(x.len()))?;
         if let Some(i) = row.iter().position(|v| !v.is_finite()) {
             return Err(RowError::NonFinite(i));
-        }
-        if !(weight.is_finite() && weight > 0.0) {
-            return Err(RowError::Weight);
         }
         let e = Example {
             x: row,
             bot,
             weight: weight.min(1.0),
             key,
+            unlabelled,
         };
         if self.rng.random_bool(self.holdout_fraction) {
             self.holdout.push_back(e);
@@ -315,6 +367,7 @@ impl LocalStore {
                 e.bot = bot;
                 e.weight = 1.0;
                 e.key = 0;
+                e.unlabelled = false;
                 return true;
             }
         }
@@ -336,18 +389,38 @@ impl LocalStore {
         self.added
     }
 
-    fn dataset(rows: &VecDeque<Example>) -> Dataset {
+    fn dataset<'a>(rows: impl Iterator<Item = &'a Example>) -> Dataset {
         let mut d = Dataset::new(NUM_FEATURES);
-        for e in rows {
+        for e in rows.filter(|e| e.weight > 0.0) {
             // Rows were validated on the way in.
             let _ = d.push_weighted(&e.x, e.bot, 0, e.weight);
         }
         d
     }
 
-    /// Copies of the training and holdout sets.
+    /// Copies of the training and holdout sets (unlabelled rows as
+    /// negatives at their weight, or left out at weight 0).
     pub fn snapshot(&self) -> (Dataset, Dataset) {
-        (Self::dataset(&self.train), Self::dataset(&self.holdout))
+        (
+            Self::dataset(self.train.iter()),
+            Self::dataset(self.holdout.iter()),
+        )
+    }
+
+    /// Like [`snapshot`](Self::snapshot), with the unlabelled training rows
+    /// apart (for self-training): (labelled training rows, unlabelled
+    /// training rows, holdout).
+    pub fn snapshot_parts(&self) -> (Dataset, Unlabelled, Dataset) {
+        let mut u = Unlabelled::default();
+        for e in self.train.iter().filter(|e| e.unlabelled) {
+            u.features.extend_from_slice(&e.x);
+            u.weights.push(e.weight);
+        }
+        (
+            Self::dataset(self.train.iter().filter(|e| !e.unlabelled)),
+            u,
+            Self::dataset(self.holdout.iter()),
+        )
     }
 }
 
@@ -386,5 +459,29 @@ mod tests {
         let mut bad = [0.0; NUM_FEATURES];
         bad[4] = f32::NAN;
         assert_eq!(s.push(&bad, true), Err(RowError::NonFinite(4)));
+    }
+
+    #[test]
+    fn unlabelled_rows_are_kept_apart_and_ground_truth_replaces_them() {
+        let mut s = LocalStore::new(0.0, 100, 1);
+        s.push(&[1.0; NUM_FEATURES], true).unwrap();
+        s.push_unlabelled(&[2.0; NUM_FEATURES], 0.0, 7).unwrap();
+        s.push_unlabelled(&[3.0; NUM_FEATURES], 0.1, 8).unwrap();
+        assert_eq!(
+            s.push_unlabelled(&[3.0; NUM_FEATURES], f32::NAN, 9),
+            Err(RowError::Weight)
+        );
+        // Today's snapshot: weight-0 rows left out, others as negatives.
+        let (tr, _) = s.snapshot();
+        assert_eq!(tr.len(), 2);
+        let (labelled, u, _) = s.snapshot_parts();
+        assert_eq!(labelled.len(), 1);
+        assert_eq!((u.len(), u.weighted()), (2, 1));
+        assert_eq!(u.features[0], 2.0);
+        // Ground truth wins: the row leaves the unlabelled pool.
+        assert!(s.relabel(7, true));
+        let (labelled, u, _) = s.snapshot_parts();
+        assert_eq!((labelled.len(), u.len()), (2, 1));
+        assert!(labelled.is_bot(1));
     }
 }

@@ -40,6 +40,9 @@ pub struct TailRow {
     pub weight: f32,
     /// FNV-1a of the session key for a silver label (0 for ground truth).
     pub key: u64,
+    /// The weak labeller abstained and self-training is on: the row waits
+    /// for a pseudo-label (`weight` is the abstained weight, possibly 0).
+    pub unlabelled: bool,
 }
 
 /// What one poll found.
@@ -272,15 +275,30 @@ impl LogTail {
                 bot,
                 weight: 1.0,
                 key: 0,
+                unlabelled: false,
             });
             return;
         }
         let target = self.weak.as_ref().map(|w| {
             let label = w.labeller.label(&SessionFacts::of(s, &f));
-            (label.vote, w.target(&label))
+            (label.vote, w.target(&label), w.self_training.enabled)
         });
         match target {
-            Some((vote, Some((bot, weight)))) => {
+            Some((Vote::Abstain, target, true)) => {
+                // Self-training: kept as an unlabelled row (a pseudo-label
+                // each round, or the abstained weight); ground truth arriving
+                // later replaces it like a silver label.
+                self.stats.abstained += 1;
+                self.stats.dropped += self.silver.insert(key.clone(), ());
+                out.rows.push(TailRow {
+                    x,
+                    bot: false,
+                    weight: target.map_or(0.0, |t| t.1),
+                    key: fnv1a(key.as_bytes()).max(1),
+                    unlabelled: true,
+                });
+            }
+            Some((vote, Some((bot, weight)), _)) => {
                 match vote {
                     Vote::Abuse => self.stats.silver_abuse += 1,
                     Vote::NotAbuse => self.stats.silver_not_abuse += 1,
@@ -293,9 +311,10 @@ impl LogTail {
                     bot,
                     weight,
                     key: h,
+                    unlabelled: false,
                 });
             }
-            Some((_, None)) => {
+            Some((_, None, _)) => {
                 // Abstained and left out: wait for ground truth like any
                 // unlabelled session.
                 self.stats.abstained += 1;
@@ -346,6 +365,7 @@ impl LogTail {
                                 bot: abusive,
                                 weight: 1.0,
                                 key: 0,
+                                unlabelled: false,
                             });
                         } else if self.silver.take(&session).is_some() {
                             self.stats.labelled += 1;
@@ -432,6 +452,15 @@ mod tests {
         format!(
             "ipua:1709546400000:{ip}:{:016x}",
             fedsec_detector::paths::fnv1a(b"curl/8.0")
+        )
+    }
+
+    fn ipua_key(ip: &str) -> String {
+        format!(
+            "ipua:1709546400000:{ip}:{:016x}",
+            fedsec_detector::paths::fnv1a(
+                b"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"
+            )
         )
     }
 
@@ -571,6 +600,46 @@ mod tests {
             vec![(fnv1a(key("4.4.4.4").as_bytes()), false)]
         );
         assert_eq!(tail.stats().relabelled, 1);
+    }
+
+    #[test]
+    fn with_self_training_abstained_sessions_are_kept_unlabelled_and_ground_truth_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = LabelledLog {
+            log: dir.path().join("s.log"),
+            labels: Some(dir.path().join("s.labels.jsonl")),
+        };
+        append(&files.log, &line("4.4.4.4", T0, "/a"));
+        append(
+            &files.log,
+            &format!(
+                "5.5.5.5 - - [{T0}] \"GET / HTTP/1.1\" 200 512 \"-\" \"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0\"\n"
+            ),
+        );
+        let mut o = DataOptions::default();
+        o.labels.abstained_weight = 0.0;
+        o.labels.self_training.enabled = true;
+        let mut tail = LogTail::new(files.clone(), &o, &o.pipeline().unwrap());
+        let now = 1_709_546_400_000 + 86_400_000;
+        tail.poll(now).unwrap();
+        let got = tail.poll(now).unwrap();
+        // Without self-training an abstained session at weight 0 waits; with
+        // it, the session is kept as an unlabelled row (weight 0).
+        assert_eq!(got.rows.len(), 2, "{:?}", tail.stats());
+        let curl = got.rows.iter().find(|r| r.bot).unwrap();
+        assert!(!curl.unlabelled);
+        let browser = got.rows.iter().find(|r| !r.bot).unwrap();
+        assert!(browser.unlabelled && browser.weight == 0.0, "{browser:?}");
+        assert_eq!(tail.stats().abstained, 1);
+        append(
+            files.labels.as_ref().unwrap(),
+            &format!(
+                "{{\"session\":\"{}\",\"class\":\"human\"}}\n",
+                ipua_key("5.5.5.5")
+            ),
+        );
+        let got = tail.poll(now).unwrap();
+        assert_eq!(got.relabels, vec![(browser.key, false)]);
     }
 
     #[test]

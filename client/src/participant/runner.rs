@@ -278,7 +278,13 @@ impl<'a> Runner<'a> {
                 let mut store = self.p.shared.store();
                 let added = rows
                     .iter()
-                    .filter(|r| store.push_weighted(&r.x, r.bot, r.weight, r.key).is_ok())
+                    .filter(|r| {
+                        if r.unlabelled {
+                            store.push_unlabelled(&r.x, r.weight, r.key).is_ok()
+                        } else {
+                            store.push_weighted(&r.x, r.bot, r.weight, r.key).is_ok()
+                        }
+                    })
                     .count();
                 for (key, bot) in relabels {
                     // Ground truth replaces a silver label (a row already

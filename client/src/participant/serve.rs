@@ -62,12 +62,14 @@ impl Runner<'_> {
         }
         // 3. Local data.
         self.refresh_data(true).await?;
-        let (train, holdout) = self.p.shared.store().snapshot();
-        if train.len() < cfg.data_options.min_examples {
+        let (train, unlabelled, holdout) = self.p.shared.store().snapshot_parts();
+        // Rows that train whatever the model says (pseudo-labels only add).
+        let have = train.len() + unlabelled.weighted();
+        if have < cfg.data_options.min_examples {
             self.skip(
                 &tref,
                 SkipReason::NotEnoughData {
-                    have: train.len(),
+                    have,
                     need: cfg.data_options.min_examples,
                 },
             );
@@ -77,7 +79,7 @@ impl Runner<'_> {
         let examples = cfg
             .training
             .max_examples_per_round
-            .map_or(train.len(), |k| k.min(train.len()));
+            .map_or(have, |k| k.min(have));
         let train_cfg = match guard::check_training(&cfg.policy, training, examples) {
             Ok(c) => c,
             Err(reason) => {
@@ -130,6 +132,7 @@ impl Runner<'_> {
             let spec = task.spec.clone();
             let weights = model.weights.clone();
             let seed = training_seed(cfg.seed, &tref);
+            let (self_training, round) = (cfg.data_options.labels.self_training, tref.round);
             let max_examples = cfg.training.max_examples_per_round;
             let (clip, noise) = (planned.clip_norm, task.client_noise_stddev);
             or_stop(
@@ -139,6 +142,9 @@ impl Runner<'_> {
                         spec,
                         global: weights,
                         train,
+                        unlabelled,
+                        self_training,
+                        round,
                         holdout,
                         config: train_cfg,
                         seed,

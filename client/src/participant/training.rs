@@ -1,14 +1,19 @@
-//! Local training of a task: subsample to the tenant's cap, train, report on
-//! the local holdout, clip (and noise) the update.
+//! Local training of a task: add the unlabelled rows (pseudo-labelled by
+//! the global model when self-training is on), subsample to the tenant's
+//! cap, train, report on the local holdout, clip (and noise) the update.
 
 use fedsec_detector::dataset::Dataset;
+use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::metrics::roc_auc;
 use fedsec_detector::model::score;
 use fedsec_detector::train::{TrainConfig, evaluate_loss, train_local};
+use fedsec_detector::weak::SelfTraining;
+use fedsec_detector::weak::self_train::pseudo_labels;
 use fedsec_model::ModelSpec;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::Unlabelled;
 use crate::events::{HoldoutReport, TrainReport};
 use crate::guard::SkipReason;
 
@@ -26,8 +31,14 @@ pub(super) struct LocalRun {
     pub(super) spec: ModelSpec,
     /// The global weights the round trains from.
     pub(super) global: Vec<f32>,
-    /// The local training rows.
+    /// The local training rows with a label (ground truth or silver).
     pub(super) train: Dataset,
+    /// Training rows the weak labeller abstained on (self-training).
+    pub(super) unlabelled: Unlabelled,
+    /// Self-training settings (`[labels.self_training]`).
+    pub(super) self_training: SelfTraining,
+    /// The job's round (self-training's warm-up counts rounds).
+    pub(super) round: u64,
     /// The local holdout (may be empty).
     pub(super) holdout: Dataset,
     /// The task's training config after the tenant's limits.
@@ -42,12 +53,56 @@ pub(super) struct LocalRun {
     pub(super) noise_stddev: f64,
 }
 
+/// The round's training rows: the labelled rows, plus each unlabelled row
+/// with its pseudo-label from the global model (self-training, after its
+/// warm-up) or else as a negative at its own weight (left out at 0).
+pub(super) fn with_unlabelled(
+    spec: &ModelSpec,
+    global: &[f32],
+    mut train: Dataset,
+    unlabelled: &Unlabelled,
+    st: &SelfTraining,
+    round: u64,
+) -> Dataset {
+    if unlabelled.is_empty() {
+        return train;
+    }
+    let pseudo = if st.active(round) {
+        // A model that cannot score (wrong width) pseudo-labels nothing.
+        score(spec, global, &unlabelled.features)
+            .map(|p| pseudo_labels(&p, st))
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    for (i, (x, &w)) in unlabelled
+        .features
+        .chunks_exact(NUM_FEATURES)
+        .zip(&unlabelled.weights)
+        .enumerate()
+    {
+        let target = pseudo
+            .get(i)
+            .copied()
+            .flatten()
+            .or((w > 0.0).then_some((false, w)));
+        if let Some((bot, weight)) = target {
+            // Rows were validated on the way into the store.
+            let _ = train.push_weighted(x, bot, 0, weight);
+        }
+    }
+    train
+}
+
 /// Trains, reports on the holdout, clips (and noises) the update.
 pub(super) fn train_and_prepare(run: LocalRun) -> Result<Trained, SkipReason> {
     let LocalRun {
         spec,
         global,
         train,
+        unlabelled,
+        self_training,
+        round,
         holdout,
         config,
         seed,
@@ -56,6 +111,7 @@ pub(super) fn train_and_prepare(run: LocalRun) -> Result<Trained, SkipReason> {
         noise_stddev,
     } = run;
     let (spec, global, holdout, config) = (&spec, &global[..], &holdout, &config);
+    let train = with_unlabelled(spec, global, train, &unlabelled, &self_training, round);
     let train = match max_examples {
         Some(k) if train.len() > k => {
             let mut idx: Vec<usize> = (0..train.len()).collect();
@@ -102,4 +158,50 @@ pub(super) fn train_and_prepare(run: LocalRun) -> Result<Trained, SkipReason> {
         update,
         within_clip: p.within_clip,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlabelled_rows_get_pseudo_labels_only_after_the_warm_up() {
+        // Every weight 0 but the output bias: p = sigmoid(5) ≈ 0.993 everywhere.
+        let spec = ModelSpec::mlp(NUM_FEATURES as u32, [4]);
+        let mut global = vec![0.0f32; spec.num_params()];
+        if let Some(b) = global.last_mut() {
+            *b = 5.0;
+        }
+        let mut labelled = Dataset::new(NUM_FEATURES);
+        labelled.push(&[0.0; NUM_FEATURES], false).unwrap();
+        let unlabelled = Unlabelled {
+            features: vec![1.0; 3 * NUM_FEATURES],
+            weights: vec![0.0, 0.1, 0.0],
+        };
+        let st = SelfTraining {
+            enabled: true,
+            share: 1.0,
+            margin: 0.2,
+            weight: 0.5,
+            warmup_rounds: 2,
+        };
+        // Warm-up: only the weighted row trains, as a negative.
+        let d = with_unlabelled(&spec, &global, labelled.clone(), &unlabelled, &st, 2);
+        assert_eq!(d.len(), 2);
+        assert!(!d.is_bot(1));
+        // After it: all three pseudo-labelled abuse, weight 0.5·2·0.493.
+        let d = with_unlabelled(&spec, &global, labelled.clone(), &unlabelled, &st, 3);
+        assert_eq!(d.len(), 4);
+        assert!((1..4).all(|i| d.is_bot(i)));
+        assert!((d.weights()[1] - 0.5 * 2.0 * (0.99331 - 0.5)).abs() < 1e-3);
+        // Off: as before self-training existed.
+        let off = SelfTraining {
+            enabled: false,
+            ..st
+        };
+        assert_eq!(
+            with_unlabelled(&spec, &global, labelled, &unlabelled, &off, 99).len(),
+            2
+        );
+    }
 }

@@ -15,14 +15,20 @@
 //! abstained sessions are left out or, in the positive-unlabelled reading,
 //! kept as down-weighted negatives ([`SilverPolicy`]). [`anomaly`] is the
 //! day-one local anomaly score (fitted on the tenant's own rows, never sent).
+//! [`self_train`] pseudo-labels abstained sessions with the global model's
+//! confident predictions each round (rules still seed, ground truth still
+//! wins); [`combine`] adds the rules' own score to the model's at scoring
+//! time.
 //!
 //! Everything here is pure: no I/O beyond reading a caller's `BufRead`, and
 //! nothing about labels leaves the tenant (the update the client sends is a
 //! clipped model delta, exactly as with ground-truth labels).
 
 pub mod anomaly;
+pub mod combine;
 pub mod outcomes;
 pub mod rules;
+pub mod self_train;
 pub mod silver;
 
 use std::collections::BTreeMap;
@@ -35,6 +41,7 @@ use crate::session::Session;
 
 pub use outcomes::{OutcomeIndex, OutcomeKind, OutcomeWeights};
 pub use rules::RuleConfig;
+pub use self_train::SelfTraining;
 pub use silver::{SilverPolicy, SilverRow};
 
 /// Most distinct path hashes kept per session for the honeypot rule.

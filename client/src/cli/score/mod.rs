@@ -60,6 +60,16 @@ pub(crate) struct ScoreArgs {
     /// Reference sessions in the typical-human baseline.
     #[arg(long, default_value_t = fedsec_detector::explain::baseline::DEFAULT_REFERENCES)]
     baseline_sessions: usize,
+    /// Rank by the model's logit plus this weight times the weak labeller's
+    /// vote sum (`fedsec_detector::weak::combine`): the model and the
+    /// tenant's own rules together. 0 (the default) ranks by the model alone;
+    /// experiment 7 chose γ on validation (see experiments/results section 7).
+    #[arg(long, default_value_t = 0.0)]
+    rules_weight: f32,
+    /// Take `[labels]` (rules, outcome files) for `--rules-weight` from this
+    /// client.toml; default: the built-in rules.
+    #[arg(long)]
+    labels_config: Option<PathBuf>,
     /// Print one JSON object per session instead of text.
     #[arg(long)]
     json: bool,
@@ -109,6 +119,24 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
     } else {
         BaselineSource::ScoredHumans
     };
+    if !(args.rules_weight.is_finite() && args.rules_weight >= 0.0) {
+        return Err(format!(
+            "--rules-weight must be finite and at least 0 (got {})",
+            args.rules_weight
+        )
+        .into());
+    }
+    let rules = if args.rules_weight > 0.0 {
+        let mut options = match &args.labels_config {
+            Some(p) => fedsec_client::config::ClientConfig::load(p)?.labels,
+            None => fedsec_client::LabelOptions::default(),
+        };
+        options.weak = true;
+        let weak = options.load()?.ok_or("weak labelling is off")?;
+        Some((weak.labeller, args.rules_weight))
+    } else {
+        None
+    };
     let scorer = Scorer::new(&model.spec, &model.weights)?;
     let pipeline = args.log.pipeline()?;
     let input = open_log(&args.logs)?;
@@ -118,6 +146,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
             .with_evidence(true);
     let mut malformed = MalformedReporter::new(args.report_malformed);
     let mut ranker = Ranker::new(&scorer, args.top, args.baseline_sessions, humans);
+    ranker.rules = rules;
     let stats = sessionize(
         &mut reader,
         &mut sessionizer,

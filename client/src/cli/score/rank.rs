@@ -16,6 +16,8 @@ use fedsec_detector::explain::ReferenceSampler;
 use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures, idx};
 use fedsec_detector::model::Scorer;
 use fedsec_detector::session::Session;
+use fedsec_detector::weak::combine::logit_with_rules;
+use fedsec_detector::weak::{Labeller, SessionFacts};
 use serde::Serialize;
 
 /// Shapes listed per flagged session.
@@ -129,6 +131,8 @@ pub(super) struct Ranker<'a> {
     pub(super) sampler: ReferenceSampler,
     /// Keys of sessions labelled human: the baseline pool when given.
     humans: Option<HashSet<String>>,
+    /// The weak labeller and γ: rank by logit + γ·(rules' vote sum).
+    pub(super) rules: Option<(Labeller, f32)>,
 }
 
 impl<'a> Ranker<'a> {
@@ -157,6 +161,7 @@ impl<'a> Ranker<'a> {
             related: RelatedIndex::default(),
             sampler: ReferenceSampler::new(references),
             humans,
+            rules: None,
         }
     }
 
@@ -184,6 +189,13 @@ impl<'a> Ranker<'a> {
         let human_logit = human_logit();
         let pending = std::mem::take(&mut self.pending);
         for ((s, f), logit) in pending.into_iter().zip(logits) {
+            let logit = match &self.rules {
+                Some((labeller, gamma)) => {
+                    let votes = labeller.label(&SessionFacts::of(&s, &f)).score;
+                    logit_with_rules(logit, votes, *gamma)
+                }
+                None => logit,
+            };
             self.scored += 1;
             let seq = self.seq;
             self.seq += 1;

@@ -107,6 +107,56 @@ fn generate_one(cfg: &SynthConfig, index: usize, holdout_fraction: f64) -> Resul
     })
 }
 
+impl WeakTenant {
+    /// Indices of the training rows the labeller abstained on.
+    pub fn abstained(&self) -> Vec<usize> {
+        self.train_weak
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.vote == Vote::Abstain)
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// The tenant's training rows: ground truth when `truth`, else silver
+    /// labels under `policy`; `pseudo` (one entry per row of
+    /// [`abstained`](Self::abstained), in order) replaces the policy's
+    /// treatment of an abstained row where it is `Some((is_abuse, weight))`.
+    pub fn training_rows(
+        &self,
+        truth: bool,
+        policy: &SilverPolicy,
+        pseudo: Option<&[Option<(bool, f32)>]>,
+    ) -> Dataset {
+        let mut train = Dataset::new(NUM_FEATURES);
+        let d = &self.data.train;
+        let mut next_abstained = 0usize;
+        for (i, w) in self.train_weak.iter().enumerate() {
+            let row = if truth {
+                SilverRow::truth(d.is_bot(i))
+            } else {
+                SilverRow {
+                    truth: None,
+                    vote: w.vote,
+                    confidence: w.confidence,
+                }
+            };
+            let mut target = policy.target(&row);
+            if !truth && w.vote == Vote::Abstain {
+                if let Some(Some(p)) = pseudo.and_then(|p| p.get(next_abstained)) {
+                    target = Some(*p);
+                }
+                next_abstained += 1;
+            }
+            if let Some((y, weight)) = target {
+                // Rows come from a valid dataset and weights are positive.
+                let _ = train.push_weighted(d.row(i), y, d.tags()[i], weight);
+            }
+        }
+        train
+    }
+}
+
 impl WeakPopulation {
     /// Generates `cfg.tenants` tenants on `threads` threads.
     pub fn generate(cfg: &SynthConfig, holdout_fraction: f64, threads: usize) -> Result<Self> {
@@ -152,28 +202,9 @@ impl WeakPopulation {
             .tenants
             .iter()
             .zip(with_truth)
-            .map(|(t, &truth)| {
-                let mut train = Dataset::new(NUM_FEATURES);
-                let d = &t.data.train;
-                for (i, w) in t.train_weak.iter().enumerate() {
-                    let row = if truth {
-                        SilverRow::truth(d.is_bot(i))
-                    } else {
-                        SilverRow {
-                            truth: None,
-                            vote: w.vote,
-                            confidence: w.confidence,
-                        }
-                    };
-                    if let Some((y, weight)) = policy.target(&row) {
-                        // Rows come from a valid dataset and weights are positive.
-                        let _ = train.push_weighted(d.row(i), y, d.tags()[i], weight);
-                    }
-                }
-                TenantData {
-                    train,
-                    ..t.data.clone()
-                }
+            .map(|(t, &truth)| TenantData {
+                train: t.training_rows(truth, policy, None),
+                ..t.data.clone()
             })
             .collect();
         Population {

@@ -5,35 +5,48 @@
 //! score's local half; the per-tenant IsolationForest baseline is
 //! `experiments/scripts/iforest_baseline.py` on the exported features).
 //!
+//! Methods closing the gap to full labels: federated **self-training**
+//! ([`self_train`]: tenants without ground truth pseudo-label their
+//! abstained sessions with the global model each round), and the model's
+//! score **plus the rules' own score** at scoring time
+//! (`fedsec_detector::weak::combine`). The ceiling of any federated variant
+//! on silver labels: a centrally trained, non-private model on the pooled
+//! silver labels (`central_silver`).
+//!
 //! Every tenant's sessions are split three ways: a holdout (30 %, ground
 //! truth, evaluation only), a validation part (25 % of the rest, ground
-//! truth, used only for the experiment's two choices: the weight of
-//! abstained sessions, on the first seed, and the day-one blend weight β,
-//! per seed) and the training part (the only rows any model trains on).
-//! Several seeds; mean ± standard deviation over seeds.
+//! truth, used only for the experiment's choices: the weight of abstained
+//! sessions and the self-training setting, on the first seed; the day-one
+//! blend weight β and the rules weight γ, per seed) and the training part
+//! (the only rows any model trains on). Several seeds; mean ± standard
+//! deviation over seeds.
 
 mod data;
+mod report;
+pub mod self_train;
 
 pub use data::{VALIDATION_FRACTION, WeakPopulation, WeakRow, WeakTenant};
+pub use report::{Summary, summarise};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::metrics;
-use fedsec_detector::weak::SilverPolicy;
 use fedsec_detector::weak::anomaly::{RobustProfile, blend};
+use fedsec_detector::weak::combine::with_rules;
+use fedsec_detector::weak::{SelfTraining, SilverPolicy};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::{HOLDOUT_FRACTION, Setup, TARGET_EPSILON, caption, image, link, run_fed, setup_text};
+use super::{HOLDOUT_FRACTION, Setup, TARGET_EPSILON, run_fed, setup_text};
+use crate::baselines;
 use crate::data::HoldoutSet;
 use crate::error::Result;
 use crate::eval;
-use crate::plot::{self, Legend, LineChart, Series};
-use crate::report::{f3, markdown_table, upsert_section, write_csv};
+use crate::report::{f3, upsert_section, write_csv};
 use crate::sim::Noise;
 
 /// README section key and subcommand.
@@ -44,6 +57,14 @@ pub const GT_SHARES: [f64; 3] = [0.0, 0.1, 1.0];
 pub const ABSTAINED_WEIGHTS: [f64; 3] = [0.0, 0.1, 0.3];
 /// Candidate blend weights β of the local anomaly percentile in the day-one score.
 pub const BETAS: [f32; 5] = [0.0, 0.1, 0.2, 0.3, 0.5];
+/// Candidate weights γ of the rules' score added to the model's log-odds.
+pub const GAMMAS: [f32; 6] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0];
+/// Candidate self-training settings (share, margin, weight), chosen on the
+/// first seed's validation rows with no ground truth anywhere.
+pub const SELF_TRAINING_GRID: [(f64, f64, f64); 3] =
+    [(0.3, 0.2, 0.5), (0.6, 0.2, 0.5), (0.6, 0.1, 1.0)];
+/// Self-training starts after this share of the job's rounds.
+pub const WARMUP_SHARE: f64 = 0.2;
 /// FPR of the reported recall.
 pub const RECALL_FPR: f64 = 0.01;
 
@@ -77,7 +98,9 @@ pub struct Row {
     pub worst_gain_over_rules: f64,
     /// ε spent (federated methods), else 0.
     pub epsilon: f64,
-    /// The setting chosen on validation (abstained weight, or β), else NaN.
+    /// The setting chosen on validation, else NaN: the abstained weight
+    /// (`federated`), β (`federated_plus_anomaly`), γ (`*_plus_rules`), the
+    /// self-training share (`self_training`).
     pub chosen: f64,
 }
 
@@ -144,12 +167,53 @@ fn with_truth(n: usize, share: f64, seed: u64) -> Vec<bool> {
     out
 }
 
+/// The self-training candidates of [`SELF_TRAINING_GRID`] for a job of `rounds`.
+pub fn self_training_candidates(rounds: u64) -> Vec<SelfTraining> {
+    SELF_TRAINING_GRID
+        .iter()
+        .map(|&(share, margin, weight)| SelfTraining {
+            enabled: true,
+            share,
+            margin,
+            weight,
+            warmup_rounds: (WARMUP_SHARE * rounds as f64).round() as u64,
+        })
+        .collect()
+}
+
+fn plus_rules(p: &[f32], rules: &[f64], gamma: f32) -> Vec<f32> {
+    p.iter()
+        .zip(rules)
+        .map(|(&p, &s)| with_rules(p, s, gamma))
+        .collect()
+}
+
+/// γ of [`GAMMAS`] with the best mean per-tenant validation AUC.
+fn choose_gamma(p_val: &[f32], rules_val: &[f64], validation: &HoldoutSet, n: usize) -> f32 {
+    let mut best = (f64::NEG_INFINITY, 0.0f32);
+    for g in GAMMAS {
+        let m = evaluate(&plus_rules(p_val, rules_val, g), validation, n).mean;
+        if m > best.0 {
+            best = (m, g);
+        }
+    }
+    best.1
+}
+
+fn st_text(c: &SelfTraining) -> String {
+    format!(
+        "share {}, margin {}, weight {}, warm-up {} rounds",
+        c.share, c.margin, c.weight, c.warmup_rounds
+    )
+}
+
 /// Runs the experiment and writes its CSV, PNG and README section.
 pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
     let t0 = Instant::now();
     let mut rows = Vec::new();
     let mut abstained_weight: Option<f64> = None;
-    let mut selection_note = String::new();
+    let mut self_training: Option<SelfTraining> = None;
+    let mut notes: Vec<String> = Vec::new();
     let seeds: Vec<u64> = (0..opts.seeds.max(1)).map(|k| setup.seed + k).collect();
     let mut last_fed = None;
     let mut pop_cfg = setup.population_config();
@@ -172,11 +236,17 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
         let n = wp.len();
         let holdout = wp.holdout();
         let validation = wp.validation();
-        let rules_scores: Vec<f32> = wp
+        let rules_hold: Vec<f64> = wp
             .tenants
             .iter()
-            .flat_map(|t| t.holdout_weak.iter().map(|w| w.score as f32))
+            .flat_map(|t| t.holdout_weak.iter().map(|w| w.score))
             .collect();
+        let rules_val: Vec<f64> = wp
+            .tenants
+            .iter()
+            .flat_map(|t| t.validation_weak.iter().map(|w| w.score))
+            .collect();
+        let rules_scores: Vec<f32> = rules_hold.iter().map(|&s| s as f32).collect();
         let rules = evaluate(&rules_scores, &holdout, n);
         let mut push = |method: &str, share: f64, e: &Eval, epsilon: f64, chosen: f64| {
             let (beat, worst) = versus_rules(e, &rules);
@@ -204,14 +274,14 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
             f64::NAN,
         );
         let fed_cfg = s.fed_config(n, Noise::TargetEpsilon(TARGET_EPSILON));
+        let none = with_truth(n, 0.0, seed);
         // The abstained weight: chosen once, on the first seed's validation
         // rows, with no ground truth anywhere.
         let chosen_w = match abstained_weight {
             Some(w) => w,
             None => {
-                let none = with_truth(n, 0.0, seed);
                 let mut best = (f64::NEG_INFINITY, ABSTAINED_WEIGHTS[0]);
-                let mut notes = Vec::new();
+                let mut seen = Vec::new();
                 for w in ABSTAINED_WEIGHTS {
                     let policy = SilverPolicy {
                         abstained_weight: w,
@@ -222,16 +292,16 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
                     let (run, _, _) = run_fed(&s, &pop, &validation, &fed_cfg, None, &label)?;
                     let v = eval::score(&fed_cfg.model, &run.weights, validation.data.features())?;
                     let m = evaluate(&v, &validation, n).mean;
-                    notes.push(format!("{w}: {}", f3(m)));
+                    seen.push(format!("{w}: {}", f3(m)));
                     if m > best.0 {
                         best = (m, w);
                     }
                 }
-                selection_note = format!(
+                notes.push(format!(
                     "validation AUC by abstained weight (seed {seed}, no ground truth): {}; chosen {}",
-                    notes.join(", "),
+                    seen.join(", "),
                     best.1
-                );
+                ));
                 abstained_weight = Some(best.1);
                 best.1
             }
@@ -240,6 +310,36 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
             abstained_weight: chosen_w,
             ..SilverPolicy::default()
         };
+        // The self-training setting: chosen once, on the first seed's
+        // validation rows, with no ground truth anywhere.
+        let st = match self_training {
+            Some(c) => c,
+            None => {
+                let pop = wp.scenario(&pop_cfg, HOLDOUT_FRACTION, &none, &policy);
+                let mut best: Option<(f64, SelfTraining)> = None;
+                let mut seen = Vec::new();
+                for c in self_training_candidates(fed_cfg.rounds) {
+                    let plan =
+                        self_train::Plan::new(&wp, &none, policy.clone(), c, fed_cfg.model.clone());
+                    let label = format!("choosing self-training (seed {seed})");
+                    let run = self_train::run_fed(&s, &pop, &validation, &fed_cfg, &plan, &label)?;
+                    let v = eval::score(&fed_cfg.model, &run.weights, validation.data.features())?;
+                    let m = evaluate(&v, &validation, n).mean;
+                    seen.push(format!("{}: {}", st_text(&c), f3(m)));
+                    if best.is_none_or(|(b, _)| m > b) {
+                        best = Some((m, c));
+                    }
+                }
+                let c = best.map_or_else(SelfTraining::default, |b| b.1);
+                notes.push(format!(
+                    "validation AUC by self-training setting (seed {seed}, no ground truth): {}; chosen {}",
+                    seen.join("; "),
+                    st_text(&c)
+                ));
+                self_training = Some(c);
+                c
+            }
+        };
         for share in GT_SHARES {
             let truth = with_truth(n, share, seed);
             let pop = wp.scenario(&pop_cfg, HOLDOUT_FRACTION, &truth, &policy);
@@ -247,6 +347,7 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
             let (run, _, _) = run_fed(&s, &pop, &holdout, &fed_cfg, None, &label)?;
             let eps = run.final_epsilon();
             let p_hold = eval::score(&fed_cfg.model, &run.weights, holdout.data.features())?;
+            let p_val = eval::score(&fed_cfg.model, &run.weights, validation.data.features())?;
             push(
                 "federated",
                 share,
@@ -257,7 +358,6 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
             if share == 0.0 {
                 // Day one: the federated silver model blended with the local
                 // anomaly percentile; β chosen on validation.
-                let p_val = eval::score(&fed_cfg.model, &run.weights, validation.data.features())?;
                 let mut best = (f64::NEG_INFINITY, 0.0f32);
                 for beta in BETAS {
                     let b: Vec<f32> = p_val
@@ -282,6 +382,43 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
                     eps,
                     f64::from(best.1),
                 );
+                // The ceiling of any federated variant on silver labels: one
+                // central, non-private model on the pooled silver labels.
+                let central = baselines::central(&pop, &holdout, &s.baseline_config())?;
+                push(
+                    "central_silver",
+                    share,
+                    &evaluate(&central.scores, &holdout, n),
+                    0.0,
+                    f64::NAN,
+                );
+            }
+            if share == 0.0 || share == 1.0 {
+                let g = choose_gamma(&p_val, &rules_val, &validation, n);
+                let e = evaluate(&plus_rules(&p_hold, &rules_hold, g), &holdout, n);
+                push("federated_plus_rules", share, &e, eps, f64::from(g));
+            }
+            if share < 1.0 {
+                let plan =
+                    self_train::Plan::new(&wp, &truth, policy.clone(), st, fed_cfg.model.clone());
+                let label = format!(
+                    "self-training, {:.0} % ground truth (seed {seed})",
+                    share * 100.0
+                );
+                let run = self_train::run_fed(&s, &pop, &holdout, &fed_cfg, &plan, &label)?;
+                let p_hold = eval::score(&fed_cfg.model, &run.weights, holdout.data.features())?;
+                let p_val = eval::score(&fed_cfg.model, &run.weights, validation.data.features())?;
+                let eps = run.final_epsilon();
+                push(
+                    "self_training",
+                    share,
+                    &evaluate(&p_hold, &holdout, n),
+                    eps,
+                    st.share,
+                );
+                let g = choose_gamma(&p_val, &rules_val, &validation, n);
+                let e = evaluate(&plus_rules(&p_hold, &rules_hold, g), &holdout, n);
+                push("self_training_plus_rules", share, &e, eps, f64::from(g));
             }
             last_fed = Some(fed_cfg.clone());
         }
@@ -290,262 +427,18 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
     write_csv(&csv, &rows)?;
     let summary = summarise(&rows);
     let png = setup.output("weak_labels.png")?;
-    draw(setup, &summary, &png, seeds.len())?;
+    report::draw(setup, &summary, &png, seeds.len())?;
     let fed = last_fed
         .unwrap_or_else(|| setup.fed_config(pop_cfg.tenants, Noise::TargetEpsilon(TARGET_EPSILON)));
-    let body = section(
+    let body = report::section(
         &summary,
         &rows,
         &seeds,
-        &selection_note,
+        &notes,
         &png,
         &csv,
         setup_text(setup, KEY, &pop_cfg, &fed, t0.elapsed().as_secs_f64()),
     );
     upsert_section(&setup.readme(), KEY, &body)?;
     Ok(Outcome { rows, csv, png })
-}
-
-/// Mean ± standard deviation over seeds of one (method, share).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    /// Method.
-    pub method: String,
-    /// Share with ground truth (NaN: no labels used).
-    pub gt_share: f64,
-    /// Mean over seeds of the mean per-tenant AUC.
-    pub auc_mean: f64,
-    /// Standard deviation over seeds.
-    pub auc_sd: f64,
-    /// Mean recall at 1 % FPR.
-    pub recall_mean: f64,
-    /// Its standard deviation.
-    pub recall_sd: f64,
-    /// Smallest share of tenants beating the rules over seeds.
-    pub min_share_beating_rules: f64,
-    /// Seeds.
-    pub seeds: usize,
-}
-
-fn mean_sd(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
-}
-
-fn same_share(a: f64, b: f64) -> bool {
-    (a.is_nan() && b.is_nan()) || a == b
-}
-
-/// Groups rows by (method, share).
-pub fn summarise(rows: &[Row]) -> Vec<Summary> {
-    let mut keys: Vec<(String, f64)> = Vec::new();
-    for r in rows {
-        if !keys
-            .iter()
-            .any(|(m, s)| *m == r.method && same_share(*s, r.gt_share))
-        {
-            keys.push((r.method.clone(), r.gt_share));
-        }
-    }
-    keys.into_iter()
-        .map(|(method, share)| {
-            let of: Vec<&Row> = rows
-                .iter()
-                .filter(|r| r.method == method && same_share(r.gt_share, share))
-                .collect();
-            let aucs: Vec<f64> = of.iter().map(|r| r.mean_tenant_auc).collect();
-            let recalls: Vec<f64> = of.iter().map(|r| r.recall_at_1pct_fpr).collect();
-            let (auc_mean, auc_sd) = mean_sd(&aucs);
-            let (recall_mean, recall_sd) = mean_sd(&recalls);
-            Summary {
-                method,
-                gt_share: share,
-                auc_mean,
-                auc_sd,
-                recall_mean,
-                recall_sd,
-                min_share_beating_rules: of
-                    .iter()
-                    .map(|r| r.share_beating_rules)
-                    .fold(f64::INFINITY, f64::min),
-                seeds: of.len(),
-            }
-        })
-        .collect()
-}
-
-fn find<'a>(s: &'a [Summary], method: &str, share: f64) -> Option<&'a Summary> {
-    s.iter()
-        .find(|x| x.method == method && same_share(x.gt_share, share))
-}
-
-fn draw(setup: &Setup, summary: &[Summary], png: &std::path::Path, seeds: usize) -> Result<()> {
-    // x: the three scenarios at positions 0, 1, 2.
-    let fed: Vec<(f64, f64)> = GT_SHARES
-        .iter()
-        .enumerate()
-        .filter_map(|(i, &sh)| find(summary, "federated", sh).map(|s| (i as f64, s.auc_mean)))
-        .collect();
-    let labels: Vec<String> = GT_SHARES
-        .iter()
-        .filter_map(|&sh| find(summary, "federated", sh))
-        .map(|s| format!("{} ± {}", f3(s.auc_mean), f3(s.auc_sd)))
-        .collect();
-    let mut series = vec![
-        Series::line(
-            "federated DP, silver labels where no ground truth",
-            fed,
-            plot::color(0),
-        )
-        .with_point_labels(labels),
-    ];
-    if let Some(b) = find(summary, "federated_plus_anomaly", 0.0) {
-        let mut s = Series::line(
-            format!(
-                "day one: federated + local anomaly ({} ± {})",
-                f3(b.auc_mean),
-                f3(b.auc_sd)
-            ),
-            vec![(0.0, b.auc_mean)],
-            plot::color(2),
-        );
-        s.line = false;
-        series.push(s);
-    }
-    for (m, label, c) in [
-        ("rules_alone", "rules alone (each tenant)", plot::color(3)),
-        (
-            "local_anomaly",
-            "local anomaly score (robust z)",
-            plot::color(4),
-        ),
-    ] {
-        if let Some(r) = find(summary, m, f64::NAN) {
-            series.push(Series::reference(
-                format!("{label}: {}", f3(r.auc_mean)),
-                r.auc_mean,
-                -0.1,
-                2.1,
-                c,
-            ));
-        }
-    }
-    plot::line_chart(
-        png,
-        (860, 540),
-        &LineChart {
-            title: "Weak labels: per-tenant held-out AUC by share of tenants with ground truth"
-                .into(),
-            caption: caption(
-                setup,
-                &format!("ε = {TARGET_EPSILON}, {seeds} seeds, mean ± sd"),
-            ),
-            x_label: "tenants with ground-truth labels: 0 = none, 1 = 10 %, 2 = all".into(),
-            y_label: "mean per-tenant held-out ROC-AUC (ground truth)".into(),
-            x_log: false,
-            x_range: Some((-0.2, 2.2)),
-            y_range: None,
-            series,
-            legend: Legend::LowerRight,
-        },
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn section(
-    summary: &[Summary],
-    rows: &[Row],
-    seeds: &[u64],
-    selection_note: &str,
-    png: &std::path::Path,
-    csv: &std::path::Path,
-    setup_text: String,
-) -> String {
-    let pm = |m: f64, sd: f64| format!("{} ± {}", f3(m), f3(sd));
-    let table: Vec<Vec<String>> = summary
-        .iter()
-        .map(|s| {
-            vec![
-                s.method.replace('_', " "),
-                if s.gt_share.is_nan() {
-                    "– (no labels)".into()
-                } else {
-                    format!("{:.0} %", 100.0 * s.gt_share)
-                },
-                pm(s.auc_mean, s.auc_sd),
-                pm(s.recall_mean, s.recall_sd),
-                if s.method == "rules_alone" {
-                    "–".into()
-                } else {
-                    format!("{:.0} %", 100.0 * s.min_share_beating_rules)
-                },
-            ]
-        })
-        .collect();
-    let full = find(summary, "federated", 1.0).map_or(f64::NAN, |s| s.auc_mean);
-    let none = find(summary, "federated", 0.0).map_or(f64::NAN, |s| s.auc_mean);
-    let day1 = find(summary, "federated_plus_anomaly", 0.0).map_or(f64::NAN, |s| s.auc_mean);
-    let worst: Vec<String> = rows
-        .iter()
-        .filter(|r| r.method == "federated" && r.gt_share == 0.0)
-        .map(|r| {
-            format!(
-                "seed {}: {:.0} % of tenants above their rules, worst difference {}",
-                r.seed,
-                100.0 * r.share_beating_rules,
-                f3(r.worst_gain_over_rules)
-            )
-        })
-        .collect();
-    let betas: Vec<String> = rows
-        .iter()
-        .filter(|r| r.method == "federated_plus_anomaly")
-        .map(|r| format!("seed {}: β = {:.1}", r.seed, r.chosen))
-        .collect();
-    format!(
-        "## 7. Weak labels: tenants with logs and no labels\n\n{}\n\n\
-         Each tenant's sessions: {:.0} % held out (ground truth, evaluation only), {:.0} % of the rest \
-         for validation (ground truth, used only for the choices below), the remainder for training. \
-         Tenants with ground truth train on it; the others on the default weak labeller's silver \
-         labels (`[labels.rules]` defaults, no imported outcomes), weighted by confidence, \
-         abstentions as negatives at the chosen weight. DP-FedAvg at ε = {TARGET_EPSILON}. \
-         Recall is at {:.0} % FPR over the pooled holdout. Seeds {:?}; mean ± sd over seeds.\n\n{}\n\n\
-         **Goal** (issue 20): with no ground truth anywhere, mean per-tenant AUC ≥ 97 % of the \
-         full-label federated AUC: {} / {} = {:.1} % (federated on silver labels alone), {:.1} % \
-         with the day-one blend. Every tenant better than its own rules alone: {}.\n\n\
-         Choices made on validation: {}; day-one blend {}.\n\n\
-         The per-tenant IsolationForest baseline (scikit-learn, not in CI) is \
-         `experiments/scripts/iforest_baseline.py`, run by `experiments/scripts/weak_labels.sh full` \
-         on the same features (see `weak_labels_iforest.md` when present).\n\n{}\n\nData: {}.",
-        image(png, "weak labels"),
-        HOLDOUT_FRACTION * 100.0,
-        VALIDATION_FRACTION * 100.0,
-        RECALL_FPR * 100.0,
-        seeds,
-        markdown_table(
-            &[
-                "method",
-                "tenants with ground truth",
-                "mean per-tenant AUC",
-                "recall at 1 % FPR",
-                "tenants above their rules (worst seed)"
-            ],
-            &table
-        ),
-        f3(none),
-        f3(full),
-        100.0 * none / full,
-        100.0 * day1 / full,
-        worst.join("; "),
-        selection_note,
-        betas.join(", "),
-        setup_text,
-        link(csv)
-    )
 }
