@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use fedsec_client::TaskRef;
 use fedsec_client::rpc::{Rpc, update_messages};
-use fedsec_coordinator::config::{AuditSpec, DangerousConfig};
+use fedsec_coordinator::config::{AuditSpec, DangerousConfig, ScreenPolicyKind};
 use fedsec_coordinator::{Coordinator, JobSpec};
 use fedsec_model::ModelSpec;
 use fedsec_privacy::NoiseKind;
@@ -253,6 +253,11 @@ fn job_spec(id: &str, p: &Params, seed: u64, target: Option<f64>) -> JobSpec {
     job.delta = DELTA;
     job.clipping.clip_norm = CLIP;
     job.noise_source = NoiseKind::OpenDp;
+    // The audit's synthetic updates (0.5–1.5·C) test the re-clipping and the
+    // noise, the mechanism the DP claim rests on: screened updates stay in
+    // the sum (the default `exclude` would leave out the ones above 1.01·C
+    // and audit a different mechanism).
+    job.screen.policy = ScreenPolicyKind::Log;
     match target {
         Some(e) => {
             job.noise_multiplier = None;
