@@ -56,6 +56,19 @@ pub(crate) struct ConnLimits {
     pub handshake_timeout: Duration,
 }
 
+impl From<&crate::config::LimitsConfig> for ConnLimits {
+    fn from(l: &crate::config::LimitsConfig) -> Self {
+        Self {
+            max_connections: l.max_connections,
+            max_connections_per_address: l.max_connections_per_address,
+            max_pending_handshakes: l.max_pending_handshakes,
+            max_pending_handshakes_per_address: l.max_pending_handshakes_per_address,
+            max_connections_per_identity: l.max_connections_per_identity,
+            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
+        }
+    }
+}
+
 /// Why a connection was refused or closed (the `reason` metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refusal {

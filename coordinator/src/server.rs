@@ -226,17 +226,7 @@ impl Coordinator {
             ],
             bytes_in_flight: l.max_bytes_in_flight_per_identity,
         });
-        let connections = Connections::new(
-            ConnLimits {
-                max_connections: l.max_connections,
-                max_connections_per_address: l.max_connections_per_address,
-                max_pending_handshakes: l.max_pending_handshakes,
-                max_pending_handshakes_per_address: l.max_pending_handshakes_per_address,
-                max_connections_per_identity: l.max_connections_per_identity,
-                handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
-            },
-            metrics.clone(),
-        );
+        let connections = Connections::new(ConnLimits::from(l), metrics.clone());
         crate::housekeeping::warn_if_few_descriptors(l.max_connections);
         let engine = Arc::new(
             Engine::new(

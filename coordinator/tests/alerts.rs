@@ -27,7 +27,7 @@ use fedsec_proto::devca::Validity;
 use fedsec_proto::tls::{ClientIdentity, ClientTls, PeerIdentity, ServerTls};
 use fedsec_proto::v1::{self, ClientActionRequest};
 use serde_json::Value;
-use support::{Harness, TestClient, job, tenant_of};
+use support::{Harness, TestClient, job, play_round, tenant_of};
 
 /// In every webhook URL's path: must never be logged.
 const SECRET: &str = "SECRET-webhook-token-7f3a9c";
@@ -248,17 +248,6 @@ async fn start(rx: &Receiver, files: &Path, tweak: impl FnOnce(&mut AlertsConfig
     Harness::start_with(|c| c.alerts = Some(a)).await
 }
 
-/// One round: every client takes its task and submits.
-async fn play_round(clients: &mut [TestClient], job_id: &str, after: (u64, u32)) -> (u64, u32) {
-    let mut at = after;
-    for c in clients.iter_mut() {
-        let t = c.wait_task_after(job_id, after, T).await;
-        c.submit(&t, &[0.01, -0.02, 0.03, 0.0], b"n").await.unwrap();
-        at = (t.round, t.attempt);
-    }
-    at
-}
-
 // ---- the tests ---------------------------------------------------------
 
 /// An admin quarantines a client over gRPC (mTLS): the webhook receives
@@ -389,7 +378,7 @@ async fn a_job_held_by_a_store_fault_or_paused_is_alerted() {
                 .then(|| StoreError::Unavailable("database or disk is full (injected)".into()))
         });
     }
-    play_round(&mut clients, "weather", (0, 0)).await;
+    play_round(&mut clients, "weather", (0, 0), T).await;
     let fault = rx
         .wait("store fault", |b| b["kind"] == "store_fault")
         .await
@@ -467,7 +456,7 @@ async fn a_budget_nearly_spent_is_alerted_once() {
     admin.create_job(spec("probe", None)).await.unwrap();
     let mut at = (0, 0);
     for _ in 0..3 {
-        at = play_round(&mut clients, "probe", at).await;
+        at = play_round(&mut clients, "probe", at, T).await;
     }
     admin
         .wait_for_job("probe", T, |j| j.state == v1::JobState::Completed as i32)
@@ -490,7 +479,7 @@ async fn a_budget_nearly_spent_is_alerted_once() {
     admin.create_job(spec("spend", Some(budget))).await.unwrap();
     let mut at = (0, 0);
     for _ in 0..2 {
-        at = play_round(&mut clients, "spend", at).await;
+        at = play_round(&mut clients, "spend", at, T).await;
     }
     let _ = at;
     // ε grows sublinearly in rounds, so round 3 would exceed this budget:
@@ -649,7 +638,7 @@ async fn a_hanging_webhook_never_holds_up_rounds_and_the_queue_stays_bounded() {
     let t = Instant::now();
     let mut at = (0, 0);
     for _ in 0..3 {
-        at = play_round(&mut clients, "hang", at).await;
+        at = play_round(&mut clients, "hang", at, T).await;
     }
     admin
         .wait_for_job("hang", T, |j| j.state == v1::JobState::Completed as i32)

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use fedsec_coordinator::store::{JobState, LedgerKind, Store, StoreError};
 use fedsec_proto::v1::{self, get_task_response};
-use support::{Harness, TestClient, job};
+use support::{Harness, job, play_round};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -24,17 +24,6 @@ fn disk_full() -> Option<StoreError> {
     Some(StoreError::Unavailable(
         "database or disk is full (injected)".into(),
     ))
-}
-
-/// One round: every client takes its task and submits.
-async fn play_round(clients: &mut [TestClient], job_id: &str, after: (u64, u32)) -> (u64, u32) {
-    let mut at = after;
-    for c in clients.iter_mut() {
-        let t = c.wait_task_after(job_id, after, T).await;
-        c.submit(&t, &[0.01, -0.02, 0.03, 0.0], b"n").await.unwrap();
-        at = (t.round, t.attempt);
-    }
-    at
 }
 
 /// Attack: the disk fills for a while exactly when rounds commit, then
@@ -66,7 +55,7 @@ async fn transient_store_faults_pause_the_job_which_resumes_and_charges_each_rou
             })?
         });
     }
-    let at = play_round(&mut clients, "weather", (0, 0)).await;
+    let at = play_round(&mut clients, "weather", (0, 0), T).await;
     assert_eq!(at, (1, 1));
     let stalled = admin
         .wait_for_job("weather", T, |j| {
@@ -123,7 +112,7 @@ async fn transient_store_faults_pause_the_job_which_resumes_and_charges_each_rou
             once.swap(false, Ordering::SeqCst).then(disk_full)?
         });
     }
-    let at = play_round(&mut clients, "weather", at).await;
+    let at = play_round(&mut clients, "weather", at, T).await;
     assert_eq!(at, (2, 1));
     admin
         .wait_for_job("weather", T, |j| {
@@ -142,7 +131,7 @@ async fn transient_store_faults_pause_the_job_which_resumes_and_charges_each_rou
             full.load(Ordering::SeqCst).then(disk_full)?
         });
     }
-    play_round(&mut clients, "weather", at).await;
+    play_round(&mut clients, "weather", at, T).await;
     admin
         .wait_for_job("weather", T, |j| {
             j.rounds_completed == 3 && j.state == v1::JobState::Stalled as i32
@@ -208,7 +197,7 @@ async fn an_opening_refused_after_the_write_is_abandoned_and_the_round_reopens()
     spec.disable_noise = true;
     spec.rounds = 1;
     admin.create_job(spec).await.unwrap();
-    let at = play_round(&mut clients, "reopen", (0, 0)).await;
+    let at = play_round(&mut clients, "reopen", (0, 0), T).await;
     assert_eq!(at, (1, 2), "the first attempt was never served");
     admin
         .wait_for_job("reopen", T, |j| j.state == v1::JobState::Completed as i32)

@@ -11,6 +11,8 @@
 //!   rustls, and the peer identity carried in client certificates.
 //! - [`bearer`]: OAuth2 bearer tokens clients attach to every call (a token
 //!   file re-read when it changes), for coordinators with `[auth.tokens]`.
+//! - [`config_file`]: the TOML configuration files of the binaries: one
+//!   error type naming the offending key, reading and parsing.
 //! - [`devca`]: a development certificate authority (rcgen) that writes a CA,
 //!   a server certificate, client certificates and an admin certificate.
 //! - [`private_file`]: owner-only (0600) files for keys, tokens and the
@@ -19,6 +21,7 @@
 //!   statement it signs for every served model version (issue 21).
 
 pub mod bearer;
+pub mod config_file;
 pub mod devca;
 pub mod model;
 pub mod private_file;

@@ -18,51 +18,8 @@ use crate::error::BuildError;
 use crate::participant::{ParticipantBuilder, Timing};
 use crate::policy::{PrivacyPolicy, TrainingLimits};
 
-/// Why a configuration file cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// Not TOML, or not the schema (the message names line, column and key).
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("{key}: {problem}")]
-    Invalid {
-        /// Dotted key.
-        key: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
-
-impl ConfigError {
-    fn invalid(key: &str, problem: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-
-    /// The offending key, for `Invalid` errors.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            Self::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
+use fedsec_proto::config_file;
+pub use fedsec_proto::config_file::ConfigError;
 
 impl From<BuildError> for ConfigError {
     fn from(e: BuildError) -> Self {
@@ -281,37 +238,20 @@ impl ClientConfig {
     /// Reads, parses and validates a file; relative paths are resolved
     /// against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut c = Self::from_toml_str(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })?;
-        c.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        let (mut c, base) = config_file::load(path, Self::from_toml_str)?;
+        c.resolve_paths(&base);
         Ok(c)
     }
 
     /// Parses and validates TOML text (paths kept as written).
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
-        let c: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let c: Self = config_file::parse(text)?;
         c.validate()?;
         Ok(c)
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| config_file::resolve(base, p);
         fix(&mut self.state_dir);
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);

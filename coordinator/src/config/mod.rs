@@ -15,52 +15,8 @@ use fedsec_privacy::NoiseKind;
 use fedsec_proto::tls::{TlsFiles, is_valid_id};
 use serde::{Deserialize, Serialize};
 
-/// Why a configuration cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or does not match the schema.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (with line, column and key).
-        message: String,
-    },
-    /// A value is out of range or inconsistent with another one.
-    #[error("{key}: {problem}")]
-    Invalid {
-        /// Dotted path of the offending key, e.g. `jobs[0].delta`.
-        key: String,
-        /// What is wrong with it.
-        problem: String,
-    },
-}
-
-impl ConfigError {
-    /// An invalid value at `key`.
-    pub fn invalid(key: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self::Invalid {
-            key: key.into(),
-            problem: problem.into(),
-        }
-    }
-
-    /// The offending key, for `Invalid` errors.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            Self::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
+use fedsec_proto::config_file;
+pub use fedsec_proto::config_file::ConfigError;
 
 type CResult<T = ()> = Result<T, ConfigError>;
 
@@ -265,28 +221,14 @@ impl CoordinatorConfig {
     /// (`data_dir`, `tls.*`, `jobs[].init_weights_path`) are resolved against
     /// the file's directory.
     pub fn load(path: &Path) -> CResult<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut config = Self::from_toml_str(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            other => other,
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        let (mut config, base) = config_file::load(path, Self::from_toml_str)?;
+        config.resolve_paths(&base);
         Ok(config)
     }
 
     /// Parses and validates TOML text (paths are kept as written).
     pub fn from_toml_str(text: &str) -> CResult<Self> {
-        let mut config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::from("<config>"),
-            message: e.to_string(),
-        })?;
+        let mut config: Self = config_file::parse(text)?;
         for job in &mut config.jobs {
             job.fill_defaults();
         }
@@ -295,11 +237,7 @@ impl CoordinatorConfig {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| config_file::resolve(base, p);
         fix(&mut self.data_dir);
         if let Some(k) = &mut self.storage.encryption_key_file {
             fix(k);

@@ -217,17 +217,7 @@ pub(super) fn engine(key: &[u8]) -> Arc<Engine> {
     let poll = Duration::from_millis(20);
     let l = LimitsConfig::default();
     let metrics = Arc::new(Metrics::new());
-    let connections = Connections::new(
-        ConnLimits {
-            max_connections: l.max_connections,
-            max_connections_per_address: l.max_connections_per_address,
-            max_pending_handshakes: l.max_pending_handshakes,
-            max_pending_handshakes_per_address: l.max_pending_handshakes_per_address,
-            max_connections_per_identity: l.max_connections_per_identity,
-            handshake_timeout: Duration::from_millis(l.handshake_timeout_ms),
-        },
-        metrics.clone(),
-    );
+    let connections = Connections::new(ConnLimits::from(&l), metrics.clone());
     Arc::new(Engine::new(
         Arc::new(LeanStore(SqliteStore::in_memory().unwrap())),
         metrics,

@@ -429,3 +429,21 @@ pub fn accepted_sockets(port: u16, peer_ip: std::net::Ipv4Addr) -> usize {
         })
         .count()
 }
+
+/// One round: every client waits for its task after `after` (round,
+/// attempt), submits a small fixed update and the last task's (round,
+/// attempt) is returned.
+pub async fn play_round(
+    clients: &mut [TestClient],
+    job_id: &str,
+    after: (u64, u32),
+    timeout: Duration,
+) -> (u64, u32) {
+    let mut at = after;
+    for c in clients.iter_mut() {
+        let t = c.wait_task_after(job_id, after, timeout).await;
+        c.submit(&t, &[0.01, -0.02, 0.03, 0.0], b"n").await.unwrap();
+        at = (t.round, t.attempt);
+    }
+    at
+}
