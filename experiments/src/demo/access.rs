@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use fedsec_proto::devca::DevPkiManifest;
+use fedsec_proto::private_file::{self, Existing};
 use fedsec_proto::tls::TlsFiles;
 
 use crate::error::{Error, Result};
@@ -107,23 +108,8 @@ impl AdminAccess {
     }
 }
 
-#[cfg(unix)]
 fn write_private(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
-    f.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+    private_file::write(path, text.as_bytes(), Existing::Truncate).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
@@ -149,5 +135,19 @@ mod tests {
         assert!(t.contains(r"export FEDSEC_CERT='/w/it'\''s/admin.pem'"));
         assert!(t.contains("export FEDSEC_KEY='/w/pki/admin.key'\n"));
         assert!(a.lines()[1].contains("source /w/admin.env"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn env_file_is_owner_only_even_over_a_loose_existing_file() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(ENV_FILE);
+        std::fs::write(&path, "old").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_private(&path, "export A=1\n").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "export A=1\n");
     }
 }
