@@ -340,6 +340,22 @@ fn clf_session(ip: &str, ua: &str, start: i64, n: usize, path: impl Fn(usize) ->
 }
 
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+
+/// `count` people browsing with Firefox: five pages each, from
+/// 198.51.100.1, .2, …, starting `gap` seconds apart from `start`.
+fn firefox_visitors(count: i64, start: i64, gap: i64) -> String {
+    (0..count)
+        .map(|i| {
+            clf_session(
+                &format!("198.51.100.{}", i + 1),
+                FIREFOX,
+                start + gap * i,
+                5,
+                |k| format!("/p{k}"),
+            )
+        })
+        .collect()
+}
 const T0: i64 = 1_709_510_400; // 2024-03-04T00:00:00Z
 
 #[test]
@@ -359,15 +375,7 @@ fn score_ranks_by_logit_where_probabilities_saturate() {
             |k| format!("/item/{k}"),
         ));
     }
-    for i in 0..10 {
-        log.push_str(&clf_session(
-            &format!("198.51.100.{}", i + 1),
-            FIREFOX,
-            T0 + 20_000 + 60 * i,
-            5,
-            |k| format!("/p{k}"),
-        ));
-    }
+    log.push_str(&firefox_visitors(10, T0 + 20_000, 60));
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
     let json = ok(&[
@@ -463,15 +471,7 @@ fn score_shows_evidence_pagination_and_related_sessions() {
             format!("/p/{k}/reviews?sort=new&user=alice%40example.com")
         }));
     }
-    for i in 0..10 {
-        log.push_str(&clf_session(
-            &format!("198.51.100.{}", i + 1),
-            FIREFOX,
-            T0 + 300 + i,
-            5,
-            |k| format!("/p{k}"),
-        ));
-    }
+    log.push_str(&firefox_visitors(10, T0 + 300, 1));
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
     let args = |extra: &[&str]| -> Vec<String> {
@@ -653,15 +653,7 @@ fn score_rules_weight_adds_the_tenants_rules_to_the_models_logit() {
     let dir = tempfile::tempdir().unwrap();
     let model = logistic_model(dir.path(), &[], 0.0);
     let mut log = clf_session("203.0.113.9", "curl/8.0", T0, 3, |k| format!("/a{k}"));
-    for i in 0..3 {
-        log.push_str(&clf_session(
-            &format!("198.51.100.{}", i + 1),
-            FIREFOX,
-            T0 + 100 + 60 * i,
-            5,
-            |k| format!("/p{k}"),
-        ));
-    }
+    log.push_str(&firefox_visitors(3, T0 + 100, 60));
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
     let (m, p) = (model.to_str().unwrap(), path.to_str().unwrap());
