@@ -22,7 +22,11 @@ use crate::ratelimit::{Decision, RpcClass};
 use crate::shares::Exhausted;
 
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    // Rounded up: a client that waits exactly the hint must find a token
+    // (rounding down told it to come back up to 1 ms too early).
+    u64::try_from(d.as_nanos().div_ceil(1_000_000))
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 impl Engine {
@@ -263,5 +267,19 @@ impl Engine {
         }
         tracing::info!(identity = %key, method, check = why, error = %err, "bearer token refused");
         err.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_hints_round_up_to_whole_milliseconds() {
+        assert_eq!(millis(Duration::ZERO), 1);
+        assert_eq!(millis(Duration::from_nanos(1)), 1);
+        assert_eq!(millis(Duration::from_micros(2_999_500)), 3_000);
+        assert_eq!(millis(Duration::from_millis(7)), 7);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 }
