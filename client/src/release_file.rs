@@ -3,7 +3,7 @@
 //!
 //! Two files carry one: the coordinator's safetensors export (`admin
 //! models export`, metadata `format = "fedsec"`: `model_spec`, `job_id`,
-//! `version`, `round`, `privacy_receipt`, `release_signature`, `audit_seq`,
+//! `version`, `round`, `privacy_receipt`, `release_signature`,
 //! `audit_head`) and `fedsec-client model pull`'s model file (`format =
 //! "fedsec-model"`, the same values in its `note` JSON under `release`).
 //! The weights' SHA-256 is recomputed from the tensors, the receipt's from
@@ -13,7 +13,7 @@
 //! missing signature is refused.
 
 use fedsec_model::ModelSpec;
-use fedsec_proto::release::{AuditAnchor, ReleasePublicKey, ReleaseStatement};
+use fedsec_proto::release::{ReleasePublicKey, ReleaseStatement};
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
@@ -27,9 +27,7 @@ pub struct ReleaseRecord {
     pub signature: String,
     /// Id of the signing key (informative).
     pub signing_key_id: String,
-    /// Audit row the release is anchored at.
-    pub audit_seq: u64,
-    /// Its hash, hex.
+    /// Hash of the audit row the release is anchored at, hex.
     pub audit_head: String,
 }
 
@@ -44,8 +42,8 @@ pub struct VerifiedFile {
     pub round: u64,
     /// Architecture.
     pub spec: ModelSpec,
-    /// The audit anchor.
-    pub anchor: AuditAnchor,
+    /// Hash of the audit row the release is anchored at.
+    pub audit_head: [u8; 32],
 }
 
 #[derive(Deserialize)]
@@ -84,10 +82,6 @@ pub fn verify_model_file(bytes: &[u8], key: &ReleasePublicKey) -> Result<Verifie
                 receipt_json: get("privacy_receipt")?,
                 signature: meta.get("release_signature").cloned().unwrap_or_default(),
                 signing_key_id: meta.get("signing_key_id").cloned().unwrap_or_default(),
-                audit_seq: num(
-                    "audit_seq",
-                    meta.get("audit_seq").cloned().unwrap_or_else(|| "0".into()),
-                )?,
                 audit_head: meta.get("audit_head").cloned().unwrap_or_default(),
             },
         ),
@@ -131,14 +125,10 @@ pub fn verify_model_file(bytes: &[u8], key: &ReleasePublicKey) -> Result<Verifie
         use sha2::Digest;
         sha2::Sha256::digest(&le).into()
     };
-    let hash = hex::decode(&release.audit_head)
+    let audit_head = hex::decode(&release.audit_head)
         .ok()
         .and_then(|h| <[u8; 32]>::try_from(h.as_slice()).ok())
         .ok_or("audit_head is not 32 bytes of hex")?;
-    let anchor = AuditAnchor {
-        seq: release.audit_seq,
-        hash,
-    };
     let signature = hex::decode(&release.signature).map_err(|_| "release_signature is not hex")?;
     let statement = ReleaseStatement::new(
         &job_id,
@@ -147,7 +137,7 @@ pub fn verify_model_file(bytes: &[u8], key: &ReleasePublicKey) -> Result<Verifie
         &spec,
         weights_sha256,
         &release.receipt_json,
-        anchor,
+        audit_head,
     );
     key.verify(&statement, &signature)
         .map_err(|e| e.to_string())?;
@@ -156,6 +146,6 @@ pub fn verify_model_file(bytes: &[u8], key: &ReleasePublicKey) -> Result<Verifie
         version,
         round,
         spec,
-        anchor,
+        audit_head,
     })
 }

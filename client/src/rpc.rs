@@ -11,7 +11,7 @@ use fedsec_model::ModelSpec;
 use fedsec_privacy::PrivacyReceipt;
 use fedsec_proto::bearer::BearerInterceptor;
 use fedsec_proto::model::ModelSpecWire;
-use fedsec_proto::release::{AuditAnchor, ReleasePublicKey, ReleaseStatement};
+use fedsec_proto::release::{ReleasePublicKey, ReleaseStatement};
 use fedsec_proto::tensor::{TensorDecoder, digest, encode_chunks};
 use fedsec_proto::tls::{ClientTls, TlsError};
 use fedsec_proto::v1::coordinator_client::CoordinatorClient;
@@ -83,8 +83,8 @@ pub struct Downloaded {
     pub receipt_json: String,
     /// The release signature (verified unless checks were switched off).
     pub signature: Vec<u8>,
-    /// The audit anchor the signature covers.
-    pub anchor: AuditAnchor,
+    /// Hash of the audit row the signature anchors the release at.
+    pub audit_head: [u8; 32],
 }
 
 /// Why a download failed.
@@ -340,10 +340,7 @@ impl Rpc {
             .as_slice()
             .try_into()
             .map_err(|_| reject("the header's sha256 is not 32 bytes".into()))?;
-        let anchor = AuditAnchor {
-            seq: header.audit_seq,
-            hash: header.audit_head.as_slice().try_into().unwrap_or([0; 32]),
-        };
+        let audit_head: [u8; 32] = header.audit_head.as_slice().try_into().unwrap_or([0; 32]);
         match &self.release {
             ReleaseCheck::Unchecked => {}
             ReleaseCheck::Missing => {
@@ -368,7 +365,7 @@ impl Rpc {
                     &spec,
                     sha256,
                     &receipt_json,
-                    anchor,
+                    audit_head,
                 );
                 key.verify(&statement, &header.release_signature)
                     .map_err(|e| {
@@ -397,7 +394,7 @@ impl Rpc {
             receipt_problem,
             receipt_json,
             signature: header.release_signature,
-            anchor,
+            audit_head,
         }))
     }
 

@@ -156,10 +156,6 @@ impl Coordinator for Hostile {
         // Signed with the tests' release key: this coordinator's lies are
         // in the history it serves, which the receipt names by digest.
         let receipt = receipt(&s.history[..s.covered], s.lie);
-        let anchor = fedsec_proto::release::AuditAnchor {
-            seq: 1,
-            hash: [7; 32],
-        };
         let statement = fedsec_proto::release::ReleaseStatement::new(
             JOB,
             s.covered as u64,
@@ -167,7 +163,7 @@ impl Coordinator for Hostile {
             &spec(),
             digest(&WEIGHTS),
             &receipt.json,
-            anchor,
+            [7; 32],
         );
         let mut out = vec![Ok(GetModelResponse {
             part: Some(get_model_response::Part::Header(v1::ModelHeader {
@@ -180,8 +176,7 @@ impl Coordinator for Hostile {
                 round: s.covered as u64,
                 release_signature: support::release_key().sign(&statement).to_vec(),
                 signing_key_id: String::new(),
-                audit_seq: anchor.seq,
-                audit_head: anchor.hash.to_vec(),
+                audit_head: vec![7; 32],
             })),
         })];
         out.extend(encode_chunks(&WEIGHTS).map(|data| {

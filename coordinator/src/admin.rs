@@ -420,7 +420,7 @@ impl AdminApi {
                     release: Some(crate::export::ReleaseMetadata {
                         signature: seal.signature,
                         key_id: seal.key_id,
-                        anchor: seal.anchor,
+                        audit_head: seal.audit_head,
                     }),
                 },
             )

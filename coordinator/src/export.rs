@@ -8,7 +8,7 @@
 //! `round` and `sha256` (hex digest of the flat little-endian weights, the
 //! same digest `GetModel` sends); a signed export adds `release_signature`
 //! (hex Ed25519 signature of the release statement, as in the model header),
-//! `signing_key_id`, `audit_seq` and `audit_head` (hex), which
+//! `signing_key_id` and `audit_head` (hex), which
 //! `fedsec-client model verify FILE --public-key PEM` checks offline.
 
 use std::collections::HashMap;
@@ -85,8 +85,9 @@ pub struct ReleaseMetadata {
     pub signature: Vec<u8>,
     /// Id of the signing key.
     pub key_id: String,
-    /// The audit row the release is anchored at.
-    pub anchor: fedsec_proto::release::AuditAnchor,
+    /// Hash of the audit row the release is anchored at (its sequence
+    /// number stays in the coordinator's store).
+    pub audit_head: [u8; 32],
 }
 
 /// Little-endian bytes of `values`.
@@ -139,8 +140,7 @@ pub fn to_safetensors(
         metadata.extend([
             ("release_signature".to_owned(), hex::encode(&r.signature)),
             ("signing_key_id".to_owned(), r.key_id.clone()),
-            ("audit_seq".to_owned(), r.anchor.seq.to_string()),
-            ("audit_head".to_owned(), hex::encode(r.anchor.hash)),
+            ("audit_head".to_owned(), hex::encode(r.audit_head)),
         ]);
     }
     safetensors::serialize(views, Some(metadata)).map_err(ExportError::Format)

@@ -26,7 +26,7 @@ use fedsec_coordinator::store::sqlite::{DB_FILE, MIGRATIONS, SqliteStore};
 use fedsec_coordinator::store::{NewAuditEvent, Store, StoreError};
 use fedsec_model::ModelSpec;
 use fedsec_proto::model::ModelSpecWire;
-use fedsec_proto::release::{AuditAnchor, ReleasePublicKey, ReleaseStatement};
+use fedsec_proto::release::{ReleasePublicKey, ReleaseStatement};
 use fedsec_proto::v1::{ModelHeader, get_task_response};
 use rusqlite::Connection;
 use support::{Harness, job};
@@ -45,10 +45,7 @@ fn verify_header(key: &ReleasePublicKey, h: &ModelHeader) -> Result<(), String> 
         &spec,
         h.sha256.as_slice().try_into().unwrap(),
         &h.receipt.as_ref().unwrap().json,
-        AuditAnchor {
-            seq: h.audit_seq,
-            hash: h.audit_head.as_slice().try_into().unwrap(),
-        },
+        h.audit_head.as_slice().try_into().unwrap(),
     );
     key.verify(&statement, &h.release_signature)
         .map_err(|e| e.to_string())
@@ -128,7 +125,7 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
         assert_eq!(header.version, v);
         verify_header(&key, &header).unwrap();
         assert_eq!(header.signing_key_id, key.key_id());
-        anchors.push(header.audit_seq);
+        anchors.push(header.audit_head.clone());
         // Any header field changed: refused.
         let mut bad = header.clone();
         bad.round += 1;
@@ -137,13 +134,12 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
         bad.receipt.as_mut().unwrap().json.push(' ');
         assert!(verify_header(&key, &bad).is_err());
         let mut bad = header.clone();
-        bad.audit_seq += 1;
+        bad.audit_head[0] ^= 1;
         assert!(verify_header(&key, &bad).is_err());
     }
-    assert!(
-        anchors.windows(2).all(|w| w[0] < w[1]),
-        "each release is anchored at its own, later row: {anchors:?}"
-    );
+    // What a tenant reads is the anchor's hash only (no row id whose gaps
+    // would count a round's audit rows, refused uploads among them); the
+    // admin side maps it to its row below.
     // A rollback re-releases version 1 with a receipt stating the full
     // spend, signed anew and anchored at the rollback's row.
     let (before, _) = c.get_model("signed", 1).await;
@@ -151,7 +147,7 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
     let (after, _) = c.get_model("signed", 0).await;
     assert_eq!(after.version, 1);
     verify_header(&key, &after).unwrap();
-    assert!(after.audit_seq > anchors[2]);
+    assert!(!anchors.contains(&after.audit_head));
     assert_ne!(after.release_signature, before.release_signature);
     assert_eq!(after.receipt.as_ref().unwrap().history_rounds, 3);
     // The export carries the same signature.
@@ -162,7 +158,8 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
         meta["release_signature"],
         hex::encode(&after.release_signature)
     );
-    assert_eq!(meta["audit_seq"], after.audit_seq.to_string());
+    assert_eq!(meta["audit_head"], hex::encode(&after.audit_head));
+    assert!(!meta.contains_key("audit_seq"));
 
     h.shutdown().await;
     let dir = h.dir.path().to_owned();
@@ -170,6 +167,26 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
     let (ok, out) = audit_cli(&["audit", "verify", "--data-dir", d]);
     assert!(ok, "{out}");
     assert!(out.contains("4 release anchors checked"), "{out}");
+    // Each served hash is the stored anchor of its version, each at its own,
+    // later row (version 1's re-anchored at the rollback).
+    {
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let stored: Vec<(u64, Vec<u8>)> = conn
+            .prepare(
+                "SELECT audit_seq, audit_head FROM model_versions \
+                 WHERE job_id = 'signed' AND version > 0 ORDER BY version",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(stored.len(), 3);
+        assert_eq!(stored[0].1, after.audit_head);
+        assert_eq!(stored[1].1, anchors[1]);
+        assert_eq!(stored[2].1, anchors[2]);
+        assert!(stored[1].0 < stored[2].0 && stored[2].0 < stored[0].0, "{stored:?}");
+    }
     // Export as JSON lines, all of it and since a time.
     let (ok, out) = audit_cli(&["audit", "export", "--data-dir", d, "--since", "0"]);
     assert!(ok, "{out}");

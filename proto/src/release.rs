@@ -5,8 +5,13 @@
 //! What is signed is a [`ReleaseStatement`]: job, version, round, the model
 //! spec, the parameter count, the SHA-256 of the weight bytes, the SHA-256
 //! of the privacy receipt's canonical JSON (exactly as served, so a receipt
-//! restated after a rollback is signed anew) and the coordinator's audit
-//! chain head (sequence number and hash) when the version was released.
+//! restated after a rollback is signed anew) and the hash of the
+//! coordinator's audit chain head when the version was released. The head's
+//! sequence number is deliberately not part of it: tenants would read, from
+//! the gap between two versions' numbers, how many audit rows (refused
+//! uploads among them) a round wrote. The hash binds the row id (every row's
+//! hash covers its id), so the coordinator's admin can still find the row
+//! (`admin audit verify`); to a tenant it is an opaque 32-byte value.
 //! [`ReleaseStatement::canonical_bytes`] is the byte string, domain
 //! separated by [`RELEASE_DOMAIN`] and length-prefixed field by field, so no
 //! two statements share an encoding and a signature over anything else
@@ -27,7 +32,9 @@ use sha2::{Digest, Sha256};
 use crate::private_file::Existing;
 
 /// Domain separator of the signed byte string.
-pub const RELEASE_DOMAIN: &[u8] = b"fedsec.v1 release\0";
+/// `.2`: the second format (the audit anchor is its hash only); a signature
+/// over the first format never verifies as the second.
+pub const RELEASE_DOMAIN: &[u8] = b"fedsec.v1 release.2\0";
 
 /// Length of an Ed25519 signature.
 pub const SIGNATURE_LEN: usize = 64;
@@ -86,8 +93,9 @@ pub struct ReleaseStatement {
     pub weights_sha256: [u8; 32],
     /// SHA-256 of the privacy receipt's canonical JSON as served.
     pub receipt_sha256: [u8; 32],
-    /// The audit chain head the release is anchored at.
-    pub anchor: AuditAnchor,
+    /// Hash of the audit chain head the release is anchored at
+    /// ([`AuditAnchor::hash`]; the sequence number stays with the coordinator).
+    pub audit_head: [u8; 32],
 }
 
 impl ReleaseStatement {
@@ -100,7 +108,7 @@ impl ReleaseStatement {
         spec: &fedsec_model::ModelSpec,
         weights_sha256: [u8; 32],
         receipt_json: &str,
-        anchor: AuditAnchor,
+        audit_head: [u8; 32],
     ) -> Self {
         Self {
             job_id: job_id.to_owned(),
@@ -111,7 +119,7 @@ impl ReleaseStatement {
             num_params: spec.num_params() as u64,
             weights_sha256,
             receipt_sha256: receipt_digest(receipt_json),
-            anchor,
+            audit_head,
         }
     }
 
@@ -132,8 +140,7 @@ impl ReleaseStatement {
         out.extend_from_slice(&self.num_params.to_le_bytes());
         out.extend_from_slice(&self.weights_sha256);
         out.extend_from_slice(&self.receipt_sha256);
-        out.extend_from_slice(&self.anchor.seq.to_le_bytes());
-        out.extend_from_slice(&self.anchor.hash);
+        out.extend_from_slice(&self.audit_head);
         out
     }
 }
@@ -365,10 +372,7 @@ mod tests {
             &ModelSpec::logistic(4),
             [7; 32],
             r#"{"epsilon_pld":1.0}"#,
-            AuditAnchor {
-                seq: 12,
-                hash: [9; 32],
-            },
+            [9; 32],
         )
     }
 
@@ -379,7 +383,7 @@ mod tests {
         let sig = key.sign(&s);
         key.public().verify(&s, &sig).unwrap();
         type Mutation = fn(&mut ReleaseStatement);
-        let mutations: [Mutation; 9] = [
+        let mutations: [Mutation; 8] = [
             |s| s.job_id.push('x'),
             |s| s.version += 1,
             |s| s.round += 1,
@@ -387,8 +391,7 @@ mod tests {
             |s| s.num_params += 1,
             |s| s.weights_sha256[31] ^= 1,
             |s| s.receipt_sha256[0] ^= 1,
-            |s| s.anchor.seq += 1,
-            |s| s.anchor.hash[5] ^= 1,
+            |s| s.audit_head[5] ^= 1,
         ];
         for m in mutations {
             let mut t = s.clone();

@@ -78,8 +78,7 @@ fn verify(args: &VerifyArgs) -> Result<(), CliError> {
         "round": v.round,
         "spec": v.spec.to_string(),
         "signing_key_id": key.key_id(),
-        "audit_seq": v.anchor.seq,
-        "audit_head": hex::encode(v.anchor.hash),
+        "audit_head": hex::encode(v.audit_head),
     });
     println!("{summary}");
     Ok(())
@@ -133,8 +132,7 @@ fn pull(args: PullArgs) -> Result<(), CliError> {
             receipt_json: d.receipt_json.clone(),
             signature: hex::encode(&d.signature),
             signing_key_id: key_id.clone(),
-            audit_seq: d.anchor.seq,
-            audit_head: hex::encode(d.anchor.hash),
+            audit_head: hex::encode(d.audit_head),
         })?;
         file.note = note.to_string();
         let bytes = file.to_bytes()?;

@@ -188,10 +188,6 @@ impl Coordinator for Scripted {
             .tampered_digest
             .clone()
             .unwrap_or_else(|| digest(&s.weights).to_vec());
-        let anchor = fedsec_proto::release::AuditAnchor {
-            seq: 1,
-            hash: [7; 32],
-        };
         let statement = fedsec_proto::release::ReleaseStatement::new(
             JOB,
             s.base_version,
@@ -199,7 +195,7 @@ impl Coordinator for Scripted {
             &spec,
             digest(&s.weights),
             "",
-            anchor,
+            [7; 32],
         );
         let mut header = v1::ModelHeader {
             job_id: JOB.into(),
@@ -211,8 +207,7 @@ impl Coordinator for Scripted {
             round: 0,
             release_signature: crate::support::release_key().sign(&statement).to_vec(),
             signing_key_id: String::new(),
-            audit_seq: anchor.seq,
-            audit_head: anchor.hash.to_vec(),
+            audit_head: vec![7; 32],
         };
         let mut weights = s.weights.clone();
         match s.release_tamper {

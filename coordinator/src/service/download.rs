@@ -143,8 +143,7 @@ impl ModelStream {
                 round: model.round,
                 release_signature: seal.signature,
                 signing_key_id: seal.key_id,
-                audit_seq: seal.anchor.seq,
-                audit_head: seal.anchor.hash.to_vec(),
+                audit_head: seal.audit_head.to_vec(),
             })),
         };
         Self {
