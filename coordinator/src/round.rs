@@ -412,18 +412,35 @@ impl OpenRound {
                 ),
                 e @ AddError::ClipNorm(_) => Error::Accumulate(e),
             })?;
-        st.slots.insert(
-            claim.tenant_id.clone(),
-            Slot::Accepted(claim.sender.clone()),
-        );
         st.participants.push(claim.sender.client_id.clone());
+        let slot = Slot::Accepted(claim.sender.clone());
+        let row = (ContributionOutcome::Accepted, String::new());
+        self.settle(st, &mut claim, slot, row, Some(added.norm), added.clipped, screen_json);
+        Ok(added)
+    }
+
+    /// Records a claimed tenant's outcome in the round (its slot, its row of
+    /// who took part), marks the claim done, and wakes the round's close
+    /// once every selected tenant has reported.
+    #[allow(clippy::too_many_arguments)]
+    fn settle(
+        &self,
+        mut st: MutexGuard<'_, State>,
+        claim: &mut ClaimGuard,
+        slot: Slot,
+        (outcome, reason): (ContributionOutcome, String),
+        norm: Option<f64>,
+        clipped: bool,
+        screen_json: Option<String>,
+    ) {
+        st.slots.insert(claim.tenant_id.clone(), slot);
         st.contributions.push(Contribution {
             client_id: claim.sender.client_id.clone(),
             tenant_id: claim.tenant_id.clone(),
-            outcome: ContributionOutcome::Accepted,
-            reason: String::new(),
-            norm: Some(added.norm),
-            clipped: added.clipped,
+            outcome,
+            reason,
+            norm,
+            clipped,
             screen_json,
             unix_ms: crate::engine::now_unix_ms(),
         });
@@ -433,7 +450,6 @@ impl OpenRound {
         if all {
             self.all_reported.notify_one();
         }
-        Ok(added)
     }
 
     /// Leaves a claimed update out of the sum (the update screen flagged it
@@ -452,27 +468,13 @@ impl OpenRound {
         if !st.open || Instant::now() >= self.deadline {
             return Err(self.stale());
         }
-        st.slots.insert(
-            claim.tenant_id.clone(),
-            Slot::Excluded(claim.sender.clone()),
-        );
         st.excluded += 1;
-        st.contributions.push(Contribution {
-            client_id: claim.sender.client_id.clone(),
-            tenant_id: claim.tenant_id.clone(),
-            outcome: ContributionOutcome::Excluded,
-            reason: "screened: excluded by the job's update screen".to_owned(),
-            norm: Some(norm),
-            clipped: false,
-            screen_json,
-            unix_ms: crate::engine::now_unix_ms(),
-        });
-        claim.done = true;
-        let all = st.participants.len() as u64 + st.excluded == self.selected.len() as u64;
-        drop(st);
-        if all {
-            self.all_reported.notify_one();
-        }
+        let slot = Slot::Excluded(claim.sender.clone());
+        let row = (
+            ContributionOutcome::Excluded,
+            "screened: excluded by the job's update screen".to_owned(),
+        );
+        self.settle(st, &mut claim, slot, row, Some(norm), false, screen_json);
         Ok(())
     }
 
