@@ -451,15 +451,18 @@ class Attacker:
             ch.close()
 
     def run(self, windows):
-        # Register first, so this tenant is registered from the baseline on.
-        reg = self.call(
-            self.stub.Register,
-            self.pb.RegisterRequest(software="fedsec-chaos-attacker/1"),
-            timeout=10,
-        )
-        if reg is None:
-            print(json.dumps({"attack": self.a.attack, "error": "register failed"}))
-            return 1
+        # Register first, so this tenant is registered from the baseline on
+        # (a restarted attacker was registered by its first process, and may
+        # by now be refused, e.g. quarantined, which is what it is there for).
+        if not self.a.restarted:
+            reg = self.call(
+                self.stub.Register,
+                self.pb.RegisterRequest(software="fedsec-chaos-attacker/1"),
+                timeout=10,
+            )
+            if reg is None:
+                print(json.dumps({"attack": self.a.attack, "error": "register failed"}))
+                return 1
         if self.a.ready:
             open(self.a.ready, "w").close()
         # Windows are offsets from the time the orchestrator writes to --go.
@@ -500,6 +503,8 @@ def main():
     p.add_argument("--source", default="127.0.0.2", help="source address for raw floods")
     p.add_argument("--ready", help="file to create once registered")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--restarted", action="store_true",
+                   help="a restart after this attacker died: do not register again")
     a = p.parse_args()
     windows = [tuple(float(x) for x in w.split(":")) for w in a.windows.split(",")]
     return Attacker(a).run(windows)

@@ -121,6 +121,14 @@ class Sampler:
         return s
 
 
+def start_attacker(argv, work, name):
+    """One attacker process: its JSON report on stdout, its log in the work dir."""
+    return subprocess.Popen(
+        argv, stdout=subprocess.PIPE,
+        stderr=open(os.path.join(work, f"attack-{name}.log"), "ab"), text=True,
+    )
+
+
 def mb(x):
     return f"{x / 1e6:.2f}"
 
@@ -266,22 +274,22 @@ max_epsilon = 1000.0
         # Attackers: registered now, attacking in their slot and together.
         go = os.path.join(work, "go")
         attackers = []
+        attacker_argv = {}
+        restarted = {}
         for k, (name, c) in enumerate(zip(ATTACKS, hostile)):
             _, s0, s1 = next(x for x in plan if x[0] == name)
             _, g0, g1 = next(x for x in plan if x[0] == "together")
             ready = os.path.join(work, f"ready-{name}")
-            pr = subprocess.Popen(
-                [sys.executable, os.path.join(here, "attacker.py"), "--stubs", a.stubs,
-                 "--endpoint", f"localhost:{port}", "--ca", manifest["ca"],
-                 "--cert", c["cert"], "--key", c["key"], "--job", job, "--attack", name,
-                 "--windows", f"{s0}:{s1},{g0}:{g1}", "--go", go, "--ready", ready,
-                 "--victim", honest[0]["client_id"], "--source", f"127.0.0.{2 + k}",
-                 "--seed", str(k)],
-                stdout=subprocess.PIPE, stderr=open(os.path.join(work, f"attack-{name}.log"), "ab"),
-                text=True,
-            )
+            argv = [sys.executable, os.path.join(here, "attacker.py"), "--stubs", a.stubs,
+                    "--endpoint", f"localhost:{port}", "--ca", manifest["ca"],
+                    "--cert", c["cert"], "--key", c["key"], "--job", job, "--attack", name,
+                    "--windows", f"{s0}:{s1},{g0}:{g1}", "--go", go, "--ready", ready,
+                    "--victim", honest[0]["client_id"], "--source", f"127.0.0.{2 + k}",
+                    "--seed", str(k)]
+            pr = start_attacker(argv, work, name)
             procs.append(pr)
             attackers.append((name, c, pr, ready))
+            attacker_argv[name] = argv
         for _ in range(600):
             if all(os.path.exists(r) for _, _, _, r in attackers):
                 break
@@ -327,6 +335,20 @@ max_epsilon = 1000.0
             if gone:
                 dead = f"honest client(s) {gone} exited"
                 break
+            # An attacker killed by a signal died in its own client library
+            # (grpcio's C core has aborted on a GOAWAY it was sent), not by
+            # anything the coordinator may do to it: restart it once, into
+            # what is left of its windows, and say so. A second death, or
+            # an exit with a status, is reported as a failure.
+            for i, (name, c, pr, ready) in enumerate(attackers):
+                if pr.poll() is not None and pr.returncode < 0 and name not in restarted:
+                    restarted[name] = -pr.returncode
+                    print(f"chaos: attacker {name} died by signal {-pr.returncode} "
+                          f"(its client library; see {work}/attack-{name}.log): restarted once",
+                          flush=True)
+                    pr2 = start_attacker(attacker_argv[name] + ["--restarted"], work, name)
+                    procs.append(pr2)
+                    attackers[i] = (name, c, pr2, ready)
             time.sleep(1.0)
         job_state = subprocess.run(
             [a.coordinator, "admin", "--endpoint", f"https://localhost:{port}",
@@ -344,6 +366,8 @@ max_epsilon = 1000.0
             reports[name] = json.loads(out.strip().splitlines()[-1])
         except (ValueError, IndexError):
             reports[name] = {"error": "no report"}
+        if name in restarted:
+            reports[name]["restarted_after_signal"] = restarted[name]
     return report(plan, samples, reports, dead, job_state, coord.returncode, work)
 
 
