@@ -16,6 +16,8 @@
 #   COORD_LOG="warn,fedsec_coordinator::job::noise=debug" ...  # + noise draw/wait times
 #   STREAM_WINDOW=1048576 CONN_WINDOW=2097152 benches/scripts/coordinator_rss.sh
 #                                     # HTTP/2 windows (default: the coordinator's)
+#   COORD_BIN=/tmp/before/fedsec-coordinator ...   # another build of the coordinator
+#                                     # (A/B runs; the load generator stays this tree's)
 #
 # The coordinator runs as its own process (release build); a separate load
 # generator process (coordinator/examples/loadgen.rs) drives the clients.
@@ -31,7 +33,7 @@ STREAM_WINDOW=${STREAM_WINDOW:-}
 CONN_WINDOW=${CONN_WINDOW:-}
 
 cargo build --release -q -p fedsec-coordinator --bin fedsec-coordinator --example loadgen
-BIN=target/release/fedsec-coordinator
+BIN=${COORD_BIN:-target/release/fedsec-coordinator}
 LOADGEN=target/release/examples/loadgen
 
 work=$(mktemp -d)
@@ -40,6 +42,9 @@ max_clients=$(echo "$CLIENTS" | tr ' ' '\n' | sort -n | tail -1)
 "$BIN" certs init --out "$work/pki" --clients "$max_clients" >/dev/null   # one tenant per client
 
 rss_kb() { awk "/^$2:/ {print \$2}" "/proc/$1/status"; }
+# The process's user + system CPU time, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+tick=$(getconf CLK_TCK)
 
 printf '%-10s %8s %7s %12s %14s %12s %10s\n' noise clients rounds baseline_MB peak_RSS_MB peak/base s/round
 declare -A per_round
@@ -87,6 +92,7 @@ TOML
     # Wait for the registrations, then measure the baseline and start the job.
     until grep -q "clients registered" "$dir/loadgen.log" 2>/dev/null; do sleep 0.2; done
     base=$(rss_kb $pid VmRSS)
+    cpu0=$(cpu_ticks $pid)
     start=$(date +%s.%N)
     "$BIN" admin --endpoint "https://localhost:$PORT" --ca "$work/pki/ca.pem" \
         --cert "$work/pki/admin.pem" --key "$work/pki/admin.key" jobs create --file "$dir/job.toml" >/dev/null 2>"$dir/admin.log" || {
@@ -94,12 +100,18 @@ TOML
     wait $lg
     end=$(date +%s.%N)
     peak=$(rss_kb $pid VmHWM)
+    cpu1=$(cpu_ticks $pid)
     kill -TERM $pid
     wait $pid || true
     t=$(awk -v r="$ROUNDS" -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", (e-s)/r }')
     per_round[$n,$noise]="${per_round[$n,$noise]:-} $t"
     awk -v x="$noise" -v n="$n" -v r="$ROUNDS" -v b="$base" -v p="$peak" -v t="$t" \
         'BEGIN { printf "%-10s %8d %7d %12.1f %14.1f %12.2f %10.3f\n", x, n, r, b/1024, p/1024, p/b, t }'
+    # The coordinator's own CPU time over the rounds (uploads, closes,
+    # commits), per byte of f32 update received: on a shared machine this
+    # moves less with the load than the wall time does.
+    awk -v a="$cpu0" -v b="$cpu1" -v t="$tick" -v n="$n" -v r="$ROUNDS" -v d="$DIM" 'BEGIN {
+        s = (b - a) / t; printf "    coordinator CPU: %.2f s over %d rounds = %.2f ns per byte of update\n", s, r, s * 1e9 / (n * r * d * 4) }'
     grep -h "loadgen: round" "$dir/loadgen.log" | sed 's/^/    /'
     # With COORD_LOG="warn,fedsec_coordinator::job::noise=debug": when each
     # round's noise was drawn and how long the close waited for it.

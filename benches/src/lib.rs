@@ -163,6 +163,9 @@ impl BenchCoordinator {
         };
         spec.noise_multiplier = Some(1.0);
         spec.clipping.clip_norm = 1.0;
+        // The updates have norm ~1.15 > C (they exercise the re-clip); the
+        // update screen's default policy (exclude) would refuse them.
+        spec.screen.policy = fedsec_coordinator::config::ScreenPolicyKind::Log;
         running.admin().create_job(spec).await.expect("job");
         let u = update(dim, 7);
         Self {

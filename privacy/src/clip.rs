@@ -89,6 +89,17 @@ fn first_non_finite(v: &[f32]) -> usize {
     v.iter().position(|x| !x.is_finite()).unwrap_or(v.len())
 }
 
+/// Sum of the squares of `v`, accumulated in `f64` by the same vectorised
+/// kernel as [`l2_norm`] (AVX2 + FMA where the CPU has it, detected at run
+/// time), with the same rounding bound ([`norm_rounding_bound`]).
+///
+/// Not finite exactly when an element is NaN or ±∞ (no finite input
+/// overflows). For statistics that are no privacy mechanism (the update
+/// screen's per-layer norms); the re-clip goes through [`Measured`].
+pub fn sum_of_squares(v: &[f32]) -> f64 {
+    kernels::sum_squares(v)
+}
+
 /// L2 norm of `v`, accumulated in `f64`; NaN or ±∞ anywhere is an error.
 ///
 /// One pass over the data: the sum of squares is finite exactly when every

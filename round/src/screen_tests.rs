@@ -66,6 +66,79 @@ fn statistics_are_the_update_against_the_published_direction() {
     assert!(Reference::between(&[1.0], &[1.0, 2.0]).is_none());
 }
 
+/// The vectorised measure against the plain one-element-at-a-time
+/// definition: every length around the lane width, zeros and both signs.
+#[test]
+fn measure_agrees_with_the_scalar_definition() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    for n in (1..40).chain([1000, 4099, 65_557]) {
+        let value = |rng: &mut ChaCha8Rng| -> f32 {
+            if rng.random_bool(0.2) {
+                0.0
+            } else {
+                rng.random_range(-1.0f32..1.0)
+            }
+        };
+        let update: Vec<f32> = (0..n).map(|_| value(&mut rng)).collect();
+        let previous = vec![0.0f32; n];
+        let mut direction: Vec<f32> = (0..n).map(|_| value(&mut rng)).collect();
+        direction[0] = 0.5; // never all zero
+        let reference = Reference::between(&previous, &direction).unwrap();
+        let cut = n / 3;
+        let l = vec![
+            Layer {
+                name: "a".into(),
+                range: 0..cut,
+            },
+            Layer {
+                name: "b".into(),
+                range: cut..n,
+            },
+        ];
+        let s = measure(&update, 1.0, Some(&reference), &l).unwrap();
+        let sq = |v: &[f32]| v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>();
+        let (sa, sb) = (sq(&update[..cut]), sq(&update[cut..]));
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-12 * b.abs().max(1e-300);
+        assert!(close(s.norm, (sa + sb).sqrt()), "n = {n}");
+        assert!(close(s.layer_norms[0], sa.sqrt()) && close(s.layer_norms[1], sb.sqrt()));
+        let dot: f64 = update
+            .iter()
+            .zip(&direction)
+            .map(|(&x, &y)| f64::from(x) * f64::from(y))
+            .sum();
+        let (mut agree, mut both) = (0u64, 0u64);
+        for (&x, &y) in update.iter().zip(&direction) {
+            if x != 0.0 && y != 0.0 {
+                both += 1;
+                agree += u64::from((x > 0.0) == (y > 0.0));
+            }
+        }
+        // The dispatched kernel (AVX2 where the CPU has it) and the portable one.
+        for (d, a, b) in [
+            dot_and_signs(&update, &direction),
+            dot_and_signs_portable(&update, &direction),
+        ] {
+            let tol = 1e-12 * sq(&update).max(1e-300);
+            assert!((d - dot).abs() <= tol, "n = {n}: {d} vs {dot}");
+            assert_eq!((a, b), (agree, both), "n = {n}");
+        }
+        if both > 0 {
+            assert_eq!(s.sign_agreement, Some(agree as f64 / both as f64));
+        }
+        // A bad value in any layer, at any position, is found.
+        for i in [0, cut, n - 1] {
+            for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                let mut u = update.clone();
+                u[i] = bad;
+                assert!(
+                    measure(&u, 1.0, Some(&reference), &l).is_none(),
+                    "n = {n}, i = {i}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn the_norm_rule_flags_boosted_updates_and_spares_clipped_ones() {
     let t = ScreenThresholds::default();
