@@ -20,7 +20,7 @@
 //!    with its local and holdout loss, recorded in the tenant's ledger,
 //!    submitted, skipped by policy, new model).
 //! 4. **Explanations**: at the end, the most bot-like sessions are explained
-//!    in plain words (`explain_sessions`).
+//!    in plain words against this tenant's typical humans (`explain_sessions`).
 //!
 //! So that the example runs on its own, it first starts what normally lives
 //! elsewhere: a coordinator on a loopback port (development PKI, fast
@@ -293,18 +293,19 @@ async fn main() {
         model.epsilon.unwrap_or(f64::NAN)
     );
     let sessions: Vec<Session> = traffic.into_iter().map(|(s, _)| s).collect();
-    let scores = handle.score_sessions(&sessions).unwrap();
+    // Reasons compare with this tenant's typical humans: the sessions of
+    // today's traffic the model scores as human (as `fedsec-client score`).
+    let ex = handle.explain_sessions(&sessions, 3).unwrap();
+    println!("[host] {}", ex.baseline.notice());
     let mut order: Vec<usize> = (0..sessions.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    let worst: Vec<Session> = order.iter().take(3).map(|&i| sessions[i].clone()).collect();
-    for (s, e) in worst
-        .iter()
-        .zip(handle.explain_sessions(&worst, 3).unwrap())
-    {
+    order.sort_by(|&a, &b| ex.sessions[b].logit.total_cmp(&ex.sessions[a].logit));
+    for &i in order.iter().take(3) {
+        let (s, e) = (&sessions[i], &ex.sessions[i]);
         println!(
-            "  {} {:>4} requests  p(bot) = {:.2}",
+            "  {} {:>4} requests  logit {:.2}  p(bot) = {:.2}",
             s.ip,
             s.requests.len(),
+            e.logit,
             e.probability
         );
         for r in &e.reasons {

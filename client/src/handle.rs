@@ -4,8 +4,9 @@
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use fedsec_detector::explain::{Reason, baseline_for, explain, top_reasons};
-use fedsec_detector::features::{self, NUM_FEATURES};
+use fedsec_detector::explain::baseline::DEFAULT_REFERENCES;
+use fedsec_detector::explain::{Baseline, Reason, typical_humans};
+use fedsec_detector::features::{self, NUM_FEATURES, SessionFeatures};
 use fedsec_detector::model::{ModelError, ModelFile, Scorer};
 use fedsec_detector::session::Session;
 use fedsec_model::ModelSpec;
@@ -84,10 +85,25 @@ pub enum ScoreError {
 /// One session's score and its top reasons in plain words.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionExplanation {
+    /// Bot logit (rank by it: unlike the probability it does not saturate).
+    pub logit: f32,
     /// Bot probability.
     pub probability: f32,
-    /// Features pushing the score towards "bot", largest first.
+    /// Features pushing the score towards "bot" against the baseline,
+    /// presence reasons first (the rules of
+    /// [`fedsec_detector::explain::reasons`]); empty when nothing the
+    /// session did stands out.
     pub reasons: Vec<Reason>,
+}
+
+/// Explanations of a batch and the baseline they compare with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explanations {
+    /// The tenant's typical humans the reasons compare with (or the feature
+    /// centres, when the batch holds too few; [`Baseline::notice`] says so).
+    pub baseline: Baseline,
+    /// One per session, in the order given.
+    pub sessions: Vec<SessionExplanation>,
 }
 
 /// State shared by the participant and its handles.
@@ -159,27 +175,90 @@ impl ParticipantHandle {
         self.score(&rows)
     }
 
-    /// Probabilities and the `top` plain-words reasons of each session
-    /// (the detector's attributions against a typical-human baseline).
+    /// The typical-human baseline of a batch of this tenant's sessions,
+    /// exactly as `fedsec-client score` builds it from a log: the sessions
+    /// the latest global model scores as human (p < 0.1, good bots
+    /// excluded), sampled deterministically (up to 32), or the feature
+    /// centres when fewer than 8 qualify
+    /// ([`fedsec_detector::explain::baseline`]).
+    pub fn typical_humans(&self, sessions: &[Session]) -> Result<Baseline, ScoreError> {
+        let (_, scorer) = self.scorer()?;
+        let (extracted, logits) = Self::logits(&scorer, sessions)?;
+        Ok(Self::baseline_of(sessions, &extracted, &logits))
+    }
+
+    fn logits(
+        scorer: &Scorer,
+        sessions: &[Session],
+    ) -> Result<(Vec<SessionFeatures>, Vec<f32>), ScoreError> {
+        let extracted: Vec<SessionFeatures> = sessions.iter().map(features::extract).collect();
+        let rows: Vec<f32> = extracted.iter().flat_map(|f| f.values).collect();
+        let logits = scorer.logits(&rows)?;
+        Ok((extracted, logits))
+    }
+
+    fn baseline_of(
+        sessions: &[Session],
+        extracted: &[SessionFeatures],
+        logits: &[f32],
+    ) -> Baseline {
+        let keys: Vec<String> = sessions.iter().map(|s| s.key.to_string()).collect();
+        typical_humans(
+            keys.iter()
+                .zip(extracted)
+                .zip(logits)
+                .map(|((k, f), &l)| (k.as_str(), &f.values, &f.raw, l, None)),
+            DEFAULT_REFERENCES,
+        )
+    }
+
+    /// Scores and explains every session of a batch against the typical
+    /// humans of that same batch ([`Self::typical_humans`]; pass a batch of
+    /// the tenant's ordinary traffic, not only suspects): the logit, the
+    /// probability and at most `top` plain-words reasons of each, and the
+    /// baseline (its [`Baseline::notice`] is the line `score` prints first).
     pub fn explain_sessions(
         &self,
         sessions: &[Session],
         top: usize,
+    ) -> Result<Explanations, ScoreError> {
+        let (m, scorer) = self.scorer()?;
+        let (extracted, logits) = Self::logits(&scorer, sessions)?;
+        let baseline = Self::baseline_of(sessions, &extracted, &logits);
+        let sessions = Self::explain_rows(&m, &baseline, &extracted, top)?;
+        Ok(Explanations { baseline, sessions })
+    }
+
+    /// Explains `sessions` against a baseline built earlier
+    /// ([`Self::typical_humans`] of a larger batch), with the latest model.
+    pub fn explain_against(
+        &self,
+        baseline: &Baseline,
+        sessions: &[Session],
+        top: usize,
     ) -> Result<Vec<SessionExplanation>, ScoreError> {
         let (m, _) = self.scorer()?;
-        let extracted: Vec<_> = sessions.iter().map(features::extract).collect();
-        let rows: Vec<f32> = extracted.iter().flat_map(|f| f.values).collect();
-        let baselines: Vec<f32> = extracted
+        let extracted: Vec<SessionFeatures> = sessions.iter().map(features::extract).collect();
+        Self::explain_rows(&m, baseline, &extracted, top)
+    }
+
+    fn explain_rows(
+        m: &GlobalModel,
+        baseline: &Baseline,
+        extracted: &[SessionFeatures],
+        top: usize,
+    ) -> Result<Vec<SessionExplanation>, ScoreError> {
+        let rows: Vec<_> = extracted
             .iter()
-            .flat_map(|f| baseline_for(&f.values))
+            .map(|f| (&f.values, &f.raw, None))
             .collect();
-        let expl = explain(&m.spec, &m.weights, &rows, &baselines)?;
-        Ok(expl
-            .iter()
-            .zip(&extracted)
-            .map(|(e, f)| SessionExplanation {
+        Ok(baseline
+            .reasons_for(&m.spec, &m.weights, &rows, top)?
+            .into_iter()
+            .map(|(e, reasons)| SessionExplanation {
+                logit: e.logit,
                 probability: e.probability(),
-                reasons: top_reasons(e, &f.values, &f.raw, top),
+                reasons,
             })
             .collect())
     }
@@ -208,5 +287,178 @@ impl ParticipantHandle {
     pub fn data_counts(&self) -> (usize, usize) {
         let s = self.shared.store();
         (s.train_len(), s.holdout_len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use fedsec_detector::explain::{BaselineSource, top_reasons};
+    use fedsec_detector::features::idx;
+    use fedsec_detector::logs::time::format_clf_time;
+    use fedsec_detector::logs::{LogReader, ReaderConfig};
+    use fedsec_detector::session::{Sessionizer, sessionize};
+
+    use super::*;
+
+    const T0: i64 = 1_709_510_400; // 2024-03-04T00:00:00Z
+    const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+
+    /// `n` requests of one client, `gap` seconds apart, each a distinct page.
+    fn client_lines(ip: &str, ua: &str, start: i64, n: usize, gap: i64) -> String {
+        (0..n)
+            .map(|k| {
+                let t = format_clf_time((start + gap * k as i64) * 1000, 0);
+                format!("{ip} - - [{t}] \"GET /p{k} HTTP/1.1\" 200 5120 \"-\" \"{ua}\"\n")
+            })
+            .collect()
+    }
+
+    /// `humans` Firefox visitors making 60 requests 10 s apart (this
+    /// tenant's people are busy), then one script making as many requests
+    /// 1 s apart; sessions in closing order, the script last.
+    fn sessions(humans: usize) -> Vec<Session> {
+        let mut log: String = (0..humans)
+            .map(|i| {
+                client_lines(
+                    &format!("198.51.100.{}", i + 1),
+                    FIREFOX,
+                    T0 + 7 * i as i64,
+                    60,
+                    10,
+                )
+            })
+            .collect();
+        log.push_str(&client_lines(
+            "203.0.113.9",
+            "python-requests/2.31.0",
+            T0 + 7_200,
+            60,
+            1,
+        ));
+        let mut out = Vec::new();
+        let mut reader = LogReader::new(log.as_bytes(), ReaderConfig::default());
+        sessionize(
+            &mut reader,
+            &mut Sessionizer::default(),
+            |s| out.push(s),
+            |_| {},
+        )
+        .unwrap();
+        out.sort_by_key(|s| s.key.start_ms);
+        out
+    }
+
+    /// A handle on a hand-set logistic model: more requests, shorter gaps
+    /// and no current browser push the logit up; the people sit at −5.
+    fn handle_with_model(human: &SessionFeatures) -> ParticipantHandle {
+        let spec = ModelSpec::logistic(NUM_FEATURES as u32);
+        let mut w = vec![0.0f32; NUM_FEATURES + 1];
+        w[idx::REQUESTS] = 1.0;
+        w[idx::MEDIAN_GAP] = -1.0;
+        w[idx::UA_BROWSER] = -4.0;
+        let v = &human.values;
+        w[NUM_FEATURES] = -5.0 - (v[idx::REQUESTS] - v[idx::MEDIAN_GAP] - 4.0 * v[idx::UA_BROWSER]);
+        let shared = Arc::new(Shared {
+            events: broadcast::channel(4).0,
+            model: RwLock::new(None),
+            store: Mutex::new(LocalStore::new(0.2, 100, 1)),
+        });
+        shared.set_model(Arc::new(GlobalModel {
+            job_id: "j".into(),
+            version: 1,
+            round: 1,
+            spec,
+            weights: w,
+            epsilon: None,
+        }));
+        ParticipantHandle { shared }
+    }
+
+    #[test]
+    fn explanations_compare_with_the_tenants_typical_humans_not_feature_centres() {
+        let batch = sessions(12);
+        assert_eq!(batch.len(), 13);
+        let suspect = batch.last().unwrap();
+        assert_eq!(suspect.user_agent, "python-requests/2.31.0");
+        let handle = handle_with_model(&features::extract(&batch[0]));
+
+        let ex = handle.explain_sessions(&batch, 3).unwrap();
+        // The baseline is this batch's people, as `score` builds it.
+        assert_eq!(ex.baseline.source, BaselineSource::ScoredHumans);
+        assert_eq!((ex.baseline.len(), ex.baseline.eligible), (12, 12));
+        assert!(
+            ex.baseline.notice().starts_with(
+                "Reasons compare with: 12 sessions of this log the model scores as human"
+            ),
+            "{}",
+            ex.baseline.notice()
+        );
+        assert_eq!(ex.sessions.len(), 13);
+        let mine = &ex.sessions[12];
+        assert!(mine.logit > ex.sessions[0].logit + 4.0, "{mine:?}");
+        // The script makes as many requests as this tenant's people do: that
+        // is no reason here. Its speed is, and says what is typical.
+        let names: Vec<&str> = mine.reasons.iter().map(|r| r.name).collect();
+        assert!(
+            !mine.reasons.iter().any(|r| r.feature == idx::REQUESTS),
+            "{names:?}"
+        );
+        let gap = mine
+            .reasons
+            .iter()
+            .find(|r| r.feature == idx::MEDIAN_GAP)
+            .unwrap_or_else(|| panic!("{names:?}"));
+        assert!(gap.typical.is_some(), "{gap:?}");
+
+        // Against the feature centres (the old embedding behaviour) the
+        // request count *is* a reason: the test tells the two apart.
+        let f = features::extract(suspect);
+        let centre = fedsec_detector::explain::explain(
+            &handle.model().unwrap().spec,
+            &handle.model().unwrap().weights,
+            &f.values,
+            &fedsec_detector::explain::baseline_for(&f.values),
+        )
+        .unwrap();
+        let old = top_reasons(&centre[0], &f.values, &f.raw, 3);
+        assert!(old.iter().any(|r| r.feature == idx::REQUESTS), "{old:?}");
+
+        // A baseline from the batch explains a few sessions alike.
+        let baseline = handle.typical_humans(&batch).unwrap();
+        // (Baselines hold NaN typical values where no reference has one.)
+        assert_eq!(baseline.describe(), ex.baseline.describe());
+        assert_eq!(baseline.typical(), ex.baseline.typical());
+        let few = handle
+            .explain_against(&baseline, std::slice::from_ref(suspect), 3)
+            .unwrap();
+        assert_eq!(few[0], *mine);
+    }
+
+    #[test]
+    fn too_few_people_fall_back_to_the_feature_centres_and_say_so() {
+        let batch = sessions(5);
+        let handle = handle_with_model(&features::extract(&batch[0]));
+        let ex = handle.explain_sessions(&batch, 3).unwrap();
+        assert_eq!(ex.baseline.source, BaselineSource::FeatureCentres);
+        assert_eq!(ex.baseline.eligible, 5);
+        assert!(
+            ex.baseline.notice().contains("fixed feature centres"),
+            "{}",
+            ex.baseline.notice()
+        );
+        // No model yet: an error, not a panic.
+        let empty = ParticipantHandle {
+            shared: Arc::new(Shared {
+                events: broadcast::channel(4).0,
+                model: RwLock::new(None),
+                store: Mutex::new(LocalStore::new(0.2, 100, 1)),
+            }),
+        };
+        assert!(matches!(
+            empty.explain_sessions(&batch, 3),
+            Err(ScoreError::NoModel)
+        ));
     }
 }

@@ -86,6 +86,6 @@ pub use data::{
 pub use error::{BuildError, ConnectionError, Error, RpcError};
 pub use events::{Event, HoldoutReport, TaskRef, TrainReport};
 pub use guard::{Basis, SkipReason};
-pub use handle::{GlobalModel, ParticipantHandle, ScoreError, SessionExplanation};
+pub use handle::{Explanations, GlobalModel, ParticipantHandle, ScoreError, SessionExplanation};
 pub use participant::{Participant, ParticipantBuilder, Registration, RunOutcome, Timing};
 pub use policy::{AccountantKind, PrivacyPolicy, TrainingLimits};

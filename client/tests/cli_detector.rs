@@ -500,7 +500,8 @@ fn score_shows_evidence_pagination_and_related_sessions() {
     let reasons = first["reasons"].as_array().unwrap();
     assert_eq!(
         reasons[0]["text"],
-        "paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110) (typical human here: 1)"
+        "paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110) \
+         (typical human here: 1 on their most-requested path)"
     );
     assert_eq!(reasons[0]["kind"], "presence");
     // The absence (no browser) comes after, with its context.

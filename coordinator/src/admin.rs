@@ -431,6 +431,35 @@ impl AdminApi {
         Ok(bytes)
     }
 
+    /// The per-canary statistics of an audited job that has finished its
+    /// audit (`None` for a job without canaries or whose audit is not
+    /// computed yet): those the audit was computed from, or after a restart
+    /// recomputed from the published versions the same way
+    /// ([`crate::canary`]). For experiments that pool the canaries of
+    /// several jobs ([`crate::canary::pooled_estimate`]). In-process only:
+    /// the Admin RPC does not serve it.
+    pub async fn canary_statistics(
+        &self,
+        job_id: &str,
+    ) -> Result<Option<crate::canary::CanaryStatistics>, Error> {
+        let job = self.job_rt(job_id)?;
+        let Some(set) = job.canaries else {
+            return Ok(None);
+        };
+        if job.audit().is_none() {
+            return Ok(None);
+        }
+        if let Some(stats) = job.audit_statistics() {
+            return Ok(Some((*stats).clone()));
+        }
+        let (id, dim) = (job_id.to_owned(), job.dim);
+        let stats = self
+            .engine
+            .db(move |s| crate::job::audit::audit_statistics(s, &id, &set, dim))
+            .await?;
+        Ok(Some(stats))
+    }
+
     /// Audit events, newest first (`limit` 0 means 100).
     pub async fn audit_events(
         &self,

@@ -31,6 +31,16 @@
 //! round's published model delta (new version minus the version it was
 //! trained on; with server momentum this includes the momentum) with each
 //! direction.
+//!
+//! Pooling: [`pooled_estimate`] computes the same estimates and bounds over
+//! the canaries of several independent audited jobs at once (e.g. the same
+//! job on several seeds). That is valid for the one-run bound when every
+//! job has the same guarantee: each canary's inclusion changes only its own
+//! job's output, so the jobs together are a mechanism that is (ε, δ)-DP
+//! with respect to each canary, and Steinke et al.'s theorem applies to all
+//! their canaries as one run (guesses may depend on every job's output).
+//! The jobs must share the model dimension and the number of observed
+//! rounds (so the cosines have the same null distribution).
 
 use fedsec_privacy::EmpiricalAudit;
 use fedsec_privacy::audit::{
@@ -66,7 +76,7 @@ pub(crate) struct CanaryDraw<'a> {
 }
 
 /// Confidence of the audit's lower bounds.
-pub(crate) const AUDIT_CONFIDENCE: f64 = 0.95;
+pub const AUDIT_CONFIDENCE: f64 = 0.95;
 
 /// Number of guess counts tried by the one-run bound (Bonferroni-corrected).
 const ONE_RUN_GUESS_LEVELS: [u64; 4] = [8, 4, 2, 1];
@@ -167,11 +177,14 @@ impl CanarySet {
     }
 }
 
-/// The audit statistics of every canary (inserted first, then unseen).
+/// The audit statistics of every canary of one job (inserted first, then
+/// unseen).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct CanaryStatistics {
+pub struct CanaryStatistics {
     /// Model dimension.
     pub dim: usize,
+    /// Inserted canaries (the first `inserted` entries of each statistic).
+    pub inserted: u32,
     /// Cosine of the final model delta with each direction.
     pub final_cosines: Vec<f64>,
     /// Largest cosine of any round's published delta with each direction
@@ -187,6 +200,7 @@ impl CanaryStatistics {
         let n = set.total() as usize;
         Self {
             dim,
+            inserted: set.inserted,
             final_cosines: vec![0.0; n],
             max_cosines: vec![f64::NEG_INFINITY; n],
             rounds: 0,
@@ -221,17 +235,19 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
 }
 
 /// Lower bounds from one statistic: `(one-run, Clopper–Pearson)`.
+/// `is_in[i]` says whether canary `i` was inserted.
 fn bounds(
     scores: &[f64],
-    inserted: usize,
+    is_in: &[bool],
     delta: f64,
     confidence: f64,
 ) -> Result<(f64, f64), AuditError> {
     let m = scores.len();
+    let inserted = is_in.iter().filter(|&&b| b).count();
     // Rank all canaries by their statistic, largest first (ties by index).
     let mut order: Vec<usize> = (0..m).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let is_in = |i: usize| i < inserted;
+    let is_in = |i: usize| is_in[i];
 
     // One run: guess "inserted" for the top r/2 and "unseen" for the bottom
     // r/2, for r = m/8, m/4, m/2, m fixed in advance; the significance is
@@ -284,31 +300,81 @@ pub(crate) fn estimate(
     delta: f64,
     confidence: f64,
 ) -> Result<EmpiricalAudit, AuditError> {
-    let k = set.inserted as usize;
+    let mut out = pooled_estimate(std::slice::from_ref(stats), delta, confidence)?;
+    out.canaries = set.inserted;
+    out.unseen_canaries = set.unseen;
+    Ok(out)
+}
+
+/// The estimates and bounds of [`estimate`] over the canaries of several
+/// independent audited jobs together (see the module docs for when that is
+/// valid): statistics are concatenated, each canary keeping its own
+/// inserted/unseen flag, and ranked together. For one job it is exactly the
+/// job's own audit. `canaries` and `unseen_canaries` are the totals. Every
+/// job must have the same model dimension and observed rounds (an error
+/// otherwise); jobs that released nothing make every ε 0.
+pub fn pooled_estimate(
+    runs: &[CanaryStatistics],
+    delta: f64,
+    confidence: f64,
+) -> Result<EmpiricalAudit, AuditError> {
+    let total = |f: fn(&CanaryStatistics) -> u32| runs.iter().map(f).sum::<u32>();
+    let inserted = total(|s| s.inserted);
+    let unseen = total(|s| (s.final_cosines.len() as u32).saturating_sub(s.inserted));
     let mut out = EmpiricalAudit {
-        canaries: set.inserted,
+        canaries: inserted,
         epsilon_one_shot_final: 0.0,
         epsilon_one_shot_all_iterates: 0.0,
         epsilon_lower_bound: 0.0,
         confidence,
         delta,
-        unseen_canaries: set.unseen,
+        unseen_canaries: unseen,
         epsilon_one_run_final: 0.0,
         epsilon_one_run_all_iterates: 0.0,
         epsilon_clopper_pearson_final: 0.0,
         epsilon_clopper_pearson_all_iterates: 0.0,
     };
-    if stats.rounds == 0 || k < 2 || set.unseen < 2 {
+    let Some(first) = runs.first() else {
+        return Ok(out);
+    };
+    for s in runs {
+        let n = s.final_cosines.len();
+        if s.dim != first.dim || s.rounds != first.rounds {
+            return Err(AuditError::InvalidCounts(format!(
+                "pooled jobs differ: d = {} over {} rounds against d = {} over {} rounds",
+                s.dim, s.rounds, first.dim, first.rounds
+            )));
+        }
+        if s.max_cosines.len() != n || s.inserted as usize > n {
+            return Err(AuditError::InvalidCounts(format!(
+                "{} inserted canaries, {n} final and {} all-iterates statistics",
+                s.inserted,
+                s.max_cosines.len()
+            )));
+        }
+    }
+    if first.rounds == 0 || inserted < 2 || unseen < 2 {
         return Ok(out);
     }
-    let (inserted_final, _) = stats.final_cosines.split_at(k);
-    out.epsilon_one_shot_final = one_shot_epsilon_from_cosines(stats.dim, inserted_final, delta)?;
-    let (inserted_max, unseen_max) = stats.max_cosines.split_at(k);
-    let (m0, s0) = mean_std(unseen_max);
-    let (m1, s1) = mean_std(inserted_max);
+    let mut is_in = Vec::new();
+    let (mut final_all, mut max_all) = (Vec::new(), Vec::new());
+    let (mut inserted_final, mut inserted_max, mut unseen_max) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for s in runs {
+        let k = s.inserted as usize;
+        is_in.extend((0..s.final_cosines.len()).map(|i| i < k));
+        final_all.extend_from_slice(&s.final_cosines);
+        max_all.extend_from_slice(&s.max_cosines);
+        inserted_final.extend_from_slice(&s.final_cosines[..k]);
+        inserted_max.extend_from_slice(&s.max_cosines[..k]);
+        unseen_max.extend_from_slice(&s.max_cosines[k..]);
+    }
+    out.epsilon_one_shot_final = one_shot_epsilon_from_cosines(first.dim, &inserted_final, delta)?;
+    let (m0, s0) = mean_std(&unseen_max);
+    let (m1, s1) = mean_std(&inserted_max);
     out.epsilon_one_shot_all_iterates = two_gaussians_epsilon(m0, s0, m1, s1, delta)?;
-    let (or_f, cp_f) = bounds(&stats.final_cosines, k, delta, confidence)?;
-    let (or_a, cp_a) = bounds(&stats.max_cosines, k, delta, confidence)?;
+    let (or_f, cp_f) = bounds(&final_all, &is_in, delta, confidence)?;
+    let (or_a, cp_a) = bounds(&max_all, &is_in, delta, confidence)?;
     out.epsilon_one_run_final = or_f;
     out.epsilon_one_run_all_iterates = or_a;
     out.epsilon_clopper_pearson_final = cp_f;
@@ -422,6 +488,51 @@ mod tests {
         assert!(none.epsilon_lower_bound < 0.5, "{none:?}");
         assert!(none.epsilon_one_shot_final < 1.5, "{none:?}");
         assert_eq!((none.canaries, none.unseen_canaries), (50, 50));
+    }
+
+    #[test]
+    fn pooling_one_job_reproduces_its_audit_and_more_jobs_tighten_the_bound() {
+        let dim = 2000;
+        let sets: Vec<CanarySet> = (0..3).map(|i| CanarySet::new(20 + i, 60)).collect();
+        let stats: Vec<CanaryStatistics> = sets
+            .iter()
+            .zip(0u64..)
+            .map(|(set, i)| stats_for(set, dim, 0.1, 0.05, 40 + i))
+            .collect();
+        let single: Vec<EmpiricalAudit> = sets
+            .iter()
+            .zip(&stats)
+            .map(|(set, st)| estimate(set, st, 1e-6, 0.95).unwrap())
+            .collect();
+        // One job pooled is exactly that job's audit.
+        let one = pooled_estimate(&stats[..1], 1e-6, 0.95).unwrap();
+        assert_eq!(one, single[0]);
+        // Three jobs: the counts add up and, at the same signal, three
+        // times the canaries give a tighter (larger) lower bound than any
+        // job alone.
+        let all = pooled_estimate(&stats, 1e-6, 0.95).unwrap();
+        assert_eq!((all.canaries, all.unseen_canaries), (180, 180));
+        let best_single = single
+            .iter()
+            .map(|a| a.epsilon_lower_bound)
+            .fold(0.0, f64::max);
+        assert!(
+            all.epsilon_lower_bound > best_single,
+            "pooled {all:?}, single {single:?}"
+        );
+        // Jobs of different shapes are not pooled.
+        let mut other = stats[1].clone();
+        other.rounds += 1;
+        assert!(pooled_estimate(&[stats[0].clone(), other], 1e-6, 0.95).is_err());
+        let mut other = stats[1].clone();
+        other.dim += 1;
+        assert!(pooled_estimate(&[stats[0].clone(), other], 1e-6, 0.95).is_err());
+        assert_eq!(
+            pooled_estimate(&[], 1e-6, 0.95)
+                .unwrap()
+                .epsilon_lower_bound,
+            0.0
+        );
     }
 
     #[test]

@@ -84,8 +84,8 @@
 //! - `aggregate`: the streaming f64 sum and bounded decode buffers.
 //! - `round`: one open round attempt and its submission bookkeeping (the
 //!   sum, the plan and the release are the round core's, `fedsec_round`).
-//! - `canary`: canary clients of audited jobs and the empirical-audit
-//!   statistics.
+//! - [`canary`]: canary clients of audited jobs and the empirical-audit
+//!   statistics (public: the statistics and their pooling over jobs).
 //! - `accounting`: the coordinator's use of `fedsec-privacy` (receipts,
 //!   noise sources).
 //! - `job`: a job at run time and the task driving its rounds.
@@ -112,7 +112,7 @@ pub(crate) mod admin;
 pub(crate) mod aggregate;
 pub mod alerts;
 pub mod auth;
-pub(crate) mod canary;
+pub mod canary;
 pub mod config;
 mod engine;
 pub mod error;

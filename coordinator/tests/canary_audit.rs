@@ -15,6 +15,7 @@ mod support;
 use std::time::Duration;
 
 use fedsec_coordinator::JobSpec;
+use fedsec_coordinator::canary::{AUDIT_CONFIDENCE, pooled_estimate};
 use fedsec_coordinator::config::AuditSpec;
 use fedsec_privacy::{NoiseKind, PrivacyReceipt};
 use fedsec_proto::v1::{self, JobRef, get_task_response};
@@ -133,11 +134,41 @@ async fn without_noise_the_audit_finds_a_large_epsilon_and_survives_a_restart() 
         .into_inner();
     assert_eq!(over_grpc.audit.as_ref(), Some(&a));
 
+    // The per-canary statistics it was computed from (for pooling over
+    // jobs) give back exactly this audit.
+    let kept = h
+        .running()
+        .admin()
+        .canary_statistics("open")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (kept.inserted, kept.rounds, kept.dim),
+        (CANARIES, 8, DIM as usize)
+    );
+    let pooled = pooled_estimate(std::slice::from_ref(&kept), 1e-5, AUDIT_CONFIDENCE).unwrap();
+    assert_eq!(pooled.epsilon_lower_bound, a.epsilon_lower_bound);
+    assert_eq!(pooled.epsilon_one_shot_final, a.epsilon_one_shot_final);
+    assert_eq!(
+        pooled.epsilon_clopper_pearson_all_iterates,
+        a.epsilon_clopper_pearson_all_iterates
+    );
+
     // Restart: the stored result is served again, and not recomputed.
     h.shutdown().await;
     h.reopen(|_| {}).await;
     let again = h.running().admin().job("open").unwrap();
     assert_eq!(again.audit.as_ref(), Some(&a));
+    // The statistics are recomputed from the published versions, identically.
+    let recomputed = h
+        .running()
+        .admin()
+        .canary_statistics("open")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(recomputed, kept);
     let mut c = h.client("c000").await;
     let (header, _) = c.get_model("open", 0).await;
     assert_eq!(header.receipt.unwrap().empirical_audit.as_ref(), Some(&a));

@@ -219,6 +219,36 @@ fn a_pagination_walk_is_described_as_pagination() {
     };
     let old = reasons(&ex, &f.values, &f.raw, &bare, 1);
     assert_eq!(old[0].text, "hit the same URL 110 times");
+
+    // Against a tenant's humans, the typical value beside a page walk says
+    // what it counts (not a bare "3" after "110 requests, pages 1 → 110").
+    let mut typical_raw = [f64::NAN; NUM_FEATURES];
+    typical_raw[idx::MAX_HITS_ONE_PATH] = 3.0;
+    let humans = ReasonContext {
+        typical_raw: Some(&typical_raw),
+        ..ctx
+    };
+    let r = reasons(&ex, &f.values, &f.raw, &humans, 1);
+    assert_eq!(
+        r[0].text,
+        "paginated through /c/shoes?page=<int> (110 requests, pages 1 → 110) \
+         (typical human here: 3 on their most-requested path)"
+    );
+    assert_eq!(r[0].typical.as_deref(), Some("3"));
+    let r = reasons(
+        &ex,
+        &f.values,
+        &f.raw,
+        &ReasonContext {
+            evidence: None,
+            ..humans
+        },
+        1,
+    );
+    assert_eq!(
+        r[0].text,
+        "hit the same URL 110 times (typical human here: 3)"
+    );
 }
 
 #[test]

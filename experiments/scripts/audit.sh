@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # 6. Empirical privacy audit: the coordinator's canary mode with noise
 # calibrated to ε ∈ {1, 2, 4, 8} (δ = 1e-6) and once without noise.
+# Runs seeds 1, 2, 3 (full mode: each seed's audit and the canaries pooled
+# over seeds) or seed 1 alone (fast mode, CI's cost of one audit).
 # Writes experiments/results/audit.{csv,png} and its section of
 # experiments/results/README.md (full mode), or the same under
 # experiments/out/fast/ (fast mode, CI-sized: seconds).

@@ -104,7 +104,8 @@ struct Common {
     mode: Mode,
     /// Seed of data, selection, training and noise; privacy-utility,
     /// non-iid, scale and small-tenants run over this seed and the next
-    /// ones (3 seeds in full mode, 2 in fast mode) and report mean ± sd.
+    /// ones (3 seeds in full mode, 2 in fast mode) and report mean ± sd;
+    /// audit over 3 seeds in full mode (per seed and pooled), 1 in fast.
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Output directory [default: experiments/results in full mode,
@@ -245,8 +246,9 @@ fn audit(c: &Common) -> ExitCode {
         Ok(o) => {
             for r in &o.rows {
                 println!(
-                    "{}: accountant ε {:.3}, ε̂ final {:.3}, ε̂ all iterates {:.3}, lower bound {:.3}",
+                    "{} (seed {}): accountant ε {:.3}, ε̂ final {:.3}, ε̂ all iterates {:.3}, lower bound {:.3}",
                     r.run,
+                    r.seed,
                     r.accountant_epsilon,
                     r.epsilon_one_shot_final,
                     r.epsilon_one_shot_all_iterates,

@@ -34,9 +34,15 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
     };
     let audit = match computed.and_then(|stats| {
         crate::canary::estimate(&set, &stats, delta, crate::canary::AUDIT_CONFIDENCE)
+            .map(|a| (a, stats))
             .map_err(Error::Audit)
     }) {
-        Ok(a) => a,
+        Ok((a, stats)) => {
+            // Kept for `AdminApi::canary_statistics` (pooling over jobs):
+            // recomputing is as costly as the audit itself.
+            job.set_audit_statistics(stats);
+            a
+        }
         Err(Error::ShuttingDown) => return Err(Error::ShuttingDown),
         // A transient store fault: the driver retries the step (issue 16).
         Err(e) if e.is_transient() => return Err(e),
@@ -98,7 +104,7 @@ pub(crate) async fn run_audit(engine: &Arc<Engine>, job: &Arc<JobRuntime>) -> Re
 /// version at a time: each committed round's delta (its version minus the
 /// version it was trained on, following rollbacks in the ledger) and the
 /// final delta (current version minus version 0).
-fn audit_statistics(
+pub(crate) fn audit_statistics(
     store: &dyn crate::store::Store,
     job_id: &str,
     set: &CanarySet,

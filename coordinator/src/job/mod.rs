@@ -27,7 +27,7 @@ use fedsec_proto::v1;
 use tokio::sync::Notify;
 
 use crate::accounting::{Receipt, audit_to_proto, noise_source};
-use crate::canary::CanarySet;
+use crate::canary::{CanarySet, CanaryStatistics};
 use crate::config::JobSpec;
 use crate::error::Error;
 use crate::round::OpenRound;
@@ -138,6 +138,9 @@ pub(crate) struct JobRuntime {
     /// Canaries of an audited job.
     pub canaries: Option<CanarySet>,
     audit: Mutex<Option<EmpiricalAudit>>,
+    /// The per-canary statistics the audit was computed from (in memory
+    /// only; recomputed from the store after a restart).
+    audit_statistics: Mutex<Option<Arc<CanaryStatistics>>>,
     /// Whether the registered tenant count is currently outside the
     /// declared population's drift band (warned once per crossing).
     drifted: std::sync::atomic::AtomicBool,
@@ -195,6 +198,7 @@ impl JobRuntime {
             noise_probe: Arc::default(),
             canaries: CanarySet::of_job(&record.spec),
             audit: Mutex::new(None),
+            audit_statistics: Mutex::new(None),
             drifted: std::sync::atomic::AtomicBool::new(false),
             registered_tenants: std::sync::atomic::AtomicU64::new(0),
             weather: weather::Weather::default(),
@@ -209,6 +213,15 @@ impl JobRuntime {
 
     pub(crate) fn set_audit(&self, audit: EmpiricalAudit) {
         *lock(&self.audit) = Some(audit);
+    }
+
+    /// The canary statistics of this process's audit of the job, if it ran here.
+    pub(crate) fn audit_statistics(&self) -> Option<Arc<CanaryStatistics>> {
+        lock(&self.audit_statistics).clone()
+    }
+
+    pub(crate) fn set_audit_statistics(&self, stats: CanaryStatistics) {
+        *lock(&self.audit_statistics) = Some(Arc::new(stats));
     }
 
     /// The job id.

@@ -22,15 +22,24 @@
 //! attributions sum to `f(x) − mean_j f(b_j)`. Each reference takes the
 //! session's own missing-field flags so the log format is never a reason.
 //! With fewer than [`MIN_REFERENCES`] eligible sessions the baseline falls
-//! back to the feature centres ([`baseline_for`]) and says so.
+//! back to the feature centres ([`baseline_for`]) and says so
+//! ([`Baseline::notice`]).
+//!
+//! One path for every caller: which sessions are eligible
+//! ([`is_typical_human`], offered through [`ReferenceSampler::consider`]),
+//! and how rows are explained and phrased against the result
+//! ([`Baseline::reasons_for`]) are the same for `fedsec-client score` (which
+//! streams a log) and the embedding API (`ParticipantHandle::explain_sessions`,
+//! sessions in memory: [`typical_humans`]).
 
 use std::collections::BinaryHeap;
 
 use fedsec_model::ModelSpec;
 use serde::Serialize;
 
-use super::{Explanation, baseline_for, explain, finish};
-use crate::features::{FEATURES, NUM_FEATURES, RawFeatures, Unit};
+use super::{Explanation, Reason, ReasonContext, baseline_for, explain, finish, reasons};
+use crate::evidence::Evidence;
+use crate::features::{FEATURES, NUM_FEATURES, RawFeatures, Unit, idx};
 use crate::model::ModelError;
 
 /// Default number of reference sessions.
@@ -39,6 +48,86 @@ pub const DEFAULT_REFERENCES: usize = 32;
 pub const MIN_REFERENCES: usize = 8;
 /// Highest bot probability of a session the model counts as a typical human.
 pub const HUMAN_MAX_PROBABILITY: f32 = 0.1;
+
+/// Logit of [`HUMAN_MAX_PROBABILITY`]: sessions scored below it count as
+/// the model's typical humans.
+pub fn human_logit() -> f32 {
+    let p = HUMAN_MAX_PROBABILITY;
+    (p / (1.0 - p)).ln()
+}
+
+/// A good bot: never a typical human, listed apart from abuse by `score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GoodBot {
+    /// Its user agent names a crawler and its address is in that crawler's ranges.
+    VerifiedCrawler,
+    /// It names itself a bot (not a crawler it fails to be) and scores below 0.5.
+    DeclaredBot,
+}
+
+impl GoodBot {
+    /// The kind of good bot a session is, if any (`logit`: its bot logit).
+    pub fn of(raw: &RawFeatures, logit: f32) -> Option<Self> {
+        let r = &raw.0;
+        if r[idx::CRAWLER_VERIFIED] == 1.0 {
+            Some(Self::VerifiedCrawler)
+        } else if r[idx::UA_KNOWN_BOT] == 1.0 && r[idx::CRAWLER_SPOOFED] != 1.0 && logit < 0.0 {
+            Some(Self::DeclaredBot)
+        } else {
+            None
+        }
+    }
+
+    /// Plain words.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::VerifiedCrawler => "verified crawler",
+            Self::DeclaredBot => "declared bot",
+        }
+    }
+}
+
+/// Whether a scored session belongs in the typical-human pool: with labels
+/// (`labelled_human` is `Some`), exactly the sessions labelled human; else
+/// the sessions the model scores below [`HUMAN_MAX_PROBABILITY`] (bot logit
+/// `logit`) that are not good bots.
+pub fn is_typical_human(raw: &RawFeatures, logit: f32, labelled_human: Option<bool>) -> bool {
+    match labelled_human {
+        Some(human) => human,
+        None => GoodBot::of(raw, logit).is_none() && logit < human_logit(),
+    }
+}
+
+/// The typical-human baseline of sessions held in memory: each item is a
+/// session's key, model inputs, raw values and bot logit; `labelled_human`
+/// as in [`is_typical_human`] (`None` for every item: the model's own
+/// humans). Up to `k` references, the feature centres below
+/// [`MIN_REFERENCES`].
+pub fn typical_humans<'a>(
+    sessions: impl IntoIterator<
+        Item = (
+            &'a str,
+            &'a [f32; NUM_FEATURES],
+            &'a RawFeatures,
+            f32,
+            Option<bool>,
+        ),
+    >,
+    k: usize,
+) -> Baseline {
+    let mut sampler = ReferenceSampler::new(k);
+    let mut labelled = false;
+    for (key, values, raw, logit, human) in sessions {
+        labelled |= human.is_some();
+        sampler.consider(key, values, raw, logit, human);
+    }
+    sampler.finish(if labelled {
+        BaselineSource::LabelledHumans
+    } else {
+        BaselineSource::ScoredHumans
+    })
+}
 
 /// Where the reference sessions come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -125,6 +214,23 @@ impl ReferenceSampler {
             self.rows[old.slot] = (*values, *raw);
             self.heap.push(entry(old.slot));
         }
+    }
+
+    /// Offers a scored session if [`is_typical_human`] says it belongs in
+    /// the pool; returns whether it did.
+    pub fn consider(
+        &mut self,
+        key: &str,
+        values: &[f32; NUM_FEATURES],
+        raw: &RawFeatures,
+        logit: f32,
+        labelled_human: Option<bool>,
+    ) -> bool {
+        let eligible = is_typical_human(raw, logit, labelled_human);
+        if eligible {
+            self.offer(key, values, raw);
+        }
+        eligible
     }
 
     /// Eligible sessions offered so far.
@@ -248,6 +354,45 @@ impl Baseline {
                 self.eligible
             ),
         }
+    }
+
+    /// The first line of a report: `Reasons compare with: ` and
+    /// [`describe`](Self::describe) (which says when the feature centres
+    /// stand in for too few humans).
+    pub fn notice(&self) -> String {
+        format!("Reasons compare with: {}", self.describe())
+    }
+
+    /// Explains each row against this baseline ([`explain`](Self::explain))
+    /// and phrases at most `top` reasons for each against it, with the
+    /// row's evidence when kept (rules in [`reasons`]). Each row is its
+    /// model inputs, raw values and evidence.
+    pub fn reasons_for(
+        &self,
+        spec: &ModelSpec,
+        weights: &[f32],
+        rows: &[(&[f32; NUM_FEATURES], &RawFeatures, Option<&Evidence>)],
+        top: usize,
+    ) -> Result<Vec<(Explanation, Vec<Reason>)>, ModelError> {
+        let features: Vec<f32> = rows
+            .iter()
+            .flat_map(|(v, _, _)| v.iter().copied())
+            .collect();
+        let explained = self.explain(spec, weights, &features)?;
+        Ok(explained
+            .into_iter()
+            .zip(rows)
+            .map(|(e, (values, raw, evidence))| {
+                let listed = reasons(
+                    &e,
+                    &values[..],
+                    raw,
+                    &ReasonContext::new(self, *evidence),
+                    top,
+                );
+                (e, listed)
+            })
+            .collect())
     }
 
     /// Explains each row of `features` against every reference (with the

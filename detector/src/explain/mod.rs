@@ -25,7 +25,9 @@
 pub mod baseline;
 pub mod reasons;
 
-pub use baseline::{Baseline, BaselineSource, ReferenceSampler};
+pub use baseline::{
+    Baseline, BaselineSource, GoodBot, ReferenceSampler, is_typical_human, typical_humans,
+};
 pub use reasons::{Reason, ReasonContext, ReasonKind, reasons, top_reasons};
 
 use burn::tensor::{Tensor, TensorData};

@@ -199,12 +199,16 @@ fn phrase(
     } else {
         template.replace("{}", &format_value(def.unit, raw.0[i]))
     };
+    // Evidence-aware wording replaces the feature's own sentence; the
+    // typical value then says what it counts.
+    let mut reworded = false;
     if let Some(ev) = ctx.evidence {
         let walk = ev.pagination_of_most_hit();
         match (i, above) {
             (idx::MAX_HITS_ONE_PATH, true) => {
                 if let Some(s) = walk.and_then(|p| p.pagination_sentence()) {
                     text = s;
+                    reworded = true;
                 } else if let Some(p) = ev.most_hit_shape() {
                     text = format!(
                         "hit {} {} {} times",
@@ -212,11 +216,13 @@ fn phrase(
                         p.shape,
                         format_value(Unit::Count, raw.0[i])
                     );
+                    reworded = true;
                 }
             }
             (idx::DISTINCT_PATH_RATIO, false) => {
                 if let Some(s) = walk.and_then(|p| p.pagination_sentence()) {
                     text = s;
+                    reworded = true;
                 }
             }
             _ => {}
@@ -243,7 +249,13 @@ fn phrase(
         }
     }
     if let Some(t) = &typical {
-        text.push_str(&format!(" (typical human here: {t})"));
+        let what = match i {
+            _ if !reworded => "",
+            idx::MAX_HITS_ONE_PATH => " on their most-requested path",
+            idx::DISTINCT_PATH_RATIO => " distinct paths",
+            _ => "",
+        };
+        text.push_str(&format!(" (typical human here: {t}{what})"));
     }
     Reason {
         feature: i,

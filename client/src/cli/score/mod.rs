@@ -25,14 +25,15 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use fedsec_client::data::LabelLine;
 use fedsec_detector::dataset::TrafficClass;
-use fedsec_detector::explain::{BaselineSource, ReasonContext, reasons};
+use fedsec_detector::explain::BaselineSource;
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::logs::LogReader;
 use fedsec_detector::model::{ModelFile, Scorer};
 use fedsec_detector::session::{SessionConfig, Sessionizer, sessionize};
 
 use super::{CliError, LogArgs, MalformedReporter, open_log};
-use rank::{GoodBot, Ranker};
+use fedsec_detector::explain::GoodBot;
+use rank::Ranker;
 use render::{BaselineReport, GoodReport, Report, abuse_text, p_text, probability, safe};
 
 /// Arguments of `score`.
@@ -173,14 +174,15 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
     let (best, good, related, sampler) = ranker.into_lists();
     let baseline = sampler.finish(source);
     let baseline_report = BaselineReport::of(&baseline);
-    let rows: Vec<f32> = best.iter().flat_map(|c| c.values).collect();
-    let explanations = baseline.explain(&model.spec, &model.weights, &rows)?;
+    let rows: Vec<_> = best
+        .iter()
+        .map(|c| (&c.values, &c.raw, Some(&c.evidence)))
+        .collect();
+    let explained = baseline.reasons_for(&model.spec, &model.weights, &rows, args.reasons)?;
     if !args.json {
-        println!("Reasons compare with: {}", baseline.describe());
+        println!("{}", baseline.notice());
     }
-    for (rank, (c, e)) in best.iter().zip(&explanations).enumerate() {
-        let ctx = ReasonContext::new(&baseline, Some(&c.evidence));
-        let listed = reasons(e, &c.values, &c.raw, &ctx, args.reasons);
+    for (rank, (c, (_, listed))) in best.iter().zip(&explained).enumerate() {
         let flagged = c.logit >= 0.0;
         let rel = related.related(&c.key, &c.ip, &c.user_agent, c.asn, flagged);
         if args.json {
@@ -194,14 +196,14 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
                 user_agent: &c.user_agent,
                 asn: c.asn,
                 requests: c.requests,
-                reasons: &listed,
+                reasons: listed,
                 evidence: &c.evidence,
                 related: &rel,
                 baseline: &baseline_report,
             };
             println!("{}", serde_json::to_string(&report)?);
         } else {
-            print!("{}", abuse_text(rank + 1, c, &listed, &rel));
+            print!("{}", abuse_text(rank + 1, c, listed, &rel));
         }
     }
     if !args.json {

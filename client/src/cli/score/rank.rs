@@ -12,52 +12,15 @@ use std::collections::{BinaryHeap, HashSet};
 
 use fedsec_detector::evidence::Evidence;
 use fedsec_detector::evidence::related::RelatedIndex;
-use fedsec_detector::explain::ReferenceSampler;
-use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures, idx};
+use fedsec_detector::explain::{GoodBot, ReferenceSampler};
+use fedsec_detector::features::{self, NUM_FEATURES, RawFeatures};
 use fedsec_detector::model::Scorer;
 use fedsec_detector::session::Session;
 use fedsec_detector::weak::combine::logit_with_rules;
 use fedsec_detector::weak::{Labeller, SessionFacts};
-use serde::Serialize;
 
 /// Shapes listed per flagged session.
 pub(super) const TOP_PATHS: usize = 5;
-
-/// Logit of p = 0.1: sessions below it count as scored humans.
-pub(super) fn human_logit() -> f32 {
-    let p = fedsec_detector::explain::baseline::HUMAN_MAX_PROBABILITY;
-    (p / (1.0 - p)).ln()
-}
-
-/// Why a session is listed as a good bot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub(super) enum GoodBot {
-    /// Its user agent names a crawler and its address is in that crawler's ranges.
-    VerifiedCrawler,
-    /// It names itself a bot (not a crawler it fails to be) and scores below 0.5.
-    DeclaredBot,
-}
-
-impl GoodBot {
-    fn of(raw: &RawFeatures, logit: f32) -> Option<Self> {
-        let r = &raw.0;
-        if r[idx::CRAWLER_VERIFIED] == 1.0 {
-            Some(Self::VerifiedCrawler)
-        } else if r[idx::UA_KNOWN_BOT] == 1.0 && r[idx::CRAWLER_SPOOFED] != 1.0 && logit < 0.0 {
-            Some(Self::DeclaredBot)
-        } else {
-            None
-        }
-    }
-
-    pub(super) fn label(self) -> &'static str {
-        match self {
-            Self::VerifiedCrawler => "verified crawler",
-            Self::DeclaredBot => "declared bot",
-        }
-    }
-}
 
 /// A good bot kept for the report (the busiest first).
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -186,7 +149,6 @@ impl<'a> Ranker<'a> {
                 return;
             }
         };
-        let human_logit = human_logit();
         let pending = std::mem::take(&mut self.pending);
         for ((s, f), logit) in pending.into_iter().zip(logits) {
             let logit = match &self.rules {
@@ -203,13 +165,9 @@ impl<'a> Ranker<'a> {
             let flagged = logit >= 0.0;
             self.related.add(&key, &s.ip, &s.user_agent, s.asn, flagged);
             let good = GoodBot::of(&f.raw, logit);
-            let eligible = match &self.humans {
-                Some(h) => h.contains(&key),
-                None => good.is_none() && logit < human_logit,
-            };
-            if eligible {
-                self.sampler.offer(&key, &f.values, &f.raw);
-            }
+            let labelled = self.humans.as_ref().map(|h| h.contains(&key));
+            self.sampler
+                .consider(&key, &f.values, &f.raw, logit, labelled);
             if let Some(kind) = good {
                 match kind {
                     GoodBot::VerifiedCrawler => self.verified_crawlers += 1,
@@ -292,6 +250,7 @@ mod tests {
         assert_eq!(rank_cmp(k(9.0, 5, "b"), k(9.0, 4, "a")), Ordering::Greater);
         assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "b")), Ordering::Greater);
         assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "a")), Ordering::Equal);
-        assert!((human_logit() - (0.1f32 / 0.9).ln()).abs() < 1e-6);
+        let h = fedsec_detector::explain::baseline::human_logit();
+        assert!((h - (0.1f32 / 0.9).ln()).abs() < 1e-6);
     }
 }

@@ -9,10 +9,10 @@ use std::fmt::Write as _;
 
 use fedsec_detector::evidence::Evidence;
 use fedsec_detector::evidence::related::Related;
-use fedsec_detector::explain::{Baseline, BaselineSource, Reason};
+use fedsec_detector::explain::{Baseline, BaselineSource, GoodBot, Reason};
 use serde::Serialize;
 
-use super::rank::{Candidate, GoodBot};
+use super::rank::Candidate;
 
 /// The bot probability of a logit, in f64 (no saturation below |logit| ≈ 36).
 pub(super) fn probability(logit: f32) -> f64 {
