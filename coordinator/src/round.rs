@@ -415,7 +415,15 @@ impl OpenRound {
         st.participants.push(claim.sender.client_id.clone());
         let slot = Slot::Accepted(claim.sender.clone());
         let row = (ContributionOutcome::Accepted, String::new());
-        self.settle(st, &mut claim, slot, row, Some(added.norm), added.clipped, screen_json);
+        self.settle(
+            st,
+            &mut claim,
+            slot,
+            row,
+            Some(added.norm),
+            added.clipped,
+            screen_json,
+        );
         Ok(added)
     }
 

@@ -185,7 +185,10 @@ async fn releases_are_signed_and_anchored_and_the_audit_log_detects_every_edit()
         assert_eq!(stored[0].1, after.audit_head);
         assert_eq!(stored[1].1, anchors[1]);
         assert_eq!(stored[2].1, anchors[2]);
-        assert!(stored[1].0 < stored[2].0 && stored[2].0 < stored[0].0, "{stored:?}");
+        assert!(
+            stored[1].0 < stored[2].0 && stored[2].0 < stored[0].0,
+            "{stored:?}"
+        );
     }
     // Export as JSON lines, all of it and since a time.
     let (ok, out) = audit_cli(&["audit", "export", "--data-dir", d, "--since", "0"]);
