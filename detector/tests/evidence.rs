@@ -252,6 +252,40 @@ fn a_pagination_walk_is_described_as_pagination() {
 }
 
 #[test]
+fn a_path_hit_with_two_methods_is_counted_as_the_path_not_as_one_method() {
+    // A stuffer alternating GET and POST on the login page: the feature
+    // counts the path (40 hits), and no single method was sent 40 times.
+    let ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15";
+    let mut text = String::new();
+    for k in 0..40 {
+        let method = if k % 2 == 0 { "GET" } else { "POST" };
+        text.push_str(&format!(
+            "203.0.113.7 - - [04/Mar/2024:02:00:{k:02} +0000] \"{method} /account/login HTTP/1.1\" 200 40 \"-\" \"{ua}\"\n"
+        ));
+    }
+    let sessions = read(&text, ReaderConfig::default(), true);
+    let s = &sessions[0];
+    let e = Evidence::of(s, 5);
+    let f = features::extract(s);
+    assert_eq!(f.raw.0[idx::MAX_HITS_ONE_PATH], 40.0);
+    assert_eq!(e.most_hit_shapes().len(), 2);
+    let typical = baseline_for(&f.values);
+    let ctx = ReasonContext {
+        typical: &typical,
+        typical_raw: None,
+        evidence: Some(&e),
+    };
+    let r = reasons(
+        &attributions_on(&[idx::MAX_HITS_ONE_PATH]),
+        &f.values,
+        &f.raw,
+        &ctx,
+        1,
+    );
+    assert_eq!(r[0].text, "hit /account/login 40 times (GET ×20, POST ×20)");
+}
+
+#[test]
 fn hammering_one_url_and_shuffled_pages_are_not_pagination() {
     let ua = "python-requests/2.31.0";
     let mut text = String::new();

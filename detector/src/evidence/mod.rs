@@ -397,11 +397,28 @@ impl Evidence {
 
     /// The listed shape with most of the most-hit path's requests, if any.
     pub fn most_hit_shape(&self) -> Option<&PathEvidence> {
-        let m = self.most_hit?;
-        self.top_paths
+        self.most_hit_shapes().into_iter().next()
+    }
+
+    /// Every listed shape of the most-hit path (one path can be requested
+    /// with several methods or query shapes), most requests first (then by
+    /// method and shape).
+    pub fn most_hit_shapes(&self) -> Vec<&PathEvidence> {
+        let Some(m) = self.most_hit else {
+            return Vec::new();
+        };
+        let mut out: Vec<&PathEvidence> = self
+            .top_paths
             .iter()
             .filter(|p| p.path_hash == m.path_hash)
-            .max_by_key(|p| p.requests)
+            .collect();
+        out.sort_by(|a, b| {
+            b.requests
+                .cmp(&a.requests)
+                .then(a.method.cmp(b.method))
+                .then_with(|| a.shape.cmp(&b.shape))
+        });
+        out
     }
 
     /// Statuses in one line: `200 ×108, 404 ×2`.

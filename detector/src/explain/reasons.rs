@@ -179,6 +179,40 @@ pub fn reasons(
     out
 }
 
+/// "hit POST /api/login 40 times" when one listed shape holds every hit of
+/// the most-hit path; else the path's total with its shapes, e.g. "hit
+/// /account/login 574 times (GET ×287, POST ×287)" (the feature counts the
+/// path whatever the method or query; "…" when listed shapes do not cover
+/// every hit).
+fn hits_sentence(ev: &Evidence, hits: f64) -> Option<String> {
+    let shapes = ev.most_hit_shapes();
+    let first = shapes.first()?;
+    let n = format_value(Unit::Count, hits);
+    if shapes.len() == 1 && first.requests as f64 >= hits {
+        return Some(format!("hit {} {} {n} times", first.method, first.shape));
+    }
+    let same = shapes.iter().all(|p| p.shape == first.shape);
+    let mut parts: Vec<String> = shapes
+        .iter()
+        .map(|p| {
+            if same {
+                format!("{} ×{}", p.method, p.requests)
+            } else {
+                format!("{} {} ×{}", p.method, p.shape, p.requests)
+            }
+        })
+        .collect();
+    if (shapes.iter().map(|p| p.requests).sum::<u64>() as f64) < hits {
+        parts.push("…".into());
+    }
+    let target = if same {
+        first.shape.as_str()
+    } else {
+        "one path"
+    };
+    Some(format!("hit {target} {n} times ({})", parts.join(", ")))
+}
+
 fn phrase(
     i: usize,
     attribution: f32,
@@ -209,13 +243,8 @@ fn phrase(
                 if let Some(s) = walk.and_then(|p| p.pagination_sentence()) {
                     text = s;
                     reworded = true;
-                } else if let Some(p) = ev.most_hit_shape() {
-                    text = format!(
-                        "hit {} {} {} times",
-                        p.method,
-                        p.shape,
-                        format_value(Unit::Count, raw.0[i])
-                    );
+                } else if let Some(s) = hits_sentence(ev, raw.0[i]) {
+                    text = s;
                     reworded = true;
                 }
             }
