@@ -53,6 +53,9 @@ struct WeakArgs {
     /// for experiments/scripts/iforest_baseline.py.
     #[arg(long)]
     export_features: Option<PathBuf>,
+    /// Only generate and export each seed's data (needs --export-features).
+    #[arg(long, requires = "export_features")]
+    export_only: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -207,6 +210,24 @@ fn weak_labels(a: &WeakArgs) -> ExitCode {
         seeds: a.seeds,
         export_features: a.export_features.clone(),
     };
+    if a.export_only {
+        let Some(dir) = &a.export_features else {
+            eprintln!("--export-only needs --export-features");
+            return ExitCode::FAILURE;
+        };
+        return match figures::weak_labels::export(&setup, a.seeds, dir) {
+            Ok(files) => {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weak-labels: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     match figures::weak_labels::run(&setup, &opts) {
         Ok(o) => {
             for s in figures::weak_labels::summarise(&o.rows) {

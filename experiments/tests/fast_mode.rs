@@ -225,6 +225,8 @@ fn weak_labels_fast_mode_writes_its_outputs() {
         "local_anomaly",
         "federated_plus_anomaly",
         "federated_plus_rules",
+        "federated_rules_first",
+        "rules_first_anomaly",
         "self_training",
         "self_training_plus_rules",
         "central_silver",
@@ -250,6 +252,14 @@ fn weak_labels_fast_mode_writes_its_outputs() {
     let header = features.lines().next().unwrap();
     assert!(header.starts_with("tenant,split,label,f0,"));
     assert_eq!(header.split(',').count(), 3 + 51);
+    // weak_methods.py's input: the same rows with the labeller's verdict and
+    // every rule's vote.
+    let weak = std::fs::read_to_string(dir.path().join("features/weak-seed1.csv")).unwrap();
+    let header = weak.lines().next().unwrap();
+    assert!(header.starts_with("tenant,split,label,tag,vote,confidence,score,r_user_agent,"));
+    let width = 7 + figures::weak_labels::RULE_NAMES.len() + 51;
+    assert_eq!(header.split(',').count(), width);
+    assert!(weak.lines().skip(1).all(|l| l.split(',').count() == width));
     let readme = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
     assert!(readme.contains("<!-- section:weak-labels -->"));
     assert!(readme.contains("(weak_labels.png)") && readme.contains("(weak_labels.csv)"));

@@ -9,6 +9,17 @@
 //! ranks exactly as the model; with a large γ it ranks as the rules and the
 //! model breaks the rules' ties (most sessions have no vote at all).
 //!
+//! [`rules_first`] is the other end of that scale, in rank space: the rules'
+//! vote sum first, and within a vote sum (most sessions: no vote at all) a
+//! tie-break in [0, 1] from the global model's and the local anomaly score's
+//! **percentiles among the tenant's own sessions** ([`Percentiles`],
+//! [`tie_break`]). With the rules' default weights (steps of 0.5) and
+//! τ < 0.5 it is strictly lexicographic: the model and the anomaly score
+//! only order sessions the rules cannot tell apart, so where the tie-break
+//! is better than chance the tenant ranks strictly better than its rules
+//! alone. Measured in experiment 7 (`experiments/results` section 7) and
+//! centrally by `experiments/scripts/weak_methods.py`.
+//!
 //! Nothing here leaves the tenant: it changes how the tenant ranks its own
 //! sessions, not what it sends.
 
@@ -45,9 +56,169 @@ pub fn logit_with_rules(logit: f32, rules_score: f64, gamma: f32) -> f32 {
     logit + g * s
 }
 
+/// Scores' ranks within a reference set (a tenant's own sessions).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Percentiles {
+    sorted: Vec<f32>,
+}
+
+impl Percentiles {
+    /// The reference scores (non-finite values are dropped).
+    pub fn new(reference: &[f32]) -> Self {
+        let mut sorted: Vec<f32> = reference
+            .iter()
+            .copied()
+            .filter(|x| x.is_finite())
+            .collect();
+        sorted.sort_by(f32::total_cmp);
+        Self { sorted }
+    }
+
+    /// Mid-rank of `x` among the reference, in [0, 1]: the share strictly
+    /// below plus half the share equal. 0.5 with no reference or a
+    /// non-finite `x` (no information either way).
+    pub fn of(&self, x: f32) -> f32 {
+        if self.sorted.is_empty() || !x.is_finite() {
+            return 0.5;
+        }
+        let below = self.sorted.partition_point(|&s| s < x);
+        let at_or_below = self.sorted.partition_point(|&s| s <= x);
+        (below as f32 + 0.5 * (at_or_below - below) as f32) / self.sorted.len() as f32
+    }
+
+    /// Mid-ranks of every value of `xs`.
+    pub fn all(&self, xs: &[f32]) -> Vec<f32> {
+        xs.iter().map(|&x| self.of(x)).collect()
+    }
+}
+
+/// `(1 − β)·model_percentile + β·anomaly_percentile`, β clamped to [0, 1]
+/// (non-finite: 0.5); both percentiles clamped to [0, 1].
+pub fn tie_break(model_percentile: f32, anomaly_percentile: f32, beta: f32) -> f32 {
+    let b = if beta.is_finite() {
+        beta.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    let c = |x: f32| {
+        if x.is_finite() {
+            x.clamp(0.0, 1.0)
+        } else {
+            0.5
+        }
+    };
+    (1.0 - b) * c(model_percentile) + b * c(anomaly_percentile)
+}
+
+/// `rules_score + τ·tie_break`: the rules' vote sum first, the tie-break
+/// ([`tie_break`], in [0, 1]) within it. τ is clamped to [0, 100] (non-finite:
+/// 0, the rules alone); a non-finite rules score counts as no vote.
+pub fn rules_first(rules_score: f64, tie_break: f32, tau: f32) -> f32 {
+    let t = if tau.is_finite() {
+        tau.clamp(0.0, 100.0)
+    } else {
+        0.0
+    };
+    let s = if rules_score.is_finite() {
+        rules_score as f32
+    } else {
+        0.0
+    };
+    let b = if tie_break.is_finite() {
+        tie_break.clamp(0.0, 1.0)
+    } else {
+        0.5
+    };
+    s + t * b
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::roc_auc;
+    use rand::{RngExt, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn percentiles_are_mid_ranks_in_the_reference() {
+        let p = Percentiles::new(&[1.0, 2.0, 2.0, 3.0, f32::NAN]);
+        assert_eq!(p.of(0.0), 0.0);
+        assert_eq!(p.of(1.0), 0.125);
+        assert_eq!(p.of(2.0), 0.5);
+        assert_eq!(p.of(9.0), 1.0);
+        assert_eq!(p.of(f32::NAN), 0.5);
+        assert_eq!(Percentiles::new(&[]).of(1.0), 0.5);
+        assert_eq!(p.all(&[0.0, 9.0]), vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn rules_first_orders_by_rules_then_by_the_tie_break() {
+        // (rules score, tie break)
+        let rows = [
+            (0.0f64, 0.9f32),
+            (1.0, 0.1),
+            (0.0, 0.2),
+            (-0.5, 1.0),
+            (1.0, 0.8),
+        ];
+        let mut ix: Vec<usize> = (0..rows.len()).collect();
+        ix.sort_by(|&a, &b| {
+            rules_first(rows[b].0, rows[b].1, 0.4)
+                .total_cmp(&rules_first(rows[a].0, rows[a].1, 0.4))
+        });
+        assert_eq!(ix, vec![4, 1, 0, 2, 3]);
+        assert_eq!(rules_first(2.0, 0.7, f32::NAN), 2.0);
+        assert_eq!(rules_first(f64::NAN, 0.5, 1.0), 0.5);
+        assert_eq!(tie_break(0.2, 0.6, 0.5), 0.4);
+        assert_eq!(tie_break(0.2, 0.6, 0.0), 0.2);
+        assert_eq!(tie_break(0.2, 0.6, 7.0), 0.6);
+    }
+
+    /// Rules that vote on a third of the sessions and tie on the rest: an
+    /// informative tie-break lifts the AUC strictly above the rules', an
+    /// uninformative one leaves it where it was (up to sampling noise), and a
+    /// small τ never reorders sessions the rules separate.
+    #[test]
+    fn an_informative_tie_break_beats_the_rules_and_noise_does_not() {
+        let mut rng = ChaCha8Rng::seed_from_u64(20);
+        let n = 4000;
+        let (mut rules, mut good, mut noise, mut labels) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..n {
+            let bot = rng.random_bool(0.3);
+            let vote = rng.random_bool(if bot { 0.5 } else { 0.1 });
+            rules.push(if vote { 1.0 } else { 0.0 });
+            // The model sees the bots the rules miss (shifted by 1σ).
+            good.push(rng.random::<f32>() + if bot { 0.5 } else { 0.0 });
+            noise.push(rng.random::<f32>());
+            labels.push(bot);
+        }
+        let auc = |tb: &[f32], tau: f32| {
+            let p = Percentiles::new(tb);
+            let s: Vec<f32> = rules
+                .iter()
+                .zip(tb)
+                .map(|(&r, &t)| rules_first(r, p.of(t), tau))
+                .collect();
+            roc_auc(&s, &labels).unwrap()
+        };
+        let rules_only: Vec<f32> = rules.iter().map(|&r| r as f32).collect();
+        let base = roc_auc(&rules_only, &labels).unwrap();
+        let informed = auc(&good, 0.4);
+        let noisy = auc(&noise, 0.4);
+        assert!(informed > base + 0.1, "{informed} vs rules {base}");
+        assert!((noisy - base).abs() < 0.02, "{noisy} vs rules {base}");
+        // τ < 1 keeps every voted session above every unvoted one.
+        let p = Percentiles::new(&good);
+        let lowest_voted = (0..n)
+            .filter(|&i| rules[i] > 0.0)
+            .map(|i| rules_first(rules[i], p.of(good[i]), 0.4))
+            .fold(f32::INFINITY, f32::min);
+        let highest_unvoted = (0..n)
+            .filter(|&i| rules[i] == 0.0)
+            .map(|i| rules_first(rules[i], p.of(good[i]), 0.4))
+            .fold(f32::NEG_INFINITY, f32::max);
+        assert!(lowest_voted > highest_unvoted);
+    }
 
     #[test]
     fn gamma_zero_keeps_the_models_order_and_large_gamma_the_rules_order() {

@@ -28,7 +28,24 @@ pub struct WeakRow {
     pub confidence: f64,
     /// Σ abuse − Σ not-abuse weights: the rules-alone score.
     pub score: f64,
+    /// Each rule's signed vote weight (+ abuse, − not abuse, 0 abstain), in
+    /// [`RULE_NAMES`] order: what a label model over the rules' votes reads.
+    pub votes: [f32; RULE_NAMES.len()],
 }
+
+/// The default labeller's rules, in the order of [`WeakRow::votes`].
+pub const RULE_NAMES: [&str; 10] = [
+    "user_agent",
+    "crawler",
+    "honeypot",
+    "robots_txt",
+    "failed_logins",
+    "declined_payments",
+    "status_4xx_flood",
+    "head_share",
+    "timing",
+    "browser",
+];
 
 /// One tenant's rows.
 #[derive(Debug, Clone)]
@@ -77,10 +94,21 @@ fn generate_one(cfg: &SynthConfig, index: usize, holdout_fraction: f64) -> Resul
         .iter()
         .map(|f| {
             let l = labeller.label(f);
+            let mut votes = [0f32; RULE_NAMES.len()];
+            for fired in &l.fired {
+                if let Some(j) = RULE_NAMES.iter().position(|&r| r == fired.rule) {
+                    votes[j] += match fired.vote {
+                        Vote::Abuse => fired.weight as f32,
+                        Vote::NotAbuse => -(fired.weight as f32),
+                        Vote::Abstain => 0.0,
+                    };
+                }
+            }
             WeakRow {
                 vote: l.vote,
                 confidence: l.confidence,
                 score: l.score,
+                votes,
             }
         })
         .collect();
@@ -231,6 +259,58 @@ impl WeakPopulation {
             for (split, d) in [("train", &t.data.train), ("holdout", &t.data.holdout)] {
                 for i in 0..d.len() {
                     let mut line = format!("{},{split},{}", t.data.index, u8::from(d.is_bot(i)));
+                    for v in d.row(i) {
+                        line.push_str(&format!(",{v}"));
+                    }
+                    writeln!(w, "{line}").map_err(|e| Error::io(path, e))?;
+                }
+            }
+        }
+        w.flush().map_err(|e| Error::io(path, e))
+    }
+
+    /// Writes every session of every tenant with what the weak-label
+    /// research scripts need (`experiments/scripts/weak_methods.py`):
+    /// `tenant,split,label,tag,vote,confidence,score,<rule votes>,f0..f50`,
+    /// split one of train/validation/holdout, vote -1/0/1, the rules' signed
+    /// weights in [`RULE_NAMES`] order.
+    pub fn export_weak(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut w = std::io::BufWriter::new(f);
+        let mut header = String::from("tenant,split,label,tag,vote,confidence,score");
+        for r in RULE_NAMES {
+            header.push_str(&format!(",r_{r}"));
+        }
+        for j in 0..NUM_FEATURES {
+            header.push_str(&format!(",f{j}"));
+        }
+        writeln!(w, "{header}").map_err(|e| Error::io(path, e))?;
+        for t in &self.tenants {
+            for (split, d, weak) in [
+                ("train", &t.data.train, &t.train_weak),
+                ("validation", &t.validation, &t.validation_weak),
+                ("holdout", &t.data.holdout, &t.holdout_weak),
+            ] {
+                for (i, wr) in weak.iter().enumerate().take(d.len()) {
+                    let vote = match wr.vote {
+                        Vote::Abuse => 1,
+                        Vote::NotAbuse => -1,
+                        Vote::Abstain => 0,
+                    };
+                    let mut line = format!(
+                        "{},{split},{},{},{vote},{},{}",
+                        t.data.index,
+                        u8::from(d.is_bot(i)),
+                        d.tags()[i],
+                        wr.confidence,
+                        wr.score
+                    );
+                    for v in wr.votes {
+                        line.push_str(&format!(",{v}"));
+                    }
                     for v in d.row(i) {
                         line.push_str(&format!(",{v}"));
                     }

@@ -25,16 +25,16 @@ mod data;
 mod report;
 pub mod self_train;
 
-pub use data::{VALIDATION_FRACTION, WeakPopulation, WeakRow, WeakTenant};
+pub use data::{RULE_NAMES, VALIDATION_FRACTION, WeakPopulation, WeakRow, WeakTenant};
 pub use report::{Summary, summarise};
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fedsec_detector::features::NUM_FEATURES;
 use fedsec_detector::metrics;
 use fedsec_detector::weak::anomaly::{RobustProfile, blend};
-use fedsec_detector::weak::combine::with_rules;
+use fedsec_detector::weak::combine::{Percentiles, rules_first, tie_break, with_rules};
 use fedsec_detector::weak::{SelfTraining, SilverPolicy};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -57,12 +57,21 @@ pub const GT_SHARES: [f64; 3] = [0.0, 0.1, 1.0];
 pub const ABSTAINED_WEIGHTS: [f64; 3] = [0.0, 0.1, 0.3];
 /// Candidate blend weights β of the local anomaly percentile in the day-one score.
 pub const BETAS: [f32; 5] = [0.0, 0.1, 0.2, 0.3, 0.5];
-/// Candidate weights γ of the rules' score added to the model's log-odds.
-pub const GAMMAS: [f32; 6] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0];
+/// Candidate weights γ of the rules' score added to the model's log-odds
+/// (100: in effect the rules first, the model breaking their ties).
+pub const GAMMAS: [f32; 8] = [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 16.0, 100.0];
 /// Candidate self-training settings (share, margin, weight), chosen on the
 /// first seed's validation rows with no ground truth anywhere.
 pub const SELF_TRAINING_GRID: [(f64, f64, f64); 3] =
     [(0.3, 0.2, 0.5), (0.6, 0.2, 0.5), (0.6, 0.1, 1.0)];
+/// Candidate tie-break weights τ of [`rules_first`]: below 0.5 (the rules'
+/// smallest default weight step) the order is strictly rules first; at 100
+/// it is the tie-break first, the rules only breaking its ties (what a
+/// tenant with a good model should choose).
+pub const TAUS: [f32; 6] = [0.1, 0.25, 0.45, 1.0, 2.0, 100.0];
+/// Candidate shares β of the anomaly percentile in the rules-first tie-break
+/// (the rest is the global model's percentile).
+pub const TIE_BETAS: [f32; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 /// Self-training starts after this share of the job's rounds.
 pub const WARMUP_SHARE: f64 = 0.2;
 /// FPR of the reported recall.
@@ -73,7 +82,8 @@ pub const RECALL_FPR: f64 = 0.01;
 pub struct Options {
     /// Seeds: `setup.seed`, `setup.seed + 1`, ... (at least 1).
     pub seeds: u64,
-    /// Write `features-seed<N>.csv` here for the IsolationForest script.
+    /// Write `features-seed<N>.csv` here for the IsolationForest script
+    /// (and `weak-seed<N>.csv` for `weak_methods.py`).
     pub export_features: Option<PathBuf>,
 }
 
@@ -200,11 +210,88 @@ fn choose_gamma(p_val: &[f32], rules_val: &[f64], validation: &HoldoutSet, n: us
     best.1
 }
 
+/// Per-tenant percentiles of the model's scores of `rows` (holdout or
+/// validation) among the scores of the tenant's own training sessions.
+fn model_percentiles(
+    pop: &WeakPopulation,
+    spec: &fedsec_model::ModelSpec,
+    weights: &[f32],
+    pick: impl Fn(&WeakTenant) -> &[f32],
+) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    for t in &pop.tenants {
+        let reference = eval::score(spec, weights, t.data.train.features())?;
+        let p = Percentiles::new(&reference);
+        out.extend(p.all(&eval::score(spec, weights, pick(t))?));
+    }
+    Ok(out)
+}
+
+fn rules_first_scores(
+    rules: &[f64],
+    model: &[f32],
+    anomaly: &[f32],
+    tau: f32,
+    beta: f32,
+) -> Vec<f32> {
+    rules
+        .iter()
+        .zip(model.iter().zip(anomaly))
+        .map(|(&r, (&m, &a))| rules_first(r, tie_break(m, a, beta), tau))
+        .collect()
+}
+
+/// (τ, β) of [`TAUS`] × `betas` with the best mean per-tenant validation AUC.
+fn choose_rules_first(
+    rules_val: &[f64],
+    model_val: &[f32],
+    anomaly_val: &[f32],
+    betas: &[f32],
+    validation: &HoldoutSet,
+    n: usize,
+) -> (f32, f32) {
+    let mut best = (f64::NEG_INFINITY, TAUS[0], betas[0]);
+    for tau in TAUS {
+        for &beta in betas {
+            let s = rules_first_scores(rules_val, model_val, anomaly_val, tau, beta);
+            let m = evaluate(&s, validation, n).mean;
+            if m > best.0 {
+                best = (m, tau, beta);
+            }
+        }
+    }
+    (best.1, best.2)
+}
+
 fn st_text(c: &SelfTraining) -> String {
     format!(
         "share {}, margin {}, weight {}, warm-up {} rounds",
         c.share, c.margin, c.weight, c.warmup_rounds
     )
+}
+
+/// Generates each seed's population and writes only its data to `dir`
+/// (`features-seed<N>.csv`, `weak-seed<N>.csv`), for the Python scripts;
+/// returns the files written.
+pub fn export(setup: &Setup, seeds: u64, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for seed in (0..seeds.max(1)).map(|k| setup.seed + k) {
+        let s = Setup {
+            seed,
+            ..setup.clone()
+        };
+        let wp = WeakPopulation::generate(&s.population_config(), HOLDOUT_FRACTION, s.threads)?;
+        for (name, weak) in [("features", false), ("weak", true)] {
+            let path = dir.join(format!("{name}-seed{seed}.csv"));
+            if weak {
+                wp.export_weak(&path)?;
+            } else {
+                wp.export_features(&path)?;
+            }
+            out.push(path);
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the experiment and writes its CSV, PNG and README section.
@@ -232,6 +319,7 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
         pb.finish_and_clear();
         if let Some(dir) = &opts.export_features {
             wp.export_features(&dir.join(format!("features-seed{seed}.csv")))?;
+            wp.export_weak(&dir.join(format!("weak-seed{seed}.csv")))?;
         }
         let n = wp.len();
         let holdout = wp.holdout();
@@ -273,6 +361,27 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
             0.0,
             f64::NAN,
         );
+        // Rules first, ties by the local anomaly percentile alone (no model,
+        // no federation): τ chosen on validation.
+        {
+            let (tau, _) = choose_rules_first(
+                &rules_val,
+                &anomaly_val,
+                &anomaly_val,
+                &[1.0],
+                &validation,
+                n,
+            );
+            let e = evaluate(
+                &rules_first_scores(&rules_hold, &anomaly_holdout, &anomaly_holdout, tau, 1.0),
+                &holdout,
+                n,
+            );
+            push("rules_first_anomaly", f64::NAN, &e, 0.0, f64::from(tau));
+            notes.push(format!(
+                "rules first, anomaly tie-break (seed {seed}): τ = {tau}"
+            ));
+        }
         let fed_cfg = s.fed_config(n, Noise::TargetEpsilon(TARGET_EPSILON));
         let none = with_truth(n, 0.0, seed);
         // The abstained weight: chosen once, on the first seed's validation
@@ -397,6 +506,32 @@ pub fn run(setup: &Setup, opts: &Options) -> Result<Outcome> {
                 let g = choose_gamma(&p_val, &rules_val, &validation, n);
                 let e = evaluate(&plus_rules(&p_hold, &rules_hold, g), &holdout, n);
                 push("federated_plus_rules", share, &e, eps, f64::from(g));
+                // Rules first, ties by the global model's and the local
+                // anomaly score's percentiles; τ and β chosen on validation.
+                let m_hold = model_percentiles(&wp, &fed_cfg.model, &run.weights, |t| {
+                    t.data.holdout.features()
+                })?;
+                let m_val = model_percentiles(&wp, &fed_cfg.model, &run.weights, |t| {
+                    t.validation.features()
+                })?;
+                let (tau, beta) = choose_rules_first(
+                    &rules_val,
+                    &m_val,
+                    &anomaly_val,
+                    &TIE_BETAS,
+                    &validation,
+                    n,
+                );
+                let e = evaluate(
+                    &rules_first_scores(&rules_hold, &m_hold, &anomaly_holdout, tau, beta),
+                    &holdout,
+                    n,
+                );
+                push("federated_rules_first", share, &e, eps, f64::from(beta));
+                notes.push(format!(
+                    "rules first, model + anomaly tie-break ({:.0} % ground truth, seed {seed}): τ = {tau}, β = {beta}",
+                    share * 100.0
+                ));
             }
             if share < 1.0 {
                 let plan =

@@ -147,6 +147,11 @@ pub(super) fn draw(
             "federated + the rules' score",
             plot::color(6),
         ),
+        (
+            "federated_rules_first",
+            "rules first, ties by federated model + local anomaly",
+            plot::color(8),
+        ),
     ] {
         let pts: Vec<(f64, f64)> = GT_SHARES
             .iter()
@@ -171,6 +176,12 @@ pub(super) fn draw(
             f64::NAN,
             "local anomaly score (robust z)",
             plot::color(4),
+        ),
+        (
+            "rules_first_anomaly",
+            f64::NAN,
+            "rules first, ties by local anomaly (no model)",
+            plot::color(9),
         ),
         (
             "central_silver",
@@ -211,18 +222,28 @@ pub(super) fn draw(
 }
 
 /// Methods that use no ground truth anywhere, in the order of the goal's text.
-const NO_TRUTH: [&str; 5] = [
+const NO_TRUTH: [&str; 6] = [
     "federated",
     "federated_plus_anomaly",
     "federated_plus_rules",
+    "federated_rules_first",
     "self_training",
     "self_training_plus_rules",
 ];
 
 fn beats_rules(rows: &[Row], method: &str) -> String {
+    beats_rules_at(rows, method, 0.0)
+}
+
+/// [`beats_rules`] of a method that uses no labels (share NaN).
+fn beats_rules_nan(rows: &[Row], method: &str) -> String {
+    beats_rules_at(rows, method, f64::NAN)
+}
+
+fn beats_rules_at(rows: &[Row], method: &str, share: f64) -> String {
     let per_seed: Vec<String> = rows
         .iter()
-        .filter(|r| r.method == method && r.gt_share == 0.0)
+        .filter(|r| r.method == method && same_share(r.gt_share, share))
         .map(|r| {
             format!(
                 "seed {}: {:.0} % (worst difference {})",
@@ -302,14 +323,20 @@ pub(super) fn section(
          global model it downloaded and trains on the confident tails of each predicted class as \
          down-weighted pseudo-labels (`[labels.self_training]`). **Plus rules**: the tenant ranks \
          its sessions by the model's log-odds plus γ times the rules' vote sum, γ chosen on \
-         validation. **Central silver**: one non-private model trained centrally on every tenant's \
+         validation. **Rules first** (`fedsec_detector::weak::combine::rules_first`): the rules' \
+         vote sum plus τ times a tie-break in [0, 1], the mix (1 − β)·model percentile + \
+         β·anomaly percentile (percentiles among the tenant's own training sessions); τ and β \
+         chosen on validation; with τ < 0.5 the rules' order is kept and the model and the \
+         anomaly score order only the sessions the rules tie on. `rules first anomaly` is the \
+         same with β = 1: no model and no federation at all. **Central silver**: one non-private model trained centrally on every tenant's \
          silver labels pooled: the ceiling of any federated variant trained on the same labels. \
          DP-FedAvg at ε = {TARGET_EPSILON}. Recall is at {:.0} % FPR over the pooled holdout. \
          Seeds {:?}; mean ± sd over seeds.\n\n{}\n\n\
          **Goal** (issue 20): with no ground truth anywhere, mean per-tenant AUC ≥ 97 % of the \
          full-label federated AUC ({}): {}. Central non-private model on silver labels: {} \
-         ({:.1} % of full labels). Every tenant better than its own rules alone, self-training \
-         plus rules: {}; federated on silver labels: {}.\n\n\
+         ({:.1} % of full labels). Every tenant better than its own rules alone, rules first \
+         (federated model + anomaly): {}; rules first, anomaly only: {}; self-training plus \
+         rules: {}; federated on silver labels: {}.\n\n\
          Choices made on validation: {}; day-one blend {}; rules weight (self-training plus \
          rules, no ground truth) {}.\n\n\
          The per-tenant IsolationForest baseline (scikit-learn, not in CI) is \
@@ -334,6 +361,8 @@ pub(super) fn section(
         ratios.join("; "),
         f3(ceiling),
         100.0 * ceiling / full,
+        beats_rules(rows, "federated_rules_first"),
+        beats_rules_nan(rows, "rules_first_anomaly"),
         beats_rules(rows, "self_training_plus_rules"),
         beats_rules(rows, "federated"),
         notes.join("; "),
