@@ -13,8 +13,11 @@
 //!
 //! Memory stays bounded: sessions are scored in batches as the sessionizer
 //! closes them; only the current top N of each list, the baseline sample
-//! and the bounded related-session index are kept.
+//! and the bounded related-session index are kept. `--rank rules-first`
+//! reads the log twice: a first pass keeps a bounded sample of its sessions'
+//! features as the tenant's own reference ([`local`]).
 
+mod local;
 mod rank;
 mod render;
 
@@ -22,7 +25,7 @@ use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use fedsec_client::data::LabelLine;
 use fedsec_detector::dataset::TrafficClass;
 use fedsec_detector::explain::BaselineSource;
@@ -33,7 +36,8 @@ use fedsec_detector::session::{SessionConfig, Sessionizer, sessionize};
 
 use super::{CliError, LogArgs, MalformedReporter, open_log};
 use fedsec_detector::explain::GoodBot;
-use rank::Ranker;
+use local::{RulesFirst, Thinned};
+use rank::{Order, Ranker};
 use render::{BaselineReport, GoodReport, Report, abuse_text, p_text, probability, safe};
 
 /// Arguments of `score`.
@@ -67,16 +71,65 @@ pub(crate) struct ScoreArgs {
     /// experiment 7 chose γ on validation (see experiments/results section 7).
     #[arg(long, default_value_t = 0.0)]
     rules_weight: f32,
-    /// Take `[labels]` (rules, outcome files) for `--rules-weight` from this
-    /// client.toml; default: the built-in rules.
+    /// Take `[labels]` (rules, outcome files) for `--rules-weight` and
+    /// `--rank rules-first` from this client.toml; default: the built-in rules.
     #[arg(long)]
     labels_config: Option<PathBuf>,
+    /// How to order the abuse list: `model` (the logit, plus `--rules-weight`
+    /// times the rules' vote sum) or `rules-first` (the rules' vote sum, the
+    /// sessions it ties on ordered by how unusual they are for this log: the
+    /// best ranking without any label in experiment 7). rules-first reads the
+    /// log twice, so not from standard input.
+    #[arg(long, value_enum, default_value_t = RankBy::Model)]
+    rank: RankBy,
+    /// With `--rank rules-first`: the share of the local anomaly percentile in
+    /// the tie-break, the rest the model's percentile among this log's
+    /// sessions (experiment 7 chose 1 on every seed).
+    #[arg(long, default_value_t = 1.0)]
+    tie_anomaly_share: f32,
     /// Print one JSON object per session instead of text.
     #[arg(long)]
     json: bool,
     /// Malformed lines reported individually before only counting.
     #[arg(long, default_value_t = 20)]
     report_malformed: u64,
+}
+
+/// How `score` orders the abuse list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RankBy {
+    /// The model's logit (plus `--rules-weight` times the rules' vote sum).
+    Model,
+    /// The rules' vote sum first, ties by the local anomaly score.
+    RulesFirst,
+}
+
+/// The weak labeller of `--labels-config` (`[labels]`), or the built-in rules.
+fn labeller(config: Option<&Path>) -> Result<fedsec_detector::weak::Labeller, CliError> {
+    let mut options = match config {
+        Some(p) => fedsec_client::config::ClientConfig::load(p)?.labels,
+        None => fedsec_client::LabelOptions::default(),
+    };
+    options.weak = true;
+    Ok(options.load()?.ok_or("weak labelling is off")?.labeller)
+}
+
+/// First pass of `--rank rules-first`: a bounded sample of the log's
+/// sessions' features (malformed lines are reported by the second pass).
+fn reference_sample(args: &ScoreArgs) -> Result<Thinned, CliError> {
+    let pipeline = args.log.pipeline()?;
+    let mut reader = LogReader::new(open_log(&args.logs)?, pipeline.reader);
+    let mut sessionizer =
+        Sessionizer::with_enrichment(SessionConfig::default(), pipeline.enrichment);
+    let mut sample = Thinned::default();
+    sessionize(
+        &mut reader,
+        &mut sessionizer,
+        |s| sample.push(&fedsec_detector::features::extract(&s).values),
+        |_| {},
+    )
+    .map_err(|e| format!("reading {}: {e}", args.logs.display()))?;
+    Ok(sample)
 }
 
 /// Keys of the sessions a labels file calls human (`class: human`, or an
@@ -127,18 +180,41 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let rules = if args.rules_weight > 0.0 {
-        let mut options = match &args.labels_config {
-            Some(p) => fedsec_client::config::ClientConfig::load(p)?.labels,
-            None => fedsec_client::LabelOptions::default(),
-        };
-        options.weak = true;
-        let weak = options.load()?.ok_or("weak labelling is off")?;
-        Some((weak.labeller, args.rules_weight))
-    } else {
-        None
-    };
+    if !(0.0..=1.0).contains(&args.tie_anomaly_share) {
+        return Err(format!(
+            "--tie-anomaly-share must be in [0, 1] (got {})",
+            args.tie_anomaly_share
+        )
+        .into());
+    }
     let scorer = Scorer::new(&model.spec, &model.weights)?;
+    let order = match args.rank {
+        RankBy::RulesFirst => {
+            if args.logs.as_os_str() == "-" {
+                return Err(
+                    "--rank rules-first reads the log twice: give a file to --logs, not -".into(),
+                );
+            }
+            if args.rules_weight > 0.0 {
+                return Err(
+                    "--rules-weight is for --rank model; rules-first ranks by the rules already"
+                        .into(),
+                );
+            }
+            let sample = reference_sample(&args)?;
+            Order::RulesFirst(Box::new(RulesFirst::new(
+                labeller(args.labels_config.as_deref())?,
+                &sample,
+                &scorer,
+                args.tie_anomaly_share,
+            )?))
+        }
+        RankBy::Model if args.rules_weight > 0.0 => Order::ModelPlusRules(
+            Box::new(labeller(args.labels_config.as_deref())?),
+            args.rules_weight,
+        ),
+        RankBy::Model => Order::Model,
+    };
     let pipeline = args.log.pipeline()?;
     let input = open_log(&args.logs)?;
     let mut reader = LogReader::new(input, pipeline.reader);
@@ -147,7 +223,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
             .with_evidence(true);
     let mut malformed = MalformedReporter::new(args.report_malformed);
     let mut ranker = Ranker::new(&scorer, args.top, args.baseline_sessions, humans);
-    ranker.rules = rules;
+    ranker.order = order;
     let stats = sessionize(
         &mut reader,
         &mut sessionizer,
@@ -196,6 +272,8 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
                 user_agent: &c.user_agent,
                 asn: c.asn,
                 requests: c.requests,
+                rules_score: c.parts.map(|p| p.rules_score),
+                anomaly_percentile: c.parts.map(|p| p.anomaly_percentile),
                 reasons: listed,
                 evidence: &c.evidence,
                 related: &rel,

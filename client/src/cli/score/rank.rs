@@ -2,10 +2,12 @@
 //! the top N abusive sessions by logit (with their evidence), the busiest
 //! good bots, the related-session index and the typical-human sample.
 //!
-//! Order: bot logit, highest first (the logit does not saturate where the
-//! f32 probability does, so sessions at p = 1.000 keep their order); equal
-//! logits by more requests first, then by session key ascending (earlier
-//! start first), so the list does not depend on arrival order or batching.
+//! Order ([`Order`]): bot logit, highest first (the logit does not saturate
+//! where the f32 probability does, so sessions at p = 1.000 keep their
+//! order), or the logit plus the rules' vote sum, or the rules first
+//! ([`super::local`]); equal ranks by more requests first, then by session
+//! key ascending (earlier start first), so the list does not depend on
+//! arrival order or batching.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashSet};
@@ -18,6 +20,8 @@ use fedsec_detector::model::Scorer;
 use fedsec_detector::session::Session;
 use fedsec_detector::weak::combine::logit_with_rules;
 use fedsec_detector::weak::{Labeller, SessionFacts};
+
+use super::local::{RankParts, RulesFirst};
 
 /// Shapes listed per flagged session.
 pub(super) const TOP_PATHS: usize = 5;
@@ -34,9 +38,23 @@ pub(super) struct GoodEntry {
     pub(super) logit_bits: u32,
 }
 
+/// How sessions are ranked.
+pub(super) enum Order {
+    /// The model's logit.
+    Model,
+    /// The model's logit plus γ times the weak labeller's vote sum.
+    ModelPlusRules(Box<Labeller>, f32),
+    /// The rules' vote sum first, ties by the local tie-break.
+    RulesFirst(Box<RulesFirst>),
+}
+
 /// A session kept for the final report.
 pub(super) struct Candidate {
+    /// What the list is ordered by (the logit unless [`Order::RulesFirst`]).
+    pub(super) order: f32,
     pub(super) logit: f32,
+    /// The rules-first rank's parts.
+    pub(super) parts: Option<RankParts>,
     pub(super) key: String,
     pub(super) ip: String,
     pub(super) user_agent: String,
@@ -56,7 +74,7 @@ pub(super) fn rank_cmp(a: (f32, usize, &str), b: (f32, usize, &str)) -> Ordering
 
 impl Candidate {
     fn rank(&self) -> (f32, usize, &str) {
-        (self.logit, self.requests, &self.key)
+        (self.order, self.requests, &self.key)
     }
 }
 
@@ -94,8 +112,8 @@ pub(super) struct Ranker<'a> {
     pub(super) sampler: ReferenceSampler,
     /// Keys of sessions labelled human: the baseline pool when given.
     humans: Option<HashSet<String>>,
-    /// The weak labeller and γ: rank by logit + γ·(rules' vote sum).
-    pub(super) rules: Option<(Labeller, f32)>,
+    /// How the abuse list is ordered.
+    pub(super) order: Order,
 }
 
 impl<'a> Ranker<'a> {
@@ -124,7 +142,7 @@ impl<'a> Ranker<'a> {
             related: RelatedIndex::default(),
             sampler: ReferenceSampler::new(references),
             humans,
-            rules: None,
+            order: Order::Model,
         }
     }
 
@@ -151,13 +169,15 @@ impl<'a> Ranker<'a> {
         };
         let pending = std::mem::take(&mut self.pending);
         for ((s, f), logit) in pending.into_iter().zip(logits) {
-            let logit = match &self.rules {
-                Some((labeller, gamma)) => {
+            let (logit, parts) = match &self.order {
+                Order::Model => (logit, None),
+                Order::ModelPlusRules(labeller, gamma) => {
                     let votes = labeller.label(&SessionFacts::of(&s, &f)).score;
-                    logit_with_rules(logit, votes, *gamma)
+                    (logit_with_rules(logit, votes, *gamma), None)
                 }
-                None => logit,
+                Order::RulesFirst(r) => (logit, Some(r.rank(&s, &f, logit))),
             };
+            let order = parts.map_or(logit, |p| p.order);
             self.scored += 1;
             let seq = self.seq;
             self.seq += 1;
@@ -198,14 +218,16 @@ impl<'a> Ranker<'a> {
             let better = match self.heap.peek() {
                 _ if self.heap.len() < self.top => true,
                 Some(Reverse(worst)) => {
-                    rank_cmp((logit, s.requests.len(), &key), worst.rank()) == Ordering::Greater
+                    rank_cmp((order, s.requests.len(), &key), worst.rank()) == Ordering::Greater
                 }
                 None => false,
             };
             if better {
                 let evidence = Evidence::of(&s, TOP_PATHS);
                 self.heap.push(Reverse(Candidate {
+                    order,
                     logit,
+                    parts,
                     key,
                     requests: s.requests.len(),
                     asn: s.asn,

@@ -71,6 +71,12 @@ pub(super) struct Report<'a> {
     pub(super) user_agent: &'a str,
     pub(super) asn: Option<u32>,
     pub(super) requests: usize,
+    /// `--rank rules-first`: the rules' vote sum (the list's first key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) rules_score: Option<f64>,
+    /// `--rank rules-first`: the anomaly percentile among this log's sessions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) anomaly_percentile: Option<f32>,
     pub(super) reasons: &'a [Reason],
     pub(super) evidence: &'a Evidence,
     pub(super) related: &'a Related,
@@ -119,6 +125,14 @@ pub(super) fn abuse_text(
         safe(&c.ip),
         safe(&c.user_agent)
     );
+    if let Some(p) = &c.parts {
+        let _ = writeln!(
+            out,
+            "      ranked by: rules' vote sum {:+.1}, more unusual for this log than {:.0} % of its sessions",
+            p.rules_score,
+            100.0 * p.anomaly_percentile
+        );
+    }
     if reasons.is_empty() {
         let _ = writeln!(
             out,
