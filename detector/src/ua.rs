@@ -60,6 +60,9 @@ pub fn crawler_entries() -> &'static [CrawlerEntry] {
 pub struct UaClassifier {
     http_library: Option<Regex>,
     known_bot: Option<Regex>,
+    /// Known-bot patterns that are no good bot by naming themselves
+    /// ([`NOT_GOOD_BOT_TAGS`]).
+    not_good_bot: Option<Regex>,
     /// Patterns that failed to compile (none with the vendored list; tested).
     pub skipped_patterns: Vec<String>,
 }
@@ -91,6 +94,12 @@ fn build(patterns: &[&str], skipped: &mut Vec<String>) -> Option<Regex> {
         .ok()
 }
 
+/// Tags of the vendored list whose bots are not good by announcing
+/// themselves: vulnerability scanners and browser automation (headless
+/// Chrome, PhantomJS, ...), which abusive bots and people behind remote
+/// browser isolation use alike.
+pub const NOT_GOOD_BOT_TAGS: [&str; 2] = ["scanner", "browser-automation"];
+
 impl UaClassifier {
     /// Compiles the vendored list.
     pub fn new() -> Self {
@@ -106,9 +115,19 @@ impl UaClassifier {
             .filter(|e| !e.tags.iter().any(|t| t == "http-library"))
             .map(|e| e.pattern.as_str())
             .collect();
+        let not_good: Vec<&str> = entries
+            .iter()
+            .filter(|e| {
+                e.tags
+                    .iter()
+                    .any(|t| NOT_GOOD_BOT_TAGS.contains(&t.as_str()))
+            })
+            .map(|e| e.pattern.as_str())
+            .collect();
         Self {
             http_library: build(&http, &mut skipped),
             known_bot: build(&bots, &mut skipped),
+            not_good_bot: build(&not_good, &mut skipped),
             skipped_patterns: skipped,
         }
     }
@@ -142,6 +161,20 @@ impl UaClassifier {
             None if ua.contains("MSIE ") || ua.contains("Trident/") => UaClass::StaleBrowser,
             None => UaClass::Other,
         }
+    }
+}
+
+impl UaClassifier {
+    /// Whether a user agent announces a bot that is good by doing so: a
+    /// [`UaClass::KnownBot`] (search engines, SEO tools, monitors, feed
+    /// readers, previews, ...) that matches no scanner or browser-automation
+    /// pattern ([`NOT_GOOD_BOT_TAGS`]).
+    pub fn announces_good_bot(&self, ua: &str) -> bool {
+        self.classify(ua, 0) == UaClass::KnownBot
+            && !self
+                .not_good_bot
+                .as_ref()
+                .is_some_and(|r| r.is_match(ua.trim()))
     }
 }
 
@@ -256,6 +289,27 @@ mod tests {
     }
 
     #[test]
+    fn crawlers_and_monitors_announce_good_bots_scanners_and_headless_do_not() {
+        let c = UaClassifier::global();
+        for good in [
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+            "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)",
+            "facebookexternalhit/1.1 (+http://www.facebook.com/externalhit_uatext.php)",
+        ] {
+            assert!(c.announces_good_bot(good), "{good}");
+        }
+        for not_good in [
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/122.0.0.0 Safari/537.36",
+            "Mozilla/5.00 (Nikto/2.5.0) (Evasions:None) (Test:000001)",
+            "sqlmap/1.8#stable (https://sqlmap.org)",
+            "curl/8.5.0",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:123.0) Gecko/20100101 Firefox/123.0",
+        ] {
+            assert!(!c.announces_good_bot(not_good), "{not_good}");
+        }
+    }
+
+    #[test]
     fn classes() {
         let c = UaClassifier::global();
         let chrome = |v: u32| {
@@ -296,6 +350,7 @@ mod tests {
         );
         let headless = chrome(122).replace("Chrome/", "HeadlessChrome/");
         assert_eq!(c.classify(&headless, T), UaClass::KnownBot);
+        assert!(!c.announces_good_bot(&headless));
         assert_eq!(c.classify("", T), UaClass::Empty);
         assert_eq!(c.classify("-", T), UaClass::Empty);
         assert_eq!(

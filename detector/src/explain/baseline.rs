@@ -62,7 +62,8 @@ pub fn human_logit() -> f32 {
 pub enum GoodBot {
     /// Its user agent names a crawler and its address is in that crawler's ranges.
     VerifiedCrawler,
-    /// It names itself a bot (not a crawler it fails to be) and scores below 0.5.
+    /// It names itself a bot (not a crawler it fails to be) and scores below
+    /// 0.5; with [`GoodBot::of_session`] also not a scanner or browser automation.
     DeclaredBot,
 }
 
@@ -76,6 +77,21 @@ impl GoodBot {
             Some(Self::DeclaredBot)
         } else {
             None
+        }
+    }
+
+    /// [`of`](Self::of) with the user agent itself: a declared bot must
+    /// also announce a good bot ([`crate::ua::UaClassifier::announces_good_bot`]),
+    /// so a scanner or a headless browser that names itself and scores below
+    /// 0.5 is no good bot (the features only say "a known bot pattern").
+    pub fn of_session(raw: &RawFeatures, user_agent: &str, logit: f32) -> Option<Self> {
+        match Self::of(raw, logit) {
+            Some(Self::DeclaredBot)
+                if !crate::ua::UaClassifier::global().announces_good_bot(user_agent) =>
+            {
+                None
+            }
+            other => other,
         }
     }
 
@@ -467,6 +483,30 @@ mod tests {
         raw[idx::ROBOTS_TXT] = 0.0;
         let raw = RawFeatures(raw);
         (raw.transform(), raw)
+    }
+
+    #[test]
+    fn a_low_scoring_scanner_or_headless_browser_is_no_declared_good_bot() {
+        let (_, mut raw) = row(3.0);
+        raw.0[idx::UA_KNOWN_BOT] = 1.0;
+        raw.0[idx::CRAWLER_VERIFIED] = 0.0;
+        raw.0[idx::CRAWLER_SPOOFED] = 0.0;
+        let monitor = "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)";
+        let headless = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/122.0.0.0 Safari/537.36";
+        assert_eq!(GoodBot::of(&raw, -2.0), Some(GoodBot::DeclaredBot));
+        assert_eq!(
+            GoodBot::of_session(&raw, monitor, -2.0),
+            Some(GoodBot::DeclaredBot)
+        );
+        assert_eq!(GoodBot::of_session(&raw, headless, -2.0), None);
+        assert_eq!(GoodBot::of_session(&raw, "sqlmap/1.8#stable", -2.0), None);
+        // Above 0.5 nothing is a declared good bot.
+        assert_eq!(GoodBot::of_session(&raw, monitor, 0.5), None);
+        raw.0[idx::CRAWLER_VERIFIED] = 1.0;
+        assert_eq!(
+            GoodBot::of_session(&raw, headless, 3.0),
+            Some(GoodBot::VerifiedCrawler)
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! in plain words and the evidence to check them against (top paths with
 //! query shapes, statuses, time window, related sessions by address, user
 //! agent and AS); then the good bots apart: verified crawlers (address in
-//! the crawler's published ranges) and bots that name themselves and score
-//! below the abuse threshold. A verified crawler is never in the abuse list;
+//! the crawler's published ranges) and bots that name themselves (not
+//! scanners or browser automation) and score below the abuse threshold. A
+//! verified crawler is never in the abuse list;
 //! a bot that claims a crawler from an address outside its ranges is.
 //!
 //! Reasons are attributions against this tenant's own typical humans

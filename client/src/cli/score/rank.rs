@@ -184,7 +184,7 @@ impl<'a> Ranker<'a> {
             let key = s.key.to_string();
             let flagged = logit >= 0.0;
             self.related.add(&key, &s.ip, &s.user_agent, s.asn, flagged);
-            let good = GoodBot::of(&f.raw, logit);
+            let good = GoodBot::of_session(&f.raw, &s.user_agent, logit);
             let labelled = self.humans.as_ref().map(|h| h.contains(&key));
             self.sampler
                 .consider(&key, &f.values, &f.raw, logit, labelled);
