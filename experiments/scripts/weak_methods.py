@@ -352,7 +352,16 @@ def main():
         fit = lambda Xa, sel, yy, ww: train_weighted(Xa[sel], yy, ww, seed, epochs=12,
                                                      batch=1024, lr=0.02)
         # Reference (uses ground truth): the same MLP on full labels.
-        add("ORACLE_mlp_full_labels", fit(X, tr, y[tr].astype(float), np.ones(tr.sum())).logits(X))
+        full = fit(X, tr, y[tr].astype(float), np.ones(tr.sum())).logits(X)
+        add("ORACLE_mlp_full_labels", full)
+        # Which tenants even full labels do not put above their rules, and
+        # how small their holdouts are.
+        full_auc = per_tenant_auc(hold, full[ho])
+        sizes = hold.groupby("tenant").size()
+        abusive = hold.groupby("tenant")["label"].sum()
+        behind = [(t, int(sizes[t]), int(abusive[t]), full_auc[t], rules_auc_h[t])
+                  for t in full_auc if full_auc[t] <= rules_auc_h[t]]
+        res["_behind"] = (behind, int(sizes.median()), int(abusive.median()))
         # Silver labels (abstained left out, or negatives at 0.1), confidence-weighted.
         lab = tr & (vote != 0)
         silver = fit(X, lab, (vote[lab] == 1).astype(float), conf[lab]).logits(X)
@@ -456,6 +465,17 @@ def main():
     lines.append("")
     lines.append(f"Seeds {', '.join(str(s) for s in results)}; central, non-private models; "
                  "ORACLE rows use ground truth and are references only.")
+    lines.append("")
+    lines.append("Tenants that even the full-label MLP does not put strictly above their own "
+                 "rules (holdout sessions / abusive sessions; AUC full labels vs rules):")
+    lines.append("")
+    for s_ in results:
+        behind, med_n, med_pos = results[s_]["_behind"]
+        perfect = sum(1 for b in behind if b[4] == 1.0)
+        lines.append(f"- seed {s_}: {len(behind)} of {results[s_]['ORACLE_mlp_full_labels']['n']} "
+                     f"(median tenant: {med_n} / {med_pos}; {perfect} where the rules are already "
+                     f"perfect): " + ", ".join(f"{n}/{p} {fa:.3f} vs {ra:.3f}"
+                                               for _, n, p, fa, ra in behind))
     lines.append(FOOTER)
     print("\n".join(lines))
     if a.md:
