@@ -718,6 +718,8 @@ fn score_rules_first_orders_by_the_rules_then_by_how_unusual_a_session_is() {
         .iter()
         .map(|r| r["anomaly_percentile"].as_f64().unwrap())
         .collect();
+    // Cancelling votes print as 0, not -0.
+    assert!(rules.iter().all(|r| *r != 0.0 || r.is_sign_positive()));
     // The rules' vote sum never increases down the list; within one sum the
     // anomaly percentile never increases.
     for i in 1..rows.len() {
@@ -765,6 +767,27 @@ fn score_rules_first_orders_by_the_rules_then_by_how_unusual_a_session_is() {
     ]);
     assert!(!stdin.status.success());
     assert!(String::from_utf8_lossy(&stdin.stderr).contains("reads the log twice"));
+    let pipe = client(&[
+        "score",
+        "--model",
+        m,
+        "--logs",
+        "/dev/stdin",
+        "--rank",
+        "rules-first",
+    ]);
+    assert!(!pipe.status.success());
+    assert!(String::from_utf8_lossy(&pipe.stderr).contains("regular file"));
+    let share_for_model = client(&[
+        "score",
+        "--model",
+        m,
+        "--logs",
+        p,
+        "--tie-anomaly-share",
+        "0.5",
+    ]);
+    assert!(!share_for_model.status.success());
     let mixed = client(&[
         "score",
         "--model",

@@ -111,6 +111,8 @@ impl GoodBot {
 pub fn is_typical_human(raw: &RawFeatures, logit: f32, labelled_human: Option<bool>) -> bool {
     match labelled_human {
         Some(human) => human,
+        // From features alone: any known-bot user agent (scanners and
+        // headless browsers included) stays out of the typical-human pool.
         None => GoodBot::of(raw, logit).is_none() && logit < human_logit(),
     }
 }

@@ -1,13 +1,16 @@
 //! `score --rank rules-first`: the tenant's own reference, from a first pass
 //! over the log, and the rank of each session in the second pass.
 //!
-//! Rules first ([`fedsec_detector::weak::combine::rules_first`]): the weak
-//! labeller's vote sum decides; the sessions it ties on (most have no vote)
-//! are ordered by a tie-break in [0, 1], the local anomaly percentile
-//! ([`RobustProfile`], how unusual the session is for this log) mixed with
-//! the model's percentile among this log's sessions. With no ground truth
-//! anywhere this was the best ranking experiment 7 measured (it chose τ =
-//! [`TAU`] and an anomaly share of 1 on every seed).
+//! Rules first: the weak labeller's vote sum decides; the sessions it ties
+//! on (most have no vote) are ordered by a tie-break in [0, 1], the local
+//! anomaly percentile ([`RobustProfile`], how unusual the session is for
+//! this log) mixed with the model's percentile among this log's sessions
+//! ([`tie_break`]), and equal tie-breaks by the raw anomaly score. With no
+//! ground truth anywhere this was the best ranking experiment 7 measured
+//! (`weak::combine::rules_first` with τ below the rules' weight step, i.e.
+//! this lexicographic order, and an anomaly share of 1 on every seed). The
+//! key is compared as a tuple, not summed into one number, so the rules come
+//! first whatever their weights and the order does not lose precision.
 //!
 //! The reference is a bounded, deterministic sample of the log's sessions
 //! ([`Thinned`]): every session until [`MAX_REFERENCE`], then every second,
@@ -16,12 +19,10 @@
 use fedsec_detector::features::{self, NUM_FEATURES};
 use fedsec_detector::model::Scorer;
 use fedsec_detector::weak::anomaly::RobustProfile;
-use fedsec_detector::weak::combine::{Percentiles, rules_first, tie_break};
+use fedsec_detector::weak::combine::{Percentiles, tie_break};
 use fedsec_detector::weak::{Labeller, SessionFacts};
 
-/// Weight of the tie-break within a vote sum: below the rules' smallest
-/// weight step (0.5), so the order is strictly the rules' first.
-pub(super) const TAU: f32 = 0.1;
+use super::rank::RankKey;
 
 /// Most sessions kept in the reference sample.
 pub(super) const MAX_REFERENCE: usize = 100_000;
@@ -81,10 +82,12 @@ pub(super) struct RulesFirst {
 /// One session's rules-first rank and its parts.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct RankParts {
-    /// The rank: rules' vote sum + τ · tie-break.
-    pub(super) order: f32,
-    /// The rules' vote sum.
+    /// The rank: (rules' vote sum, tie-break, raw anomaly score).
+    pub(super) key: RankKey,
+    /// The rules' vote sum (never −0).
     pub(super) rules_score: f64,
+    /// The tie-break in [0, 1].
+    pub(super) tie_break: f32,
     /// The session's anomaly percentile among this log's sessions.
     pub(super) anomaly_percentile: f32,
 }
@@ -119,15 +122,25 @@ impl RulesFirst {
         f: &features::SessionFeatures,
         logit: f32,
     ) -> RankParts {
-        let rules_score = self.labeller.label(&SessionFacts::of(session, f)).score;
-        let anomaly_percentile = self
-            .profile
-            .as_ref()
-            .map_or(0.5, |p| p.percentile(p.score(&f.values)));
+        let score = self.labeller.label(&SessionFacts::of(session, f)).score;
+        // + 0.0 turns −0 (cancelling votes) into 0; a non-finite sum is no vote.
+        let rules_score = if score.is_finite() { score + 0.0 } else { 0.0 };
+        let (anomaly, anomaly_percentile) = match &self.profile {
+            Some(p) => {
+                let a = p.score(&f.values);
+                (a, p.percentile(a))
+            }
+            None => (0.0, 0.5),
+        };
         let t = tie_break(self.model.of(logit), anomaly_percentile, self.anomaly_share);
         RankParts {
-            order: rules_first(rules_score, t, TAU),
+            key: RankKey {
+                primary: rules_score,
+                tie: t,
+                anomaly,
+            },
             rules_score,
+            tie_break: t,
             anomaly_percentile,
         }
     }

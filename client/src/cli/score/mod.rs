@@ -85,9 +85,9 @@ pub(crate) struct ScoreArgs {
     rank: RankBy,
     /// With `--rank rules-first`: the share of the local anomaly percentile in
     /// the tie-break, the rest the model's percentile among this log's
-    /// sessions (experiment 7 chose 1 on every seed).
-    #[arg(long, default_value_t = 1.0)]
-    tie_anomaly_share: f32,
+    /// sessions (default 1: experiment 7 chose it on every seed).
+    #[arg(long)]
+    tie_anomaly_share: Option<f32>,
     /// Print one JSON object per session instead of text.
     #[arg(long)]
     json: bool,
@@ -117,7 +117,18 @@ fn labeller(config: Option<&Path>) -> Result<fedsec_detector::weak::Labeller, Cl
 
 /// First pass of `--rank rules-first`: a bounded sample of the log's
 /// sessions' features (malformed lines are reported by the second pass).
+/// The log must be a regular file: a pipe (`-`, `/dev/stdin`, `<(...)`)
+/// would be empty for the second pass.
 fn reference_sample(args: &ScoreArgs) -> Result<Thinned, CliError> {
+    let regular =
+        args.logs.as_os_str() != "-" && std::fs::metadata(&args.logs).is_ok_and(|m| m.is_file());
+    if !regular {
+        return Err(format!(
+            "--rank rules-first reads the log twice: --logs {} must be a regular file (not standard input or a pipe)",
+            args.logs.display()
+        )
+        .into());
+    }
     let pipeline = args.log.pipeline()?;
     let mut reader = LogReader::new(open_log(&args.logs)?, pipeline.reader);
     let mut sessionizer =
@@ -181,33 +192,31 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    if !(0.0..=1.0).contains(&args.tie_anomaly_share) {
-        return Err(format!(
-            "--tie-anomaly-share must be in [0, 1] (got {})",
-            args.tie_anomaly_share
-        )
-        .into());
+    let tie_anomaly_share = args.tie_anomaly_share.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&tie_anomaly_share) {
+        return Err(
+            format!("--tie-anomaly-share must be in [0, 1] (got {tie_anomaly_share})").into(),
+        );
+    }
+    if args.rank == RankBy::Model && args.tie_anomaly_share.is_some() {
+        return Err("--tie-anomaly-share is for --rank rules-first".into());
     }
     let scorer = Scorer::new(&model.spec, &model.weights)?;
     let order = match args.rank {
         RankBy::RulesFirst => {
-            if args.logs.as_os_str() == "-" {
-                return Err(
-                    "--rank rules-first reads the log twice: give a file to --logs, not -".into(),
-                );
-            }
             if args.rules_weight > 0.0 {
                 return Err(
                     "--rules-weight is for --rank model; rules-first ranks by the rules already"
                         .into(),
                 );
             }
+            let labeller = labeller(args.labels_config.as_deref())?;
             let sample = reference_sample(&args)?;
             Order::RulesFirst(Box::new(RulesFirst::new(
-                labeller(args.labels_config.as_deref())?,
+                labeller,
                 &sample,
                 &scorer,
-                args.tie_anomaly_share,
+                tie_anomaly_share,
             )?))
         }
         RankBy::Model if args.rules_weight > 0.0 => Order::ModelPlusRules(
@@ -274,6 +283,7 @@ pub(crate) fn run(args: ScoreArgs) -> Result<(), CliError> {
                 asn: c.asn,
                 requests: c.requests,
                 rules_score: c.parts.map(|p| p.rules_score),
+                tie_break: c.parts.map(|p| p.tie_break),
                 anomaly_percentile: c.parts.map(|p| p.anomaly_percentile),
                 reasons: listed,
                 evidence: &c.evidence,

@@ -48,10 +48,41 @@ pub(super) enum Order {
     RulesFirst(Box<RulesFirst>),
 }
 
+/// What the abuse list is ordered by, compared field by field: the logit
+/// (alone, `tie` and `anomaly` 0), or for [`Order::RulesFirst`] the rules'
+/// vote sum, the tie-break, the raw anomaly score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RankKey {
+    /// The logit, or the rules' vote sum.
+    pub(super) primary: f64,
+    /// Rules first: the tie-break in [0, 1].
+    pub(super) tie: f32,
+    /// Rules first: the raw local anomaly score.
+    pub(super) anomaly: f32,
+}
+
+impl RankKey {
+    /// The key of a logit.
+    pub(super) fn logit(logit: f32) -> Self {
+        Self {
+            primary: f64::from(logit),
+            tie: 0.0,
+            anomaly: 0.0,
+        }
+    }
+
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.primary
+            .total_cmp(&other.primary)
+            .then(self.tie.total_cmp(&other.tie))
+            .then(self.anomaly.total_cmp(&other.anomaly))
+    }
+}
+
 /// A session kept for the final report.
 pub(super) struct Candidate {
     /// What the list is ordered by (the logit unless [`Order::RulesFirst`]).
-    pub(super) order: f32,
+    pub(super) order: RankKey,
     pub(super) logit: f32,
     /// The rules-first rank's parts.
     pub(super) parts: Option<RankParts>,
@@ -66,14 +97,12 @@ pub(super) struct Candidate {
 }
 
 /// The documented order (see the module docs): `Greater` ranks higher.
-pub(super) fn rank_cmp(a: (f32, usize, &str), b: (f32, usize, &str)) -> Ordering {
-    a.0.total_cmp(&b.0)
-        .then(a.1.cmp(&b.1))
-        .then_with(|| b.2.cmp(a.2))
+pub(super) fn rank_cmp(a: (RankKey, usize, &str), b: (RankKey, usize, &str)) -> Ordering {
+    a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then_with(|| b.2.cmp(a.2))
 }
 
 impl Candidate {
-    fn rank(&self) -> (f32, usize, &str) {
+    fn rank(&self) -> (RankKey, usize, &str) {
         (self.order, self.requests, &self.key)
     }
 }
@@ -177,14 +206,18 @@ impl<'a> Ranker<'a> {
                 }
                 Order::RulesFirst(r) => (logit, Some(r.rank(&s, &f, logit))),
             };
-            let order = parts.map_or(logit, |p| p.order);
+            let order = parts.map_or(RankKey::logit(logit), |p| p.key);
             self.scored += 1;
             let seq = self.seq;
             self.seq += 1;
             let key = s.key.to_string();
             let flagged = logit >= 0.0;
             self.related.add(&key, &s.ip, &s.user_agent, s.asn, flagged);
-            let good = GoodBot::of_session(&f.raw, &s.user_agent, logit);
+            // A bot that names itself is no good bot when the tenant's own
+            // rules, ranking first, call it abuse.
+            let good = GoodBot::of_session(&f.raw, &s.user_agent, logit).filter(|&g| {
+                g == GoodBot::VerifiedCrawler || parts.is_none_or(|p| p.rules_score <= 0.0)
+            });
             let labelled = self.humans.as_ref().map(|h| h.contains(&key));
             self.sampler
                 .consider(&key, &f.values, &f.raw, logit, labelled);
@@ -267,11 +300,36 @@ mod tests {
 
     #[test]
     fn ties_are_broken_by_requests_then_key() {
-        let k = |l: f32, n: usize, key: &'static str| (l, n, key);
+        let k = |l: f32, n: usize, key: &'static str| (RankKey::logit(l), n, key);
         assert_eq!(rank_cmp(k(9.0, 1, "b"), k(8.0, 99, "a")), Ordering::Greater);
         assert_eq!(rank_cmp(k(9.0, 5, "b"), k(9.0, 4, "a")), Ordering::Greater);
         assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "b")), Ordering::Greater);
         assert_eq!(rank_cmp(k(9.0, 5, "a"), k(9.0, 5, "a")), Ordering::Equal);
+        // Rules first: the vote sum decides, then the tie-break, then the raw
+        // anomaly score; no precision lost at large vote sums.
+        let r = |primary: f64, tie: f32, anomaly: f32| {
+            (
+                RankKey {
+                    primary,
+                    tie,
+                    anomaly,
+                },
+                1,
+                "k",
+            )
+        };
+        assert_eq!(
+            rank_cmp(r(0.5, 0.0, 0.0), r(0.25, 1.0, 9.0)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            rank_cmp(r(16.0, 0.51, 0.0), r(16.0, 0.5, 9.0)),
+            Ordering::Greater
+        );
+        assert_eq!(
+            rank_cmp(r(1e6, 1.0, 2.5), r(1e6, 1.0, 2.0)),
+            Ordering::Greater
+        );
         let h = fedsec_detector::explain::baseline::human_logit();
         assert!((h - (0.1f32 / 0.9).ln()).abs() < 1e-6);
     }

@@ -74,6 +74,9 @@ pub(super) struct Report<'a> {
     /// `--rank rules-first`: the rules' vote sum (the list's first key).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) rules_score: Option<f64>,
+    /// `--rank rules-first`: the tie-break in [0, 1] (the second key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) tie_break: Option<f32>,
     /// `--rank rules-first`: the anomaly percentile among this log's sessions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) anomaly_percentile: Option<f32>,
@@ -128,8 +131,9 @@ pub(super) fn abuse_text(
     if let Some(p) = &c.parts {
         let _ = writeln!(
             out,
-            "      ranked by: rules' vote sum {:+.1}, more unusual for this log than {:.0} % of its sessions",
+            "      ranked by: rules' vote sum {:+.1}, then tie-break {:.3} (anomaly percentile {:.0} among this log's sessions)",
             p.rules_score,
+            p.tie_break,
             100.0 * p.anomaly_percentile
         );
     }
