@@ -583,24 +583,14 @@ fn score_reads_real_logs_and_shows_their_shapes() {
     }
     // Rules first on the same real logs: the sessions the rules vote abuse
     // on lead, whatever the model says.
-    let json = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        path.to_str().unwrap(),
-        "--top",
-        "1000",
-        "--json",
-        "--rank",
-        "rules-first",
-    ]);
-    let rules: Vec<f64> = json
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["list"] == "abuse")
-        .map(|r| r["rules_score"].as_f64().unwrap())
-        .collect();
+    let rules: Vec<f64> = abuse_rows(score_json(
+        &model,
+        &path,
+        &["--top", "1000", "--rank", "rules-first"],
+    ))
+    .iter()
+    .map(|r| r["rules_score"].as_f64().unwrap())
+    .collect();
     assert!(rules[0] > 0.0, "{rules:?}");
     assert!(rules.windows(2).all(|w| w[1] <= w[0]));
     // The four probes without any user agent (the user_agent rule votes abuse).
