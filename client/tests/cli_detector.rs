@@ -49,6 +49,34 @@ fn synth(dir: &Path, format: &str) -> serde_json::Value {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// `score --model MODEL --logs LOGS` followed by `extra`, as arguments.
+fn score_args<'a>(model: &'a Path, logs: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--logs",
+        logs.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// Every JSON line of a successful `score` run with `extra` and `--json`.
+fn score_json(model: &Path, logs: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = score_args(model, logs, extra);
+    args.push("--json");
+    ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The rows of `rows` on the abuse list, in order.
+fn abuse_rows(rows: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    rows.into_iter().filter(|r| r["list"] == "abuse").collect()
+}
+
 #[test]
 fn synth_then_sessions_reproduces_the_labelled_sessions() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,24 +208,9 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     std::fs::write(&log1, text).unwrap();
     let asn = dir.path().join("asn.tsv");
     let google = dir.path().join("crawler-ranges/googlebot.json");
-    let json = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        log1.to_str().unwrap(),
-        "--asn-db",
-        asn.to_str().unwrap(),
-        "--crawler-ranges",
-        google.to_str().unwrap(),
-        "--top",
-        "4",
-        "--json",
-    ]);
-    let all: Vec<serde_json::Value> = json
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let (asn, google) = (asn.to_str().unwrap(), google.to_str().unwrap());
+    let ranges = |top| ["--asn-db", asn, "--crawler-ranges", google, "--top", top];
+    let all = score_json(&model, &log1, &ranges("4"));
     let (reports, good): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| r["list"] == "abuse");
     assert_eq!(reports.len(), 4);
     assert!(good.len() <= 4, "{good:?}");
@@ -206,24 +219,10 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     // verified crawler (never abuse) and not the fake Googlebot. (With
     // `--top 4` whether it shows depends on how many busier good bots the
     // generated log has.)
-    let good: Vec<serde_json::Value> = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        log1.to_str().unwrap(),
-        "--asn-db",
-        asn.to_str().unwrap(),
-        "--crawler-ranges",
-        google.to_str().unwrap(),
-        "--top",
-        "10000",
-        "--json",
-    ])
-    .lines()
-    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-    .filter(|r| r["list"] != "abuse")
-    .collect();
+    let good: Vec<serde_json::Value> = score_json(&model, &log1, &ranges("10000"))
+        .into_iter()
+        .filter(|r| r["list"] != "abuse")
+        .collect();
     assert!(good.iter().all(|g| g["list"] == "good_bots"), "{good:?}");
     let verified: Vec<&str> = good
         .iter()
@@ -265,15 +264,7 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
         );
         assert!(r["related"]["same_ip"]["indexed"].as_bool().unwrap(), "{r}");
     }
-    let text = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        log1.to_str().unwrap(),
-        "--top",
-        "2",
-    ]);
+    let text = ok(&score_args(&model, &log1, &["--top", "2"]));
     assert!(text.starts_with("Reasons compare with: "), "{text}");
     assert!(text.contains("\n#1 "), "{text}");
     assert!(text.contains("      1. "), "{text}");
@@ -282,13 +273,7 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
     assert!(text.contains("Good bots (not abuse):"), "{text}");
 
     // Clear errors for a missing model and a model of the wrong width.
-    let missing = client(&[
-        "score",
-        "--model",
-        "/nonexistent/m",
-        "--logs",
-        log1.to_str().unwrap(),
-    ]);
+    let missing = client(&score_args(Path::new("/nonexistent/m"), &log1, &[]));
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("model file"));
     let narrow = dir.path().join("narrow.safetensors");
@@ -297,13 +282,7 @@ fn score_prints_the_most_bot_like_sessions_with_reasons() {
         .unwrap()
         .save(&narrow)
         .unwrap();
-    let wrong = client(&[
-        "score",
-        "--model",
-        narrow.to_str().unwrap(),
-        "--logs",
-        log1.to_str().unwrap(),
-    ]);
+    let wrong = client(&score_args(&narrow, &log1, &[]));
     assert!(!wrong.status.success());
     assert!(String::from_utf8_lossy(&wrong.stderr).contains("takes 3 features"));
 }
@@ -378,21 +357,7 @@ fn score_ranks_by_logit_where_probabilities_saturate() {
     log.push_str(&firefox_visitors(10, T0 + 20_000, 60));
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
-    let json = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        path.to_str().unwrap(),
-        "--top",
-        "4",
-        "--json",
-    ]);
-    let abuse: Vec<serde_json::Value> = json
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["list"] == "abuse")
-        .collect();
+    let abuse = abuse_rows(score_json(&model, &path, &["--top", "4"]));
     let requests: Vec<u64> = abuse
         .iter()
         .map(|r| r["requests"].as_u64().unwrap())
@@ -414,15 +379,7 @@ fn score_ranks_by_logit_where_probabilities_saturate() {
             "{r}"
         );
     }
-    let text = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        path.to_str().unwrap(),
-        "--top",
-        "4",
-    ]);
+    let text = ok(&score_args(&model, &path, &["--top", "4"]));
     let heads: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
     assert_eq!(heads.len(), 4, "{text}");
     assert!(heads[0].contains("(400 requests"), "{text}");
@@ -475,20 +432,9 @@ fn score_shows_evidence_pagination_and_related_sessions() {
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
     let args = |extra: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = [
-            "score",
-            "--model",
-            model.to_str().unwrap(),
-            "--logs",
-            path.to_str().unwrap(),
-            "--top",
-            "2",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        v.extend(extra.iter().map(|s| s.to_string()));
-        v
+        let mut v = score_args(&model, &path, &["--top", "2"]);
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect()
     };
     let run = |extra: &[&str]| {
         let a = args(extra);
@@ -621,15 +567,7 @@ fn score_reads_real_logs_and_shows_their_shapes() {
     }
     let path = dir.path().join("real.log");
     std::fs::write(&path, &log).unwrap();
-    let text = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        path.to_str().unwrap(),
-        "--top",
-        "100",
-    ]);
+    let text = ok(&score_args(&model, &path, &["--top", "100"]));
     // Too few human-looking sessions for a tenant baseline: it says so.
     assert!(text.starts_with("Reasons compare with: "), "{text}");
     for want in [
@@ -645,24 +583,14 @@ fn score_reads_real_logs_and_shows_their_shapes() {
     }
     // Rules first on the same real logs: the sessions the rules vote abuse
     // on lead, whatever the model says.
-    let json = ok(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--logs",
-        path.to_str().unwrap(),
-        "--top",
-        "1000",
-        "--json",
-        "--rank",
-        "rules-first",
-    ]);
-    let rules: Vec<f64> = json
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["list"] == "abuse")
-        .map(|r| r["rules_score"].as_f64().unwrap())
-        .collect();
+    let rules: Vec<f64> = abuse_rows(score_json(
+        &model,
+        &path,
+        &["--top", "1000", "--rank", "rules-first"],
+    ))
+    .iter()
+    .map(|r| r["rules_score"].as_f64().unwrap())
+    .collect();
     assert!(rules[0] > 0.0, "{rules:?}");
     assert!(rules.windows(2).all(|w| w[1] <= w[0]));
     // The four probes without any user agent (the user_agent rule votes abuse).
@@ -681,15 +609,12 @@ fn score_rules_weight_adds_the_tenants_rules_to_the_models_logit() {
     log.push_str(&firefox_visitors(3, T0 + 100, 60));
     let path = dir.path().join("access.log");
     std::fs::write(&path, &log).unwrap();
-    let (m, p) = (model.to_str().unwrap(), path.to_str().unwrap());
     let first = |extra: &[&str]| -> (String, f64) {
-        let mut args = vec!["score", "--model", m, "--logs", p, "--top", "4", "--json"];
+        let mut args = vec!["--top", "4"];
         args.extend_from_slice(extra);
-        let json = ok(&args);
-        let r = json
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .find(|r| r["list"] == "abuse")
+        let r = abuse_rows(score_json(&model, &path, &args))
+            .into_iter()
+            .next()
             .unwrap();
         (
             r["ip"].as_str().unwrap().to_string(),
@@ -702,7 +627,7 @@ fn score_rules_weight_adds_the_tenants_rules_to_the_models_logit() {
     let (ip, logit) = first(&["--rules-weight", "1.5"]);
     assert_eq!(ip, "203.0.113.9");
     assert!((logit - 3.0).abs() < 1e-6, "{logit}");
-    let bad = client(&["score", "--model", m, "--logs", p, "--rules-weight=-1"]);
+    let bad = client(&score_args(&model, &path, &["--rules-weight=-1"]));
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--rules-weight"));
 }
@@ -715,24 +640,11 @@ fn score_rules_first_orders_by_the_rules_then_by_how_unusual_a_session_is() {
     synth(dir.path(), "clf");
     let model = logistic_model(dir.path(), &[], 0.0);
     let log = dir.path().join("tenant-000.log");
-    let (m, p) = (model.to_str().unwrap(), log.to_str().unwrap());
-    let json = ok(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        p,
-        "--top",
-        "100000",
-        "--json",
-        "--rank",
-        "rules-first",
-    ]);
-    let rows: Vec<serde_json::Value> = json
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["list"] == "abuse")
-        .collect();
+    let rows = abuse_rows(score_json(
+        &model,
+        &log,
+        &["--top", "100000", "--rank", "rules-first"],
+    ));
     assert!(rows.len() > 100, "{}", rows.len());
     let rules: Vec<f64> = rows
         .iter()
@@ -767,73 +679,39 @@ fn score_rules_first_orders_by_the_rules_then_by_how_unusual_a_session_is() {
     assert!(lo < 0.1 && hi > 0.95, "{lo} {hi}");
     assert!(rules.iter().any(|&r| r > 0.0) && rules.contains(&0.0));
     // Text output names what the rank rests on.
-    let text = ok(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        p,
-        "--top",
-        "3",
-        "--rank",
-        "rules-first",
-    ]);
+    let text = ok(&score_args(
+        &model,
+        &log,
+        &["--top", "3", "--rank", "rules-first"],
+    ));
     assert!(text.contains("ranked by: rules' vote sum"), "{text}");
     // Two passes: not from standard input; and not mixed with --rules-weight.
-    let stdin = client(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        "-",
-        "--rank",
-        "rules-first",
-    ]);
+    let stdin = client(&score_args(
+        &model,
+        Path::new("-"),
+        &["--rank", "rules-first"],
+    ));
     assert!(!stdin.status.success());
     assert!(String::from_utf8_lossy(&stdin.stderr).contains("reads the log twice"));
-    let pipe = client(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        "/dev/stdin",
-        "--rank",
-        "rules-first",
-    ]);
+    let pipe = client(&score_args(
+        &model,
+        Path::new("/dev/stdin"),
+        &["--rank", "rules-first"],
+    ));
     assert!(!pipe.status.success());
     assert!(String::from_utf8_lossy(&pipe.stderr).contains("regular file"));
-    let share_for_model = client(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        p,
-        "--tie-anomaly-share",
-        "0.5",
-    ]);
+    let share_for_model = client(&score_args(&model, &log, &["--tie-anomaly-share", "0.5"]));
     assert!(!share_for_model.status.success());
-    let mixed = client(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        p,
-        "--rank",
-        "rules-first",
-        "--rules-weight",
-        "1",
-    ]);
+    let mixed = client(&score_args(
+        &model,
+        &log,
+        &["--rank", "rules-first", "--rules-weight", "1"],
+    ));
     assert!(!mixed.status.success());
-    let share = client(&[
-        "score",
-        "--model",
-        m,
-        "--logs",
-        p,
-        "--rank",
-        "rules-first",
-        "--tie-anomaly-share",
-        "2",
-    ]);
+    let share = client(&score_args(
+        &model,
+        &log,
+        &["--rank", "rules-first", "--tie-anomaly-share", "2"],
+    ));
     assert!(String::from_utf8_lossy(&share.stderr).contains("--tie-anomaly-share"));
 }

@@ -9,16 +9,65 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use fedsec_coordinator::{Coordinator, CoordinatorConfig};
+use fedsec_coordinator::{AdminApi, Coordinator, CoordinatorConfig, JobSpec};
 use fedsec_proto::devca::{DevPkiOptions, write_dev_pki};
 use fedsec_proto::v1;
 use support::{T, job, tenant_logs};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_fedsec-client"))
+}
+
+/// Asserts that `out` is a success, showing its standard error if not.
+#[track_caller]
+fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `fedsec-client run --config CONFIG` in the background, its stderr kept.
+fn spawn_run(config: &Path) -> Child {
+    bin()
+        .args(["run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `clients` registrations, then runs `spec` until it completes.
+async fn run_once_registered(admin: &AdminApi, clients: usize, spec: JobSpec) -> v1::Job {
+    let until = tokio::time::Instant::now() + T;
+    while admin.clients().await.unwrap().len() < clients {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "CLI clients did not register"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = spec.id.clone();
+    admin.create_job(spec).await.unwrap();
+    admin
+        .wait_for_job(&id, T, |j| j.state == v1::JobState::Completed as i32)
+        .await
+        .unwrap()
+}
+
+/// Waits for a client process to exit and asserts that it succeeded.
+async fn assert_exits_ok(child: Child) {
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_success(&out);
 }
 
 fn client_toml(
@@ -99,43 +148,15 @@ async fn run_ledger_model_pull_and_score() {
         );
         let path = dir.path().join(format!("client-{i}.toml"));
         std::fs::write(&path, toml).unwrap();
-        let child = bin()
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        children.push(child);
+        children.push(spawn_run(&path));
         states.push((state, path));
     }
     let admin = running.admin();
-    let until = tokio::time::Instant::now() + T;
-    while admin.clients().await.unwrap().len() < 2 {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "CLI clients did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.create_job(job("cli", 1.0, 1.0, 2, 2)).await.unwrap();
-    let done = admin
-        .wait_for_job("cli", T, |j| j.state == v1::JobState::Completed as i32)
-        .await
-        .unwrap();
+    let done = run_once_registered(&admin, 2, job("cli", 1.0, 1.0, 2, 2)).await;
     assert_eq!(done.rounds_completed, 2);
     // Bound to the job, each process exits when it finishes.
     for child in children {
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_exits_ok(child).await;
     }
 
     // `ledger --json`: the tenant's rounds, as the coordinator charged them.
@@ -146,11 +167,7 @@ async fn run_ledger_model_pull_and_score() {
             .arg(state)
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let entries = v["entries"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
@@ -188,11 +205,7 @@ async fn run_ledger_model_pull_and_score() {
         .arg(&model)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["version"], done.current_version);
     // Both the pulled file and the coordinator's export carry the release
@@ -216,11 +229,7 @@ async fn run_ledger_model_pull_and_score() {
     };
     for file in [&model, &export] {
         let out = verify(file, &public);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_success(&out);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["verified"], true);
         assert_eq!(v["version"], done.current_version);
@@ -270,11 +279,7 @@ async fn run_ledger_model_pull_and_score() {
         .arg(&logs[0].log)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     running.shutdown().await.unwrap();
 }
 
@@ -399,38 +404,11 @@ async fn run_and_model_pull_with_a_bearer_token_file() {
     );
     let path = dir.path().join("client.toml");
     std::fs::write(&path, &with_token).unwrap();
-    let child = bin()
-        .args(["run", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&path);
     let admin = running.admin();
-    let until = tokio::time::Instant::now() + T;
-    while admin.clients().await.unwrap().is_empty() {
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the client did not register"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    admin.create_job(job("cli", 1.0, 1.0, 1, 1)).await.unwrap();
-    let done = admin
-        .wait_for_job("cli", T, |j| j.state == v1::JobState::Completed as i32)
-        .await
-        .unwrap();
+    let done = run_once_registered(&admin, 1, job("cli", 1.0, 1.0, 1, 1)).await;
     assert_eq!(done.rounds_completed, 1);
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_exits_ok(child).await;
     let pull = |config: &Path| {
         bin()
             .args(["model", "pull", "--config"])
@@ -441,11 +419,7 @@ async fn run_and_model_pull_with_a_bearer_token_file() {
             .unwrap()
     };
     let out = pull(&path);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let bare = dir.path().join("bare.toml");
     std::fs::write(&bare, &plain).unwrap();
     let out = pull(&bare);

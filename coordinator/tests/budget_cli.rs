@@ -36,6 +36,28 @@ fn num(v: &serde_json::Value, key: &str) -> f64 {
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
+/// `epsilon --q Q --z Z --rounds ROUNDS --delta DELTA`, as arguments.
+fn epsilon<'a>(q: &'a str, z: &'a str, rounds: &'a str, delta: &'a str) -> Vec<&'a str> {
+    vec![
+        "epsilon", "--q", q, "--z", z, "--rounds", rounds, "--delta", delta,
+    ]
+}
+
+/// `calibrate --q Q --rounds ROUNDS --delta DELTA --target-eps TARGET`, as arguments.
+fn calibrate<'a>(q: &'a str, rounds: &'a str, delta: &'a str, target: &'a str) -> Vec<&'a str> {
+    vec![
+        "calibrate",
+        "--q",
+        q,
+        "--rounds",
+        rounds,
+        "--delta",
+        delta,
+        "--target-eps",
+        target,
+    ]
+}
+
 const ABADI: &[&str] = &[
     "epsilon", "--q", "0.01", "--z", "4", "--rounds", "10000", "--delta", "1e-5",
 ];
@@ -68,17 +90,7 @@ fn epsilon_of_the_abadi_setting() {
 
 #[test]
 fn calibrate_returns_a_noise_multiplier_that_meets_the_target() {
-    let v = json(&[
-        "calibrate",
-        "--q",
-        "0.01",
-        "--rounds",
-        "10000",
-        "--delta",
-        "1e-5",
-        "--target-eps",
-        "1",
-    ]);
+    let v = json(&calibrate("0.01", "10000", "1e-5", "1"));
     let z = num(&v, "z");
     assert!(z > 3.5 && z < 4.0, "{v}");
     // Says which accountant answered at the returned z (the PLD bound here).
@@ -87,21 +99,9 @@ fn calibrate_returns_a_noise_multiplier_that_meets_the_target() {
     assert_eq!(num(&v, "target_epsilon"), 1.0);
     // Cross-check through the epsilon command.
     let z_s = z.to_string();
-    let e = json(&[
-        "epsilon", "--q", "0.01", "--z", &z_s, "--rounds", "10000", "--delta", "1e-5",
-    ]);
+    let e = json(&epsilon("0.01", &z_s, "10000", "1e-5"));
     assert!(num(&e, "epsilon") <= 1.0);
-    let out = run(&[
-        "calibrate",
-        "--q",
-        "0.01",
-        "--rounds",
-        "10000",
-        "--delta",
-        "1e-5",
-        "--target-eps",
-        "1",
-    ]);
+    let out = run(&calibrate("0.01", "10000", "1e-5", "1"));
     let sentence = String::from_utf8(out.stdout).unwrap();
     assert!(
         sentence.contains("use a noise multiplier of at least z = "),
@@ -129,19 +129,9 @@ fn rounds_returns_the_largest_count_within_the_target() {
     assert_eq!(v["rdp_fallback"], false, "{v}");
     assert!(num(&v, "epsilon") <= 2.0);
     let next = (t + 1).to_string();
-    let e = json(&[
-        "epsilon",
-        "--q",
-        "0.01",
-        "--z",
-        "1",
-        "--rounds",
-        &next,
-        "--delta",
-        "1e-5",
-        "--accountant",
-        "rdp",
-    ]);
+    let mut args = epsilon("0.01", "1", &next, "1e-5");
+    args.extend(["--accountant", "rdp"]);
+    let e = json(&args);
     assert!(num(&e, "epsilon") > 2.0);
     let out = run(&[
         "rounds",
@@ -164,111 +154,32 @@ fn rounds_returns_the_largest_count_within_the_target() {
 
 #[test]
 fn invalid_inputs_are_refused_with_the_flag_named() {
-    let cases: &[(&[&str], &str)] = &[
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (epsilon("0", "1", "10", "1e-5"), "--q"),
+        (epsilon("1.5", "1", "10", "1e-5"), "(0, 1]"),
+        (epsilon("0.1", "0", "10", "1e-5"), "--z"),
+        (epsilon("0.1", "-2", "10", "1e-5"), "greater than 0"),
+        (epsilon("0.1", "1", "0", "1e-5"), "--rounds"),
+        (epsilon("0.1", "1", "10", "1"), "(0, 1)"),
+        (epsilon("0.1", "1", "10", "0"), "--delta"),
+        (epsilon("abc", "1", "10", "1e-5"), "not a number"),
+        (epsilon("0.1", "nan", "10", "1e-5"), "--z"),
         (
-            &[
-                "epsilon", "--q", "0", "--z", "1", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "--q",
-        ),
-        (
-            &[
-                "epsilon", "--q", "1.5", "--z", "1", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "(0, 1]",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "0", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "--z",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "-2", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "greater than 0",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "0", "--delta", "1e-5",
-            ],
-            "--rounds",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "10", "--delta", "1",
-            ],
-            "(0, 1)",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "1", "--rounds", "10", "--delta", "0",
-            ],
-            "--delta",
-        ),
-        (
-            &[
-                "epsilon", "--q", "abc", "--z", "1", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "not a number",
-        ),
-        (
-            &[
-                "epsilon", "--q", "0.1", "--z", "nan", "--rounds", "10", "--delta", "1e-5",
-            ],
-            "--z",
-        ),
-        (
-            &[
-                "epsilon",
-                "--q",
-                "0.1",
-                "--z",
-                "1",
-                "--rounds",
-                "10",
-                "--delta",
-                "1e-5",
-                "--accountant",
-                "prv",
-            ],
+            [
+                epsilon("0.1", "1", "10", "1e-5"),
+                vec!["--accountant", "prv"],
+            ]
+            .concat(),
             "--accountant",
         ),
+        (calibrate("0.1", "10", "1e-5", "0"), "--target-eps"),
         (
-            &[
-                "calibrate",
-                "--q",
-                "0.1",
-                "--rounds",
-                "10",
-                "--delta",
-                "1e-5",
-                "--target-eps",
-                "0",
-            ],
+            vec!["rounds", "--q", "0.1", "--z", "1", "--delta", "1e-5"],
             "--target-eps",
         ),
-        (
-            &["rounds", "--q", "0.1", "--z", "1", "--delta", "1e-5"],
-            "--target-eps",
-        ),
-        (
-            &[
-                "calibrate",
-                "--q",
-                "0.01",
-                "--rounds",
-                "1",
-                "--delta",
-                "1e-5",
-                "--target-eps",
-                "1e7",
-            ],
-            "too loose",
-        ),
+        (calibrate("0.01", "1", "1e-5", "1e7"), "too loose"),
     ];
-    for (args, needle) in cases {
+    for (args, needle) in &cases {
         let out = run(args);
         assert!(!out.status.success(), "{args:?} succeeded");
         let err = String::from_utf8_lossy(&out.stderr);
@@ -287,17 +198,7 @@ fn invalid_inputs_are_refused_with_the_flag_named() {
 #[test]
 fn calibrate_prints_a_z_that_meets_the_target() {
     for (q, rounds, delta, target) in [("1", "1", "1e-5", "2000"), ("1", "4", "1e-6", "3")] {
-        let out = run(&[
-            "calibrate",
-            "--q",
-            q,
-            "--rounds",
-            rounds,
-            "--delta",
-            delta,
-            "--target-eps",
-            target,
-        ]);
+        let out = run(&calibrate(q, rounds, delta, target));
         assert!(
             out.status.success(),
             "{}",
@@ -310,21 +211,9 @@ fn calibrate_prints_a_z_that_meets_the_target() {
             .and_then(|s| s.split_whitespace().next())
             .unwrap()
             .to_string();
-        let full = json(&[
-            "calibrate",
-            "--q",
-            q,
-            "--rounds",
-            rounds,
-            "--delta",
-            delta,
-            "--target-eps",
-            target,
-        ]);
+        let full = json(&calibrate(q, rounds, delta, target));
         assert!(z.parse::<f64>().unwrap() >= num(&full, "z"), "{sentence}");
-        let at = json(&[
-            "epsilon", "--q", q, "--z", &z, "--rounds", rounds, "--delta", delta,
-        ]);
+        let at = json(&epsilon(q, &z, rounds, delta));
         let target: f64 = target.parse().unwrap();
         assert!(
             num(&at, "epsilon") <= target,
@@ -368,9 +257,7 @@ fn rounds_says_when_the_rdp_fallback_answered() {
     );
     assert!(!sentence.contains("PLD accountant)"), "{sentence}");
     // The same question through `budget epsilon` agrees.
-    let e = json(&[
-        "epsilon", "--q", "0.00001", "--z", "0.8", "--rounds", "1", "--delta", "1e-12",
-    ]);
+    let e = json(&epsilon("0.00001", "0.8", "1", "1e-12"));
     assert_eq!(e["rdp_fallback"], true, "{e}");
     assert!(num(&e, "epsilon") > 1.0, "{e}");
 }

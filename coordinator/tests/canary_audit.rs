@@ -15,7 +15,7 @@ mod support;
 use std::time::Duration;
 
 use fedsec_coordinator::JobSpec;
-use fedsec_coordinator::canary::{AUDIT_CONFIDENCE, pooled_estimate};
+use fedsec_coordinator::canary::{AUDIT_CONFIDENCE, CanaryStatistics, pooled_estimate};
 use fedsec_coordinator::config::AuditSpec;
 use fedsec_privacy::{NoiseKind, PrivacyReceipt};
 use fedsec_proto::v1::{self, JobRef, get_task_response};
@@ -66,6 +66,23 @@ fn audited_job(id: &str) -> JobSpec {
     spec
 }
 
+/// The per-canary statistics the coordinator serves for job `id` (it has some).
+async fn canary_statistics(h: &Harness, id: &str) -> CanaryStatistics {
+    h.running()
+        .admin()
+        .canary_statistics(id)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The privacy receipt of job `id`'s latest model, as client c000 downloads it.
+async fn final_receipt(h: &Harness, id: &str) -> v1::PrivacyReceipt {
+    let mut c = h.client("c000").await;
+    let (header, _) = c.get_model(id, 0).await;
+    header.receipt.unwrap()
+}
+
 async fn run_job(h: &Harness, spec: JobSpec, id: &'static str) -> v1::Job {
     let clients = h.clients(4).await;
     let admin = h.running().admin();
@@ -113,9 +130,7 @@ async fn without_noise_the_audit_finds_a_large_epsilon_and_survives_a_restart() 
     );
 
     // The final receipt carries it, on the wire and in its JSON.
-    let mut c = h.client("c000").await;
-    let (header, _) = c.get_model("open", 0).await;
-    let receipt = header.receipt.unwrap();
+    let receipt = final_receipt(&h, "open").await;
     assert_eq!(receipt.empirical_audit.as_ref(), Some(&a));
     assert!(
         receipt.json.contains("\"empirical_audit\":{"),
@@ -136,13 +151,7 @@ async fn without_noise_the_audit_finds_a_large_epsilon_and_survives_a_restart() 
 
     // The per-canary statistics it was computed from (for pooling over
     // jobs) give back exactly this audit.
-    let kept = h
-        .running()
-        .admin()
-        .canary_statistics("open")
-        .await
-        .unwrap()
-        .unwrap();
+    let kept = canary_statistics(&h, "open").await;
     assert_eq!(
         (kept.inserted, kept.rounds, kept.dim),
         (CANARIES, 8, DIM as usize)
@@ -161,17 +170,11 @@ async fn without_noise_the_audit_finds_a_large_epsilon_and_survives_a_restart() 
     let again = h.running().admin().job("open").unwrap();
     assert_eq!(again.audit.as_ref(), Some(&a));
     // The statistics are recomputed from the published versions, identically.
-    let recomputed = h
-        .running()
-        .admin()
-        .canary_statistics("open")
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(recomputed, kept);
-    let mut c = h.client("c000").await;
-    let (header, _) = c.get_model("open", 0).await;
-    assert_eq!(header.receipt.unwrap().empirical_audit.as_ref(), Some(&a));
+    assert_eq!(canary_statistics(&h, "open").await, kept);
+    assert_eq!(
+        final_receipt(&h, "open").await.empirical_audit.as_ref(),
+        Some(&a)
+    );
     let events = h
         .running()
         .admin()
@@ -215,9 +218,7 @@ async fn with_calibrated_noise_every_lower_bound_stays_below_the_accountant() {
     assert!(a.epsilon_one_shot_all_iterates.is_finite(), "{a:?}");
 
     // The receipt with the audit still verifies: the audit changes no ε.
-    let mut c = h.client("c000").await;
-    let (header, _) = c.get_model("noisy", 0).await;
-    let json = header.receipt.unwrap().json;
+    let json = final_receipt(&h, "noisy").await.json;
     let receipt: PrivacyReceipt = serde_json::from_str(&json).unwrap();
     receipt.verify().unwrap();
     assert_eq!(

@@ -170,6 +170,20 @@ fn attributions_on(features: &[usize]) -> Explanation {
     }
 }
 
+/// The first reason for `s` with only `feature` attributed, beside its evidence (5 paths).
+fn top_reason(s: &Session, feature: usize) -> String {
+    let e = Evidence::of(s, 5);
+    let f = features::extract(s);
+    let typical = baseline_for(&f.values);
+    let ctx = ReasonContext {
+        typical: &typical,
+        typical_raw: None,
+        evidence: Some(&e),
+    };
+    let r = reasons(&attributions_on(&[feature]), &f.values, &f.raw, &ctx, 1);
+    r[0].text.clone()
+}
+
 #[test]
 fn a_pagination_walk_is_described_as_pagination() {
     let sessions = read(&pagination_walk(), ReaderConfig::default(), true);
@@ -269,20 +283,10 @@ fn a_path_hit_with_two_methods_is_counted_as_the_path_not_as_one_method() {
     let f = features::extract(s);
     assert_eq!(f.raw.0[idx::MAX_HITS_ONE_PATH], 40.0);
     assert_eq!(e.most_hit_shapes().len(), 2);
-    let typical = baseline_for(&f.values);
-    let ctx = ReasonContext {
-        typical: &typical,
-        typical_raw: None,
-        evidence: Some(&e),
-    };
-    let r = reasons(
-        &attributions_on(&[idx::MAX_HITS_ONE_PATH]),
-        &f.values,
-        &f.raw,
-        &ctx,
-        1,
+    assert_eq!(
+        top_reason(s, idx::MAX_HITS_ONE_PATH),
+        "hit /account/login 40 times (GET ×20, POST ×20)"
     );
-    assert_eq!(r[0].text, "hit /account/login 40 times (GET ×20, POST ×20)");
 }
 
 #[test]
@@ -306,21 +310,10 @@ fn hammering_one_url_and_shuffled_pages_are_not_pagination() {
     let login = sessions.iter().find(|s| s.ip == "203.0.113.5").unwrap();
     let e = Evidence::of(login, 5);
     assert!(e.pagination_of_most_hit().is_none());
-    let f = features::extract(login);
-    let typical = baseline_for(&f.values);
-    let ctx = ReasonContext {
-        typical: &typical,
-        typical_raw: None,
-        evidence: Some(&e),
-    };
-    let r = reasons(
-        &attributions_on(&[idx::MAX_HITS_ONE_PATH]),
-        &f.values,
-        &f.raw,
-        &ctx,
-        1,
+    assert_eq!(
+        top_reason(login, idx::MAX_HITS_ONE_PATH),
+        "hit POST /api/login 40 times"
     );
-    assert_eq!(r[0].text, "hit POST /api/login 40 times");
     let shuffled = sessions.iter().find(|s| s.ip == "203.0.113.6").unwrap();
     let e = Evidence::of(shuffled, 5);
     assert!(e.top_paths[0].pagination.is_none(), "{:?}", e.top_paths[0]);

@@ -192,15 +192,16 @@ mod tests {
             noise.push(rng.random::<f32>());
             labels.push(bot);
         }
-        let auc = |tb: &[f32], tau: f32| {
+        // Every session's rules-first score, `tb` as percentiles among all.
+        let scores = |tb: &[f32], tau: f32| -> Vec<f32> {
             let p = Percentiles::new(tb);
-            let s: Vec<f32> = rules
+            rules
                 .iter()
                 .zip(tb)
                 .map(|(&r, &t)| rules_first(r, p.of(t), tau))
-                .collect();
-            roc_auc(&s, &labels).unwrap()
+                .collect()
         };
+        let auc = |tb: &[f32], tau: f32| roc_auc(&scores(tb, tau), &labels).unwrap();
         let rules_only: Vec<f32> = rules.iter().map(|&r| r as f32).collect();
         let base = roc_auc(&rules_only, &labels).unwrap();
         let informed = auc(&good, 0.4);
@@ -208,14 +209,14 @@ mod tests {
         assert!(informed > base + 0.1, "{informed} vs rules {base}");
         assert!((noisy - base).abs() < 0.02, "{noisy} vs rules {base}");
         // τ < 1 keeps every voted session above every unvoted one.
-        let p = Percentiles::new(&good);
+        let s = scores(&good, 0.4);
         let lowest_voted = (0..n)
             .filter(|&i| rules[i] > 0.0)
-            .map(|i| rules_first(rules[i], p.of(good[i]), 0.4))
+            .map(|i| s[i])
             .fold(f32::INFINITY, f32::min);
         let highest_unvoted = (0..n)
             .filter(|&i| rules[i] == 0.0)
-            .map(|i| rules_first(rules[i], p.of(good[i]), 0.4))
+            .map(|i| s[i])
             .fold(f32::NEG_INFINITY, f32::max);
         assert!(lowest_voted > highest_unvoted);
     }

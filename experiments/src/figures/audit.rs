@@ -326,6 +326,25 @@ fn runs() -> Vec<(String, Option<f64>)> {
         .collect()
 }
 
+/// A [`Row`] with the audit fields of `$audit` (either `EmpiricalAudit` type), the rest as given.
+macro_rules! row_with_audit {
+    ($audit:expr, $($rest:tt)*) => {{
+        let a = &$audit;
+        Row {
+            canaries: a.canaries,
+            unseen_canaries: a.unseen_canaries,
+            epsilon_one_shot_final: a.epsilon_one_shot_final,
+            epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
+            epsilon_lower_bound: a.epsilon_lower_bound,
+            epsilon_one_run_final: a.epsilon_one_run_final,
+            epsilon_one_run_all_iterates: a.epsilon_one_run_all_iterates,
+            epsilon_clopper_pearson_final: a.epsilon_clopper_pearson_final,
+            epsilon_clopper_pearson_all_iterates: a.epsilon_clopper_pearson_all_iterates,
+            $($rest)*
+        }
+    }};
+}
+
 /// Runs one audited job to its end; returns its row and canary statistics.
 async fn run_job(
     admin: &AdminApi,
@@ -368,7 +387,7 @@ async fn run_job(
         .canary_statistics(&id)
         .await?
         .ok_or_else(|| ended("canary statistics"))?;
-    let row = Row {
+    let row = row_with_audit!(a,
         run: run.to_string(),
         seed: seed.to_string(),
         target_epsilon: target.unwrap_or(f64::INFINITY),
@@ -376,17 +395,8 @@ async fn run_job(
         noise_multiplier: job.noise_multiplier,
         rounds: job.rounds_completed,
         dim,
-        canaries: a.canaries,
-        unseen_canaries: a.unseen_canaries,
-        epsilon_one_shot_final: a.epsilon_one_shot_final,
-        epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
-        epsilon_lower_bound: a.epsilon_lower_bound,
-        epsilon_one_run_final: a.epsilon_one_run_final,
-        epsilon_one_run_all_iterates: a.epsilon_one_run_all_iterates,
-        epsilon_clopper_pearson_final: a.epsilon_clopper_pearson_final,
-        epsilon_clopper_pearson_all_iterates: a.epsilon_clopper_pearson_all_iterates,
         seconds: t0.elapsed().as_secs_f64(),
-    };
+    );
     Ok((row, stats))
 }
 
@@ -415,21 +425,12 @@ fn pooled_row(run: &str, rows: &[&Row], stats: &[CanaryStatistics]) -> Result<Ro
     let delta = DELTA;
     let a = pooled_estimate(stats, delta, AUDIT_CONFIDENCE)
         .map_err(|e| Error::Config(format!("{run}: pooled audit: {e}")))?;
-    Ok(Row {
+    Ok(row_with_audit!(a,
         run: run.to_string(),
         seed: POOLED.to_string(),
-        canaries: a.canaries,
-        unseen_canaries: a.unseen_canaries,
-        epsilon_one_shot_final: a.epsilon_one_shot_final,
-        epsilon_one_shot_all_iterates: a.epsilon_one_shot_all_iterates,
-        epsilon_lower_bound: a.epsilon_lower_bound,
-        epsilon_one_run_final: a.epsilon_one_run_final,
-        epsilon_one_run_all_iterates: a.epsilon_one_run_all_iterates,
-        epsilon_clopper_pearson_final: a.epsilon_clopper_pearson_final,
-        epsilon_clopper_pearson_all_iterates: a.epsilon_clopper_pearson_all_iterates,
         seconds: rows.iter().map(|r| r.seconds).sum(),
         ..(*first).clone()
-    })
+    ))
 }
 
 /// Every seed's jobs in one coordinator, then the pooled rows: per-seed
