@@ -41,19 +41,27 @@ pub fn with_rules(probability: f32, rules_score: f64, gamma: f32) -> f32 {
     logit_with_rules(logit(probability), rules_score, gamma)
 }
 
-/// [`with_rules`] from the model's logit itself (no clamping of `logit`).
-pub fn logit_with_rules(logit: f32, rules_score: f64, gamma: f32) -> f32 {
-    let g = if gamma.is_finite() {
-        gamma.max(0.0)
+/// `x` clamped to `[lo, hi]`, or `otherwise` when `x` is not finite.
+fn clamp_finite(x: f32, lo: f32, hi: f32, otherwise: f32) -> f32 {
+    if x.is_finite() {
+        x.clamp(lo, hi)
     } else {
-        0.0
-    };
-    let s = if rules_score.is_finite() {
+        otherwise
+    }
+}
+
+/// A rules' vote sum as f32; a non-finite sum counts as no vote (0).
+fn vote_sum(rules_score: f64) -> f32 {
+    if rules_score.is_finite() {
         rules_score as f32
     } else {
         0.0
-    };
-    logit + g * s
+    }
+}
+
+/// [`with_rules`] from the model's logit itself (no clamping of `logit`).
+pub fn logit_with_rules(logit: f32, rules_score: f64, gamma: f32) -> f32 {
+    logit + clamp_finite(gamma, 0.0, f32::INFINITY, 0.0) * vote_sum(rules_score)
 }
 
 /// Scores' ranks within a reference set (a tenant's own sessions).
@@ -95,18 +103,8 @@ impl Percentiles {
 /// `(1 − β)·model_percentile + β·anomaly_percentile`, β clamped to [0, 1]
 /// (non-finite: 0.5); both percentiles clamped to [0, 1].
 pub fn tie_break(model_percentile: f32, anomaly_percentile: f32, beta: f32) -> f32 {
-    let b = if beta.is_finite() {
-        beta.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    let c = |x: f32| {
-        if x.is_finite() {
-            x.clamp(0.0, 1.0)
-        } else {
-            0.5
-        }
-    };
+    let b = clamp_finite(beta, 0.0, 1.0, 0.5);
+    let c = |x: f32| clamp_finite(x, 0.0, 1.0, 0.5);
     (1.0 - b) * c(model_percentile) + b * c(anomaly_percentile)
 }
 
@@ -114,22 +112,8 @@ pub fn tie_break(model_percentile: f32, anomaly_percentile: f32, beta: f32) -> f
 /// ([`tie_break`], in [0, 1]) within it. τ is clamped to [0, 100] (non-finite:
 /// 0, the rules alone); a non-finite rules score counts as no vote.
 pub fn rules_first(rules_score: f64, tie_break: f32, tau: f32) -> f32 {
-    let t = if tau.is_finite() {
-        tau.clamp(0.0, 100.0)
-    } else {
-        0.0
-    };
-    let s = if rules_score.is_finite() {
-        rules_score as f32
-    } else {
-        0.0
-    };
-    let b = if tie_break.is_finite() {
-        tie_break.clamp(0.0, 1.0)
-    } else {
-        0.5
-    };
-    s + t * b
+    vote_sum(rules_score)
+        + clamp_finite(tau, 0.0, 100.0, 0.0) * clamp_finite(tie_break, 0.0, 1.0, 0.5)
 }
 
 #[cfg(test)]
