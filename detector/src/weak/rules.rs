@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{Fired, SessionFacts, Vote};
 use crate::features::idx;
 use crate::paths::fnv1a;
+use crate::ua::UaClassifier;
 
 /// A rule configuration that cannot work; the message names the key.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -121,6 +122,10 @@ pub struct UserAgentRule {
     pub empty: bool,
     /// An HTTP-library user agent (curl, python-requests, ...) votes abuse.
     pub http_library: bool,
+    /// HTTP libraries that are native apps' own network stacks (substrings,
+    /// case-insensitive): no `http_library` vote, since an API tenant's app
+    /// users send them (Android apps say `okhttp/4.x` by default).
+    pub app_stacks: Vec<String>,
     /// Substrings that vote abuse (scanners, scraping frameworks).
     pub abuse_substrings: Vec<String>,
     /// Substrings that vote not abuse (the tenant's own monitors, partners).
@@ -133,6 +138,9 @@ impl Default for UserAgentRule {
             weight: 2.0,
             empty: true,
             http_library: true,
+            app_stacks: ["okhttp", "cfnetwork", "dalvik", "alamofire"]
+                .map(String::from)
+                .to_vec(),
             abuse_substrings: [
                 "sqlmap",
                 "nikto",
@@ -299,6 +307,7 @@ impl RuleConfig {
                 "user_agent.allow_substrings",
                 &self.user_agent.allow_substrings,
             ),
+            ("user_agent.app_stacks", &self.user_agent.app_stacks),
         ] {
             if list.iter().any(|s| s.trim().is_empty()) {
                 return Err(err(key, "entries must not be empty".into()));
@@ -398,6 +407,10 @@ impl RuleConfig {
             abuse_if(payment_failures >= f64::from(self.declined_payments.min)),
             self.declined_payments.weight,
         );
+        // Crawlers and monitors that announce themselves send HEADs and poll
+        // on a schedule: that is what they are for (the `crawler` rule checks
+        // a crawler's claim), so these behaviours vote abuse only without one.
+        let announced = UaClassifier::global().announces_good_bot(&facts.user_agent);
         let requests = raw(facts, idx::REQUESTS).unwrap_or(0.0);
         for (name, rule, share) in [
             (
@@ -408,13 +421,14 @@ impl RuleConfig {
             ("head_share", &self.head_share, idx::HEAD_SHARE),
         ] {
             let fires = requests >= f64::from(rule.min_requests)
-                && raw(facts, share).is_some_and(|s| s >= rule.min_share);
+                && raw(facts, share).is_some_and(|s| s >= rule.min_share)
+                && !(name == "head_share" && announced);
             cast(name, abuse_if(fires), rule.weight);
         }
         let pages = raw(facts, idx::PAGES).unwrap_or(0.0);
         if pages >= f64::from(self.timing.min_pages) {
             match raw(facts, idx::GAP_CV) {
-                Some(cv) if cv <= self.timing.max_cv => {
+                Some(cv) if cv <= self.timing.max_cv && !announced => {
                     cast("timing", Vote::Abuse, self.timing.weight);
                 }
                 Some(cv) if cv >= self.timing.human_min_cv => {
@@ -447,7 +461,9 @@ impl RuleConfig {
         }
         let empty = ua.trim().is_empty() || ua == "-";
         if (r.empty && empty)
-            || (r.http_library && flag(facts, idx::UA_HTTP_LIBRARY))
+            || (r.http_library
+                && flag(facts, idx::UA_HTTP_LIBRARY)
+                && !r.app_stacks.iter().any(|s| contains_ci(ua, s)))
             || r.abuse_substrings.iter().any(|s| contains_ci(ua, s))
         {
             Vote::Abuse

@@ -68,6 +68,24 @@ fn user_agent_rule_votes_on_empty_library_listed_and_allowed_agents() {
         ),
         only("user_agent", Vote::NotAbuse)
     );
+    // A native app's own HTTP stack is no HTTP-library vote (an API
+    // tenant's Android users send okhttp/4.x).
+    assert!(
+        votes(
+            &cfg,
+            &facts("okhttp/4.12.0", &[(idx::UA_HTTP_LIBRARY, 1.0)])
+        )
+        .is_empty()
+    );
+    let mut strict = RuleConfig::default();
+    strict.user_agent.app_stacks.clear();
+    assert_eq!(
+        votes(
+            &strict,
+            &facts("okhttp/4.12.0", &[(idx::UA_HTTP_LIBRARY, 1.0)])
+        ),
+        only("user_agent", Vote::Abuse)
+    );
     let mut off = RuleConfig::default();
     off.user_agent.empty = false;
     off.user_agent.http_library = false;
@@ -195,7 +213,12 @@ fn share_rules_need_enough_requests() {
     );
     assert!(votes(&cfg, &head(4.0, 1.0)).is_empty());
     assert!(votes(&cfg, &head(20.0, 0.05)).is_empty());
+    // An announced monitor checking with HEAD is doing its job.
+    let monitor = facts(MONITOR, &[(idx::REQUESTS, 20.0), (idx::HEAD_SHARE, 1.0)]);
+    assert!(votes(&cfg, &monitor).is_empty());
 }
+
+const MONITOR: &str = "Mozilla/5.0+(compatible; UptimeRobot/2.0; http://www.uptimerobot.com/)";
 
 #[test]
 fn timing_rule_votes_both_ways_and_abstains_in_between() {
@@ -205,6 +228,14 @@ fn timing_rule_votes_both_ways_and_abstains_in_between() {
     assert_eq!(votes(&cfg, &t(6.0, 1.4)), only("timing", Vote::NotAbuse));
     assert!(votes(&cfg, &t(6.0, 0.5)).is_empty());
     assert!(votes(&cfg, &t(4.0, 0.0)).is_empty(), "too few pages");
+    // Polling on a schedule is what an announced monitor does; a scanner or
+    // a headless browser announcing itself still gets the vote.
+    let polled = |ua: &str| facts(ua, &[(idx::PAGES, 30.0), (idx::GAP_CV, 0.01)]);
+    assert!(votes(&cfg, &polled(MONITOR)).is_empty());
+    assert!(
+        votes(&cfg, &polled("Mozilla/5.0 HeadlessChrome/122.0.0.0"))
+            .contains(&("timing", Vote::Abuse))
+    );
     let w: Vec<f64> = cfg
         .evaluate(&t(6.0, 1.4))
         .iter()
