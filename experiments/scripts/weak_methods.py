@@ -216,35 +216,10 @@ def train_nnpu(X, pos, prior, seed, epochs=12, h=8, lr=0.01, batch=512, beta=0.0
 
 
 # --------------------------------------------------------------- label model
-def label_model(V, iters=50, prior0=0.2):
-    """One-coin-per-class Dawid-Skene over rule votes V (n x k, +1/-1/0):
-    P(rule j votes abuse | abuse) = a_j, P(votes not-abuse | not abuse) = b_j,
-    P(vote | other class) learned too (a 3-outcome table per rule and class).
-    Returns P(abuse | votes) per row."""
-    n, k = V.shape
-    # outcome index: 0 abstain, 1 abuse, 2 not abuse
-    O = np.where(V > 0, 1, np.where(V < 0, 2, 0))
-    pi = prior0
-    # init posteriors from the vote sum
-    s = V.sum(1)
-    q = np.where(s > 0, 0.9, np.where(s < 0, 0.05, prior0))
-    for _ in range(iters):
-        pi = q.mean()
-        T1 = np.zeros((k, 3))
-        T0 = np.zeros((k, 3))
-        for o in range(3):
-            T1[:, o] = (q[:, None] * (O == o)).sum(0) + 0.5
-            T0[:, o] = ((1 - q)[:, None] * (O == o)).sum(0) + 0.5
-        T1 /= T1.sum(1, keepdims=True)
-        T0 /= T0.sum(1, keepdims=True)
-        l1 = np.log(pi) + np.log(T1[np.arange(k), O]).sum(1)
-        l0 = np.log(1 - pi) + np.log(T0[np.arange(k), O]).sum(1)
-        q = sig(l1 - l0)
-    return q, pi
-
-
 def label_model_apply(Vtr, Vall, iters=50):
-    """[`label_model`] fitted on `Vtr`, posteriors for `Vall`."""
+    """One-coin-per-class Dawid-Skene over rule votes (n x k, +1/-1/0): a
+    3-outcome table (abstain, abuse, not abuse) per rule and class, fitted by
+    EM on `Vtr`; returns P(abuse | votes) for every row of `Vall`."""
     k = Vtr.shape[1]
     O = np.where(Vtr > 0, 1, np.where(Vtr < 0, 2, 0))
     Oa = np.where(Vall > 0, 1, np.where(Vall < 0, 2, 0))
