@@ -73,4 +73,11 @@ fn audit_fast_mode_bounds_stay_below_the_accountant_and_no_noise_is_caught() {
     let readme = std::fs::read_to_string(setup.readme()).unwrap();
     assert!(readme.contains("<!-- section:audit -->"));
     assert!(readme.contains("Checked: every lower bound"));
+    // Both tables' headers, pooled and per seed.
+    for header in [
+        "| target ε | z | accountant ε | ε̂ final | ε̂ all iterates | one-run final | one-run all iterates | CP final | CP all iterates | lower bound (95 %) |",
+        "| target ε | z | accountant ε | ε̂ final | ε̂ all iterates | lower bound (95 %), seed ",
+    ] {
+        assert!(readme.contains(header), "{header} not in {readme}");
+    }
 }

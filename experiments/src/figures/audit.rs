@@ -722,6 +722,26 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
              and pools them."
         )
     };
+    // Both tables start with the job's parameters and its one-shot ε̂.
+    const LEADING: [&str; 5] = ["target ε", "z", "accountant ε", "ε̂ final", "ε̂ all iterates"];
+    let pooled_header: Vec<&str> = LEADING
+        .into_iter()
+        .chain([
+            "one-run final",
+            "one-run all iterates",
+            "CP final",
+            "CP all iterates",
+            "lower bound (95 %)",
+        ])
+        .collect();
+    let per_seed_bound = format!(
+        "lower bound (95 %), seed {}",
+        seed_list.replace(", ", " / ")
+    );
+    let seed_header: Vec<&str> = LEADING
+        .into_iter()
+        .chain([per_seed_bound.as_str(), "min", "mean ± sd"])
+        .collect();
     let body = format!(
         "## 6. Empirical privacy audit\n\n{}\n\n\
          The coordinator's canary mode (`audit.canaries`): {k} canary clients per job, each always sending a \
@@ -747,37 +767,8 @@ pub fn run(setup: &Setup) -> Result<Outcome> {
             &png,
             "empirical epsilon and lower bounds against the accountant's epsilon"
         ),
-        markdown_table(
-            &[
-                "target ε",
-                "z",
-                "accountant ε",
-                "ε̂ final",
-                "ε̂ all iterates",
-                "one-run final",
-                "one-run all iterates",
-                "CP final",
-                "CP all iterates",
-                "lower bound (95 %)",
-            ],
-            &pooled_rows
-        ),
-        markdown_table(
-            &[
-                "target ε",
-                "z",
-                "accountant ε",
-                "ε̂ final",
-                "ε̂ all iterates",
-                &format!(
-                    "lower bound (95 %), seed {}",
-                    seed_list.replace(", ", " / ")
-                ),
-                "min",
-                "mean ± sd",
-            ],
-            &seed_rows
-        ),
+        markdown_table(&pooled_header, &pooled_rows),
+        markdown_table(&seed_header, &seed_rows),
         k = params.canaries,
         n = params.clients,
         q = params.sampling_rate,
